@@ -1,0 +1,1 @@
+"""The ``sentops`` command line: thin commands over the core library."""

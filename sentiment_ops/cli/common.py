@@ -1,0 +1,96 @@
+"""Shared pieces of the CLI: settings from the context, consoles, error mapping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.errors import SentopsError
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class SentopsGroup(TyperGroup):
+    """Maps every ``SentopsError`` to one red line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SentopsError as exc:
+            message = " ".join(str(exc).split())
+            err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """Keep the terminal for our own output: no library progress bars or load reports."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("mlflow", "transformers", "alembic", "httpx", "urllib3", "datasets"):
+        logging.getLogger(name).setLevel(level if verbose else logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def settings_from(ctx: typer.Context, overrides: Mapping[str, Any] | None = None) -> Settings:
+    obj = ctx.find_root().obj or {}
+    merged = dict(obj.get("overrides", {}))
+    merged.update(overrides or {})
+    settings = load_settings(obj.get("config"), merged)
+    quiet_third_party(bool(obj.get("verbose")))
+    return settings
+
+
+def print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+@contextmanager
+def stage_progress(enabled: bool = True) -> Iterator[Any]:
+    """A rich progress display driven by ``progress(stage, done, total)`` callbacks."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    tasks: dict[str, Any] = {}
+    with Progress(
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield update
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,112 @@
+"""``sentops register | promote | rollback | models``: versions and aliases."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from sentiment_ops.cli.common import console, fmt, print_json, settings_from
+
+
+def _registry(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from sentiment_ops.registry import Registry
+
+    return Registry(settings_from(ctx))
+
+
+def register(
+    ctx: typer.Context,
+    run_id: str = typer.Option(..., "--run-id", help="MLflow run that logged the model."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Register the model logged by a run as a new model version.
+
+    Example: sentops register --run-id 3f2a…
+    """
+    info = _registry(ctx).register(run_id)
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        console.print(f"registered [bold]{info.name}[/bold] version [bold]{info.version}[/bold] from run {run_id}")
+
+
+def promote(
+    ctx: typer.Context,
+    version: int = typer.Option(..., "--version", help="Model version to point the alias at."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Point an alias (default: production) at a model version and record the move.
+
+    Example: sentops promote --version 3
+    """
+    event = _registry(ctx).promote(version, alias)
+    if as_json:
+        print_json(event.__dict__)
+    else:
+        frm = "(unset)" if event.from_version is None else f"v{event.from_version}"
+        console.print(f"{alias}: {frm} → [bold]v{event.to_version}[/bold]")
+
+
+def rollback(
+    ctx: typer.Context,
+    alias: str = typer.Option("production", "--alias", help="Alias to move back."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Point an alias back at the version it had before (walks back through history).
+
+    Example: sentops rollback
+    """
+    event = _registry(ctx).rollback(alias)
+    if as_json:
+        print_json(event.__dict__)
+    else:
+        console.print(f"{alias}: rolled back v{event.from_version} → [bold]v{event.to_version}[/bold]")
+
+
+def models(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    history: str = typer.Option(None, "--history", help="Show the move history of this alias instead."),
+) -> None:
+    """List model versions with aliases, golden-test accuracy / F1 and lineage.
+
+    Example: sentops models --json
+    """
+    registry = _registry(ctx)
+    if history:
+        events = registry.history(history)
+        if as_json:
+            print_json([e.__dict__ for e in events])
+            return
+        table = Table(title=f"alias history: {history}")
+        for col in ("at", "action", "from", "to"):
+            table.add_column(col)
+        for e in events:
+            table.add_row(e.at, e.action, str(e.from_version or "–"), str(e.to_version))
+        console.print(table)
+        return
+    try:
+        versions = registry.list_versions()
+    except Exception:  # noqa: BLE001 - an absent model simply has no versions
+        versions = []
+    if as_json:
+        print_json([{k: v for k, v in info.to_dict().items() if k != "tags"} for info in versions])
+        return
+    if not versions:
+        console.print(f"no versions of {registry.model_name!r} yet: run `sentops train`")
+        return
+    table = Table(title=registry.model_name)
+    for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases) or "–",
+            fmt(v.golden_accuracy),
+            fmt(v.golden_f1),
+            v.created,
+            v.run_id or "–",
+            str(v.parent_version or "–"),
+        )
+    console.print(table)

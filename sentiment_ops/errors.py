@@ -1,0 +1,77 @@
+"""The one exception tree of sentiment_ops.
+
+Library code raises these; the CLI maps each to one red line and an exit code
+(see ``exit_code``). Nothing else should escape the library on expected failures.
+
+    SentopsError                      exit 1   anything expected that went wrong
+    ├── ConfigError                   exit 2   invalid setting, unknown key, bad YAML
+    ├── DataError                     exit 65  unreadable / empty / malformed dataset
+    ├── NotFoundError                 exit 66  unknown model version, run, alias, id
+    ├── RegistryUnavailableError      exit 69  MLflow tracking / registry unreachable
+    ├── StoreError                    exit 70  inference store failure
+    ├── ModelLoadError                exit 71  a model version that cannot be loaded
+    ├── NotEnoughDataError            exit 4   too few rows / labels for the operation
+    └── GateFailedError               exit 5   a candidate did not beat production
+
+``sentops drift`` additionally exits 3 when drift is detected (not an error).
+"""
+
+from __future__ import annotations
+
+
+class SentopsError(Exception):
+    """Base class of every error that sentiment_ops raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(SentopsError):
+    """A setting is unknown, of the wrong type, or a config file cannot be read."""
+
+    exit_code = 2
+
+
+class DataError(SentopsError):
+    """A dataset is missing, unreadable, empty or has a bad row."""
+
+    exit_code = 65
+
+
+class NotFoundError(SentopsError):
+    """A model version, run, alias or logged prediction does not exist."""
+
+    exit_code = 66
+
+
+class RegistryUnavailableError(SentopsError):
+    """The MLflow tracking server / model registry cannot be reached."""
+
+    exit_code = 69
+
+
+class StoreError(SentopsError):
+    """The inference store cannot be opened or written."""
+
+    exit_code = 70
+
+
+class ModelLoadError(SentopsError):
+    """A model version exists but cannot be loaded."""
+
+    exit_code = 71
+
+
+class NotEnoughDataError(SentopsError):
+    """Too few rows (logged predictions, labels) for the operation asked for."""
+
+    exit_code = 4
+
+
+class GateFailedError(SentopsError):
+    """A retrained candidate did not pass the champion/challenger gate."""
+
+    exit_code = 5
+
+
+EXIT_OK = 0
+EXIT_DRIFT = 3

@@ -1,0 +1,122 @@
+"""The model as MLflow logs it: a custom ``mlflow.pyfunc.PythonModel``.
+
+Weights and tokenizer travel as the ``hf_model`` artifact (a ``save_pretrained`` folder
+plus ``sentops.json`` with the truncation settings). Input: a ``text`` column (or a list
+of strings). Output: ``label`` (0/1), ``label_name``, ``probability`` (of positive),
+``confidence``; with ``params={"return_embedding": True}`` also ``embedding``, the pooled
+vector that drift monitoring compares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.errors import DataError, ModelLoadError
+from sentiment_ops.modeling import Prediction, SentimentModel
+
+ARTIFACT_KEY = "hf_model"
+MODEL_NAME = "model"  # name of the logged model inside a run
+
+
+def _texts(model_input: Any) -> list[str]:
+    if isinstance(model_input, pd.DataFrame):
+        if "text" in model_input.columns:
+            col = model_input["text"]
+        elif model_input.shape[1] == 1:
+            col = model_input.iloc[:, 0]
+        else:
+            raise DataError("model input needs a 'text' column")
+        return [str(t) for t in col.tolist()]
+    if isinstance(model_input, pd.Series):
+        return [str(t) for t in model_input.tolist()]
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, dict) and "text" in model_input:
+        value = model_input["text"]
+        return [value] if isinstance(value, str) else [str(t) for t in value]
+    if isinstance(model_input, (list, tuple, np.ndarray)):
+        return [str(t) for t in model_input]
+    raise DataError(f"unsupported model input type {type(model_input).__name__}")
+
+
+def prediction_frame(pred: Prediction, with_embedding: bool) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "label": pred.labels.astype(np.int64),
+            "label_name": [LABEL_NAMES[i] for i in pred.labels],
+            "probability": pred.probabilities.astype(np.float64),
+            "confidence": pred.confidences.astype(np.float64),
+        }
+    )
+    if with_embedding and pred.embeddings is not None:
+        df["embedding"] = [row.astype(np.float64).tolist() for row in pred.embeddings]
+    return df
+
+
+class SentimentPyfunc(mlflow.pyfunc.PythonModel):
+    """Texts in; label, positive-class probability (and optionally embedding) out."""
+
+    def __init__(self) -> None:
+        self.model: SentimentModel | None = None
+
+    def load_context(self, context: Any) -> None:
+        path = Path(context.artifacts[ARTIFACT_KEY])
+        config = getattr(context, "model_config", None) or {}
+        try:
+            self.model = SentimentModel.from_dir(path, max_length=config.get("max_length"))
+        except Exception as exc:  # noqa: BLE001 - any load failure is a model load error
+            raise ModelLoadError(f"cannot load sentiment model from {path}: {exc}") from exc
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if self.model is None:  # pragma: no cover - mlflow always calls load_context
+            raise ModelLoadError("model not loaded")
+        with_embedding = bool((params or {}).get("return_embedding", False))
+        pred = self.model.predict(_texts(model_input), with_embeddings=with_embedding)
+        return prediction_frame(pred, with_embedding)
+
+
+def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] | None = None) -> Any:
+    """Save ``model`` and log it to the active run; returns MLflow's ``ModelInfo``."""
+    folder = model.save(work_dir / ARTIFACT_KEY, extra_meta=extra_meta)
+    example = pd.DataFrame({"text": ["A moving, beautifully acted film.", "Dull and far too long."]})
+    pred = model.predict(example["text"].tolist(), with_embeddings=False)
+    signature = infer_signature(
+        model_input=example,
+        model_output=prediction_frame(pred, with_embedding=False),
+        params={"return_embedding": False},
+    )
+    from sentiment_ops import __version__  # noqa: PLC0415
+
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=SentimentPyfunc(),
+        artifacts={ARTIFACT_KEY: str(folder)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=[
+            f"sentiment-ops=={__version__}",
+            "torch",
+            "transformers",
+            "pandas",
+            "numpy",
+        ],
+    )
+
+
+def load_pyfunc(model_uri: str) -> SentimentPyfunc:
+    """Load a logged model and return our PythonModel (for the fast serving path)."""
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+        inner = loaded.unwrap_python_model()
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types here
+        raise ModelLoadError(f"cannot load {model_uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    if not isinstance(inner, SentimentPyfunc) or inner.model is None:
+        raise ModelLoadError(f"{model_uri} is not a sentops model")
+    return inner

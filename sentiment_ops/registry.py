@@ -1,0 +1,292 @@
+"""MLflow: connection, experiment, model versions, aliases with history, lineage.
+
+Aliases (``production``, ``candidate``) are the only lifecycle markers; the deprecated
+registry stages are never used. Every alias move is appended to a JSON history kept as a
+tag of the registered model (``sentops.alias_history.<alias>``), so ``rollback`` works
+against any tracking server, not only the embedded SQLite one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sentiment_ops.config import Settings
+from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
+
+log = logging.getLogger(__name__)
+
+HISTORY_TAG = "sentops.alias_history.{alias}"
+HISTORY_KEEP = 100  # events kept per alias (tag values have a size limit)
+PARENT_TAG = "sentops.parent_version"
+
+
+def _quiet_mlflow() -> None:
+    # A down tracking server must fail in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """For http(s) tracking URIs, ask the server's /health before doing anything."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    import httpx  # noqa: PLC0415
+
+    try:
+        resp = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise RegistryUnavailableError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
+    if resp.status_code >= 500:
+        raise RegistryUnavailableError(f"MLflow tracking server {uri} answered {resp.status_code} on /health")
+
+
+@contextmanager
+def mlflow_errors(what: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into SentopsError subclasses with one clear line."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        yield
+    except SentopsError:
+        raise
+    except MlflowException as exc:
+        code = getattr(exc, "error_code", "")
+        msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in msg.lower():
+            raise NotFoundError(f"{what}: {msg}") from exc
+        if "connection" in msg.lower() or "max retries" in msg.lower():
+            raise RegistryUnavailableError(f"{what}: MLflow is unreachable: {msg}") from exc
+        raise SentopsError(f"{what}: {msg}") from exc
+    except (ConnectionError, OSError) as exc:
+        raise RegistryUnavailableError(f"{what}: MLflow is unreachable: {exc}") from exc
+
+
+@dataclass
+class VersionInfo:
+    name: str
+    version: int
+    aliases: list[str]
+    run_id: str | None
+    created: str
+    source: str
+    parent_version: int | None
+    golden_accuracy: float | None = None
+    golden_f1: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AliasEvent:
+    at: str
+    alias: str
+    from_version: int | None
+    to_version: int
+    action: str  # promote | rollback
+
+
+class Registry:
+    """A thin layer over ``MlflowClient`` for one registered model."""
+
+    def __init__(self, settings: Settings, check: bool = True) -> None:
+        _quiet_mlflow()
+        import mlflow  # noqa: PLC0415
+        from mlflow import MlflowClient  # noqa: PLC0415
+
+        self.settings = settings
+        self.model_name = settings.mlflow.model_name
+        self.tracking_uri = settings.tracking_uri
+        if self.tracking_uri.startswith("sqlite:"):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        if check:
+            check_reachable(self.tracking_uri, settings.mlflow.timeout_s)
+            if settings.registry_uri != self.tracking_uri:
+                check_reachable(settings.registry_uri, settings.mlflow.timeout_s)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(settings.registry_uri)
+        self.mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
+
+    # -- experiments -------------------------------------------------------------------
+    def experiment_id(self, name: str | None = None) -> str:
+        name = name or self.settings.mlflow.experiment
+        with mlflow_errors(f"experiment {name!r}"):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            location = None
+            if self.tracking_uri.startswith("sqlite:"):
+                # Keep artifacts in the sentops home, not in ./mlruns of whatever cwd.
+                self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+                location = self.settings.artifact_root.resolve().as_uri()
+            return str(self.client.create_experiment(name, artifact_location=location))
+
+    # -- versions ----------------------------------------------------------------------
+    def register(
+        self, run_id: str, tags: dict[str, str] | None = None, source: str | None = None, artifact: str = "model"
+    ) -> VersionInfo:
+        """Register the model logged by ``run_id`` as a new version."""
+        with mlflow_errors(f"run {run_id}"):
+            run = self.client.get_run(run_id)
+        source = source or self._model_source(run_id, artifact)
+        with mlflow_errors(f"register run {run_id}"):
+            try:
+                self.client.get_registered_model(self.model_name)
+            except Exception:  # noqa: BLE001 - create it when absent, errors re-raised below
+                self.client.create_registered_model(
+                    self.model_name, description="Sentiment classifier fine-tuned by sentops."
+                )
+            all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
+            all_tags.update(tags or {})
+            mv = self.client.create_model_version(
+                self.model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in all_tags.items()}
+            )
+        return self.get_version(int(mv.version))
+
+    def _model_source(self, run_id: str, artifact: str) -> str:
+        with mlflow_errors(f"run {run_id}"):
+            models = self.mlflow.search_logged_models(
+                experiment_ids=[self.client.get_run(run_id).info.experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{artifact}'",
+                output_format="list",
+            )
+        if not models:
+            raise NotFoundError(f"run {run_id} has no logged model named {artifact!r}")
+        return f"models:/{models[0].model_id}"
+
+    def get_version(self, version: int) -> VersionInfo:
+        with mlflow_errors(f"model {self.model_name!r} version {version}"):
+            mv = self.client.get_model_version(self.model_name, str(version))
+        return self._info(mv)
+
+    def version_for_alias(self, alias: str) -> VersionInfo:
+        with mlflow_errors(f"alias {alias!r} of model {self.model_name!r}"):
+            mv = self.client.get_model_version_by_alias(self.model_name, alias)
+        return self._info(mv)
+
+    def alias_version(self, alias: str) -> int | None:
+        """The version an alias points to, or None when the alias (or model) is absent."""
+        try:
+            return self.version_for_alias(alias).version
+        except NotFoundError:
+            return None
+
+    def list_versions(self) -> list[VersionInfo]:
+        with mlflow_errors(f"model {self.model_name!r}"):
+            mvs = self.client.search_model_versions(f"name = '{self.model_name}'")
+        infos = [self._info(mv) for mv in mvs]
+        return sorted(infos, key=lambda v: v.version, reverse=True)
+
+    def _info(self, mv: Any) -> VersionInfo:
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = self.client.get_run(mv.run_id).data.metrics
+            except Exception:  # noqa: BLE001 - a deleted run must not hide the version
+                metrics = {}
+        parent = mv.tags.get(PARENT_TAG)
+        return VersionInfo(
+            name=mv.name,
+            version=int(mv.version),
+            aliases=sorted(getattr(mv, "aliases", []) or []),
+            run_id=mv.run_id,
+            created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC).isoformat(timespec="seconds"),
+            source=mv.source,
+            parent_version=int(parent) if parent and parent.isdigit() else None,
+            golden_accuracy=metrics.get("golden_accuracy"),
+            golden_f1=metrics.get("golden_f1"),
+            tags=dict(mv.tags),
+        )
+
+    def model_uri(self, version: int) -> str:
+        return f"models:/{self.model_name}/{version}"
+
+    # -- aliases -----------------------------------------------------------------------
+    def history(self, alias: str) -> list[AliasEvent]:
+        with mlflow_errors(f"model {self.model_name!r}"):
+            try:
+                rm = self.client.get_registered_model(self.model_name)
+            except Exception as exc:  # noqa: BLE001
+                raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
+        raw = rm.tags.get(HISTORY_TAG.format(alias=alias))
+        if not raw:
+            return []
+        return [AliasEvent(**e) for e in json.loads(raw)]
+
+    def _write_history(self, alias: str, events: list[AliasEvent]) -> None:
+        value = json.dumps([asdict(e) for e in events[-HISTORY_KEEP:]])
+        with mlflow_errors(f"model {self.model_name!r}"):
+            self.client.set_registered_model_tag(self.model_name, HISTORY_TAG.format(alias=alias), value)
+
+    def promote(self, version: int, alias: str = "production", action: str = "promote") -> AliasEvent:
+        """Point ``alias`` at ``version`` and record the move."""
+        self.get_version(version)  # raises NotFoundError for unknown versions
+        previous = self.alias_version(alias)
+        with mlflow_errors(f"set alias {alias!r}"):
+            self.client.set_registered_model_alias(self.model_name, alias, str(version))
+        event = AliasEvent(
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            alias=alias,
+            from_version=previous,
+            to_version=version,
+            action=action,
+        )
+        self._write_history(alias, [*self.history(alias), event])
+        return event
+
+    def rollback(self, alias: str = "production") -> AliasEvent:
+        """Point ``alias`` back at the version it had before the current one.
+
+        Promotions push onto a stack, rollbacks pop it, so repeated rollbacks walk back
+        through history instead of bouncing between two versions."""
+        events = self.history(alias)
+        stack: list[int] = []
+        for e in events:
+            if e.action == "rollback":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(e.to_version)
+        current = self.alias_version(alias)
+        if current is None:
+            raise NotFoundError(f"alias {alias!r} of model {self.model_name!r} is not set")
+        if not stack or stack[-1] != current:  # moved by hand (e.g. the MLflow UI)
+            stack.append(current)
+        if len(stack) < 2:
+            raise NotFoundError(f"alias {alias!r} has no previous version to roll back to")
+        target = stack[-2]
+        return self.promote(target, alias, action="rollback")
+
+    def delete_alias(self, alias: str) -> None:
+        with mlflow_errors(f"delete alias {alias!r}"):
+            self.client.delete_registered_model_alias(self.model_name, alias)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The git commit of the working tree (or 'unknown' outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"

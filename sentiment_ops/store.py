@@ -1,0 +1,317 @@
+"""The inference store: every served prediction (with its pooled embedding), feedback
+labels, and drift checks. SQLAlchemy Core over SQLite (WAL, the default, in the sentops
+home) or PostgreSQL (any ``postgresql://`` URL)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from sentiment_ops.errors import DataError, NotFoundError, StoreError
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("alias", sa.String(100), nullable=True),
+    sa.Column("text", sa.Text, nullable=True),  # NULL when store_text is off
+    sa.Column("text_hash", sa.String(64), nullable=False),
+    sa.Column("prediction", sa.Integer, nullable=True),
+    sa.Column("probability", sa.Float, nullable=True),  # P(positive)
+    sa.Column("confidence", sa.Float, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=True),  # float32 bytes
+    sa.Column("source", sa.String(20), nullable=False, server_default="api"),  # api | import
+    sa.Column("feedback_label", sa.Integer, nullable=True),
+    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_predictions_model", "model_name", "model_version", "created_at"),
+)
+
+drift_checks = sa.Table(
+    "drift_checks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("window", sa.Integer, nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("drift", sa.Boolean, nullable=False),
+    sa.Column("p_value", sa.Float, nullable=True),
+    sa.Column("mmd2", sa.Float, nullable=True),
+    sa.Column("cosine_distance", sa.Float, nullable=True),
+    sa.Column("details", sa.Text, nullable=True),  # JSON of the whole report
+)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PredictionRecord:
+    model_name: str
+    model_version: int | None
+    text: str
+    prediction: int | None
+    probability: float | None
+    confidence: float | None
+    embedding: np.ndarray | None = None
+    latency_ms: float | None = None
+    alias: str | None = None
+    source: str = "api"
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+    feedback_label: int | None = None
+    feedback_at: datetime | None = None
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class InferenceStore:
+    """Thread-safe (one engine, short transactions); safe to share across threads."""
+
+    def __init__(self, url: str, store_text: bool = True, create: bool = True) -> None:
+        self.url = url
+        self.store_text = store_text
+        try:
+            if url.startswith("sqlite"):
+                self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            if create:
+                metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}") from exc
+
+    def _safe_url(self) -> str:
+        try:
+            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except (sa.exc.ArgumentError, ValueError):
+            return "<invalid url>"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------
+    def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
+        if not records:
+            return 0
+        rows = [
+            {
+                "id": r.id,
+                "created_at": _as_utc(r.created_at),
+                "model_name": r.model_name,
+                "model_version": r.model_version,
+                "alias": r.alias,
+                "text": r.text if self.store_text else None,
+                "text_hash": text_hash(r.text),
+                "prediction": r.prediction,
+                "probability": r.probability,
+                "confidence": r.confidence,
+                "latency_ms": r.latency_ms,
+                "embedding": None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32).tobytes(),
+                "source": r.source,
+                "feedback_label": r.feedback_label,
+                "feedback_at": _as_utc(r.feedback_at),
+            }
+            for r in records
+        ]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(predictions.insert(), rows)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to inference store: {_first_line(exc)}") from exc
+        return len(rows)
+
+    def set_feedback(self, prediction_id: str, label: int) -> bool:
+        """Record the true label of a logged prediction. Returns False when that same
+        label was already recorded (nothing applied twice)."""
+        if label not in (0, 1):
+            raise DataError(f"label must be 0 or 1, got {label!r}")
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(predictions.c.feedback_label).where(predictions.c.id == prediction_id)
+                ).first()
+                if row is None:
+                    raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
+                if row.feedback_label == label:
+                    return False
+                conn.execute(
+                    predictions.update()
+                    .where(predictions.c.id == prediction_id)
+                    .values(feedback_label=label, feedback_at=utcnow())
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write feedback: {_first_line(exc)}") from exc
+        return True
+
+    # -- reads ----------------------------------------------------------------------------
+    def _rows(self, query: Any) -> list[Any]:
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(query))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read inference store: {_first_line(exc)}") from exc
+
+    def count(self, model_name: str | None = None, model_version: int | None = None, source: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(predictions)
+        if model_name is not None:
+            q = q.where(predictions.c.model_name == model_name)
+        if model_version is not None:
+            q = q.where(predictions.c.model_version == model_version)
+        if source is not None:
+            q = q.where(predictions.c.source == source)
+        return int(self._rows(q)[0][0])
+
+    def get(self, prediction_id: str) -> PredictionRecord:
+        rows = self._rows(sa.select(predictions).where(predictions.c.id == prediction_id))
+        if not rows:
+            raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
+        return _record(rows[0])
+
+    def window(self, model_name: str, model_version: int | None, size: int) -> list[PredictionRecord]:
+        """The most recent ``size`` served predictions of a model version, oldest first."""
+        q = (
+            sa.select(predictions)
+            .where(predictions.c.model_name == model_name, predictions.c.source == "api")
+            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+            .limit(size)
+        )
+        if model_version is not None:
+            q = q.where(predictions.c.model_version == model_version)
+        return [_record(r) for r in reversed(self._rows(q))]
+
+    def labeled(
+        self, since: datetime | None = None, limit: int | None = None, labeled: bool = True
+    ) -> list[PredictionRecord]:
+        """Rows with (or, with ``labeled=False``, without) a feedback label, newest last."""
+        cond = predictions.c.feedback_label.is_not(None) if labeled else predictions.c.feedback_label.is_(None)
+        q = sa.select(predictions).where(cond).order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+        if since is not None:
+            q = q.where(predictions.c.created_at >= _as_utc(since))
+        if limit is not None:
+            q = q.limit(limit)
+        return [_record(r) for r in reversed(self._rows(q))]
+
+    # -- drift checks ---------------------------------------------------------------------
+    def record_drift_check(self, model_name: str, model_version: int | None, report: dict[str, Any]) -> int:
+        row = {
+            "created_at": utcnow(),
+            "model_name": model_name,
+            "model_version": model_version,
+            "window": int(report.get("window", 0)),
+            "n_rows": int(report.get("n_rows", 0)),
+            "drift": bool(report.get("drift", False)),
+            "p_value": report.get("p_value"),
+            "mmd2": report.get("mmd2"),
+            "cosine_distance": report.get("cosine_distance"),
+            "details": json.dumps(report, default=str),
+        }
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(drift_checks.insert().values(**row))
+                return int(result.inserted_primary_key[0])
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record drift check: {_first_line(exc)}") from exc
+
+    def drift_history(self, model_name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        q = (
+            sa.select(drift_checks)
+            .where(drift_checks.c.model_name == model_name)
+            .order_by(drift_checks.c.created_at.asc(), drift_checks.c.id.asc())
+            .limit(limit)
+        )
+        out = []
+        for r in self._rows(q):
+            d = dict(r._mapping)
+            d["created_at"] = _as_utc(d["created_at"])
+            d["details"] = json.loads(d["details"]) if d["details"] else {}
+            out.append(d)
+        return out
+
+
+def _record(row: Any) -> PredictionRecord:
+    m = row._mapping
+    emb = None if m["embedding"] is None else np.frombuffer(m["embedding"], dtype=np.float32)
+    return PredictionRecord(
+        id=m["id"],
+        created_at=_as_utc(m["created_at"]) or utcnow(),
+        model_name=m["model_name"],
+        model_version=m["model_version"],
+        alias=m["alias"],
+        text=m["text"] if m["text"] is not None else "",
+        prediction=m["prediction"],
+        probability=m["probability"],
+        confidence=m["confidence"],
+        latency_ms=m["latency_ms"],
+        embedding=emb,
+        source=m["source"],
+        feedback_label=m["feedback_label"],
+        feedback_at=_as_utc(m["feedback_at"]),
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (drift, retrain) never block the server
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_store(url: str, store_text: bool = True) -> InferenceStore:
+    return InferenceStore(url, store_text=store_text)
+
+
+def records_from(
+    texts: Iterable[str], labels: Iterable[int], model_name: str, source: str = "import"
+) -> list[PredictionRecord]:
+    """Labeled texts that were never served (``feedback import`` of text,label rows)."""
+    return [
+        PredictionRecord(
+            model_name=model_name,
+            model_version=None,
+            text=t,
+            prediction=None,
+            probability=None,
+            confidence=None,
+            source=source,
+            feedback_label=int(lbl),
+            feedback_at=utcnow(),
+        )
+        for t, lbl in zip(texts, labels, strict=True)
+    ]

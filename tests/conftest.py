@@ -1,0 +1,97 @@
+"""Test fixtures: every test gets its own sentops home (MLflow SQLite, artifacts, store),
+and a tiny randomly initialised BERT built from a config with the bundled tokenizer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sentiment_ops.cli.common import quiet_third_party
+from sentiment_ops.cli.main import app
+from sentiment_ops.config import Settings, load_settings
+
+quiet_third_party()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("SENTOPS_") or key.startswith("MLFLOW_TRACKING") or key == "MLFLOW_REGISTRY_URI":
+            monkeypatch.delenv(key, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("SENTOPS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the bundled MiniLM tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sentiment_ops.modeling import load_tokenizer, resolve_base_model
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = load_tokenizer(resolve_base_model("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment that makes every sentops command use the tiny model and small data."""
+    env = {
+        "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir),
+        "SENTOPS_TRAIN__MAX_SAMPLES": "48",
+        "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
+        "SENTOPS_TRAIN__VAL_SAMPLES": "24",
+        "SENTOPS_TRAIN__MAX_LENGTH": "64",
+        "SENTOPS_TRAIN__BATCH_SIZE": "16",
+        "SENTOPS_TRAIN__REFERENCE_SAMPLES": "40",
+        "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
+        "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture()
+def settings(tiny_env: dict[str, str]) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture()
+def cli() -> Callable[..., Any]:
+    runner = CliRunner()
+
+    def invoke(*args: str, **kw: Any) -> Any:
+        return runner.invoke(app, list(args), catch_exceptions=False, **kw)
+
+    return invoke
+
+
+@pytest.fixture()
+def trained(cli: Callable[..., Any], tiny_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """One tiny model trained and registered (version 1) in this test's home."""
+    import json
+
+    result = cli("train", "--json")
+    assert result.exit_code == 0, result.output
+    yield json.loads(result.stdout)
