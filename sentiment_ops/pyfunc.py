@@ -74,7 +74,9 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
         except Exception as exc:  # noqa: BLE001 - any load failure is a model load error
             raise ModelLoadError(f"cannot load sentiment model from {path}: {exc}") from exc
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # No type hints on purpose: MLflow 3 would try to derive a schema from them; the
+    # signature logged with the model is the contract.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if self.model is None:  # pragma: no cover - mlflow always calls load_context
             raise ModelLoadError("model not loaded")
         with_embedding = bool((params or {}).get("return_embedding", False))
