@@ -247,6 +247,8 @@ class DriftReport:
     alias: str | None = None
     created_at: str | None = None
     reference: dict[str, Any] = field(default_factory=dict)
+    check_id: int | None = None  # id of the check in the inference store, once recorded
+    monitoring_run_id: str | None = None  # MLflow run holding the check's metrics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sentiment_ops import __version__
-from sentiment_ops.cli import config_cmd, registry_cmds, train_cmd
+from sentiment_ops.cli import config_cmd, drift_cmd, registry_cmds, train_cmd
 from sentiment_ops.cli.common import SentopsGroup
 
 EPILOG = (
@@ -52,6 +52,8 @@ app.command()(registry_cmds.register)
 app.command()(registry_cmds.promote)
 app.command()(registry_cmds.rollback)
 app.command()(registry_cmds.models)
+app.command("embed-reference")(drift_cmd.embed_reference)
+app.command()(drift_cmd.drift)
 
 
 def run() -> None:
