@@ -17,6 +17,8 @@ from sentiment_ops.config import Settings, load_settings
 
 quiet_third_party()
 
+pytest_plugins = ["serve_support"]  # fixtures of the serving tests (tests/serve_support.py)
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

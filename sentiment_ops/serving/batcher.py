@@ -1,0 +1,212 @@
+"""Micro-batching: concurrent requests share one forward pass, off the event loop.
+
+Each text becomes an item with a future. One collector task takes the first waiting
+item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed,
+and hands the batch to a single inference thread. While that thread works, new requests
+queue up, so batches grow with load by themselves. In the thread the batch is
+tokenised, sorted by length and split where padding would more than double the work,
+each part padded only to its own longest text. One forward pass gives label,
+probability and the pooled embedding; the records go to the store writer, the results
+back to the waiting requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.modeling import prediction_from_logits
+from sentiment_ops.serving.holder import LoadedModel, ModelHolder
+from sentiment_ops.serving.metrics import ServingMetrics
+from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.store import PredictionRecord, utcnow
+
+log = logging.getLogger("sentiment_ops.serving")
+
+PAD_SPLIT_FACTOR = 2.0  # start a new sub-batch when a text is this many times longer
+
+
+class ModelUnavailableError(RuntimeError):
+    """No model is loaded (yet): the request gets a 503."""
+
+
+@dataclass(frozen=True)
+class Result:
+    id: str
+    created_at: datetime
+    text: str
+    label: int
+    probability: float
+    confidence: float
+    model: LoadedModel
+
+    @property
+    def label_name(self) -> str:
+        return LABEL_NAMES[self.label]
+
+
+@dataclass
+class _Item:
+    text: str
+    future: asyncio.Future[Result]
+    t0: float
+
+
+def split_by_length(lengths: list[int], factor: float = PAD_SPLIT_FACTOR) -> list[list[int]]:
+    """Indices grouped so that in each group the longest is at most ``factor`` times the shortest."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= factor * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        writer: StoreWriter,
+        metrics: ServingMetrics,
+        *,
+        max_size: int = 32,
+        max_wait_ms: float = 2.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.holder = holder
+        self.writer = writer
+        self.metrics = metrics
+        self.max_size = max_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._clock = clock
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentops-infer")
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._collect(), name="sentops-batcher")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop (uvicorn has already drained connections)."""
+        if self._queue is not None:
+            while not self._queue.empty():
+                await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, texts: list[str]) -> list[Result]:
+        if self.holder.current is None:
+            raise ModelUnavailableError()
+        assert self._queue is not None, "batcher not started"
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        items = [_Item(t, loop.create_future(), now) for t in texts]
+        for item in items:
+            self._queue.put_nowait(item)
+        return list(await asyncio.gather(*(i.future for i in items)))
+
+    async def _collect(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_size:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch)
+            except ModelUnavailableError as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            except Exception as exc:
+                log.exception("inference failed for a batch of %d", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _infer(self, texts: list[str], items: list[_Item]) -> list[Result]:
+        """Runs in the inference thread."""
+        model = self.holder.current  # one reference for the whole batch: reloads never split it
+        if model is None:
+            raise ModelUnavailableError()
+        t0 = time.perf_counter()
+        predictor = model.predictor
+        ids = predictor.encode(texts)
+        n = len(texts)
+        logits: np.ndarray | None = None
+        emb: np.ndarray | None = None
+        for group in split_by_length([len(x) for x in ids]):
+            lg, pooled = predictor.forward_ids([ids[i] for i in group])
+            if logits is None or emb is None:
+                logits = np.zeros((n, lg.shape[1]), dtype=np.float32)
+                emb = np.zeros((n, pooled.shape[1]), dtype=np.float32)
+            logits[group] = lg
+            emb[group] = pooled
+        assert logits is not None and emb is not None
+        pred = prediction_from_logits(logits, emb)
+        self.metrics.inference.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(n)
+        done = self._clock()
+        created = utcnow()
+        results: list[Result] = []
+        records: list[PredictionRecord] = []
+        confidences = pred.confidences
+        counts = np.bincount(pred.labels, minlength=2)
+        for i, text in enumerate(texts):
+            label = int(pred.labels[i])
+            rec = PredictionRecord(
+                model_name=model.name,
+                model_version=model.version,
+                alias=model.alias,
+                text=text,
+                prediction=label,
+                probability=float(pred.probabilities[i]),
+                confidence=float(confidences[i]),
+                embedding=emb[i],
+                latency_ms=(done - items[i].t0) * 1000.0,
+                created_at=created,
+            )
+            records.append(rec)
+            results.append(
+                Result(rec.id, created, text, label, float(pred.probabilities[i]), float(confidences[i]), model)
+            )
+        self.writer.put(records)
+        for label_id, count in enumerate(counts[:2]):
+            if count:
+                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
+        return results
