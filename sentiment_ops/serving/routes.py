@@ -52,7 +52,10 @@ def get_state(request: Request) -> ServingState:
 
 State = Annotated[ServingState, Depends(get_state)]
 
-E422: dict[int | str, dict[str, Any]] = {422: {"model": ValidationErrorResponse, "description": "Invalid input."}}
+E422: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body cannot be parsed (not UTF-8)."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid input."},
+}
 E503: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "No model is loaded yet."}}
 
 
