@@ -67,11 +67,11 @@ class HolderListener(Protocol):
     def reload_failed(self, failure: ReloadFailure) -> None: ...
 
 
-def build_predictor(model: SentimentModel, backend: str, cache_dir: Path) -> Predictor:
+def build_predictor(model: SentimentModel, backend: str, cache_dir: Path, threads: int | None = None) -> Predictor:
     if backend == "onnx":
         from sentiment_ops.serving.onnx_backend import OnnxPredictor
 
-        return OnnxPredictor.from_model(model, cache_dir)
+        return OnnxPredictor.from_model(model, cache_dir, threads)
     return model
 
 
@@ -174,7 +174,7 @@ class ModelHolder:
         if self.settings.serve.max_length:
             model.max_length = self.settings.serve.max_length
         cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
-        predictor = build_predictor(model, self.backend, cache)
+        predictor = build_predictor(model, self.backend, cache, self.settings.serve.torch_threads)
         for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
             predictor.forward_ids(predictor.encode(texts))
         return LoadedModel(
