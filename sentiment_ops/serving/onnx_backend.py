@@ -97,6 +97,9 @@ class OnnxPredictor:
         opts.intra_op_num_threads = max(1, threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle worker threads must not spin: on a few cores they would steal the CPU that the
+        # event loop needs to parse the next requests.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
