@@ -1,8 +1,9 @@
 """Micro-batching: concurrent requests share one forward pass, off the event loop.
 
 Each text becomes an item with a future. One collector task takes the first waiting
-item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed,
-and hands the batch to a single inference thread. While that thread works, new requests
+item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed
+(the wait only when the previous batch held more than one text: a single client is
+never delayed), and hands the batch to a single inference thread. While that thread works, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
 tokenised, sorted by length and split where padding would more than double the work,
 each part padded only to its own longest text. One forward pass gives label,
@@ -125,9 +126,12 @@ class MicroBatcher:
         assert self._queue is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
+        last_size = 1
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait_s
+            # Wait for company only under load (the last batch was shared): a lone client
+            # never pays the wait, a busy server fills its batches.
+            deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
             while len(batch) < self.max_size:
                 if not queue.empty():
                     batch.append(queue.get_nowait())
@@ -139,6 +143,7 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
+            last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
             if not batch:
                 continue
