@@ -13,7 +13,7 @@ from serve_support import Server, promote, serve_settings, start_server, wait_fo
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.registry import Registry
-from sentiment_ops.serving.batcher import split_by_length
+from sentiment_ops.serving.batcher import PAD_SPLIT_FACTOR, split_by_length
 from sentiment_ops.store import InferenceStore
 
 
@@ -169,5 +169,5 @@ def test_split_by_length_bounds_padding() -> None:
     groups = split_by_length(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for g in groups:
-        assert max(lengths[i] for i in g) <= 2 * min(lengths[i] for i in g)
+        assert max(lengths[i] for i in g) <= PAD_SPLIT_FACTOR * min(lengths[i] for i in g)
     assert split_by_length([7, 7, 7]) == [[0, 1, 2]]

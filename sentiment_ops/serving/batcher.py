@@ -5,7 +5,7 @@ item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have 
 (the wait only when the previous batch held more than one text: a single client is
 never delayed), and hands the batch to a single inference thread. While that thread works, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
-tokenised, sorted by length and split where padding would more than double the work,
+tokenised, sorted by length and split where padding would add more than half the work,
 each part padded only to its own longest text. One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
 back to the waiting requests."""
@@ -31,7 +31,7 @@ from sentiment_ops.store import PredictionRecord, utcnow
 
 log = logging.getLogger("sentiment_ops.serving")
 
-PAD_SPLIT_FACTOR = 2.0  # start a new sub-batch when a text is this many times longer
+PAD_SPLIT_FACTOR = 1.5  # start a new sub-batch when a text is this much longer than the first
 
 
 class ModelUnavailableError(RuntimeError):

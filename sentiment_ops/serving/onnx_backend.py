@@ -3,7 +3,7 @@
 The classifier is exported with ``torch.onnx.export`` as one graph that returns the
 logits *and* the mean-pooled last hidden state (so drift monitoring keeps its embedding
 from the same forward pass), then quantised with ``onnxruntime.quantization.
-quantize_dynamic`` (int8 weights, activations quantised on the fly). Export and
+quantize_dynamic`` (int8 weights per output channel, activations quantised on the fly). Export and
 quantisation take a few seconds and are cached per model version under
 ``<home>/serving-cache/`` (the folder MLflow downloads a model to is temporary, so the
 cache lives in the sentops home instead, keyed by name, version and run id)."""
@@ -74,7 +74,7 @@ def export_int8(model: SentimentModel, dest: Path) -> Path:
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            quantize_dynamic(str(fp32), str(part), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(fp32), str(part), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             quiet.setLevel(level)
         os.replace(part, dest)
