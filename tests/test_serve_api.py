@@ -244,3 +244,13 @@ def test_cli_serve_rejects_a_bad_backend(cli: Any) -> None:
     result = cli("serve", "--backend", "tensorflow")
     assert result.exit_code == 2
     assert "serve.backend" in result.stderr
+
+
+def test_starts_in_an_empty_home(running: list[Server]) -> None:
+    srv = start_server(serve_settings())  # no registry, no model, no store yet
+    running.append(srv)
+    with srv.client() as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/ready").status_code == 503
+        assert c.post("/predict", json={"text": "hi"}).status_code == 503
+        assert c.get("/model").json()["last_reload_error"] is None
