@@ -122,6 +122,7 @@ def main() -> None:
         "embedding_cosine_p01": round(float(np.percentile(cos, 1)), 4),
         "centroid_cosine_distance_fp32_vs_int8": round(centroid_distance, 5),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],  # the cores are shared
         "torch": torch.__version__,
         "date": datetime.now(UTC).date().isoformat(),
         "command": f"python benchmarks/serve_backends.py --home HOME --samples {args.samples}",

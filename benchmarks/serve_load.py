@@ -213,8 +213,10 @@ def main() -> None:
     ap.add_argument("--backend", default=None, help="sentops backend (default: the serve.backend default)")
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--skip-reload", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
     args = ap.parse_args()
     home = Path(args.home).resolve()
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on these shared cores
     levels = [int(x) for x in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sentops-load-"))
     store = work / "inference.db"
@@ -303,13 +305,16 @@ def main() -> None:
     result.update(
         {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).date().isoformat(),
             "command": f"flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home HOME "
             f"--seconds {args.seconds:g}" + (f" --backend {args.backend}" if args.backend else ""),
         }
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         json.dumps({k: v for k, v in result.items() if k in ("lost_rows", "hot_reload", "speedup_vs_mlflow")}, indent=2)
     )

@@ -71,6 +71,9 @@ def promote(version: int, alias: str = "production") -> None:
 def serve_settings(**serve: Any) -> Settings:
     overrides = {f"serve.{k}": v for k, v in serve.items()}
     overrides.setdefault("serve.poll_interval_s", 0.2)
+    # torch skips the per-version ONNX export (the default backend): faster tests. The ONNX
+    # path has its own tests, and the fuzz test and the CLI test run the default.
+    overrides.setdefault("serve.backend", "torch")
     return load_settings(overrides=overrides)
 
 

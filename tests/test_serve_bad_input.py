@@ -37,7 +37,9 @@ def server(trained_home: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
         mp.setenv("SENTOPS_HOME", str(home))
         mp.setenv("SENTOPS_ADMIN_TOKEN", "fuzz-token")
         promote(1)
-        srv = start_server(serve_settings(max_text_chars=MAX_CHARS, max_batch_items=4, poll_interval_s=3600))
+        srv = start_server(
+            serve_settings(max_text_chars=MAX_CHARS, max_batch_items=4, poll_interval_s=3600, backend="onnx")
+        )
     yield srv
     srv.stop()
 
