@@ -47,14 +47,9 @@ def create_app(
     serve = settings.serve
     metrics = ServingMetrics()
     holder = ModelHolder(settings, registry, listener=metrics)
-    state = ServingState(
-        settings=settings,
-        holder=holder,
-        batcher=None,  # type: ignore[arg-type]  # set below, needs the writer
-        writer=None,  # type: ignore[arg-type]
-        metrics=metrics,
-        store=store,
-    )
+    writer = StoreWriter(store, on_write=metrics.rows_written, on_error=metrics.store_error)
+    batcher = MicroBatcher(holder, writer, metrics, max_size=serve.batch_max_size, max_wait_ms=serve.batch_max_wait_ms)
+    state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
     own_store = store is None
 
     @asynccontextmanager
@@ -62,21 +57,17 @@ def create_app(
         if state.store is None:
             settings.home.mkdir(parents=True, exist_ok=True)
             state.store = await run_in_threadpool(InferenceStore, settings.store_url, settings.store.store_text)
-        writer = StoreWriter(state.store, on_write=metrics.rows_written, on_error=metrics.store_error)
-        state.writer = writer
-        state.batcher = MicroBatcher(
-            holder, writer, metrics, max_size=serve.batch_max_size, max_wait_ms=serve.batch_max_wait_ms
-        )
+        writer.store = state.store
         writer.start()
         await run_in_threadpool(holder.check)
         holder.start_polling()
-        await state.batcher.start()
+        await batcher.start()
         log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)
         try:
             yield
         finally:
             await run_in_threadpool(holder.stop)
-            await state.batcher.stop()
+            await batcher.stop()
             await run_in_threadpool(writer.close)
             if own_store:
                 state.store.close()

@@ -27,6 +27,7 @@ from sentiment_ops.serving.schemas import (
     ModelInfoResponse,
     PredictResponse,
     ReadyResponse,
+    ReloadError,
     ReloadResponse,
     RequestModels,
     ValidationErrorResponse,
@@ -102,7 +103,7 @@ def model_info(state: ServingState) -> dict[str, Any]:
         run_id=current.run_id if current else None,
         source=current.source if current else None,
         loaded_at=current.loaded_at if current else None,
-        last_reload_error=None if err is None else {"version": err.version, "error": err.error, "at": err.at},
+        last_reload_error=None if err is None else ReloadError(version=err.version, error=err.error, at=err.at),
     ).model_dump(mode="json")
 
 

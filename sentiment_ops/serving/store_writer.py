@@ -21,12 +21,12 @@ log = logging.getLogger("sentiment_ops.serving")
 class StoreWriter:
     def __init__(
         self,
-        store: InferenceStore,
+        store: InferenceStore | None,
         max_batch: int = 512,
         on_write: Callable[[int, float], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        self.store = store
+        self.store = store  # may be set later, before start() (the app opens it at startup)
         self.max_batch = max_batch
         self._on_write = on_write
         self._on_error = on_error
@@ -108,6 +108,8 @@ class StoreWriter:
 
     def _write(self, batch: list[PredictionRecord]) -> bool:
         t0 = time.perf_counter()
+        if self.store is None:
+            raise RuntimeError("StoreWriter has no store")
         try:
             self.store.add_predictions(batch)
         except StoreError as exc:
