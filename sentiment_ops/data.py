@@ -182,7 +182,22 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dedupe(data: Split) -> Split:
+    """Drop repeated texts (IMDB holds ~100 duplicate reviews): a review must never be in
+    both the training data and the golden hold-out. The first occurrence wins."""
+    seen: set[str] = set()
+    keep = []
+    for i, text in enumerate(data.texts):
+        if text not in seen:
+            seen.add(text)
+            keep.append(i)
+    if len(keep) == len(data):
+        return data
+    return Split([data.texts[i] for i in keep], data.labels[keep])
+
+
 def shuffle_split(name: str, source: str, data: Split, test: int, validation: int) -> Corpus:
+    data = dedupe(data)
     idx = np.random.default_rng(SPLIT_SEED).permutation(len(data))
 
     def take(sel: np.ndarray) -> Split:

@@ -188,7 +188,11 @@ class Registry:
     def list_versions(self) -> list[VersionInfo]:
         with mlflow_errors(f"model {self.model_name!r}"):
             mvs = self.client.search_model_versions(f"name = '{self.model_name}'")
+            # search results do not carry aliases on every store: take them from the model
+            aliases = self.client.get_registered_model(self.model_name).aliases if mvs else {}
         infos = [self._info(mv) for mv in mvs]
+        for info in infos:
+            info.aliases = sorted(a for a, v in aliases.items() if int(v) == info.version)
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
     def _info(self, mv: Any) -> VersionInfo:

@@ -183,9 +183,10 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     from sentiment_ops import __version__  # noqa: PLC0415
     from sentiment_ops.pyfunc import log_model  # noqa: PLC0415
     from sentiment_ops.reference import build_reference, log_reference  # noqa: PLC0415
-    from sentiment_ops.registry import Registry, git_commit  # noqa: PLC0415
+    from sentiment_ops.registry import Registry, check_reachable, git_commit  # noqa: PLC0415
 
     cfg = settings.train
+    check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work
     progress("data", 0, 1)
     corpus: Corpus = load_corpus(cfg.data)
     train_split = corpus.train.sample(cfg.max_samples, seed=cfg.seed)
@@ -194,7 +195,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     golden = test_split if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     progress("data", 1, 1)
 
-    registry = Registry(settings)  # fails fast when the tracking server is down
+    registry = Registry(settings, check=False)
     experiment_id = registry.experiment_id()
     model, base_path = new_model(settings)
     device = choose_device(cfg.device)

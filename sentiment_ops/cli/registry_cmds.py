@@ -98,14 +98,14 @@ def models(
         return
     table = Table(title=registry.model_name)
     for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for v in versions:
         table.add_row(
             str(v.version),
             ", ".join(v.aliases) or "–",
             fmt(v.golden_accuracy),
             fmt(v.golden_f1),
-            v.created,
+            v.created.replace("T", " ")[:16],
             v.run_id or "–",
             str(v.parent_version or "–"),
         )
