@@ -255,12 +255,12 @@ def load_corpus(spec: str) -> Corpus:
 
 def _load_hf(name: str) -> Corpus:
     try:
-        import datasets  # noqa: PLC0415 - heavy and optional at run time
+        import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError("hf:<name> data needs the 'datasets' package") from exc
     try:
         ds = datasets.load_dataset(name)
-    except Exception as exc:  # noqa: BLE001 - any hub / format failure is a data error here
+    except Exception as exc:
         raise DataError(f"hf:{name}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
     parts = {k: frame_to_split(ds[k].to_pandas(), f"hf:{name}[{k}]") for k in ds}
     if "train" not in parts:

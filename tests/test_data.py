@@ -80,7 +80,7 @@ def test_bad_files_name_file_and_row(tmp_path: Path, name: str, content: str, me
 
 
 def test_unknown_data_spec() -> None:
-    with pytest.raises(DataError, match="unknown data 'nowhere.csv'"):
+    with pytest.raises(DataError, match=r"unknown data 'nowhere\.csv'"):
         load_corpus("nowhere.csv")
 
 

@@ -75,7 +75,13 @@ def train(
     for col in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
         table.add_column(col, justify="right")
     for split in ("val", "test", "golden"):
-        table.add_row(split, *(fmt(result.metrics.get(f"{split}_{c}")) for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")))
+        table.add_row(
+            split,
+            *(
+                fmt(result.metrics.get(f"{split}_{c}"))
+                for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
+            ),
+        )
     console.print(table)
     console.print(f"run id: [bold]{result.run_id}[/bold]   train time: {result.train_seconds:.1f} s")
     if result.version is not None:
