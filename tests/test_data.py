@@ -86,3 +86,24 @@ def test_unknown_data_spec() -> None:
 
 def test_clean_text() -> None:
     assert clean_text("a<br /><br />b  \n c<BR>d") == "a b c d"
+
+
+def test_hf_dataset_unreachable_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"hf:no-such-owner/no-such-dataset: cannot be loaded"):
+        load_corpus("hf:no-such-owner/no-such-dataset")
+
+
+def test_hf_loader_on_a_local_dataset_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf:<name>` goes through datasets.load_dataset; a local folder exercises it offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"text": f"text {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(30)]
+    pd.DataFrame(rows[:20]).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[20:]).to_csv(folder / "test.csv", index=False)
+    corpus = load_corpus(f"hf:{folder}")
+    assert len(corpus.train) + len(corpus.validation) + len(corpus.test) == 30
+    assert set(corpus.train.labels.tolist()) <= {0, 1}
