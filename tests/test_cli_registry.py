@@ -155,3 +155,11 @@ def test_train_on_a_user_file(cli, tiny_env, tmp_path: Path) -> None:  # type: i
     assert out["data"]["name"] == "mine"
     assert out["data"]["test_size"] == 4 and out["data"]["train_size"] == 32
     assert "golden_accuracy" in out["metrics"]  # always scored on the IMDB golden split too
+
+
+def test_same_seed_same_model(cli, tiny_env) -> None:  # type: ignore[no-untyped-def]
+    a = _json(cli("train", "--json", "--no-register", "--seed", "11"))
+    b = _json(cli("train", "--json", "--no-register", "--seed", "11"))
+    c = _json(cli("train", "--json", "--no-register", "--seed", "12"))
+    assert a["metrics"]["golden_loss"] == pytest.approx(b["metrics"]["golden_loss"], rel=1e-6)
+    assert a["metrics"]["golden_loss"] != pytest.approx(c["metrics"]["golden_loss"], rel=1e-6)
