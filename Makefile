@@ -17,8 +17,9 @@ $(BIN)/sentops: pyproject.toml
 
 setup: $(BIN)/sentops
 
+# The main job on embedded defaults (grows into `sentops demo` with the closed loop).
 demo: setup
-	$(BIN)/sentops demo
+	$(BIN)/sentops train --promote
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -34,7 +35,7 @@ typecheck: setup
 	$(BIN)/mypy sentiment_ops
 
 docs: setup
-	$(BIN)/python -m sentiment_ops.cli.docgen > docs/cli.md
+	$(BIN)/python -m sentiment_ops.cli.docgen --write
 
 bench-accuracy: setup
 	$(BIN)/python benchmarks/accuracy.py

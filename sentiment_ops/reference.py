@@ -88,10 +88,8 @@ def log_reference(client: Any, run_id: str, ref: Reference) -> None:
 def download_reference(client: Any, run_id: str, dest: Path) -> Reference:
     try:
         local = client.download_artifacts(run_id, ARTIFACT_DIR, str(dest))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises OSError / MlflowException
-        raise NotFoundError(
-            f"run {run_id} has no reference embeddings; run `sentops embed-reference`"
-        ) from exc
+    except Exception as exc:
+        raise NotFoundError(f"run {run_id} has no reference embeddings; run `sentops embed-reference`") from exc
     folder = Path(local)
     if not (folder / "embeddings.npz").exists():
         raise NotFoundError(f"run {run_id} has no reference embeddings; run `sentops embed-reference`")

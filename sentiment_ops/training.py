@@ -89,10 +89,16 @@ class _Callback(TrainerCallback):
         if logs and "loss" in logs:
             self.on_metrics({"train_loss": float(logs["loss"])}, state.global_step)
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any
+    ) -> None:
         if metrics:
             epoch = round(state.epoch or 0)
-            vals = {f"val_{k[5:]}": float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            vals = {
+                f"val_{k[5:]}": float(v)
+                for k, v in metrics.items()
+                if k.startswith("eval_") and isinstance(v, (int, float))
+            }
             vals = {k: v for k, v in vals.items() if not k.endswith(("_runtime", "_per_second", "epoch"))}
             self.on_metrics(vals, epoch)
 
@@ -178,14 +184,15 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     """``sentops train``: fine-tune, evaluate, log everything to MLflow, register."""
-    import mlflow  # noqa: PLC0415
+    import mlflow
 
-    from sentiment_ops import __version__  # noqa: PLC0415
-    from sentiment_ops.pyfunc import log_model  # noqa: PLC0415
-    from sentiment_ops.reference import build_reference, log_reference  # noqa: PLC0415
-    from sentiment_ops.registry import Registry, git_commit  # noqa: PLC0415
+    from sentiment_ops import __version__
+    from sentiment_ops.pyfunc import log_model
+    from sentiment_ops.reference import build_reference, log_reference
+    from sentiment_ops.registry import Registry, check_reachable, git_commit
 
     cfg = settings.train
+    check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work
     progress("data", 0, 1)
     corpus: Corpus = load_corpus(cfg.data)
     train_split = corpus.train.sample(cfg.max_samples, seed=cfg.seed)
@@ -194,7 +201,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     golden = test_split if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     progress("data", 1, 1)
 
-    registry = Registry(settings)  # fails fast when the tracking server is down
+    registry = Registry(settings, check=False)
     experiment_id = registry.experiment_id()
     model, base_path = new_model(settings)
     device = choose_device(cfg.device)
