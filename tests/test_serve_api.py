@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -254,3 +255,30 @@ def test_starts_in_an_empty_home(running: list[Server]) -> None:
         assert c.get("/ready").status_code == 503
         assert c.post("/predict", json={"text": "hi"}).status_code == 503
         assert c.get("/model").json()["last_reload_error"] is None
+
+
+def test_shutdown_during_a_burst_loses_nothing(home_with_model: dict[str, Any], running: list[Server]) -> None:
+    """SIGTERM-style shutdown while requests are in flight: every 2xx has its row."""
+    promote(1)
+    srv = start_server(serve_settings(batch_max_size=4))
+    running.append(srv)
+
+    answered = threading.Event()
+
+    def one(i: int) -> int:
+        try:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                status = c.post("/predict", json={"text": f"in flight {i} " + "word " * 200}).status_code
+        except httpx.HTTPError:
+            return 0  # refused once shutdown began: not served, not stored
+        answered.set()
+        return status
+
+    with ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(one, i) for i in range(96)]
+        assert answered.wait(60)
+        srv.stop()  # while most requests are still queued or in flight
+        statuses = [f.result() for f in futures]
+    ok = statuses.count(200)
+    assert ok > 0 and set(statuses) <= {0, 200, 503}
+    assert InferenceStore(load_settings().store_url).count() == ok
