@@ -92,11 +92,14 @@ class ServeSettings(_Section):
 
 
 class DriftSettings(_Section):
-    window: int = Field(500, ge=2)
+    window: int = Field(500, ge=2)  # last N served predictions compared with the reference
+    # MMD² permutation test: false-alarm rate = alpha at any window size (docs/drift.md).
     alpha: float = Field(0.01, gt=0, lt=1)
-    permutations: int = Field(500, ge=10)
+    permutations: int = Field(500, ge=10)  # p-value floor = 1 / (permutations + 1)
     min_rows: int = Field(50, ge=2)
     cosine_threshold: float = 0.30  # the seed system's rule, kept for continuity
+    # What decides the status: "mmd" (calibrated test) or "cosine" (the seed's threshold).
+    method: Literal["mmd", "cosine"] = "mmd"
     reference_data: str = "imdb"
     reference_samples: int = Field(1000, ge=10)
     top_k: int = Field(5, ge=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sentiment_ops import __version__
-from sentiment_ops.cli import config_cmd, registry_cmds, serve_cmd, train_cmd
+from sentiment_ops.cli import config_cmd, drift_cmd, registry_cmds, serve_cmd, train_cmd
 from sentiment_ops.cli.common import SentopsGroup
 
 EPILOG = (
@@ -53,6 +53,8 @@ app.command()(registry_cmds.promote)
 app.command()(registry_cmds.rollback)
 app.command()(registry_cmds.models)
 app.command()(serve_cmd.serve)
+app.command("embed-reference")(drift_cmd.embed_reference)
+app.command()(drift_cmd.drift)
 
 
 def run() -> None:
