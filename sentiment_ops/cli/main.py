@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sentiment_ops import __version__
-from sentiment_ops.cli import config_cmd, registry_cmds, train_cmd
+from sentiment_ops.cli import config_cmd, feedback_cmd, registry_cmds, train_cmd
 from sentiment_ops.cli.common import SentopsGroup
 
 EPILOG = (
@@ -47,6 +47,7 @@ def main(
 
 
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(feedback_cmd.app, name="feedback")
 app.command()(train_cmd.train)
 app.command()(registry_cmds.register)
 app.command()(registry_cmds.promote)
