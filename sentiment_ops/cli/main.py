@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sentiment_ops import __version__
-from sentiment_ops.cli import config_cmd, feedback_cmd, registry_cmds, train_cmd
+from sentiment_ops.cli import config_cmd, feedback_cmd, registry_cmds, retrain_cmd, train_cmd
 from sentiment_ops.cli.common import SentopsGroup
 
 EPILOG = (
@@ -53,6 +53,7 @@ app.command()(registry_cmds.register)
 app.command()(registry_cmds.promote)
 app.command()(registry_cmds.rollback)
 app.command()(registry_cmds.models)
+app.command()(retrain_cmd.retrain)
 
 
 def run() -> None:
