@@ -70,9 +70,7 @@ def embed_reference(
     info = resolve_version(registry, version, alias)
     model = load_pyfunc(registry.model_uri(info.version)).model
     assert model is not None  # load_pyfunc guarantees it
-    ref = build_reference(
-        model, data or settings.drift.reference_data, samples or settings.drift.reference_samples
-    )
+    ref = build_reference(model, data or settings.drift.reference_data, samples or settings.drift.reference_samples)
     ref.meta.model_version = info.version
     with mlflow_errors(f"log reference to run {info.run_id}"):
         log_reference(registry.client, str(info.run_id), ref)
@@ -207,9 +205,7 @@ def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftRep
         values["drift_window_positive_share"] = float(report.label_mix["window_positive"])
         values["drift_label_p_value"] = float(report.label_mix["p_value"])
     with mlflow_errors(f"log drift check to run {run_id}"):
-        registry.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, check_id) for k, v in values.items()]
-        )
+        registry.client.log_batch(run_id, metrics=[Metric(k, float(v), now, check_id) for k, v in values.items()])
         registry.client.set_tag(run_id, "sentops.last_check_id", str(check_id))
     return run_id
 
@@ -242,8 +238,13 @@ def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, thresh
     ax1.plot(times, p, marker="o", color="tab:blue", label="MMD² p-value")
     ax1.axhline(alpha, color="tab:red", linestyle="--", label=f"alpha {alpha:g}")
     if drift.any():
-        ax1.scatter([t for t, d in zip(times, drift, strict=True) if d], np.array(p)[drift],
-                    color="tab:red", zorder=3, label="drift")
+        ax1.scatter(
+            [t for t, d in zip(times, drift, strict=True) if d],
+            np.array(p)[drift],
+            color="tab:red",
+            zorder=3,
+            label="drift",
+        )
     ax1.set_yscale("log")
     ax1.set_ylabel("p-value")
     ax1.legend(loc="lower left", fontsize=8)

@@ -188,11 +188,12 @@ class Registry:
     def list_versions(self) -> list[VersionInfo]:
         with mlflow_errors(f"model {self.model_name!r}"):
             mvs = self.client.search_model_versions(f"name = '{self.model_name}'")
-            # search results do not carry aliases on every store: take them from the model
-            aliases = self.client.get_registered_model(self.model_name).aliases if mvs else {}
+            # search_model_versions leaves aliases empty (MLflow 3.17 SQL store): take them
+            # from the registered model instead.
+            aliases = dict(self.client.get_registered_model(self.model_name).aliases or {}) if mvs else {}
         infos = [self._info(mv) for mv in mvs]
         for info in infos:
-            info.aliases = sorted(a for a, v in aliases.items() if int(v) == info.version)
+            info.aliases = sorted({*info.aliases, *(a for a, v in aliases.items() if int(v) == info.version)})
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
     def _info(self, mv: Any) -> VersionInfo:

@@ -86,8 +86,9 @@ def test_p_values_roughly_uniform_under_no_shift() -> None:
     so rejections at alpha happen about alpha of the time."""
     p = np.array(
         [
-            mmd_permutation_test(gaussian(40, dim=8, seed=1000 + i), gaussian(30, dim=8, seed=5000 + i),
-                                 permutations=199, seed=i).p_value
+            mmd_permutation_test(
+                gaussian(40, dim=8, seed=1000 + i), gaussian(30, dim=8, seed=5000 + i), permutations=199, seed=i
+            ).p_value
             for i in range(100)
         ]
     )
@@ -125,8 +126,14 @@ def test_farthest_texts_are_the_outliers() -> None:
 def test_detect_report() -> None:
     ref, win = gaussian(300, seed=60), gaussian(100, shift=1.0, seed=61)
     report = detect(
-        ref, win, ref_labels=np.array([0, 1] * 150), win_labels=np.ones(100, dtype=int),
-        texts=[str(i) for i in range(100)], alpha=0.01, permutations=199, top_k=3,
+        ref,
+        win,
+        ref_labels=np.array([0, 1] * 150),
+        win_labels=np.ones(100, dtype=int),
+        texts=[str(i) for i in range(100)],
+        alpha=0.01,
+        permutations=199,
+        top_k=3,
     )
     d = report.to_dict()
     assert d["drift"] is True and d["mmd_drift"] is True and d["method"] == "mmd"

@@ -12,7 +12,7 @@ from sentiment_ops.cli.common import console, fmt, print_json, settings_from, st
 from sentiment_ops.errors import EXIT_DRIFT
 
 
-def embed_reference(  # noqa: PLR0917 - Typer options are parameters
+def embed_reference(
     ctx: typer.Context,
     version: int = typer.Option(None, "--version", help="Model version (default: the one --alias points to)."),
     alias: str = typer.Option(None, "--alias", help="Alias used without --version (default: production)."),
@@ -30,9 +30,7 @@ def embed_reference(  # noqa: PLR0917 - Typer options are parameters
 
     Exit codes: 0 ok · 65 bad data · 66 unknown version/alias · 71 model cannot be loaded.
     """
-    settings = settings_from(
-        ctx, {"drift.reference_data": data, "drift.reference_samples": samples}
-    )
+    settings = settings_from(ctx, {"drift.reference_data": data, "drift.reference_samples": samples})
     from sentiment_ops.monitoring import embed_reference as run_embed
 
     with stage_progress(not as_json) as progress:
@@ -49,7 +47,7 @@ def embed_reference(  # noqa: PLR0917 - Typer options are parameters
     )
 
 
-def drift(  # noqa: PLR0917 - Typer options are parameters
+def drift(
     ctx: typer.Context,
     window: int = typer.Option(None, "--window", min=2, help="Last N served predictions to check (default: 500)."),
     alias: str = typer.Option(None, "--alias", help="Alias whose version is checked (default: production)."),
@@ -59,7 +57,7 @@ def drift(  # noqa: PLR0917 - Typer options are parameters
     method: str = typer.Option(None, "--method", help="What decides the status: mmd (default) or cosine (seed rule)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
-    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),  # noqa: B008
+    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
     limit: int = typer.Option(1000, "--limit", min=1, help="With --history: at most this many checks."),
 ) -> None:
     """Compare the last N served predictions of a model version with its reference.
@@ -117,21 +115,33 @@ def _report_tables(r: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     table.add_column("decision")
     ref = r.get("reference", {})
-    table.add_row("Window", f"{r['n_rows']} of last {r['window']}",
-                  f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts")
+    table.add_row(
+        "Window",
+        f"{r['n_rows']} of last {r['window']}",
+        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts",
+    )
     table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
     table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
     table.add_row("MMD²", f"{r['mmd2']:.3g}", f"RBF kernel, bandwidth {r['bandwidth']:.3g}")
-    table.add_row("p-value", fmt(r["p_value"]),
-                  f"{_status(r['mmd_drift'])} at alpha {r['alpha']:g} ({r['permutations']} permutations)")
+    table.add_row(
+        "p-value",
+        fmt(r["p_value"]),
+        f"{_status(r['mmd_drift'])} at alpha {r['alpha']:g} ({r['permutations']} permutations)",
+    )
     mix = r.get("label_mix") or {}
     if mix:
-        table.add_row("Positive share", f"{mix['window_positive']:.3f}",
-                      f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
-                      + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"))
+        table.add_row(
+            "Positive share",
+            f"{mix['window_positive']:.3f}",
+            f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
+            + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
+        )
     decided_by = "MMD² test" if r["method"] == "mmd" else "seed cosine rule"
-    table.add_row("Status", "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
-                  f"decided by the {decided_by}")
+    table.add_row(
+        "Status",
+        "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
+        f"decided by the {decided_by}",
+    )
     console.print(table)
     if r.get("farthest"):
         far = Table(title="Texts farthest from the reference (nearest-neighbour distance)")
