@@ -4,6 +4,7 @@ and a tiny randomly initialised BERT built from a config with the bundled tokeni
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,21 @@ def trained(cli: Callable[..., Any], tiny_env: dict[str, str]) -> Iterator[dict[
     result = cli("train", "--json")
     assert result.exit_code == 0, result.output
     yield json.loads(result.stdout)
+
+
+# -- PostgreSQL for the integration tests (tests/local_services.py) ---------------------------
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL on a free 127.0.0.1 port (skipped where none is installed,
+    installed by scripts/ci_services.sh under CI); stopped by PID at the end of the session."""
+    from local_services import start_postgres
+
+    cluster = start_postgres()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def pg_url(postgres_cluster: Any) -> str:
+    """A new empty database in the throwaway cluster: its ``postgresql+psycopg://`` URL."""
+    return str(postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12]))
