@@ -54,10 +54,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture()
-def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment that makes every sentops command use the tiny model and small data."""
-    env = {
+def tiny_env_vars(tiny_model_dir: Path) -> dict[str, str]:
+    """Environment that makes every sentops command use the tiny model and small data
+    (also for sentops processes that tests start: tests/test_integration_postgres.py)."""
+    return {
         "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir),
         "SENTOPS_TRAIN__MAX_SAMPLES": "48",
         "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
@@ -68,6 +68,12 @@ def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
         "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
     }
+
+
+@pytest.fixture()
+def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment that makes every sentops command use the tiny model and small data."""
+    env = tiny_env_vars(tiny_model_dir)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
