@@ -297,7 +297,14 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: f
         "1",
     ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_child_env({}), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # no background job runner: nothing here uses MLflow jobs, and it costs a process
+            env=_child_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            start_new_session=True,
+        )
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
     try:
         wait_http(f"{server.url}/health", proc, log, timeout)

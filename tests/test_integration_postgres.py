@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -242,7 +243,8 @@ def run_replica_scenario(stack: Stack, cli: Any, tmp_path: Path, monkeypatch: py
             c.close()
     finally:
         codes = [s.stop() for s in servers]  # SIGTERM: drain, flush queued rows, exit
-    assert codes == [0, 0], [s.log.read_text()[-2000:] for s in servers]
+    # uvicorn shuts down gracefully, then re-raises the signal (exit -15, 143 in a container)
+    assert set(codes) <= {0, -signal.SIGTERM}, [s.log.read_text()[-2000:] for s in servers]
 
     # every answered prediction is in the store exactly once, with the version it was served by
     rows = _sql(store_url, "SELECT id, model_version, count(*) FROM predictions GROUP BY id, model_version")
