@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from sentiment_ops.config import load_settings
+from sentiment_ops.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -319,3 +320,19 @@ def test_build_context_builds_the_package(tmp_path: Path) -> None:
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "sentiment_ops/cli/main.py" in names and "sentiment_ops/store.py" in names
     assert "sentops = sentiment_ops.cli.main:run" in entry_points
+
+
+# -- docs/deploy.md --------------------------------------------------------------------------
+def test_deploy_doc_names_real_services_and_settings(raw: dict[str, Any]) -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    for service in re.findall(r"docker compose (?:run --rm|up -d --scale|logs -f|exec -T) (\w+)", doc):
+        assert service in raw["services"], service
+    for scaled in re.findall(r"--scale (\w+)=", doc):
+        assert scaled in raw["services"], scaled
+    for name in set(re.findall(r"\b(SENTOPS_[A-Z]+__[A-Z_]+)\b", doc)):
+        try:
+            load_settings(environ={name: "1"})
+        except ConfigError as exc:  # "1" may be the wrong type; an unknown name is the failure
+            assert "unknown setting" not in str(exc), name
+    for path in re.findall(r"`((?:tests|scripts|configs|deploy)/[\w./-]+)`", doc):
+        assert (ROOT / path).exists(), path
