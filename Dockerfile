@@ -45,7 +45,8 @@ RUN groupadd --system --gid 10001 sentops \
 COPY --from=build /opt/venv /opt/venv
 COPY configs /etc/sentops
 # Settings come from the environment (SENTOPS_<SECTION>__<KEY>, MLFLOW_TRACKING_URI);
-# these are only the container's defaults.
+# these are only the container's defaults. The bundled MiniLM needs no hub: set
+# HF_HUB_OFFLINE=0 to train from a Hugging Face model id.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
