@@ -153,7 +153,11 @@ class Registry:
             all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
             all_tags.update(tags or {})
             mv = self.client.create_model_version(
-                self.model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in all_tags.items()}
+                self.model_name,
+                source=source,
+                run_id=run_id,
+                tags={k: str(v) for k, v in all_tags.items()},
+                model_id=_logged_model_id(source),
             )
         return self.get_version(int(mv.version))
 
@@ -295,3 +299,12 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _logged_model_id(source: str) -> str | None:
+    """``models:/<model_id>`` (a logged model) → its id. A tracking server refuses such a
+    source unless the request names the same model id; the SQLite store does not check."""
+    rest = source.removeprefix("models:/")
+    if rest == source or not rest or "/" in rest or "@" in rest:
+        return None
+    return rest

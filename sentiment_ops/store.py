@@ -1,10 +1,16 @@
 """The inference store: every served prediction (with its pooled embedding), feedback
 labels, and drift checks. SQLAlchemy Core over SQLite (WAL, the default, in the sentops
-home) or PostgreSQL (any ``postgresql://`` URL)."""
+home) or PostgreSQL (``postgresql+psycopg://user:pass@host/db``; a plain ``postgresql://``
+or ``postgres://`` URL uses psycopg 3 when psycopg2 is not installed).
+
+Several processes may share one PostgreSQL store (API replicas, drift, retrain): every row
+has a random id, writes are single short transactions, and creating the tables is
+serialised by an advisory lock so replicas that start together do not race."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -59,6 +65,34 @@ drift_checks = sa.Table(
 )
 
 
+# Any fixed 64-bit key: taken (per transaction) while creating tables on PostgreSQL.
+SCHEMA_LOCK_KEY = 0x5E4701
+
+POSTGRES_DRIVER_HINT = "use a postgresql+psycopg:// URL and pip install 'sentiment-ops[postgres]'"
+
+
+def normalize_url(url: str) -> str:
+    """The SQLAlchemy URL to connect with. ``postgres://`` (the form many hosts hand out)
+    becomes ``postgresql://``, and a driverless ``postgresql://`` picks psycopg 3 when
+    psycopg2 (SQLAlchemy's default driver for it) is not installed. Other URLs are kept."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return url  # create_engine reports it
+    driver = parsed.drivername
+    if driver == "postgres":
+        driver = "postgresql"
+    if driver == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
+        driver = "postgresql+psycopg"
+    if driver == parsed.drivername:
+        return url
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -99,21 +133,31 @@ class InferenceStore:
     """Thread-safe (one engine, short transactions); safe to share across threads."""
 
     def __init__(self, url: str, store_text: bool = True, create: bool = True) -> None:
-        self.url = url
+        self.url = normalize_url(url)
         self.store_text = store_text
         try:
-            if url.startswith("sqlite"):
-                database = sa.engine.make_url(url).database
+            if self.url.startswith("sqlite"):
+                database = sa.engine.make_url(self.url).database
                 if database and database != ":memory:" and not database.startswith("file:"):
                     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
+                self.engine = sa.create_engine(self.url, pool_pre_ping=True)
             if create:
-                metadata.create_all(self.engine)
-        except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+                self._create_tables()
+        except ImportError as exc:
+            hint = f" ({POSTGRES_DRIVER_HINT})" if self.url.startswith("postgres") else ""
+            raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}{hint}") from exc
+        except (SQLAlchemyError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}") from exc
+
+    def _create_tables(self) -> None:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # two processes running CREATE TABLE at once collide in the catalog
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            metadata.create_all(conn)
 
     def _safe_url(self) -> str:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -250,6 +251,35 @@ def attach_reference(settings: Settings, client: Any, run_id: str, model: Sentim
     progress("reference", 1, 1)
 
 
+def distributed_rank() -> int:
+    """This process's global rank when launched by ``torchrun`` / ``accelerate launch``
+    (they set ``RANK``); 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _fine_tune_as_worker(settings: Settings, train_split: Split, val_split: Split, corpus: Corpus) -> TrainResult:
+    """A rank > 0 of a multi-process launch: the same data and the same seeded model as
+    rank 0, and its share of the distributed fine-tuning (the HF Trainer shards the batches).
+    Rank 0 alone evaluates, logs to MLflow and registers, so one launch = one run, one version.
+    Returns a result with an empty ``run_id``."""
+    cfg = settings.train
+    model, _ = new_model(settings)
+    opts = FitOptions(
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+    seconds = fine_tune(model, train_split, val_split, opts)
+    return TrainResult(run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=corpus.describe())
+
+
 def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     """``sentops train``: fine-tune, evaluate, log everything to MLflow, register."""
     import mlflow
@@ -266,6 +296,8 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     test_split = corpus.test.head(cfg.eval_samples)
     golden = test_split if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     progress("data", 1, 1)
+    if distributed_rank() > 0:  # torchrun / accelerate launch: rank 0 alone logs and registers
+        return _fine_tune_as_worker(settings, train_split, val_split, corpus)
 
     registry = Registry(settings, check=False)
     experiment_id = registry.experiment_id()
@@ -281,6 +313,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
         "head_tokens": cfg.head_tokens,
         "seed": cfg.seed,
         "device": device,
+        "world_size": os.environ.get("WORLD_SIZE", "1"),  # processes (GPUs) under torchrun
         "data": cfg.data,
         "data_source": corpus.source,
         "train_size": len(train_split),
