@@ -10,6 +10,7 @@ import typer
 from sentiment_ops import __version__
 from sentiment_ops.cli import (
     config_cmd,
+    demo_cmd,
     drift_cmd,
     feedback_cmd,
     registry_cmds,
@@ -64,6 +65,7 @@ app.command()(registry_cmds.models)
 app.command()(serve_cmd.serve)
 app.command("embed-reference")(drift_cmd.embed_reference)
 app.command()(drift_cmd.drift)
+app.command()(demo_cmd.demo)
 app.command()(retrain_cmd.retrain)
 
 
