@@ -206,7 +206,7 @@ def load_matrix(port: int, path: str, kinds: dict[str, list[bytes]], levels: lis
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--home", required=True, help="sentops home with a registered model (a copy: it is modified)")
+    ap.add_argument("--home", help="sentops home with a registered model (a copy: it is modified)")
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--concurrency", default="1,8,32")
@@ -214,7 +214,13 @@ def main() -> None:
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--skip-reload", action="store_true")
     ap.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
+    ap.add_argument("--render", default=None, help="print a results JSON as a markdown table and exit")
     args = ap.parse_args()
+    if args.render:
+        print(markdown(json.loads(Path(args.render).read_text())))
+        return
+    if not args.home:
+        ap.error("--home is required")
     home = Path(args.home).resolve()
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on these shared cores
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -318,6 +324,24 @@ def main() -> None:
     print(
         json.dumps({k: v for k, v in result.items() if k in ("lost_rows", "hot_reload", "speedup_vs_mlflow")}, indent=2)
     )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as the table in docs/benchmarks.md."""
+    lines = [
+        "| texts | clients | sentops req/s | p50 / p95 / p99 ms | errors | mlflow req/s | p50 / p95 / p99 ms "
+        "| errors | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = result.get("mlflow_serve", {})
+    for kind in ("short", "long"):
+        for c, r in result["sentops"][kind].items():
+            b = base.get(kind, {}).get(c)
+            ours = f"{r['rps']} | {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | {r['errors']}"
+            theirs = f"{b['rps']} | {b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']} | {b['errors']}" if b else "– | – | –"
+            speedup = f"{r['rps'] / b['rps']:.2f}x" if b else "–"
+            lines.append(f"| {kind} | {c[1:]} | {ours} | {theirs} | {speedup} |")
+    return "\n".join(lines)
 
 
 def _served_ok(port: int) -> int:

@@ -5,6 +5,7 @@ real uvicorn on a free 127.0.0.1 port in a thread."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -35,6 +36,18 @@ TINY_ENV = {
 }
 
 
+def clean_env(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Wider-scoped fixtures run before the autouse ``isolated_home``: clear what earlier
+    tests may have left (MLflow exports the tracking URI it was last given) and point
+    everything at ``home``."""
+    for key in list(os.environ):
+        if key.startswith(("SENTOPS_", "MLFLOW_TRACKING")) or key == "MLFLOW_REGISTRY_URI":
+            mp.delenv(key, raising=False)
+    mp.setenv("SENTOPS_HOME", str(home))
+    for key, value in TINY_ENV.items():
+        mp.setenv(key, value)
+
+
 @pytest.fixture(scope="session")
 def trained_home(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`sentops train` (tiny model) once per session; version 1 registered, not promoted.
@@ -42,10 +55,9 @@ def trained_home(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     Each test copies ``mlflow.db`` into its own home: the artifacts stay here (absolute
     URIs), so the copies share them read-only and every test can move aliases freely."""
     home = tmp_path_factory.mktemp("serve-home")
-    env = {**TINY_ENV, "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir), "SENTOPS_HOME": str(home)}
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
+        clean_env(mp, home)
+        mp.setenv("SENTOPS_TRAIN__BASE_MODEL", str(tiny_model_dir))
         result = CliRunner().invoke(cli_app, ["train", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return {"home": home, **json.loads(result.stdout)}

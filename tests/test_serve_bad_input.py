@@ -19,7 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
-from serve_support import TINY_ENV, Server, promote, serve_settings, start_server
+from serve_support import Server, clean_env, promote, serve_settings, start_server
 
 from sentiment_ops.store import InferenceStore
 
@@ -32,9 +32,7 @@ def server(trained_home: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
     home = tmp_path_factory.mktemp("bad-input-home")
     shutil.copy(trained_home["home"] / "mlflow.db", home / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in TINY_ENV.items():
-            mp.setenv(key, value)
-        mp.setenv("SENTOPS_HOME", str(home))
+        clean_env(mp, home)
         mp.setenv("SENTOPS_ADMIN_TOKEN", "fuzz-token")
         promote(1)
         srv = start_server(

@@ -171,3 +171,6 @@ def test_split_by_length_bounds_padding() -> None:
     for g in groups:
         assert max(lengths[i] for i in g) <= PAD_SPLIT_FACTOR * min(lengths[i] for i in g)
     assert split_by_length([7, 7, 7]) == [[0, 1, 2]]
+    budgeted = split_by_length([30] * 10 + [256, 250], max_tokens=384)
+    assert [len(g) for g in budgeted] == [10, 1, 1]  # 10 x 30 tokens fit; long texts go alone
+    assert all(len(g) * 30 <= 384 for g in split_by_length([30] * 40, max_tokens=384))

@@ -48,7 +48,14 @@ def create_app(
     metrics = ServingMetrics()
     holder = ModelHolder(settings, registry, listener=metrics)
     writer = StoreWriter(store, on_write=metrics.rows_written, on_error=metrics.store_error)
-    batcher = MicroBatcher(holder, writer, metrics, max_size=serve.batch_max_size, max_wait_ms=serve.batch_max_wait_ms)
+    batcher = MicroBatcher(
+        holder,
+        writer,
+        metrics,
+        max_size=serve.batch_max_size,
+        max_wait_ms=serve.batch_max_wait_ms,
+        max_tokens=serve.batch_max_tokens,
+    )
     state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
     own_store = store is None
 

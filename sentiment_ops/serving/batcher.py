@@ -5,8 +5,9 @@ item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have 
 (the wait only when the previous batch held more than one text: a single client is
 never delayed), and hands the batch to a single inference thread. While that thread works, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
-tokenised, sorted by length and split where padding would add more than half the work,
-each part padded only to its own longest text. One forward pass gives label,
+tokenised, sorted by length and split where padding would add more than half the work
+or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
+text. One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
 back to the waiting requests."""
 
@@ -60,15 +61,22 @@ class _Item:
     t0: float
 
 
-def split_by_length(lengths: list[int], factor: float = PAD_SPLIT_FACTOR) -> list[list[int]]:
-    """Indices grouped so that in each group the longest is at most ``factor`` times the shortest."""
+def split_by_length(
+    lengths: list[int], factor: float = PAD_SPLIT_FACTOR, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices grouped (shortest first) so that in each group the longest is at most
+    ``factor`` times the shortest, and group size x longest stays within ``max_tokens``
+    (a text longer than the budget gets a group of its own)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     groups: list[list[int]] = []
     for i in order:
-        if groups and lengths[i] <= factor * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+        if groups:
+            group = groups[-1]
+            fits = max_tokens is None or (len(group) + 1) * lengths[i] <= max_tokens
+            if fits and lengths[i] <= factor * lengths[group[0]]:
+                group.append(i)
+                continue
+        groups.append([i])
     return groups
 
 
@@ -81,6 +89,7 @@ class MicroBatcher:
         *,
         max_size: int = 32,
         max_wait_ms: float = 2.0,
+        max_tokens: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.holder = holder
@@ -88,6 +97,7 @@ class MicroBatcher:
         self.metrics = metrics
         self.max_size = max_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.max_tokens = max_tokens
         self._clock = clock
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -175,7 +185,7 @@ class MicroBatcher:
         n = len(texts)
         logits: np.ndarray | None = None
         emb: np.ndarray | None = None
-        for group in split_by_length([len(x) for x in ids]):
+        for group in split_by_length([len(x) for x in ids], max_tokens=self.max_tokens):
             lg, pooled = predictor.forward_ids([ids[i] for i in group])
             if logits is None or emb is None:
                 logits = np.zeros((n, lg.shape[1]), dtype=np.float32)
