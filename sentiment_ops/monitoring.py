@@ -80,7 +80,7 @@ def embed_reference(
 def _window_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     emb = np.vstack([np.asarray(r.embedding, dtype=np.float32) for r in rows])
     labels = np.array([-1 if r.prediction is None else int(r.prediction) for r in rows], dtype=np.int64)
-    texts = [r.text or f"(text not stored; sha256 of id {r.id})" for r in rows]
+    texts = [r.text or f"(text not stored: prediction {r.id})" for r in rows]
     return emb, labels, texts, [r.id for r in rows]
 
 
