@@ -34,13 +34,8 @@ def _forget_mlflow_uris() -> None:
     """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (called by ``Registry``) also write
     MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ. monkeypatch cannot undo what it
     did not set, so a session fixture set up after the test would read that test's store as
-    if the user had configured it. Reset MLflow's globals and drop the variables."""
-    import sys
-
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    if the user had configured it. Drop the variables (MLflow's in-process globals stay as they
+    were: some tests load ``models:/`` URIs through them)."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
