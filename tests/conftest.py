@@ -22,13 +22,24 @@ pytest_plugins = ["serve_support"]  # fixtures of the serving tests (tests/serve
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for key in list(os.environ):
         if key.startswith("SENTOPS_") or key.startswith("MLFLOW_TRACKING") or key == "MLFLOW_REGISTRY_URI":
             monkeypatch.delenv(key, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("SENTOPS_HOME", str(home))
-    return home
+    yield home
+    _forget_mlflow_uris()
+
+
+def _forget_mlflow_uris() -> None:
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (called by ``Registry``) also write
+    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ. monkeypatch cannot undo what it
+    did not set, so a session fixture set up after the test would read that test's store as
+    if the user had configured it. Drop the variables (MLflow's in-process globals stay as they
+    were: some tests load ``models:/`` URIs through them)."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture(scope="session")
