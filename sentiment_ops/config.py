@@ -91,6 +91,10 @@ class ServeSettings(_Section):
     # pass (8 long texts per pass cost 1.6x as much per text: the activations outgrow the
     # cache), so large micro-batches are split into passes of at most this many tokens.
     batch_max_tokens: int = Field(384, ge=1)
+    # Forward passes run at once (ONNX backend; torch always runs one). Each pass then gets
+    # torch_threads / inference_workers threads. Measured on 2 shared cores: two 1-thread
+    # passes give 15-20 % more short texts/s than one 2-thread pass.
+    inference_workers: int = Field(2, ge=1)
     poll_interval_s: float = Field(5.0, gt=0)  # how often the alias is checked
     torch_threads: int | None = None  # null = number of cores
     max_length: int | None = None  # null = the model's training max_length

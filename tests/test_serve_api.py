@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from serve_support import Server, free_port, promote, serve_settings, start_server, wait_for
 
 from sentiment_ops.config import load_settings
@@ -170,9 +171,12 @@ def test_starts_without_a_model_and_picks_one_up(
         assert c.post("/predict", json={"text": "hello"}).json()["model"]["version"] == 1
 
 
-def test_burst_of_concurrent_requests_stores_every_row(home_with_model: dict[str, Any], running: list[Server]) -> None:
+@pytest.mark.parametrize("backend", ["torch", "onnx"])  # onnx: two inference workers
+def test_burst_of_concurrent_requests_stores_every_row(
+    home_with_model: dict[str, Any], running: list[Server], backend: str
+) -> None:
     promote(1)
-    srv = start_server(serve_settings(batch_max_size=8, batch_max_wait_ms=5))
+    srv = start_server(serve_settings(batch_max_size=8, batch_max_wait_ms=5, backend=backend))
     running.append(srv)
     texts = [f"review number {i}: " + "good " * (i % 17) for i in range(120)]
 

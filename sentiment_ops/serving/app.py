@@ -21,7 +21,7 @@ from sentiment_ops import __version__
 from sentiment_ops.config import Settings
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
-from sentiment_ops.serving.holder import ModelHolder
+from sentiment_ops.serving.holder import ModelHolder, inference_workers
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
 from sentiment_ops.serving.routes import ServingState, build_router
 from sentiment_ops.serving.schemas import request_models
@@ -55,6 +55,7 @@ def create_app(
         max_size=serve.batch_max_size,
         max_wait_ms=serve.batch_max_wait_ms,
         max_tokens=serve.batch_max_tokens,
+        workers=inference_workers(settings),
     )
     state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
     own_store = store is None

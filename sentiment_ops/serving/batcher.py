@@ -9,7 +9,9 @@ tokenised, sorted by length and split where padding would add more than half the
 or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
 text. One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
-back to the waiting requests."""
+back to the waiting requests. With ``workers`` > 1 (ONNX backend) that many batches run
+at once, each forward pass on one thread: on 2 shared cores two single-threaded passes
+outrun one two-threaded pass (no cross-thread barrier per operator)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ class MicroBatcher:
         max_size: int = 32,
         max_wait_ms: float = 2.0,
         max_tokens: int | None = None,
+        workers: int = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.holder = holder
@@ -99,12 +102,16 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_tokens = max_tokens
         self._clock = clock
+        self.workers = max(1, workers)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentops-infer")
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sentops-infer")
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.create_task(self._collect(), name="sentops-batcher")
 
     async def stop(self) -> None:
@@ -112,6 +119,8 @@ class MicroBatcher:
         if self._queue is not None:
             while not self._queue.empty():
                 await asyncio.sleep(0.01)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -133,11 +142,12 @@ class MicroBatcher:
         return list(await asyncio.gather(*(i.future for i in items)))
 
     async def _collect(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._slots is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
         last_size = 1
         while True:
+            await self._slots.acquire()  # an inference worker is free
             batch = [await queue.get()]
             # Wait for company only under load (the last batch was shared): a lone client
             # never pays the wait, a busy server fills its batches.
@@ -156,23 +166,35 @@ class MicroBatcher:
             last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
             if not batch:
+                self._slots.release()
                 continue
-            try:
-                results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch)
-            except ModelUnavailableError as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            except Exception as exc:
-                log.exception("inference failed for a batch of %d", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch)
+        except ModelUnavailableError as exc:
+            self._fail(batch, exc)
+            return
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(batch))
+            self._fail(batch, exc)
+            return
+        finally:
+            self._slots.release()
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[_Item], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
 
     def _infer(self, texts: list[str], items: list[_Item]) -> list[Result]:
         """Runs in the inference thread."""

@@ -11,6 +11,7 @@ reload retries it)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ class HolderListener(Protocol):
     def model_loaded(self, model: LoadedModel) -> None: ...
 
     def reload_failed(self, failure: ReloadFailure) -> None: ...
+
+
+def inference_workers(settings: Settings) -> int:
+    """Forward passes run at once: torch shares one global thread pool, so it runs one."""
+    return settings.serve.inference_workers if settings.serve.backend == "onnx" else 1
+
+
+def onnx_threads(settings: Settings) -> int:
+    cores = settings.serve.torch_threads or os.cpu_count() or 1
+    return max(1, cores // inference_workers(settings))
 
 
 def build_predictor(model: SentimentModel, backend: str, cache_dir: Path, threads: int | None = None) -> Predictor:
@@ -174,7 +185,7 @@ class ModelHolder:
         if self.settings.serve.max_length:
             model.max_length = self.settings.serve.max_length
         cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
-        predictor = build_predictor(model, self.backend, cache, self.settings.serve.torch_threads)
+        predictor = build_predictor(model, self.backend, cache, onnx_threads(self.settings))
         for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
             predictor.forward_ids(predictor.encode(texts))
         return LoadedModel(
