@@ -337,9 +337,11 @@ def retrain(
     }
     with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"retrain-from-v{parent}", tags=tags) as run:
         mlflow.log_params(_tags(params))
-        seconds = fine_tune(
-            model, train_all, None, opts, progress=progress, on_metrics=lambda m, s: mlflow.log_metrics(m, step=s)
-        )
+
+        def log_step(values: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(values, step=step)
+
+        seconds = fine_tune(model, train_all, None, opts, progress=progress, on_metrics=log_step)
         scores["candidate_golden"] = evaluate(model, golden, bs)[0]
         if len(fb.holdout):
             scores["candidate_new"] = evaluate(model, fb.holdout, bs)[0]
