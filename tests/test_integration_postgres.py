@@ -156,8 +156,15 @@ def test_train_register_promote_rollback_models(stack: Stack, stack_env: dict[st
 
 # -- serving: two replicas on one store -----------------------------------------------------
 def _serving_present() -> bool:
+    """``sentiment_ops.serving`` exists in *this* checkout: an editable install of another
+    checkout can make find_spec resolve the subpackage there, while the ``sentops serve``
+    processes started below run this one."""
+    import sentiment_ops
+
     spec = importlib.util.find_spec("sentiment_ops.serving")
-    return spec is not None and spec.origin is not None  # not an empty namespace package
+    if spec is None or spec.origin is None:  # absent, or an empty namespace package
+        return False
+    return Path(spec.origin).resolve().is_relative_to(Path(sentiment_ops.__file__).resolve().parent)
 
 
 def test_two_replicas_drift_and_rollback_every_row_once(
