@@ -86,14 +86,16 @@ class ServeSettings(_Section):
     # Micro-batching of concurrent requests.
     batch_max_size: int = Field(32, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
-    # Most padded tokens in one forward pass. Measured with ONNX int8 on 2 cores: per-text
-    # time is lowest at ~8-16 short texts per pass and at ONE long (256-token) text per
-    # pass (8 long texts per pass cost 1.6x as much per text: the activations outgrow the
-    # cache), so large micro-batches are split into passes of at most this many tokens.
+    # Most padded tokens in one forward pass. Measured with ONNX int8 on 2 cores
+    # (benchmarks/serve_passes.py): per-text time is lowest at ~8 short texts per pass and at
+    # ONE long (256-token) text per pass (8 long texts per pass cost 1.3-1.6x as much per
+    # text: the activations outgrow the cache), so micro-batches run as passes of at most
+    # this many tokens.
     batch_max_tokens: int = Field(384, ge=1)
     # Forward passes run at once (ONNX backend; torch always runs one). Each pass then gets
-    # torch_threads / inference_workers threads. Measured on 2 shared cores: two 1-thread
-    # passes give 15-20 % more short texts/s than one 2-thread pass.
+    # torch_threads / inference_workers threads. Measured on 2 shared cores
+    # (benchmarks/serve_passes.py): two 1-thread passes beat one 2-thread pass (short texts
+    # +7 %, long texts +65 %): no cross-thread barrier per operator.
     inference_workers: int = Field(2, ge=1)
     poll_interval_s: float = Field(5.0, gt=0)  # how often the alias is checked
     torch_threads: int | None = None  # null = number of cores
