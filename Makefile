@@ -17,9 +17,9 @@ $(BIN)/sentops: pyproject.toml
 
 setup: $(BIN)/sentops
 
-# The main job on embedded defaults (grows into `sentops demo` with the closed loop).
+# The main job on embedded defaults: the whole closed loop against a real server.
 demo: setup
-	$(BIN)/sentops train --promote
+	$(BIN)/sentops demo
 
 test: setup
 	$(BIN)/python -m pytest -q

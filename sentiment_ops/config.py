@@ -103,26 +103,41 @@ class ServeSettings(_Section):
 
 
 class DriftSettings(_Section):
-    window: int = Field(500, ge=2)
+    window: int = Field(500, ge=2)  # last N served predictions compared with the reference
+    # MMD² permutation test: false-alarm rate = alpha at any window size (docs/drift.md).
     alpha: float = Field(0.01, gt=0, lt=1)
-    permutations: int = Field(500, ge=10)
+    permutations: int = Field(500, ge=10)  # p-value floor = 1 / (permutations + 1)
     min_rows: int = Field(50, ge=2)
     cosine_threshold: float = 0.30  # the seed system's rule, kept for continuity
+    # What decides the status: "mmd" (calibrated test) or "cosine" (the seed's threshold).
+    method: Literal["mmd", "cosine"] = "mmd"
     reference_data: str = "imdb"
     reference_samples: int = Field(1000, ge=10)
     top_k: int = Field(5, ge=0)
 
 
 class RetrainSettings(_Section):
-    window: int | None = None
+    # Labeled rows used: the `window` most recent (null = all of them).
+    window: int | None = Field(None, ge=1)
+    # Fewer real labels than this → NotEnoughDataError (exit 4), nothing registered.
     min_labels: int = Field(100, ge=2)
+    # Share of the labels kept out of training to compare candidate and production on
+    # the new domain (stratified, seeded with train.seed).
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    # Replay rows of the original training data per new training row: keeps the old
+    # domain from being forgotten (DESIGN: 2,000 tweets + 2,000 IMDB kept IMDB at 0.89).
     replay_ratio: float = Field(1.0, ge=0)
-    epochs: float = 1.0
-    learning_rate: float = 5e-5
+    # Corpus replayed; null = the data the production version was trained on (its run's
+    # sentops.data / sentops.replay_data tag), else train.data.
+    replay_data: str | None = None
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    # Batches of similar length, shuffled: short tweets are not padded to review length.
+    length_buckets: bool = True
     min_f1_gain: float = 0.02  # gate: new-domain F1 must improve by at least this
     max_acc_drop: float = 0.01  # gate: golden accuracy may drop by at most this
-    golden_samples: int | None = 1000
+    # Golden IMDB rows both models are scored on (first N of the frozen split; null = 5,000).
+    golden_samples: int | None = Field(1000, ge=1)
 
 
 class Settings(_Section):

@@ -153,7 +153,11 @@ class Registry:
             all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
             all_tags.update(tags or {})
             mv = self.client.create_model_version(
-                self.model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in all_tags.items()}
+                self.model_name,
+                source=source,
+                run_id=run_id,
+                tags={k: str(v) for k, v in all_tags.items()},
+                model_id=_logged_model_id(source),
             )
         return self.get_version(int(mv.version))
 
@@ -188,11 +192,12 @@ class Registry:
     def list_versions(self) -> list[VersionInfo]:
         with mlflow_errors(f"model {self.model_name!r}"):
             mvs = self.client.search_model_versions(f"name = '{self.model_name}'")
-            # search results do not carry aliases on every store: take them from the model
-            aliases = self.client.get_registered_model(self.model_name).aliases if mvs else {}
+            # search_model_versions leaves aliases empty (MLflow 3.17 SQL store): take them
+            # from the registered model instead.
+            aliases = dict(self.client.get_registered_model(self.model_name).aliases or {}) if mvs else {}
         infos = [self._info(mv) for mv in mvs]
         for info in infos:
-            info.aliases = sorted(a for a, v in aliases.items() if int(v) == info.version)
+            info.aliases = sorted({*info.aliases, *(a for a, v in aliases.items() if int(v) == info.version)})
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
     def _info(self, mv: Any) -> VersionInfo:
@@ -294,3 +299,12 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _logged_model_id(source: str) -> str | None:
+    """``models:/<model_id>`` (a logged model) → its id. A tracking server refuses such a
+    source unless the request names the same model id; the SQLite store does not check."""
+    rest = source.removeprefix("models:/")
+    if rest == source or not rest or "/" in rest or "@" in rest:
+        return None
+    return rest

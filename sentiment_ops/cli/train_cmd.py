@@ -53,6 +53,8 @@ def train(
 
     with stage_progress(not as_json) as progress:
         result = run_training(settings, progress=progress)
+    if not result.run_id:  # a rank > 0 under torchrun / accelerate launch: rank 0 reports
+        return
     promoted = None
     if promote and result.version is not None:
         from sentiment_ops.registry import Registry

@@ -1,0 +1,319 @@
+"""Drift benchmark: sentops' calibrated MMD² test against the seed's fixed cosine rule.
+
+    flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py \
+        --model-dir auto --artifacts /tmp/bench-acc/mlartifacts
+
+Reference: the 1,000 held-out IMDB validation reviews that ``sentops train`` embeds
+(``reference.build_reference``). Windows of 100 and 500 texts drawn at random (seeded)
+from pools that share no text with the reference:
+
+* ``imdb`` (no shift): the golden IMDB test split,
+* ``imdb_90_negative``: the same pool, 90% negative reviews (label shift),
+* ``imdb_5_tweets`` / ``imdb_10_tweets`` / ``imdb_50_tweets``: IMDB mixed with tweets,
+* ``rotten_tomatoes``: RT test snippets, ``tweets``: tweets test split.
+
+Every text is embedded once, exactly as the server logs it
+(``SentimentModel.predict(texts, with_embeddings=True)``: one forward pass, mean pooling),
+by a model trained with the default config, and cached under ``--cache``. Each window is
+then checked by ``drift.detect`` (what ``sentops drift`` runs: cosine score, MMD²
+permutation test at the default alpha, label mix, farthest texts) and by the seed rule
+(cosine distance of centroids > 0.30). One full ``run_drift_check`` (MLflow reference
+download + store read + check + records) is timed on a scratch home as well.
+
+Writes benchmarks/results/drift.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sentiment_ops.cli.common import quiet_third_party
+from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.data import Split, load_corpus
+from sentiment_ops.drift import cosine_centroid_distance, detect
+from sentiment_ops.modeling import SentimentModel
+from sentiment_ops.monitoring import CHECK_SEED
+from sentiment_ops.reference import REFERENCE_SEED
+
+RESULTS = Path(__file__).parent / "results" / "drift.json"
+SHIFTED = ("imdb_90_negative", "imdb_5_tweets", "imdb_10_tweets", "imdb_50_tweets", "rotten_tomatoes", "tweets")
+
+
+# -- model and embeddings ---------------------------------------------------------------
+def find_model_dir(artifacts: Path) -> Path:
+    """The ``hf_model`` folder logged by ``sentops train`` under an MLflow artifact root."""
+    found = sorted(p.parent for p in artifacts.rglob("hf_model/sentops.json"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one hf_model under {artifacts}, found {len(found)}: pass --model-dir")
+    return found[0]
+
+
+def training_params(db: Path, run_id: str | None) -> dict[str, str]:
+    """The logged training params of the run (read-only: the tracking DB is not ours)."""
+    if not run_id or not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("select key, value from params where run_uuid = ?", (run_id,)).fetchall()
+        metrics = con.execute(
+            "select key, value from latest_metrics where run_uuid = ? and key like 'golden_%'", (run_id,)
+        ).fetchall()
+    finally:
+        con.close()
+    keep = ("base_model", "epochs", "learning_rate", "max_length", "head_tokens", "train_size", "seed")
+    out = {k: v for k, v in rows if k in keep}
+    out.update({k: f"{v:.4f}" for k, v in metrics if k in ("golden_accuracy", "golden_f1")})
+    return out
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "sentops.json", "config.json"):
+        p = model_dir / name
+        if p.exists():
+            h.update(name.encode())
+            h.update(str(p.stat().st_size).encode())
+            with p.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
+def embed_cached(model: SentimentModel, texts: list[str], labels: np.ndarray, cache: Path, name: str) -> dict[str, Any]:
+    """Embeddings + predicted labels of ``texts``, computed once and cached by content."""
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    path = cache / f"{name}-{len(texts)}-{key}.npz"
+    if path.exists():
+        with np.load(path) as npz:
+            return {"emb": npz["emb"], "pred": npz["pred"], "labels": npz["labels"], "texts": texts, "seconds": 0.0}
+    start = time.perf_counter()
+    pred = model.predict(texts, with_embeddings=True)  # exactly what the server logs
+    seconds = time.perf_counter() - start
+    assert pred.embeddings is not None
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, emb=pred.embeddings, pred=pred.labels, labels=labels)
+    print(f"  embedded {name}: {len(texts)} texts in {seconds:.0f} s ({len(texts) / seconds:.1f}/s)", flush=True)
+    return {"emb": pred.embeddings, "pred": pred.labels, "labels": labels, "texts": texts, "seconds": seconds}
+
+
+# -- windows ------------------------------------------------------------------------------
+def draw(pool: dict[str, Any], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    return pool["emb"][idx], pool["pred"][idx], [pool["texts"][i] for i in idx]
+
+
+def window(scenario: str, size: int, rng: np.random.Generator, pools: dict[str, dict[str, Any]]):  # type: ignore[no-untyped-def]
+    imdb, tweets, rt = pools["imdb"], pools["tweets"], pools["rotten_tomatoes"]
+
+    def mix(n_tweets: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        a = draw(imdb, rng.choice(len(imdb["emb"]), size - n_tweets, replace=False))
+        b = draw(tweets, rng.choice(len(tweets["emb"]), n_tweets, replace=False))
+        return np.vstack([a[0], b[0]]), np.concatenate([a[1], b[1]]), a[2] + b[2]
+
+    if scenario == "imdb":
+        return draw(imdb, rng.choice(len(imdb["emb"]), size, replace=False))
+    if scenario == "imdb_90_negative":
+        neg = np.flatnonzero(imdb["labels"] == 0)
+        pos = np.flatnonzero(imdb["labels"] == 1)
+        n_neg = round(size * 0.9)
+        idx = np.concatenate([rng.choice(neg, n_neg, replace=False), rng.choice(pos, size - n_neg, replace=False)])
+        return draw(imdb, idx)
+    if scenario.startswith("imdb_") and scenario.endswith("_tweets"):
+        share = int(scenario.split("_")[1]) / 100
+        return mix(round(size * share))
+    if scenario == "rotten_tomatoes":
+        return draw(rt, rng.choice(len(rt["emb"]), size, replace=False))
+    if scenario == "tweets":
+        return draw(tweets, rng.choice(len(tweets["emb"]), size, replace=False))
+    raise ValueError(scenario)
+
+
+def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], settings: Settings,
+             null_windows: int, shifted_windows: int) -> dict[str, Any]:
+    cfg = settings.drift
+    rng = np.random.default_rng(1000 + size)
+    per: dict[str, dict[str, list[float]]] = {}
+    check_seconds: list[float] = []
+    seed_seconds: list[float] = []
+    for scenario in ("imdb", *SHIFTED):
+        n = null_windows if scenario == "imdb" else shifted_windows
+        rec: dict[str, list[float]] = {"mmd": [], "cos": [], "label": [], "p": [], "cosine": []}
+        for _ in range(n):
+            emb, pred, texts = window(scenario, size, rng, pools)
+            report = detect(
+                ref["emb"], emb, ref_labels=ref["pred"], win_labels=pred, texts=texts,
+                alpha=cfg.alpha, permutations=cfg.permutations, cosine_threshold=cfg.cosine_threshold,
+                top_k=cfg.top_k, seed=CHECK_SEED,
+            )
+            check_seconds.append(report.seconds)
+            t0 = time.perf_counter()
+            cos = cosine_centroid_distance(ref["emb"], emb)
+            seed_seconds.append(time.perf_counter() - t0)
+            rec["mmd"].append(float(report.mmd_drift))
+            rec["cos"].append(float(cos > cfg.cosine_threshold))
+            rec["label"].append(float(report.label_drift))
+            rec["p"].append(report.p_value)
+            rec["cosine"].append(cos)
+        per[scenario] = rec
+        print(f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['mmd']):.2f}  "
+              f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
+              f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}", flush=True)
+
+    def rates(key: str) -> dict[str, float]:
+        return {s: round(float(np.mean(per[s][key])), 4) for s in SHIFTED}
+
+    return {
+        "sentops": {
+            "false_alarm_rate": round(float(np.mean(per["imdb"]["mmd"])), 4),
+            "detection_rate": rates("mmd"),
+            "seconds_per_check": round(float(np.mean(check_seconds)), 4),
+            "seconds_per_check_p95": round(float(np.percentile(check_seconds, 95)), 4),
+            "rule": f"MMD² RBF permutation test, p < {cfg.alpha} ({cfg.permutations} permutations)",
+        },
+        "seed_rule": {
+            "false_alarm_rate": round(float(np.mean(per["imdb"]["cos"])), 4),
+            "detection_rate": rates("cos"),
+            "seconds_per_check": round(float(np.mean(seed_seconds)), 6),
+            "rule": f"cosine distance of mean embeddings > {cfg.cosine_threshold}",
+        },
+        "label_mix": {
+            "false_alarm_rate": round(float(np.mean(per["imdb"]["label"])), 4),
+            "detection_rate": rates("label"),
+            "rule": f"two-proportion z-test on the predicted positive share, p < {cfg.alpha}",
+        },
+        "null_p_value_quantiles": {
+            str(q): round(float(np.quantile(per["imdb"]["p"], q)), 4) for q in (0.01, 0.05, 0.1, 0.5)
+        },
+        "null_rejections_at_0.05": round(float(np.mean(np.array(per["imdb"]["p"]) < 0.05)), 4),
+        "mean_cosine_distance": {s: round(float(np.mean(r["cosine"])), 4) for s, r in per.items()},
+        "median_p_value": {s: round(float(np.median(r["p"])), 4) for s, r in per.items()},
+        "windows": {s: len(r["mmd"]) for s, r in per.items()},
+    }
+
+
+# -- one full check through MLflow and the store ------------------------------------------
+def end_to_end_seconds(ref: dict[str, Any], pools: dict[str, dict[str, Any]], size: int) -> dict[str, float]:
+    """Time ``run_drift_check`` on a scratch home: registered version whose run carries the
+    reference artifact, ``size`` served rows in the SQLite store."""
+    from sentiment_ops.monitoring import run_drift_check
+    from sentiment_ops.reference import Reference, ReferenceMeta, log_reference
+    from sentiment_ops.registry import Registry
+    from sentiment_ops.store import InferenceStore, PredictionRecord
+
+    with tempfile.TemporaryDirectory(prefix="sentops-drift-bench-") as home:
+        settings = load_settings(overrides={"home": home})
+        registry = Registry(settings)
+        client = registry.client
+        run = client.create_run(registry.experiment_id(), run_name="drift-bench")
+        meta = ReferenceMeta("imdb", "validation", "bench", len(ref["emb"]), "mean", int(ref["emb"].shape[1]),
+                             {}, datetime.now(UTC).isoformat())
+        log_reference(client, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
+        client.create_registered_model(settings.mlflow.model_name)
+        mv = client.create_model_version(settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model",
+                                         run_id=run.info.run_id)
+        client.set_registered_model_alias(settings.mlflow.model_name, "production", mv.version)
+        imdb = pools["imdb"]
+        store = InferenceStore(settings.store_url)
+        store.add_predictions([
+            PredictionRecord(settings.mlflow.model_name, int(mv.version), imdb["texts"][i], int(imdb["pred"][i]),
+                             0.5, 0.5, embedding=imdb["emb"][i])
+            for i in range(size)
+        ])
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run_drift_check(settings, alias="production", window=size, store=store)
+            times.append(time.perf_counter() - t0)
+        store.close()
+    return {"window": size, "seconds_median_of_3": round(float(np.median(times)), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-dir", default="auto", help="hf_model folder, or 'auto' to find it under --artifacts")
+    ap.add_argument("--artifacts", default="/tmp/bench-acc/mlartifacts", type=Path)
+    ap.add_argument("--tracking-db", default="/tmp/bench-acc/mlflow.db", type=Path)
+    ap.add_argument("--cache", default="/tmp/sentops-drift-cache", type=Path)
+    ap.add_argument("--imdb-pool", type=int, default=1500)
+    ap.add_argument("--tweet-pool", type=int, default=1000)
+    ap.add_argument("--rt-pool", type=int, default=1000)
+    ap.add_argument("--reference", type=int, default=1000)
+    ap.add_argument("--null-windows", type=int, default=100)
+    ap.add_argument("--shifted-windows", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    quiet_third_party()
+    settings = load_settings(overrides={"home": tempfile.gettempdir()})  # drift defaults only
+
+    model_dir = find_model_dir(args.artifacts) if args.model_dir == "auto" else Path(args.model_dir)
+    meta = json.loads((model_dir / "sentops.json").read_text())
+    model = SentimentModel.from_dir(model_dir)
+    cache = args.cache / model_fingerprint(model_dir)
+    print(f"model {model_dir} (max_length {model.max_length}, head {model.head_tokens}); cache {cache}", flush=True)
+
+    imdb = load_corpus("imdb")
+    ref_split = imdb.validation.sample(args.reference, seed=REFERENCE_SEED)  # as build_reference does
+    # IMDB holds a few duplicate reviews across splits: drop any pool text that is also in
+    # the reference, so every window is made of texts the reference has never seen.
+    in_ref = set(ref_split.texts)
+    keep = [i for i, t in enumerate(imdb.test.texts[: args.imdb_pool]) if t not in in_ref]
+    golden = Split([imdb.test.texts[i] for i in keep], imdb.test.labels[keep])
+    tw = load_corpus("tweets").test.head(args.tweet_pool)
+    rt = load_corpus("rotten_tomatoes").test.head(args.rt_pool)
+    assert not in_ref & (set(golden.texts) | set(tw.texts) | set(rt.texts)), "a pool overlaps the reference"
+    ref = embed_cached(model, ref_split.texts, ref_split.labels, cache, "reference")
+    pools = {
+        "imdb": embed_cached(model, golden.texts, golden.labels, cache, "imdb_test"),
+        "tweets": embed_cached(model, tw.texts, tw.labels, cache, "tweets_test"),
+        "rotten_tomatoes": embed_cached(model, rt.texts, rt.labels, cache, "rt_test"),
+    }
+    embed_seconds = sum(p["seconds"] for p in (ref, *pools.values()))
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    result: dict[str, Any] = {}
+    for size in (100, 500):
+        result[str(size)] = run_size(size, pools, ref, settings, args.null_windows, args.shifted_windows)
+    result["end_to_end"] = end_to_end_seconds(ref, pools, 500)
+    result["setup"] = {
+        "reference": f"{len(ref_split)} IMDB validation reviews (seed {REFERENCE_SEED}), as sentops train logs it",
+        "pools": {"imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
+                  f"{args.imdb_pool - len(golden)} duplicates of reference texts",
+                  "tweets": f"first {len(tw)} of the tweets test split",
+                  "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split"},
+        "embedding": "SentimentModel.predict(with_embeddings=True): mean-pooled last hidden state, as served",
+        "alpha": settings.drift.alpha,
+        "permutations": settings.drift.permutations,
+        "cosine_threshold": settings.drift.cosine_threshold,
+        "embed_seconds_this_run": round(embed_seconds, 1),
+    }
+    result["model"] = {"dir": str(model_dir), "run_id": meta.get("run_id"), "max_length": model.max_length,
+                       "head_tokens": model.head_tokens, **training_params(args.tracking_db, meta.get("run_id"))}
+    result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"
+    result["torch"] = torch.__version__
+    result["date"] = datetime.now(UTC).date().isoformat()
+    result["command"] = "flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for size in ("100", "500"):
+        r = result[size]
+        print(f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
+              f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check")
+        for s in SHIFTED:
+            det = r["sentops"]["detection_rate"][s], r["seed_rule"]["detection_rate"][s]
+            print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}")
+    print(f"\nend to end (window 500): {result['end_to_end']['seconds_median_of_3']} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""``sentops embed-reference`` and ``sentops drift``: reference embeddings and drift checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.errors import EXIT_DRIFT
+
+
+def embed_reference(
+    ctx: typer.Context,
+    version: int = typer.Option(None, "--version", help="Model version (default: the one --alias points to)."),
+    alias: str = typer.Option(None, "--alias", help="Alias used without --version (default: production)."),
+    data: str = typer.Option(None, "--data", help="Corpus whose validation split is embedded (default: imdb)."),
+    samples: int = typer.Option(None, "--samples", min=2, help="Texts to embed (default: 1000)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reference metadata as JSON."),
+) -> None:
+    """Embed held-out texts with a model version's own encoder and store them as that
+    version's drift reference (an artifact of its MLflow run).
+
+    Uses the corpus's validation split, never its training split. `sentops train` already
+    does this at the end of training; run it again after changing the data or the count.
+
+    Example: sentops embed-reference --alias production --samples 1000
+
+    Exit codes: 0 ok · 65 bad data · 66 unknown version/alias · 71 model cannot be loaded.
+    """
+    settings = settings_from(ctx, {"drift.reference_data": data, "drift.reference_samples": samples})
+    from sentiment_ops.monitoring import embed_reference as run_embed
+
+    with stage_progress(not as_json) as progress:
+        progress("reference", 0, 1)
+        meta = run_embed(settings, version=version, alias=alias)
+        progress("reference", 1, 1)
+    if as_json:
+        print_json(meta.__dict__)
+        return
+    console.print(
+        f"reference of [bold]{settings.mlflow.model_name}[/bold] version [bold]{meta.model_version}[/bold]: "
+        f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
+        f"dim {meta.dim}, predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
+    )
+
+
+def drift(
+    ctx: typer.Context,
+    window: int = typer.Option(None, "--window", min=2, help="Last N served predictions to check (default: 500)."),
+    alias: str = typer.Option(None, "--alias", help="Alias whose version is checked (default: production)."),
+    version: int = typer.Option(None, "--version", help="Check this version instead of an alias."),
+    alpha: float = typer.Option(None, "--alpha", help="Significance level of the MMD² test (default: 0.01)."),
+    permutations: int = typer.Option(None, "--permutations", min=10, help="MMD² test permutations (default: 500)."),
+    method: str = typer.Option(None, "--method", help="What decides the status: mmd (default) or cosine (seed rule)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
+    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="With --history: at most this many checks."),
+) -> None:
+    """Compare the last N served predictions of a model version with its reference.
+
+    - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
+    - MMD² p-value: a calibrated permutation test; it decides the status (--method cosine: the seed rule).
+    - Positive share: the predicted-label mix of the window vs the reference's (label shift).
+    - The texts of the window farthest from the reference.
+
+    Each check is recorded in the inference store and as metrics of an MLflow run
+    (experiment '<experiment>-monitoring'). --history lists them, --plot draws them.
+
+    Example: sentops drift --window 500 --alpha 0.01 ; sentops drift --history --plot drift.png
+
+    Exit codes: 0 no drift · 3 drift detected · 4 not enough logged predictions ·
+    66 no reference (run `sentops embed-reference`) or unknown alias/version · 1 other errors.
+    """
+    overrides: dict[str, Any] = {"drift.method": method}
+    if alpha is not None:
+        overrides["drift.alpha"] = alpha
+    settings = settings_from(ctx, overrides)
+    from sentiment_ops import monitoring
+
+    if history or plot is not None:
+        rows = monitoring.drift_history(settings, limit=limit, version=version)
+        if plot is not None:
+            monitoring.plot_history(rows, plot, settings.drift.alpha, settings.drift.cosine_threshold)
+        if as_json:
+            print_json(rows)
+        else:
+            _history_table(rows)
+            if plot is not None:
+                console.print(f"plot written to {plot}")
+        return
+
+    report = monitoring.run_drift_check(
+        settings, alias=alias, version=version, window=window, permutations=permutations
+    )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _report_tables(report.to_dict())
+    if report.drift:
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _status(flag: bool) -> str:
+    return "[bold red]DRIFT[/bold red]" if flag else "[green]no drift[/green]"
+
+
+def _report_tables(r: dict[str, Any]) -> None:
+    who = f"{r['model_name']} v{r['model_version']}" + (f" ({r['alias']})" if r.get("alias") else "")
+    table = Table(title=f"Drift check: {who}", show_header=True)
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("decision")
+    ref = r.get("reference", {})
+    table.add_row(
+        "Window",
+        f"{r['n_rows']} of last {r['window']}",
+        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts",
+    )
+    table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
+    table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
+    table.add_row("MMD²", f"{r['mmd2']:.3g}", f"RBF kernel, bandwidth {r['bandwidth']:.3g}")
+    table.add_row(
+        "p-value",
+        fmt(r["p_value"]),
+        f"{_status(r['mmd_drift'])} at alpha {r['alpha']:g} ({r['permutations']} permutations)",
+    )
+    mix = r.get("label_mix") or {}
+    if mix:
+        table.add_row(
+            "Positive share",
+            f"{mix['window_positive']:.3f}",
+            f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
+            + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
+        )
+    decided_by = "MMD² test" if r["method"] == "mmd" else "seed cosine rule"
+    table.add_row(
+        "Status",
+        "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
+        f"decided by the {decided_by}",
+    )
+    console.print(table)
+    if r.get("farthest"):
+        far = Table(title="Texts farthest from the reference (nearest-neighbour distance)")
+        far.add_column("distance", justify="right")
+        far.add_column("text")
+        for f in r["farthest"]:
+            text = " ".join(str(f["text"]).split())
+            far.add_row(f"{f['distance']:.3f}", text[:160] + ("…" if len(text) > 160 else ""))
+        console.print(far)
+    console.print(f"check {r.get('check_id')} recorded in {r['seconds']:.2f} s", style="dim")
+
+
+def _history_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("no drift checks recorded yet: run `sentops drift`")
+        return
+    table = Table(title="Drift checks")
+    for col in ("check", "at (UTC)", "version", "rows", "Drift score", "MMD²", "p-value", "positive share", "status"):
+        table.add_column(col, justify="right" if col not in ("at (UTC)", "status") else "left")
+    for h in rows:
+        mix = (h.get("details") or {}).get("label_mix") or {}
+        share = mix.get("window_positive")
+        table.add_row(
+            str(h["id"]),
+            h["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            str(h["model_version"]),
+            str(h["n_rows"]),
+            fmt(h["cosine_distance"]),
+            "–" if h["mmd2"] is None else f"{h['mmd2']:.3g}",
+            fmt(h["p_value"]),
+            "–" if share is None else f"{share:.3f}",
+            _status(bool(h["drift"])),
+        )
+    console.print(table)

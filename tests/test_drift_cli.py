@@ -1,0 +1,204 @@
+"""``sentops embed-reference`` and ``sentops drift`` end to end on a real SQLite MLflow,
+a real inference store and the tiny model.
+
+Rows are written to the store the way the server logs them: embeddings from
+``SentimentModel.predict`` of the served model version (one forward pass)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.data import load_corpus
+from sentiment_ops.errors import EXIT_DRIFT
+from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.registry import Registry
+from sentiment_ops.store import InferenceStore, PredictionRecord
+
+
+def imdb_texts(n: int) -> list[str]:
+    return load_corpus("imdb").test.texts[:n]
+
+
+def tweet_texts(n: int) -> list[str]:
+    return load_corpus("tweets").test.texts[:n]
+
+
+def log_served(settings: Settings, texts: list[str], version: int = 1, alias: str = "production") -> int:
+    """Write predictions as the server does: label, probability and embedding of one pass."""
+    registry = Registry(settings)
+    model = load_pyfunc(registry.model_uri(version)).model
+    assert model is not None
+    pred = model.predict(texts, with_embeddings=True)
+    assert pred.embeddings is not None
+    records = [
+        PredictionRecord(
+            model_name=settings.mlflow.model_name,
+            model_version=version,
+            alias=alias,
+            text=text,
+            prediction=int(pred.labels[i]),
+            probability=float(pred.probabilities[i]),
+            confidence=float(pred.confidences[i]),
+            embedding=pred.embeddings[i],
+        )
+        for i, text in enumerate(texts)
+    ]
+    store = InferenceStore(settings.store_url)
+    try:
+        return store.add_predictions(records)
+    finally:
+        store.close()
+
+
+@pytest.fixture()
+def production(cli: Callable[..., Any], trained: dict[str, Any]) -> Settings:
+    result = cli("promote", "--version", "1", "--json")
+    assert result.exit_code == 0, result.output
+    return load_settings()
+
+
+def _json(result: Any) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    log_served(production, imdb_texts(80))
+    result = cli("drift", "--window", "80", "--json")
+    assert result.exit_code == 0, result.output
+    report = _json(result)
+    assert report["drift"] is False and report["mmd_drift"] is False
+    assert report["p_value"] >= 0.01
+    assert report["n_rows"] == 80 and report["n_reference"] == 40
+    assert report["model_version"] == 1 and report["alias"] == "production"
+    assert report["cosine_threshold"] == pytest.approx(0.30)
+    assert set(report["label_mix"]) >= {"reference_positive", "window_positive", "p_value"}
+    assert len(report["farthest"]) == 5 and all(f["text"] in imdb_texts(80) for f in report["farthest"])
+    assert report["reference"]["split"] == "validation"
+    table = cli("drift", "--window", "80")
+    assert table.exit_code == 0
+    for row in ("Drift score", "Threshold", "Status", "MMD²", "p-value", "Positive share", "farthest"):
+        assert row in table.stdout, row
+
+
+def test_tweets_are_drift_exit_3(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    log_served(production, tweet_texts(80))
+    result = cli("drift", "--window", "80", "--json")
+    assert result.exit_code == EXIT_DRIFT == 3, result.output
+    report = _json(result)
+    assert report["drift"] is True and report["p_value"] == pytest.approx(1 / 501)
+    assert report["farthest"][0]["text"] in tweet_texts(80)
+    table = cli("drift", "--window", "80")
+    assert table.exit_code == 3 and "DRIFT" in table.stdout
+
+
+def test_seed_rule_method(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    log_served(production, imdb_texts(60))
+    result = cli("drift", "--method", "cosine", "--json")
+    report = _json(result)
+    assert report["method"] == "cosine"
+    assert report["drift"] is report["cosine_drift"]
+    assert result.exit_code == (3 if report["drift"] else 0)
+    bad = cli("drift", "--method", "ks")
+    assert bad.exit_code == 2 and "drift.method" in bad.stderr
+
+
+def test_not_enough_data_exit_4(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    result = cli("drift")
+    assert result.exit_code == 4
+    assert "only 0 logged predictions" in result.stderr and "at least 50" in result.stderr
+    log_served(production, imdb_texts(12))
+    result = cli("drift", "--json")
+    assert result.exit_code == 4 and "only 12" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_other_versions_rows_do_not_count(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    log_served(production, imdb_texts(60), version=1)
+    records_v2 = InferenceStore(production.store_url)
+    try:
+        rows = records_v2.window(production.mlflow.model_name, 1, 500)
+        for r in rows:
+            r.id, r.model_version = r.id[::-1], 2  # a copy logged under another version
+        records_v2.add_predictions(rows)
+    finally:
+        records_v2.close()
+    assert _json(cli("drift", "--json", "--window", "500"))["n_rows"] == 60
+
+
+def test_unknown_alias_and_version_exit_66(cli, trained) -> None:  # type: ignore[no-untyped-def]
+    result = cli("drift", "--alias", "production")  # trained but never promoted
+    assert result.exit_code == 66 and "sentops promote" in result.stderr
+    assert cli("drift", "--version", "9").exit_code == 66
+    assert cli("embed-reference", "--version", "9").exit_code == 66
+
+
+def test_no_reference_then_embed_reference(cli, tiny_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENTOPS_TRAIN__REFERENCE_SAMPLES", "0")  # train without a reference
+    assert cli("train", "--json").exit_code == 0
+    assert cli("promote", "--version", "1").exit_code == 0
+    settings = load_settings()
+    log_served(settings, imdb_texts(60))
+    result = cli("drift")
+    assert result.exit_code == 66
+    assert "sentops embed-reference" in result.stderr
+
+    result = cli("embed-reference", "--alias", "production", "--samples", "30", "--json")
+    assert result.exit_code == 0, result.output
+    meta = _json(result)
+    assert meta["count"] == 30 and meta["split"] == "validation" and meta["model_version"] == 1
+    assert meta["data"] == "imdb" and meta["pooling"] == "mean" and len(meta["data_hash"]) == 16
+    assert set(meta["label_mix"]) == {"negative", "positive"}
+    registry = Registry(settings)
+    files = {a.path for a in registry.client.list_artifacts(registry.get_version(1).run_id, "reference")}
+    assert files == {"reference/embeddings.npz", "reference/meta.json"}
+
+    report = _json(cli("drift", "--json"))
+    assert report["n_reference"] == 30 and report["n_rows"] == 60
+    human = cli("embed-reference", "--version", "1", "--samples", "20")
+    assert human.exit_code == 0 and "version 1" in human.stdout
+    assert cli("embed-reference", "--version", "1", "--data", "nope").exit_code == 65
+
+
+def test_checks_recorded_history_and_plot(cli, production: Settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("drift", "--history").stdout.startswith("no drift checks")
+    assert cli("drift", "--history", "--plot", str(tmp_path / "none.png")).exit_code == 4
+    log_served(production, imdb_texts(60))
+    first = _json(cli("drift", "--json"))
+    log_served(production, tweet_texts(60))
+    second = _json(cli("drift", "--json", "--window", "60"))
+    assert second["drift"] is True and second["check_id"] == first["check_id"] + 1
+
+    history = _json(cli("drift", "--history", "--json"))
+    assert [h["id"] for h in history] == [first["check_id"], second["check_id"]]
+    assert [h["drift"] for h in history] == [first["drift"], True]
+    assert history[1]["p_value"] == pytest.approx(second["p_value"])
+    assert history[1]["details"]["label_mix"] == second["label_mix"]
+
+    plot = tmp_path / "drift.png"
+    result = cli("drift", "--history", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+    assert "Drift checks" in result.stdout and "DRIFT" in result.stdout
+    assert cli("drift", "--history", "--plot", str(tmp_path / "no" / "dir.png")).exit_code == 65
+
+    # the same checks as metrics of the version's monitoring run, step = check id
+    registry = Registry(production)
+    client = registry.client
+    exp = client.get_experiment_by_name(f"{production.mlflow.experiment}-monitoring")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == second["monitoring_run_id"]
+    assert runs[0].data.tags["sentops.model_version"] == "1"
+    steps = client.get_metric_history(runs[0].info.run_id, "drift_p_value")
+    assert sorted((m.step, round(m.value, 6)) for m in steps) == [
+        (first["check_id"], round(first["p_value"], 6)),
+        (second["check_id"], round(second["p_value"], 6)),
+    ]
+    detected = client.get_metric_history(runs[0].info.run_id, "drift_detected")
+    assert max(m.value for m in detected) == 1.0
