@@ -17,6 +17,7 @@ $(BIN)/sentops: pyproject.toml
 
 setup: $(BIN)/sentops
 
+# The main job on embedded defaults: the whole closed loop against a real server.
 demo: setup
 	$(BIN)/sentops demo
 
@@ -34,7 +35,7 @@ typecheck: setup
 	$(BIN)/mypy sentiment_ops
 
 docs: setup
-	$(BIN)/python -m sentiment_ops.cli.docgen > docs/cli.md
+	$(BIN)/python -m sentiment_ops.cli.docgen --write
 
 bench-accuracy: setup
 	$(BIN)/python benchmarks/accuracy.py

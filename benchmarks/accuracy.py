@@ -47,7 +47,10 @@ def main() -> None:
         "train_seconds": round(result.train_seconds, 1),
         "total_seconds": round(total, 1),
         "golden_size": int(result.data.get("test_size", 0)) if settings.train.data == "imdb" else None,
-        "config": {k: getattr(settings.train, k) for k in ("base_model", "epochs", "learning_rate", "batch_size", "max_length", "head_tokens", "max_samples")},
+        "config": {
+            k: getattr(settings.train, k)
+            for k in ("base_model", "epochs", "learning_rate", "batch_size", "max_length", "head_tokens", "max_samples")
+        },
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,

@@ -1,26 +1,30 @@
-"""Drift benchmark: sentops' calibrated MMD² test against the seed's fixed cosine rule.
+"""Drift benchmark: the product's calibrated drift test against the seed's fixed cosine rule.
 
-    flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py \
-        --model-dir auto --artifacts /tmp/bench-acc/mlartifacts
+    flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py     # default entry
+    ... --reference-backend torch --variant onnx_windows_fp32_reference      # the mismatch
+    ... --backend torch --variant torch_serving                              # fp32 serving
 
-Reference: the 1,000 held-out IMDB validation reviews that ``sentops train`` embeds
-(``reference.build_reference``). Windows of 100 and 500 texts drawn at random (seeded)
-from pools that share no text with the reference:
+The model: the one ``sentops train`` logged with the default config (found under
+``--artifacts``; read only). Reference: the 1,000 held-out IMDB validation reviews that
+``sentops train`` embeds (``reference.build_reference``). Windows of 100 and 500 texts drawn
+at random (seeded) from pools that share no text with the reference or the training data:
 
-* ``imdb`` (no shift): the golden IMDB test split,
+* ``imdb`` (no shift): the 5,000 golden IMDB test reviews,
 * ``imdb_90_negative``: the same pool, 90% negative reviews (label shift),
 * ``imdb_5_tweets`` / ``imdb_10_tweets`` / ``imdb_50_tweets``: IMDB mixed with tweets,
 * ``rotten_tomatoes``: RT test snippets, ``tweets``: tweets test split.
 
-Every text is embedded once, exactly as the server logs it
-(``SentimentModel.predict(texts, with_embeddings=True)``: one forward pass, mean pooling),
-by a model trained with the default config, and cached under ``--cache``. Each window is
-then checked by ``drift.detect`` (what ``sentops drift`` runs: cosine score, MMD²
-permutation test at the default alpha, label mix, farthest texts) and by the seed rule
-(cosine distance of centroids > 0.30). One full ``run_drift_check`` (MLflow reference
-download + store read + check + records) is timed on a scratch home as well.
+Every text is embedded once, exactly as the server logs it (``reference.embed_as_served``
+with ``serve.backend``: the ONNX int8 export and the server's forward-pass grouping by
+default; one pass gives label and mean-pooled embedding) and cached under ``--cache``. Each
+window is then checked by ``drift.detect`` (what ``sentops drift`` runs: cosine score, the
+permutation test of ``drift.method`` at the default alpha, label mix, farthest texts), by the
+plain MMD² permutation test on raw embeddings, and by the seed rule (cosine distance of
+centroids > 0.30). One full ``run_drift_check`` (MLflow reference download + store read +
+check + records) is timed on a scratch home as well.
 
-Writes benchmarks/results/drift.json and prints a summary.
+Writes benchmarks/results/drift.json (``--variant NAME``: under ``variants``) and prints a
+summary.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import os
 import platform
 import sqlite3
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -46,7 +51,7 @@ from sentiment_ops.data import Split, load_corpus
 from sentiment_ops.drift import cosine_centroid_distance, detect, permutation_test
 from sentiment_ops.modeling import SentimentModel
 from sentiment_ops.monitoring import CHECK_SEED
-from sentiment_ops.reference import REFERENCE_SEED
+from sentiment_ops.reference import REFERENCE_SEED, embed_as_served
 
 RESULTS = Path(__file__).parent / "results" / "drift.json"
 SHIFTED = ("imdb_90_negative", "imdb_5_tweets", "imdb_10_tweets", "imdb_50_tweets", "rotten_tomatoes", "tweets")
@@ -73,10 +78,26 @@ def training_params(db: Path, run_id: str | None) -> dict[str, str]:
         ).fetchall()
     finally:
         con.close()
-    keep = ("base_model", "epochs", "learning_rate", "max_length", "head_tokens", "train_size", "seed")
+    keep = ("base_model", "epochs", "learning_rate", "max_length", "head_tokens", "train_size", "seed", "train_hash")
     out = {k: v for k, v in rows if k in keep}
     out.update({k: f"{v:.4f}" for k, v in metrics if k in ("golden_accuracy", "golden_f1")})
     return out
+
+
+def held_out(params: dict[str, str], imdb: Any, *text_sets: list[str]) -> bool:
+    """True when the model's logged training sample is rebuilt exactly (same content hash)
+    and shares no text with the reference or the pools."""
+    try:
+        train = imdb.train.sample(int(params["train_size"]), seed=int(params["seed"]))
+    except (KeyError, ValueError):
+        return False
+    if train.hash != params.get("train_hash"):
+        print("  warning: cannot rebuild the model's training sample (data or split changed)", flush=True)
+        return False
+    seen = set(train.texts)
+    overlap = sum(len(seen & set(texts)) for texts in text_sets)
+    assert overlap == 0, f"{overlap} reference/pool texts were in the model's training data"
+    return True
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -91,20 +112,37 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def embed_cached(model: SentimentModel, texts: list[str], labels: np.ndarray, cache: Path, name: str) -> dict[str, Any]:
+class ServedEmbedder:
+    """``reference.embed_as_served`` for one backend: torch fp32 (``SentimentModel.predict``,
+    what the reference used to be) or the serving ONNX int8 export with the server's passes."""
+
+    def __init__(self, model: SentimentModel, backend: str, settings: Settings, cache: Path) -> None:
+        self.model, self.backend, self.settings, self.cache = model, backend, settings, cache / "onnx"
+
+    def __call__(self, texts: list[str]) -> Any:
+        return embed_as_served(
+            self.model, texts, self.backend, self.cache, self.settings.serve.batch_max_tokens, os.cpu_count()
+        )
+
+
+def embed_cached(embed: ServedEmbedder, texts: list[str], labels: np.ndarray, cache: Path, name: str) -> dict[str, Any]:
     """Embeddings + predicted labels of ``texts``, computed once and cached by content."""
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    path = cache / f"{name}-{len(texts)}-{key}.npz"
+    suffix = "" if embed.backend == "torch" else f"-{embed.backend}"
+    path = cache / f"{name}{suffix}-{len(texts)}-{key}.npz"
     if path.exists():
         with np.load(path) as npz:
             return {"emb": npz["emb"], "pred": npz["pred"], "labels": npz["labels"], "texts": texts, "seconds": 0.0}
     start = time.perf_counter()
-    pred = model.predict(texts, with_embeddings=True)  # exactly what the server logs
+    pred = embed(texts)
     seconds = time.perf_counter() - start
     assert pred.embeddings is not None
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, emb=pred.embeddings, pred=pred.labels, labels=labels)
-    print(f"  embedded {name}: {len(texts)} texts in {seconds:.0f} s ({len(texts) / seconds:.1f}/s)", flush=True)
+    print(
+        f"  embedded {name} ({embed.backend}): {len(texts)} texts in {seconds:.0f} s ({len(texts) / seconds:.1f}/s)",
+        flush=True,
+    )
     return {"emb": pred.embeddings, "pred": pred.labels, "labels": labels, "texts": texts, "seconds": seconds}
 
 
@@ -139,8 +177,14 @@ def window(scenario: str, size: int, rng: np.random.Generator, pools: dict[str, 
     raise ValueError(scenario)
 
 
-def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], settings: Settings,
-             null_windows: int, shifted_windows: int) -> dict[str, Any]:
+def run_size(
+    size: int,
+    pools: dict[str, dict[str, Any]],
+    ref: dict[str, Any],
+    settings: Settings,
+    null_windows: int,
+    shifted_windows: int,
+) -> dict[str, Any]:
     cfg = settings.drift
     rng = np.random.default_rng(1000 + size)
     per: dict[str, dict[str, list[float]]] = {}
@@ -153,9 +197,18 @@ def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], s
         for _ in range(n):
             emb, pred, texts = window(scenario, size, rng, pools)
             report = detect(
-                ref["emb"], emb, ref_labels=ref["pred"], win_labels=pred, texts=texts,
-                alpha=cfg.alpha, permutations=cfg.permutations, cosine_threshold=cfg.cosine_threshold,
-                method=cfg.method, whiten_components=cfg.whiten_components, top_k=cfg.top_k, seed=CHECK_SEED,
+                ref["emb"],
+                emb,
+                ref_labels=ref["pred"],
+                win_labels=pred,
+                texts=texts,
+                alpha=cfg.alpha,
+                permutations=cfg.permutations,
+                cosine_threshold=cfg.cosine_threshold,
+                method=cfg.method,
+                whiten_components=cfg.whiten_components,
+                top_k=cfg.top_k,
+                seed=CHECK_SEED,
             )
             check_seconds.append(report.seconds)
             # the plain MMD² test on raw embeddings (whitening off, no nearest statistic)
@@ -172,10 +225,13 @@ def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], s
             rec["p"].append(report.p_value)
             rec["cosine"].append(cos)
         per[scenario] = rec
-        print(f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['test']):.2f}  "
-              f"raw MMD² {np.mean(rec['raw']):.2f}  "
-              f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
-              f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}", flush=True)
+        print(
+            f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['test']):.2f}  "
+            f"raw MMD² {np.mean(rec['raw']):.2f}  "
+            f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
+            f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}",
+            flush=True,
+        )
 
     def rates(key: str) -> dict[str, float]:
         return {s: round(float(np.mean(per[s][key])), 4) for s in SHIFTED}
@@ -187,9 +243,9 @@ def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], s
             "seconds_per_check": round(float(np.mean(check_seconds)), 4),
             "seconds_per_check_p95": round(float(np.percentile(check_seconds, 95)), 4),
             "rule": f"drift.method={cfg.method}: permutation test of MMD² (RBF, median heuristic) and mean "
-                    f"squared nearest-reference distance on embeddings whitened to {cfg.whiten_components} "
-                    f"components, min-p aggregate < {cfg.alpha} ({cfg.permutations} permutations); the full "
-                    "check (cosine, label mix, farthest texts included)",
+            f"squared nearest-reference distance on embeddings whitened to {cfg.whiten_components} "
+            f"components, min-p aggregate < {cfg.alpha} ({cfg.permutations} permutations); the full "
+            "check (cosine, label mix, farthest texts included)",
         },
         "mmd_raw": {
             "false_alarm_rate": round(float(np.mean(per["imdb"]["raw"])), 4),
@@ -219,7 +275,9 @@ def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], s
 
 
 # -- one full check through MLflow and the store ------------------------------------------
-def end_to_end_seconds(ref: dict[str, Any], pools: dict[str, dict[str, Any]], size: int) -> dict[str, float]:
+def end_to_end_seconds(
+    ref: dict[str, Any], pools: dict[str, dict[str, Any]], size: int, backend: str
+) -> dict[str, float]:
     """Time ``run_drift_check`` on a scratch home: registered version whose run carries the
     reference artifact, ``size`` served rows in the SQLite store."""
     from sentiment_ops.monitoring import run_drift_check
@@ -228,24 +286,43 @@ def end_to_end_seconds(ref: dict[str, Any], pools: dict[str, dict[str, Any]], si
     from sentiment_ops.store import InferenceStore, PredictionRecord
 
     with tempfile.TemporaryDirectory(prefix="sentops-drift-bench-") as home:
-        settings = load_settings(overrides={"home": home})
+        settings = load_settings(overrides={"home": home, "serve.backend": backend})
         registry = Registry(settings)
         client = registry.client
         run = client.create_run(registry.experiment_id(), run_name="drift-bench")
-        meta = ReferenceMeta("imdb", "validation", "bench", len(ref["emb"]), "mean", int(ref["emb"].shape[1]),
-                             {}, datetime.now(UTC).isoformat())
+        meta = ReferenceMeta(
+            "imdb",
+            "validation",
+            "bench",
+            len(ref["emb"]),
+            "mean",
+            int(ref["emb"].shape[1]),
+            {},
+            datetime.now(UTC).isoformat(),
+            backend=backend,
+        )
         log_reference(client, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
         client.create_registered_model(settings.mlflow.model_name)
-        mv = client.create_model_version(settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model",
-                                         run_id=run.info.run_id)
+        mv = client.create_model_version(
+            settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
         client.set_registered_model_alias(settings.mlflow.model_name, "production", mv.version)
         imdb = pools["imdb"]
         store = InferenceStore(settings.store_url)
-        store.add_predictions([
-            PredictionRecord(settings.mlflow.model_name, int(mv.version), imdb["texts"][i], int(imdb["pred"][i]),
-                             0.5, 0.5, embedding=imdb["emb"][i])
-            for i in range(size)
-        ])
+        store.add_predictions(
+            [
+                PredictionRecord(
+                    settings.mlflow.model_name,
+                    int(mv.version),
+                    imdb["texts"][i],
+                    int(imdb["pred"][i]),
+                    0.5,
+                    0.5,
+                    embedding=imdb["emb"][i],
+                )
+                for i in range(size)
+            ]
+        )
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -261,15 +338,29 @@ def main() -> None:
     ap.add_argument("--artifacts", default="/tmp/bench-acc/mlartifacts", type=Path)
     ap.add_argument("--tracking-db", default="/tmp/bench-acc/mlflow.db", type=Path)
     ap.add_argument("--cache", default="/tmp/sentops-drift-cache", type=Path)
-    ap.add_argument("--imdb-pool", type=int, default=1500)
+    ap.add_argument("--imdb-pool", type=int, default=5000)
     ap.add_argument("--tweet-pool", type=int, default=1000)
     ap.add_argument("--rt-pool", type=int, default=1000)
     ap.add_argument("--reference", type=int, default=1000)
     ap.add_argument("--null-windows", type=int, default=100)
     ap.add_argument("--shifted-windows", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--variant", default=None, help="store the run under variants.NAME (not the default entry)")
+    ap.add_argument(
+        "--backend",
+        choices=("onnx", "torch"),
+        default=None,
+        help="how the served windows are embedded (default: serve.backend)",
+    )
+    ap.add_argument(
+        "--reference-backend",
+        choices=("onnx", "torch"),
+        default=None,
+        help="how the reference is embedded (default: like the windows, as sentops train now logs it)",
+    )
     args = ap.parse_args()
     quiet_third_party()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     settings = load_settings(overrides={"home": tempfile.gettempdir()})  # drift defaults only
 
     model_dir = find_model_dir(args.artifacts) if args.model_dir == "auto" else Path(args.model_dir)
@@ -288,11 +379,17 @@ def main() -> None:
     tw = load_corpus("tweets").test.head(args.tweet_pool)
     rt = load_corpus("rotten_tomatoes").test.head(args.rt_pool)
     assert not in_ref & (set(golden.texts) | set(tw.texts) | set(rt.texts)), "a pool overlaps the reference"
-    ref = embed_cached(model, ref_split.texts, ref_split.labels, cache, "reference")
+    backend = args.backend or settings.serve.backend
+    args.reference_backend = args.reference_backend or backend
+    served = ServedEmbedder(model, backend, settings, cache)
+    ref_embed = (
+        served if args.reference_backend == backend else ServedEmbedder(model, args.reference_backend, settings, cache)
+    )
+    ref = embed_cached(ref_embed, ref_split.texts, ref_split.labels, cache, "reference")
     pools = {
-        "imdb": embed_cached(model, golden.texts, golden.labels, cache, "imdb_test"),
-        "tweets": embed_cached(model, tw.texts, tw.labels, cache, "tweets_test"),
-        "rotten_tomatoes": embed_cached(model, rt.texts, rt.labels, cache, "rt_test"),
+        "imdb": embed_cached(served, golden.texts, golden.labels, cache, "imdb_test"),
+        "tweets": embed_cached(served, tw.texts, tw.labels, cache, "tweets_test"),
+        "rotten_tomatoes": embed_cached(served, rt.texts, rt.labels, cache, "rt_test"),
     }
     embed_seconds = sum(p["seconds"] for p in (ref, *pools.values()))
 
@@ -300,14 +397,20 @@ def main() -> None:
     result: dict[str, Any] = {}
     for size in (100, 500):
         result[str(size)] = run_size(size, pools, ref, settings, args.null_windows, args.shifted_windows)
-    result["end_to_end"] = end_to_end_seconds(ref, pools, 500)
+    result["end_to_end"] = end_to_end_seconds(ref, pools, 500, args.reference_backend)
     result["setup"] = {
         "reference": f"{len(ref_split)} IMDB validation reviews (seed {REFERENCE_SEED}), as sentops train logs it",
-        "pools": {"imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
-                  f"{args.imdb_pool - len(golden)} duplicates of reference texts",
-                  "tweets": f"first {len(tw)} of the tweets test split",
-                  "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split"},
-        "embedding": "SentimentModel.predict(with_embeddings=True): mean-pooled last hidden state, as served",
+        "pools": {
+            "imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
+            f"{args.imdb_pool - len(golden)} duplicates of reference texts",
+            "tweets": f"first {len(tw)} of the tweets test split",
+            "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split",
+        },
+        "embedding": "mean-pooled last hidden state of one forward pass, as the server logs it",
+        "window_backend": backend,
+        "reference_backend": args.reference_backend,
+        "load_average_start": load_start,
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "alpha": settings.drift.alpha,
         "method": settings.drift.method,
         "whiten_components": settings.drift.whiten_components,
@@ -315,18 +418,33 @@ def main() -> None:
         "cosine_threshold": settings.drift.cosine_threshold,
         "embed_seconds_this_run": round(embed_seconds, 1),
     }
-    result["model"] = {"dir": str(model_dir), "run_id": meta.get("run_id"), "max_length": model.max_length,
-                       "head_tokens": model.head_tokens, **training_params(args.tracking_db, meta.get("run_id"))}
+    params = training_params(args.tracking_db, meta.get("run_id"))
+    result["model"] = {
+        "dir": str(model_dir),
+        "run_id": meta.get("run_id"),
+        "max_length": model.max_length,
+        "head_tokens": model.head_tokens,
+        **params,
+        "held_out_verified": held_out(params, imdb, ref_split.texts, golden.texts),
+    }
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"
     result["torch"] = torch.__version__
     result["date"] = datetime.now(UTC).date().isoformat()
-    result["command"] = "flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py"
+    result["command"] = " ".join(["flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py", *sys.argv[1:]])
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.variant:  # kept beside the default run, which stays at the top level
+        data = previous
+        data.setdefault("variants", {})[args.variant] = result
+    else:
+        data = {**result, "variants": previous.get("variants", {})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
     for size in ("100", "500"):
         r = result[size]
-        print(f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
-              f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check")
+        print(
+            f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
+            f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check"
+        )
         for s in SHIFTED:
             det = [r[k]["detection_rate"][s] for k in ("sentops", "seed_rule", "mmd_raw")]
             print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}  raw MMD² {det[2]:.2f}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sentiment_ops.config import Settings, load_settings  # noqa: E402
-from sentiment_ops.errors import (  # noqa: E402
+from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.errors import (
     ConfigError,
     DataError,
     GateFailedError,

@@ -77,12 +77,26 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     alias: str = "production"
-    backend: Literal["torch", "onnx"] = "torch"
+    # ONNX Runtime int8: measured on the default model (benchmarks/serve_backends.py) within
+    # 0.15 points of fp32 golden accuracy (0.878 vs 0.8795, 2,000 reviews) and several times
+    # faster on CPU. "torch" serves the fp32 model exactly as trained and evaluated.
+    backend: Literal["torch", "onnx"] = "onnx"
     max_text_chars: int = Field(20_000, ge=1)
     max_batch_items: int = Field(256, ge=1)  # largest /predict/batch request
     # Micro-batching of concurrent requests.
     batch_max_size: int = Field(32, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
+    # Most padded tokens in one forward pass. Measured with ONNX int8 on 2 cores
+    # (benchmarks/serve_passes.py): per-text time is lowest at ~8 short texts per pass and at
+    # ONE long (256-token) text per pass (8 long texts per pass cost 1.3-1.6x as much per
+    # text: the activations outgrow the cache), so micro-batches run as passes of at most
+    # this many tokens.
+    batch_max_tokens: int = Field(384, ge=1)
+    # Forward passes run at once (ONNX backend; torch always runs one). Each pass then gets
+    # torch_threads / inference_workers threads. Measured on 2 shared cores
+    # (benchmarks/serve_passes.py): two 1-thread passes beat one 2-thread pass (short texts
+    # +7 %, long texts +65 %): no cross-thread barrier per operator.
+    inference_workers: int = Field(2, ge=1)
     poll_interval_s: float = Field(5.0, gt=0)  # how often the alias is checked
     torch_threads: int | None = None  # null = number of cores
     max_length: int | None = None  # null = the model's training max_length
@@ -109,15 +123,27 @@ class DriftSettings(_Section):
 
 
 class RetrainSettings(_Section):
-    window: int | None = None
+    # Labeled rows used: the `window` most recent (null = all of them).
+    window: int | None = Field(None, ge=1)
+    # Fewer real labels than this → NotEnoughDataError (exit 4), nothing registered.
     min_labels: int = Field(100, ge=2)
+    # Share of the labels kept out of training to compare candidate and production on
+    # the new domain (stratified, seeded with train.seed).
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    # Replay rows of the original training data per new training row: keeps the old
+    # domain from being forgotten (DESIGN: 2,000 tweets + 2,000 IMDB kept IMDB at 0.89).
     replay_ratio: float = Field(1.0, ge=0)
-    epochs: float = 1.0
-    learning_rate: float = 5e-5
+    # Corpus replayed; null = the data the production version was trained on (its run's
+    # sentops.data / sentops.replay_data tag), else train.data.
+    replay_data: str | None = None
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    # Batches of similar length, shuffled: short tweets are not padded to review length.
+    length_buckets: bool = True
     min_f1_gain: float = 0.02  # gate: new-domain F1 must improve by at least this
     max_acc_drop: float = 0.01  # gate: golden accuracy may drop by at most this
-    golden_samples: int | None = 1000
+    # Golden IMDB rows both models are scored on (first N of the frozen split; null = 5,000).
+    golden_samples: int | None = Field(1000, ge=1)
 
 
 class Settings(_Section):

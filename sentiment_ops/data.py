@@ -182,7 +182,22 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dedupe(data: Split) -> Split:
+    """Drop repeated texts (IMDB holds ~100 duplicate reviews): a review must never be in
+    both the training data and the golden hold-out. The first occurrence wins."""
+    seen: set[str] = set()
+    keep = []
+    for i, text in enumerate(data.texts):
+        if text not in seen:
+            seen.add(text)
+            keep.append(i)
+    if len(keep) == len(data):
+        return data
+    return Split([data.texts[i] for i in keep], data.labels[keep])
+
+
 def shuffle_split(name: str, source: str, data: Split, test: int, validation: int) -> Corpus:
+    data = dedupe(data)
     idx = np.random.default_rng(SPLIT_SEED).permutation(len(data))
 
     def take(sel: np.ndarray) -> Split:
@@ -240,12 +255,12 @@ def load_corpus(spec: str) -> Corpus:
 
 def _load_hf(name: str) -> Corpus:
     try:
-        import datasets  # noqa: PLC0415 - heavy and optional at run time
+        import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError("hf:<name> data needs the 'datasets' package") from exc
     try:
         ds = datasets.load_dataset(name)
-    except Exception as exc:  # noqa: BLE001 - any hub / format failure is a data error here
+    except Exception as exc:
         raise DataError(f"hf:{name}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
     parts = {k: frame_to_split(ds[k].to_pandas(), f"hf:{name}[{k}]") for k in ds}
     if "train" not in parts:

@@ -30,16 +30,18 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
 def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> str:
     preds = (np.asarray(probabilities) >= 0.5).astype(np.int64)
     return str(
-        skm.classification_report(labels, preds, labels=[0, 1], target_names=list(LABEL_NAMES), digits=4, zero_division=0)
+        skm.classification_report(
+            labels, preds, labels=[0, 1], target_names=list(LABEL_NAMES), digits=4, zero_division=0
+        )
     )
 
 
 def save_plots(labels: np.ndarray, probabilities: np.ndarray, out_dir: Path, title: str) -> list[Path]:
     """Confusion matrix, ROC curve and precision-recall curve as PNG files."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = (np.asarray(probabilities) >= 0.5).astype(np.int64)

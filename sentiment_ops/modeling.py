@@ -59,13 +59,14 @@ def encode(
     prefix, suffix = special_tokens(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
     out = []
-    for ids in raw:
+    for full in raw:
+        ids = list(full)
         if len(ids) > budget:
             if 0 < head_tokens < budget:
                 ids = ids[:head_tokens] + ids[len(ids) - (budget - head_tokens) :]
             else:
                 ids = ids[:budget]
-        out.append(prefix + list(ids) + suffix)
+        out.append(prefix + ids + suffix)
     return out
 
 
@@ -155,7 +156,9 @@ class SentimentModel:
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim)
+        return int(
+            self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
+        )
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu", max_length: int | None = None) -> SentimentModel:

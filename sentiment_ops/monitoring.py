@@ -56,23 +56,36 @@ def resolve_version(registry: Registry, version: int | None, alias: str | None) 
     return info
 
 
+def serving_cache_dir(settings: Settings, info: VersionInfo) -> Path:
+    """The folder where the server caches a version's ONNX export (shared with it)."""
+    return settings.home / "serving-cache" / f"{info.name}-v{info.version}-{(info.run_id or '')[:12]}"
+
+
 def embed_reference(
     settings: Settings,
     version: int | None = None,
     alias: str | None = None,
     data: str | None = None,
     samples: int | None = None,
+    backend: str | None = None,
 ) -> ReferenceMeta:
     """Embed held-out texts (the corpus's validation split, never its training split) with
-    the version's own encoder and log them as the reference of the version's run."""
+    the version's own encoder and the serving backend (default ``serve.backend``), and log
+    them as the reference of the version's run."""
     from sentiment_ops.pyfunc import load_pyfunc
 
     registry = Registry(settings)
     info = resolve_version(registry, version, alias)
     model = load_pyfunc(registry.model_uri(info.version)).model
     assert model is not None  # load_pyfunc guarantees it
+    backend = backend or settings.serve.backend
     ref = build_reference(
-        model, data or settings.drift.reference_data, samples or settings.drift.reference_samples
+        model,
+        data or settings.drift.reference_data,
+        samples or settings.drift.reference_samples,
+        backend=backend,
+        cache_dir=serving_cache_dir(settings, info) if backend == "onnx" else None,
+        max_tokens=settings.serve.batch_max_tokens,
     )
     ref.meta.model_version = info.version
     with mlflow_errors(f"log reference to run {info.run_id}"):
@@ -128,7 +141,8 @@ def run_drift_check(
                 "serve more traffic or lower drift.min_rows"
             )
         with tempfile.TemporaryDirectory() as tmp:
-            ref = download_reference(registry.client, str(info.run_id), Path(tmp))
+            # the reference embedded by the backend that served the window
+            ref = download_reference(registry.client, str(info.run_id), Path(tmp), settings.serve.backend)
         emb, labels, texts, ids = _window_arrays(rows)
         if emb.shape[1] != ref.embeddings.shape[1]:
             raise DataError(
@@ -157,7 +171,8 @@ def run_drift_check(
         report.alias = None if version is not None else (alias or settings.serve.alias)
         report.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.reference = {
-            k: getattr(ref.meta, k) for k in ("data", "split", "data_hash", "count", "pooling", "created", "run_id")
+            k: getattr(ref.meta, k)
+            for k in ("data", "split", "data_hash", "count", "pooling", "backend", "created", "run_id")
         }
         if record:
             check_id = store.record_drift_check(registry.model_name, info.version, report.to_dict())
@@ -219,9 +234,7 @@ def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftRep
         values["drift_window_positive_share"] = float(report.label_mix["window_positive"])
         values["drift_label_p_value"] = float(report.label_mix["p_value"])
     with mlflow_errors(f"log drift check to run {run_id}"):
-        registry.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, check_id) for k, v in values.items()]
-        )
+        registry.client.log_batch(run_id, metrics=[Metric(k, float(v), now, check_id) for k, v in values.items()])
         registry.client.set_tag(run_id, "sentops.last_check_id", str(check_id))
     return run_id
 
@@ -254,8 +267,13 @@ def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, thresh
     ax1.plot(times, p, marker="o", color="tab:blue", label="MMD² p-value")
     ax1.axhline(alpha, color="tab:red", linestyle="--", label=f"alpha {alpha:g}")
     if drift.any():
-        ax1.scatter([t for t, d in zip(times, drift, strict=True) if d], np.array(p)[drift],
-                    color="tab:red", zorder=3, label="drift")
+        ax1.scatter(
+            [t for t, d in zip(times, drift, strict=True) if d],
+            np.array(p)[drift],
+            color="tab:red",
+            zorder=3,
+            label="drift",
+        )
     ax1.set_yscale("log")
     ax1.set_ylabel("p-value")
     ax1.legend(loc="lower left", fontsize=8)

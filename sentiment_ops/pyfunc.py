@@ -9,6 +9,7 @@ vector that drift monitoring compares.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
         config = getattr(context, "model_config", None) or {}
         try:
             self.model = SentimentModel.from_dir(path, max_length=config.get("max_length"))
-        except Exception as exc:  # noqa: BLE001 - any load failure is a model load error
+        except Exception as exc:
             raise ModelLoadError(f"cannot load sentiment model from {path}: {exc}") from exc
 
     # No type hints on purpose: MLflow 3 would try to derive a schema from them; the
@@ -94,8 +95,15 @@ def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] 
         model_output=prediction_frame(pred, with_embedding=False),
         params={"return_embedding": False},
     )
-    from sentiment_ops import __version__  # noqa: PLC0415
+    from sentiment_ops import __version__
 
+    with warnings.catch_warnings():
+        # MLflow suggests type hints on predict; our logged signature is the contract.
+        warnings.filterwarnings("ignore", message=".*type hint.*")
+        return _log(folder, signature, example, __version__)
+
+
+def _log(folder: Path, signature: Any, example: pd.DataFrame, version: str) -> Any:
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=SentimentPyfunc(),
@@ -103,7 +111,7 @@ def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] 
         signature=signature,
         input_example=example,
         pip_requirements=[
-            f"sentiment-ops=={__version__}",
+            f"sentiment-ops=={version}",
             "torch",
             "transformers",
             "pandas",
@@ -117,8 +125,10 @@ def load_pyfunc(model_uri: str) -> SentimentPyfunc:
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
         inner = loaded.unwrap_python_model()
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types here
-        raise ModelLoadError(f"cannot load {model_uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load {model_uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     if not isinstance(inner, SentimentPyfunc) or inner.model is None:
         raise ModelLoadError(f"{model_uri} is not a sentops model")
     return inner

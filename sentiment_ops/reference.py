@@ -1,8 +1,14 @@
-"""Reference embeddings: held-out texts embedded by a model version's own encoder.
+"""Reference embeddings: held-out texts embedded by a model version's own encoder, the way
+the server embeds its traffic.
 
 They are stored as artifacts of the version's run (``reference/embeddings.npz`` and
-``reference/meta.json``), so drift always compares like with like and a promotion carries
-its reference with it."""
+``reference/meta.json``; for the ONNX int8 serving backend ``reference/onnx/…``), so drift
+always compares like with like and a promotion carries its reference with it.
+
+The backend matters: int8 embeddings differ from fp32 ones by little (mean cosine 0.997),
+but systematically, and a calibrated test on 500 texts sees that difference on every
+window (benchmarks/drift_benchmark.py: 100% false alarms with an fp32 reference and
+int8-served windows). So the reference is embedded by the backend that serves."""
 
 from __future__ import annotations
 
@@ -17,9 +23,11 @@ import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES, load_corpus
 from sentiment_ops.errors import NotFoundError
-from sentiment_ops.modeling import POOLING, SentimentModel
+from sentiment_ops.modeling import POOLING, Prediction, SentimentModel, prediction_from_logits
 
 ARTIFACT_DIR = "reference"
+BACKENDS = ("torch", "onnx")
+REFERENCE_FILES = ("embeddings.npz", "meta.json")
 REFERENCE_SEED = 7  # which held-out texts form the reference (fixed, not the train seed)
 
 
@@ -35,6 +43,7 @@ class ReferenceMeta:
     created: str
     model_version: int | None = None
     run_id: str | None = None
+    backend: str = "torch"  # how the texts were embedded: torch (fp32) or onnx (int8)
 
 
 @dataclass
@@ -44,10 +53,61 @@ class Reference:
     meta: ReferenceMeta
 
 
-def build_reference(model: SentimentModel, data: str = "imdb", samples: int = 1000) -> Reference:
-    """Embed ``samples`` texts of the corpus's validation split (never its training split)."""
+def artifact_path(backend: str = "torch") -> str:
+    """Where a backend's reference lives in the run: ``reference`` (torch) or ``reference/onnx``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} ({' | '.join(BACKENDS)})")
+    return ARTIFACT_DIR if backend == "torch" else f"{ARTIFACT_DIR}/{backend}"
+
+
+def embed_as_served(
+    model: SentimentModel,
+    texts: list[str],
+    backend: str = "torch",
+    cache_dir: Path | None = None,
+    max_tokens: int | None = None,
+    threads: int | None = None,
+) -> Prediction:
+    """Labels, probabilities and pooled embeddings exactly as ``sentops serve`` computes them.
+
+    ``torch``: ``SentimentModel.predict`` (fp32). ``onnx``: the serving int8 export (made
+    in ``cache_dir``, or a temporary folder), texts grouped into forward passes by the
+    server's own rule (``split_by_length`` with ``serve.batch_max_tokens``)."""
+    if backend == "torch":
+        return model.predict(texts, with_embeddings=True)
+    if backend != "onnx":
+        raise ValueError(f"unknown backend {backend!r} ({' | '.join(BACKENDS)})")
+    from sentiment_ops.serving.batcher import split_by_length
+    from sentiment_ops.serving.onnx_backend import ONNX_FILE, OnnxPredictor
+
+    with tempfile.TemporaryDirectory(prefix="sentops-onnx-") as tmp:
+        onnx_dir = Path(cache_dir or tmp)
+        if not (onnx_dir / ONNX_FILE).exists():
+            # Export from the saved weights, as the server does (it loads the logged model):
+            # a model fresh out of the Trainer does not always trace (seen: ComplexDouble).
+            model = SentimentModel.from_dir(model.save(Path(tmp) / "hf_model"))
+        predictor = OnnxPredictor.from_model(model, onnx_dir, threads)
+        ids = predictor.encode(texts)
+        logits = np.zeros((len(texts), 2), dtype=np.float32)
+        emb = np.zeros((len(texts), model.embedding_dim), dtype=np.float32)
+        for group in split_by_length([len(x) for x in ids], max_tokens=max_tokens):
+            lg, pooled = predictor.forward_ids([ids[i] for i in group])
+            logits[group], emb[group] = lg, pooled
+    return prediction_from_logits(logits, emb)
+
+
+def build_reference(
+    model: SentimentModel,
+    data: str = "imdb",
+    samples: int = 1000,
+    backend: str = "torch",
+    cache_dir: Path | None = None,
+    max_tokens: int | None = None,
+) -> Reference:
+    """Embed ``samples`` texts of the corpus's validation split (never its training split)
+    with the serving ``backend`` (see ``embed_as_served``)."""
     split = load_corpus(data).validation.sample(samples, seed=REFERENCE_SEED)
-    pred = model.predict(split.texts, with_embeddings=True)
+    pred = embed_as_served(model, split.texts, backend, cache_dir, max_tokens)
     assert pred.embeddings is not None
     counts = np.bincount(pred.labels, minlength=2) / max(1, len(split))
     meta = ReferenceMeta(
@@ -59,6 +119,7 @@ def build_reference(model: SentimentModel, data: str = "imdb", samples: int = 10
         dim=int(pred.embeddings.shape[1]),
         label_mix={LABEL_NAMES[i]: float(c) for i, c in enumerate(counts)},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        backend=backend,
     )
     return Reference(pred.embeddings.astype(np.float32), pred.labels, meta)
 
@@ -78,21 +139,22 @@ def load_reference_dir(folder: Path) -> Reference:
 
 
 def log_reference(client: Any, run_id: str, ref: Reference) -> None:
-    """Attach a reference to a (possibly finished) run."""
+    """Attach a reference to a (possibly finished) run, in its backend's folder."""
     ref.meta.run_id = run_id
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_reference(ref, Path(tmp) / ARTIFACT_DIR)
-        client.log_artifacts(run_id, str(folder), ARTIFACT_DIR)
+        folder = save_reference(ref, Path(tmp) / "ref")
+        client.log_artifacts(run_id, str(folder), artifact_path(ref.meta.backend))
 
 
-def download_reference(client: Any, run_id: str, dest: Path) -> Reference:
+def download_reference(client: Any, run_id: str, dest: Path, backend: str = "torch") -> Reference:
+    """The reference a run holds for ``backend``; NotFoundError (saying what to run) if none."""
+    where = artifact_path(backend)
+    hint = f"run {run_id} has no reference embeddings for the {backend} serving backend; run `sentops embed-reference`"
     try:
-        local = client.download_artifacts(run_id, ARTIFACT_DIR, str(dest))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises OSError / MlflowException
-        raise NotFoundError(
-            f"run {run_id} has no reference embeddings; run `sentops embed-reference`"
-        ) from exc
-    folder = Path(local)
-    if not (folder / "embeddings.npz").exists():
-        raise NotFoundError(f"run {run_id} has no reference embeddings; run `sentops embed-reference`")
+        files = [client.download_artifacts(run_id, f"{where}/{name}", str(dest)) for name in REFERENCE_FILES]
+    except Exception as exc:
+        raise NotFoundError(hint) from exc
+    folder = Path(files[0]).parent
+    if not all(Path(f).exists() for f in files):
+        raise NotFoundError(hint)
     return load_reference_dir(folder)

@@ -42,7 +42,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
-    import httpx  # noqa: PLC0415
+    import httpx
 
     try:
         resp = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
@@ -55,7 +55,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
 @contextmanager
 def mlflow_errors(what: str) -> Iterator[None]:
     """Turn MLflow's exceptions into SentopsError subclasses with one clear line."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException
 
     try:
         yield
@@ -104,8 +104,8 @@ class Registry:
 
     def __init__(self, settings: Settings, check: bool = True) -> None:
         _quiet_mlflow()
-        import mlflow  # noqa: PLC0415
-        from mlflow import MlflowClient  # noqa: PLC0415
+        import mlflow
+        from mlflow import MlflowClient
 
         self.settings = settings
         self.model_name = settings.mlflow.model_name
@@ -153,7 +153,11 @@ class Registry:
             all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
             all_tags.update(tags or {})
             mv = self.client.create_model_version(
-                self.model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in all_tags.items()}
+                self.model_name,
+                source=source,
+                run_id=run_id,
+                tags={k: str(v) for k, v in all_tags.items()},
+                model_id=_logged_model_id(source),
             )
         return self.get_version(int(mv.version))
 
@@ -188,7 +192,12 @@ class Registry:
     def list_versions(self) -> list[VersionInfo]:
         with mlflow_errors(f"model {self.model_name!r}"):
             mvs = self.client.search_model_versions(f"name = '{self.model_name}'")
+            # search_model_versions leaves aliases empty (MLflow 3.17 SQL store): take them
+            # from the registered model instead.
+            aliases = dict(self.client.get_registered_model(self.model_name).aliases or {}) if mvs else {}
         infos = [self._info(mv) for mv in mvs]
+        for info in infos:
+            info.aliases = sorted({*info.aliases, *(a for a, v in aliases.items() if int(v) == info.version)})
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
     def _info(self, mv: Any) -> VersionInfo:
@@ -220,7 +229,7 @@ class Registry:
         with mlflow_errors(f"model {self.model_name!r}"):
             try:
                 rm = self.client.get_registered_model(self.model_name)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
         raw = rm.tags.get(HISTORY_TAG.format(alias=alias))
         if not raw:
@@ -290,3 +299,12 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _logged_model_id(source: str) -> str | None:
+    """``models:/<model_id>`` (a logged model) → its id. A tracking server refuses such a
+    source unless the request names the same model id; the SQLite store does not check."""
+    rest = source.removeprefix("models:/")
+    if rest == source or not rest or "/" in rest or "@" in rest:
+        return None
+    return rest

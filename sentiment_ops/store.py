@@ -1,15 +1,22 @@
 """The inference store: every served prediction (with its pooled embedding), feedback
 labels, and drift checks. SQLAlchemy Core over SQLite (WAL, the default, in the sentops
-home) or PostgreSQL (any ``postgresql://`` URL)."""
+home) or PostgreSQL (``postgresql+psycopg://user:pass@host/db``; a plain ``postgresql://``
+or ``postgres://`` URL uses psycopg 3 when psycopg2 is not installed).
+
+Several processes may share one PostgreSQL store (API replicas, drift, retrain): every row
+has a random id, writes are single short transactions, and creating the tables is
+serialised by an advisory lock so replicas that start together do not race."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +65,34 @@ drift_checks = sa.Table(
 )
 
 
+# Any fixed 64-bit key: taken (per transaction) while creating tables on PostgreSQL.
+SCHEMA_LOCK_KEY = 0x5E4701
+
+POSTGRES_DRIVER_HINT = "use a postgresql+psycopg:// URL and pip install 'sentiment-ops[postgres]'"
+
+
+def normalize_url(url: str) -> str:
+    """The SQLAlchemy URL to connect with. ``postgres://`` (the form many hosts hand out)
+    becomes ``postgresql://``, and a driverless ``postgresql://`` picks psycopg 3 when
+    psycopg2 (SQLAlchemy's default driver for it) is not installed. Other URLs are kept."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return url  # create_engine reports it
+    driver = parsed.drivername
+    if driver == "postgres":
+        driver = "postgresql"
+    if driver == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
+        driver = "postgresql+psycopg"
+    if driver == parsed.drivername:
+        return url
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -98,18 +133,31 @@ class InferenceStore:
     """Thread-safe (one engine, short transactions); safe to share across threads."""
 
     def __init__(self, url: str, store_text: bool = True, create: bool = True) -> None:
-        self.url = url
+        self.url = normalize_url(url)
         self.store_text = store_text
         try:
-            if url.startswith("sqlite"):
-                self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            if self.url.startswith("sqlite"):
+                database = sa.engine.make_url(self.url).database
+                if database and database != ":memory:" and not database.startswith("file:"):
+                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
+                self.engine = sa.create_engine(self.url, pool_pre_ping=True)
             if create:
-                metadata.create_all(self.engine)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
+                self._create_tables()
+        except ImportError as exc:
+            hint = f" ({POSTGRES_DRIVER_HINT})" if self.url.startswith("postgres") else ""
+            raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}{hint}") from exc
+        except (SQLAlchemyError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}") from exc
+
+    def _create_tables(self) -> None:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # two processes running CREATE TABLE at once collide in the catalog
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            metadata.create_all(conn)
 
     def _safe_url(self) -> str:
         try:
@@ -222,6 +270,76 @@ class InferenceStore:
             q = q.limit(limit)
         return [_record(r) for r in reversed(self._rows(q))]
 
+    def rows(
+        self,
+        since: datetime | None = None,
+        limit: int | None = None,
+        labeled: bool | None = None,
+        source: str | None = None,
+        model_name: str | None = None,
+    ) -> list[PredictionRecord]:
+        """The most recent ``limit`` rows matching the filters, oldest first.
+
+        ``labeled``: True = with a feedback label, False = without, None = both."""
+        q = sa.select(predictions).order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+        if labeled is not None:
+            q = q.where(
+                predictions.c.feedback_label.is_not(None) if labeled else predictions.c.feedback_label.is_(None)
+            )
+        if source is not None:
+            q = q.where(predictions.c.source == source)
+        if model_name is not None:
+            q = q.where(predictions.c.model_name == model_name)
+        if since is not None:
+            q = q.where(predictions.c.created_at >= _as_utc(since))
+        if limit is not None:
+            q = q.limit(limit)
+        return [_record(r) for r in reversed(self._rows(q))]
+
+    def set_feedback_many(self, items: Sequence[tuple[str, int]]) -> list[str]:
+        """Record many labels in one transaction, in order. Returns one status per item:
+        ``applied``, ``unchanged`` (that label was already there) or ``missing`` (no such id)."""
+        if not items:
+            return []
+        for _, label in items:
+            if label not in (0, 1):
+                raise DataError(f"label must be 0 or 1, got {label!r}")
+        ids = list(dict.fromkeys(i for i, _ in items))
+        statuses: list[str] = []
+        try:
+            with self.engine.begin() as conn:
+                current: dict[str, int | None] = {}
+                for chunk in _chunks(ids, 500):
+                    q = sa.select(predictions.c.id, predictions.c.feedback_label).where(predictions.c.id.in_(chunk))
+                    current.update({r.id: r.feedback_label for r in conn.execute(q)})
+                now = utcnow()
+                for pid, label in items:
+                    if pid not in current:
+                        statuses.append("missing")
+                    elif current[pid] == label:
+                        statuses.append("unchanged")
+                    else:
+                        conn.execute(
+                            predictions.update()
+                            .where(predictions.c.id == pid)
+                            .values(feedback_label=label, feedback_at=now)
+                        )
+                        current[pid] = label
+                        statuses.append("applied")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write feedback: {_first_line(exc)}") from exc
+        return statuses
+
+    def imported_labels(self, hashes: Iterable[str]) -> dict[str, tuple[str, int | None]]:
+        """``text_hash → (id, feedback_label)`` of imported (``source='import'``) rows."""
+        out: dict[str, tuple[str, int | None]] = {}
+        for chunk in _chunks(list(dict.fromkeys(hashes)), 500):
+            q = sa.select(predictions.c.id, predictions.c.text_hash, predictions.c.feedback_label).where(
+                predictions.c.source == "import", predictions.c.text_hash.in_(chunk)
+            )
+            out.update({r.text_hash: (r.id, r.feedback_label) for r in self._rows(q)})
+        return out
+
     # -- drift checks ---------------------------------------------------------------------
     def record_drift_check(self, model_name: str, model_version: int | None, report: dict[str, Any]) -> int:
         row = {
@@ -286,6 +404,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +49,9 @@ class FitOptions:
     weight_decay: float = 0.01
     seed: int = 42
     device: str = "auto"
+    # Batches of similar token length, in shuffled order: mixes of short tweets and long
+    # reviews (retraining with replay) then pad far less. Off = the Trainer's random order.
+    length_buckets: bool = False
 
 
 @dataclass
@@ -78,6 +82,42 @@ class _Dataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
 
 
+class _LengthBuckets(torch.utils.data.Sampler):  # type: ignore[type-arg]
+    """Index order whose consecutive ``batch_size`` chunks have similar lengths.
+
+    Each epoch: shuffle, sort by length (stable, so ties stay shuffled), cut into batches,
+    shuffle the full batches and put the one partial batch last (the DataLoader cuts the
+    order into chunks, so a partial batch in the middle would misalign the rest)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        order = order[np.argsort(self.lengths[order], kind="stable")]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        partial = [b for b in batches if len(b) < self.batch_size]
+        full = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(full)  # type: ignore[arg-type]
+        for batch in full + partial:
+            yield from (int(i) for i in batch)
+
+
+class _Trainer(Trainer):
+    def __init__(self, *args: Any, sampler: torch.utils.data.Sampler | None = None, **kw: Any) -> None:  # type: ignore[type-arg]
+        self._sentops_sampler = sampler
+        super().__init__(*args, **kw)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        return self._sentops_sampler or super()._get_train_sampler(train_dataset)
+
+
 class _Callback(TrainerCallback):
     def __init__(self, progress: ProgressFn, on_metrics: Callable[[dict[str, float], int], None]) -> None:
         self.progress, self.on_metrics = progress, on_metrics
@@ -89,10 +129,16 @@ class _Callback(TrainerCallback):
         if logs and "loss" in logs:
             self.on_metrics({"train_loss": float(logs["loss"])}, state.global_step)
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any
+    ) -> None:
         if metrics:
             epoch = round(state.epoch or 0)
-            vals = {f"val_{k[5:]}": float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            vals = {
+                f"val_{k[5:]}": float(v)
+                for k, v in metrics.items()
+                if k.startswith("eval_") and isinstance(v, (int, float))
+            }
             vals = {k: v for k, v in vals.items() if not k.endswith(("_runtime", "_per_second", "epoch"))}
             self.on_metrics(vals, epoch)
 
@@ -140,7 +186,11 @@ def fine_tune(
             dataloader_num_workers=0,
         )
         model.model.train()
-        trainer = Trainer(
+        sampler = None
+        if opts.length_buckets:
+            sampler = _LengthBuckets([len(x) for x in train_ds.ids], opts.batch_size, opts.seed)
+        trainer = _Trainer(
+            sampler=sampler,
             model=model.model,
             args=args,
             train_dataset=train_ds,
@@ -176,16 +226,76 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
+def log_config_and_model(settings: Settings, model: SentimentModel, extra_meta: dict[str, Any]) -> Any:
+    """Inside an active run: log the resolved config and the pyfunc model; returns ModelInfo."""
+    import mlflow
+
+    from sentiment_ops.pyfunc import log_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_file = Path(tmp) / "resolved_config.yaml"
+        config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        mlflow.log_artifact(str(config_file), "config")
+        return log_model(model, Path(tmp), extra_meta=extra_meta)
+
+
+def attach_reference(settings: Settings, client: Any, run_id: str, model: SentimentModel, progress: ProgressFn) -> None:
+    """Compute the model's reference embeddings for drift (with the serving backend: the
+    space the server will log) and log them to ``run_id``."""
+    from sentiment_ops.reference import build_reference, log_reference
+
+    if settings.train.reference_samples <= 0:
+        return
+    progress("reference", 0, 1)
+    ref = build_reference(
+        model,
+        settings.drift.reference_data,
+        settings.train.reference_samples,
+        backend=settings.serve.backend,
+        max_tokens=settings.serve.batch_max_tokens,
+    )
+    log_reference(client, run_id, ref)
+    progress("reference", 1, 1)
+
+
+def distributed_rank() -> int:
+    """This process's global rank when launched by ``torchrun`` / ``accelerate launch``
+    (they set ``RANK``); 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _fine_tune_as_worker(settings: Settings, train_split: Split, val_split: Split, corpus: Corpus) -> TrainResult:
+    """A rank > 0 of a multi-process launch: the same data and the same seeded model as
+    rank 0, and its share of the distributed fine-tuning (the HF Trainer shards the batches).
+    Rank 0 alone evaluates, logs to MLflow and registers, so one launch = one run, one version.
+    Returns a result with an empty ``run_id``."""
+    cfg = settings.train
+    model, _ = new_model(settings)
+    opts = FitOptions(
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+    seconds = fine_tune(model, train_split, val_split, opts)
+    return TrainResult(run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=corpus.describe())
+
+
 def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     """``sentops train``: fine-tune, evaluate, log everything to MLflow, register."""
-    import mlflow  # noqa: PLC0415
+    import mlflow
 
-    from sentiment_ops import __version__  # noqa: PLC0415
-    from sentiment_ops.pyfunc import log_model  # noqa: PLC0415
-    from sentiment_ops.reference import build_reference, log_reference  # noqa: PLC0415
-    from sentiment_ops.registry import Registry, git_commit  # noqa: PLC0415
+    from sentiment_ops import __version__
+    from sentiment_ops.registry import Registry, check_reachable, git_commit
 
     cfg = settings.train
+    check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work
     progress("data", 0, 1)
     corpus: Corpus = load_corpus(cfg.data)
     train_split = corpus.train.sample(cfg.max_samples, seed=cfg.seed)
@@ -193,8 +303,10 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
     test_split = corpus.test.head(cfg.eval_samples)
     golden = test_split if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     progress("data", 1, 1)
+    if distributed_rank() > 0:  # torchrun / accelerate launch: rank 0 alone logs and registers
+        return _fine_tune_as_worker(settings, train_split, val_split, corpus)
 
-    registry = Registry(settings)  # fails fast when the tracking server is down
+    registry = Registry(settings, check=False)
     experiment_id = registry.experiment_id()
     model, base_path = new_model(settings)
     device = choose_device(cfg.device)
@@ -208,6 +320,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
         "head_tokens": cfg.head_tokens,
         "seed": cfg.seed,
         "device": device,
+        "world_size": os.environ.get("WORLD_SIZE", "1"),  # processes (GPUs) under torchrun
         "data": cfg.data,
         "data_source": corpus.source,
         "train_size": len(train_split),
@@ -275,18 +388,10 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
             report = tmp_path / "classification_report.txt"
             report.write_text(classification_report(test_split.labels, test_pred.probabilities))
             mlflow.log_artifact(str(report), "reports")
-            config_file = tmp_path / "resolved_config.yaml"
-            config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-            mlflow.log_artifact(str(config_file), "config")
-            progress("log model", 0, 1)
-            info = log_model(model, tmp_path, extra_meta={"data": cfg.data, "run_id": run.info.run_id})
-            progress("log model", 1, 1)
-
-        if cfg.reference_samples > 0:
-            progress("reference", 0, 1)
-            ref = build_reference(model, settings.drift.reference_data, cfg.reference_samples)
-            log_reference(registry.client, run.info.run_id, ref)
-            progress("reference", 1, 1)
+        progress("log model", 0, 1)
+        info = log_config_and_model(settings, model, {"data": cfg.data, "run_id": run.info.run_id})
+        progress("log model", 1, 1)
+        attach_reference(settings, registry.client, run.info.run_id, model, progress)
 
     version = None
     if cfg.register_model:

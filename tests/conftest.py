@@ -4,6 +4,7 @@ and a tiny randomly initialised BERT built from a config with the bundled tokeni
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,28 @@ from sentiment_ops.config import Settings, load_settings
 
 quiet_third_party()
 
+pytest_plugins = ["serve_support"]  # fixtures of the serving tests (tests/serve_support.py)
+
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for key in list(os.environ):
         if key.startswith("SENTOPS_") or key.startswith("MLFLOW_TRACKING") or key == "MLFLOW_REGISTRY_URI":
             monkeypatch.delenv(key, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("SENTOPS_HOME", str(home))
-    return home
+    yield home
+    _forget_mlflow_uris()
+
+
+def _forget_mlflow_uris() -> None:
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (called by ``Registry``) also write
+    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ. monkeypatch cannot undo what it
+    did not set, so a session fixture set up after the test would read that test's store as
+    if the user had configured it. Drop the variables (MLflow's in-process globals stay as they
+    were: some tests load ``models:/`` URIs through them)."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +67,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture()
-def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment that makes every sentops command use the tiny model and small data."""
-    env = {
+def tiny_env_vars(tiny_model_dir: Path) -> dict[str, str]:
+    """Environment that makes every sentops command use the tiny model and small data
+    (also for sentops processes that tests start: tests/test_integration_postgres.py)."""
+    return {
         "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir),
         "SENTOPS_TRAIN__MAX_SAMPLES": "48",
         "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
@@ -67,6 +81,12 @@ def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
         "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
     }
+
+
+@pytest.fixture()
+def tiny_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment that makes every sentops command use the tiny model and small data."""
+    env = tiny_env_vars(tiny_model_dir)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
@@ -95,3 +115,21 @@ def trained(cli: Callable[..., Any], tiny_env: dict[str, str]) -> Iterator[dict[
     result = cli("train", "--json")
     assert result.exit_code == 0, result.output
     yield json.loads(result.stdout)
+
+
+# -- PostgreSQL for the integration tests (tests/local_services.py) ---------------------------
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL on a free 127.0.0.1 port (skipped where none is installed,
+    installed by scripts/ci_services.sh under CI); stopped by PID at the end of the session."""
+    from local_services import start_postgres
+
+    cluster = start_postgres()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def pg_url(postgres_cluster: Any) -> str:
+    """A new empty database in the throwaway cluster: its ``postgresql+psycopg://`` URL."""
+    return str(postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12]))

@@ -30,8 +30,21 @@ def test_train_logs_everything_and_registers(cli, trained: dict[str, Any], isola
     registry = Registry(load_settings())
     run = registry.client.get_run(trained["run_id"])
     params = run.data.params
-    for key in ("base_model", "epochs", "learning_rate", "batch_size", "max_length", "seed", "data",
-                "train_size", "train_hash", "test_hash", "golden_hash", "git_commit", "sentops_version"):
+    for key in (
+        "base_model",
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "max_length",
+        "seed",
+        "data",
+        "train_size",
+        "train_hash",
+        "test_hash",
+        "golden_hash",
+        "git_commit",
+        "sentops_version",
+    ):
         assert key in params, key
     assert params["train_size"] == "48" and params["test_size"] == "40"
     artifacts = {a.path for a in registry.client.list_artifacts(trained["run_id"])}
@@ -69,7 +82,11 @@ def test_full_alias_lifecycle(cli, trained: dict[str, Any]) -> None:  # type: ig
     assert "no previous version" in result.stderr
     history = _json(cli("models", "--history", "production", "--json"))
     assert [(e["action"], e["from_version"], e["to_version"]) for e in history] == [
-        ("promote", None, 1), ("promote", 1, 2), ("promote", 2, 3), ("rollback", 3, 2), ("rollback", 2, 1)
+        ("promote", None, 1),
+        ("promote", 1, 2),
+        ("promote", 2, 3),
+        ("rollback", 3, 2),
+        ("rollback", 2, 1),
     ]
     table = cli("models")
     assert table.exit_code == 0 and "production" in table.stdout
@@ -138,3 +155,11 @@ def test_train_on_a_user_file(cli, tiny_env, tmp_path: Path) -> None:  # type: i
     assert out["data"]["name"] == "mine"
     assert out["data"]["test_size"] == 4 and out["data"]["train_size"] == 32
     assert "golden_accuracy" in out["metrics"]  # always scored on the IMDB golden split too
+
+
+def test_same_seed_same_model(cli, tiny_env) -> None:  # type: ignore[no-untyped-def]
+    a = _json(cli("train", "--json", "--no-register", "--seed", "11"))
+    b = _json(cli("train", "--json", "--no-register", "--seed", "11"))
+    c = _json(cli("train", "--json", "--no-register", "--seed", "12"))
+    assert a["metrics"]["golden_loss"] == pytest.approx(b["metrics"]["golden_loss"], rel=1e-6)
+    assert a["metrics"]["golden_loss"] != pytest.approx(c["metrics"]["golden_loss"], rel=1e-6)

@@ -61,7 +61,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_env_unknown_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTOPS_TRAIN__NOPE", "1")
-    with pytest.raises(ConfigError, match="unknown setting 'train.nope'"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'train\.nope'"):
         load_settings()
 
 

@@ -13,7 +13,10 @@ from sentiment_ops.errors import DataError
 
 def test_imdb_golden_split_is_frozen_and_disjoint() -> None:
     imdb = load_corpus("imdb")
-    assert (len(imdb.test), len(imdb.validation), len(imdb.train)) == (5000, 2000, 18000)
+    total = len(imdb.test) + len(imdb.validation) + len(imdb.train)
+    assert (len(imdb.test), len(imdb.validation)) == (5000, 2000)
+    assert 24_800 < total < 25_000  # duplicate reviews dropped once
+    assert len(set(imdb.test.texts) | set(imdb.validation.texts) | set(imdb.train.texts)) == total
     assert set(imdb.test.texts).isdisjoint(imdb.train.texts)
     assert set(imdb.validation.texts).isdisjoint(imdb.train.texts)
     # roughly balanced, as a random split of a balanced corpus should be
@@ -28,7 +31,8 @@ def test_other_bundled_corpora() -> None:
     assert len(rt.train) + len(rt.validation) + len(rt.test) == 8530
     tweets = load_corpus("tweets")
     total = len(tweets.train) + len(tweets.validation) + len(tweets.test)
-    assert total == 16186 + 6954  # neutral tweets dropped
+    assert total <= 16186 + 6954  # neutral tweets (and repeated tweets) dropped
+    assert total > 15_000
     assert set(np.unique(tweets.train.labels)) == {0, 1}
 
 
@@ -76,9 +80,30 @@ def test_bad_files_name_file_and_row(tmp_path: Path, name: str, content: str, me
 
 
 def test_unknown_data_spec() -> None:
-    with pytest.raises(DataError, match="unknown data 'nowhere.csv'"):
+    with pytest.raises(DataError, match=r"unknown data 'nowhere\.csv'"):
         load_corpus("nowhere.csv")
 
 
 def test_clean_text() -> None:
     assert clean_text("a<br /><br />b  \n c<BR>d") == "a b c d"
+
+
+def test_hf_dataset_unreachable_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"hf:no-such-owner/no-such-dataset: cannot be loaded"):
+        load_corpus("hf:no-such-owner/no-such-dataset")
+
+
+def test_hf_loader_on_a_local_dataset_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf:<name>` goes through datasets.load_dataset; a local folder exercises it offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"text": f"text {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(30)]
+    pd.DataFrame(rows[:20]).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[20:]).to_csv(folder / "test.csv", index=False)
+    corpus = load_corpus(f"hf:{folder}")
+    assert len(corpus.train) + len(corpus.validation) + len(corpus.test) == 30
+    assert set(corpus.train.labels.tolist()) <= {0, 1}

@@ -16,7 +16,9 @@ import pytest
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import EXIT_DRIFT
+from sentiment_ops.monitoring import serving_cache_dir
 from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.reference import embed_as_served
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
@@ -30,11 +32,13 @@ def tweet_texts(n: int) -> list[str]:
 
 
 def log_served(settings: Settings, texts: list[str], version: int = 1, alias: str = "production") -> int:
-    """Write predictions as the server does: label, probability and embedding of one pass."""
+    """Write predictions as the server does: label, probability and embedding of one pass
+    of the serving backend (ONNX int8 by default, with the server's export cache)."""
     registry = Registry(settings)
     model = load_pyfunc(registry.model_uri(version)).model
     assert model is not None
-    pred = model.predict(texts, with_embeddings=True)
+    cache = serving_cache_dir(settings, registry.get_version(version))
+    pred = embed_as_served(model, texts, settings.serve.backend, cache, settings.serve.batch_max_tokens)
     assert pred.embeddings is not None
     records = [
         PredictionRecord(
@@ -79,7 +83,7 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     assert report["cosine_threshold"] == pytest.approx(0.30)
     assert set(report["label_mix"]) >= {"reference_positive", "window_positive", "p_value"}
     assert len(report["farthest"]) == 5 and all(f["text"] in imdb_texts(80) for f in report["farthest"])
-    assert report["reference"]["split"] == "validation"
+    assert report["reference"]["split"] == "validation" and report["reference"]["backend"] == "onnx"
     table = cli("drift", "--window", "80")
     assert table.exit_code == 0
     for row in ("Drift score", "Threshold", "Status", "MMD²", "NN distance²", "p-value", "Positive share", "farthest"):
@@ -157,16 +161,36 @@ def test_no_reference_then_embed_reference(cli, tiny_env, monkeypatch) -> None: 
     meta = _json(result)
     assert meta["count"] == 30 and meta["split"] == "validation" and meta["model_version"] == 1
     assert meta["data"] == "imdb" and meta["pooling"] == "mean" and len(meta["data_hash"]) == 16
+    assert meta["backend"] == "onnx"  # the default serving backend embeds the traffic
     assert set(meta["label_mix"]) == {"negative", "positive"}
     registry = Registry(settings)
-    files = {a.path for a in registry.client.list_artifacts(registry.get_version(1).run_id, "reference")}
-    assert files == {"reference/embeddings.npz", "reference/meta.json"}
+    run_id = registry.get_version(1).run_id
+    files = {a.path for a in registry.client.list_artifacts(run_id, "reference/onnx")}
+    assert files == {"reference/onnx/embeddings.npz", "reference/onnx/meta.json"}
 
     report = _json(cli("drift", "--json"))
     assert report["n_reference"] == 30 and report["n_rows"] == 60
-    human = cli("embed-reference", "--version", "1", "--samples", "20")
-    assert human.exit_code == 0 and "version 1" in human.stdout
+    human = cli("embed-reference", "--version", "1", "--samples", "20", "--backend", "torch")
+    assert human.exit_code == 0 and "version 1" in human.stdout and "torch backend" in human.stdout
+    files = {a.path for a in registry.client.list_artifacts(run_id, "reference")}
+    assert {"reference/embeddings.npz", "reference/meta.json", "reference/onnx"} <= files
     assert cli("embed-reference", "--version", "1", "--data", "nope").exit_code == 65
+
+
+def test_reference_must_match_the_serving_backend(cli, tiny_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """int8-served windows against an fp32 reference would look drifted on every check:
+    the drift check only uses the reference embedded by the configured serving backend."""
+    monkeypatch.setenv("SENTOPS_SERVE__BACKEND", "torch")  # trained with a torch reference
+    assert cli("train", "--json").exit_code == 0
+    assert cli("promote", "--version", "1").exit_code == 0
+    settings = load_settings()
+    log_served(settings, imdb_texts(60))
+    report = _json(cli("drift", "--json"))
+    assert report["reference"]["backend"] == "torch" and report["n_reference"] == 40
+    monkeypatch.setenv("SENTOPS_SERVE__BACKEND", "onnx")
+    result = cli("drift")
+    assert result.exit_code == 66
+    assert "onnx serving backend" in result.stderr and "sentops embed-reference" in result.stderr
 
 
 def test_checks_recorded_history_and_plot(cli, production: Settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

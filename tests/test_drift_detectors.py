@@ -88,8 +88,9 @@ def test_p_values_roughly_uniform_under_no_shift() -> None:
     so rejections at alpha happen about alpha of the time."""
     p = np.array(
         [
-            mmd_permutation_test(gaussian(40, dim=8, seed=1000 + i), gaussian(30, dim=8, seed=5000 + i),
-                                 permutations=199, seed=i).p_value
+            mmd_permutation_test(
+                gaussian(40, dim=8, seed=1000 + i), gaussian(30, dim=8, seed=5000 + i), permutations=199, seed=i
+            ).p_value
             for i in range(100)
         ]
     )
@@ -127,8 +128,14 @@ def test_farthest_texts_are_the_outliers() -> None:
 def test_detect_report() -> None:
     ref, win = gaussian(300, seed=60), gaussian(100, shift=1.0, seed=61)
     report = detect(
-        ref, win, ref_labels=np.array([0, 1] * 150), win_labels=np.ones(100, dtype=int),
-        texts=[str(i) for i in range(100)], alpha=0.01, permutations=499, top_k=3,
+        ref,
+        win,
+        ref_labels=np.array([0, 1] * 150),
+        win_labels=np.ones(100, dtype=int),
+        texts=[str(i) for i in range(100)],
+        alpha=0.01,
+        permutations=499,
+        top_k=3,
     )
     d = report.to_dict()
     assert d["drift"] is True and d["test_drift"] is True and d["method"] == "mmd_nn"
@@ -194,8 +201,13 @@ def test_small_new_cluster_found_by_nearest_statistic() -> None:
 def test_aggregate_p_values_roughly_uniform_under_no_shift() -> None:
     p = np.array(
         [
-            permutation_test(gaussian(40, dim=6, seed=2000 + i), gaussian(30, dim=6, seed=6000 + i),
-                             permutations=199, seed=i, whiten=4).p_value
+            permutation_test(
+                gaussian(40, dim=6, seed=2000 + i),
+                gaussian(30, dim=6, seed=6000 + i),
+                permutations=199,
+                seed=i,
+                whiten=4,
+            ).p_value
             for i in range(100)
         ]
     )

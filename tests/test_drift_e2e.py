@@ -38,6 +38,7 @@ def _free_port() -> int:
 def test_api_traffic_then_drift(cli: Callable[..., Any], trained: dict[str, Any]) -> None:
     import httpx
     import uvicorn
+
     from sentiment_ops.serving import create_app
 
     assert cli("promote", "--version", "1").exit_code == 0

@@ -38,6 +38,9 @@ class SentopsGroup(TyperGroup):
 def quiet_third_party(verbose: bool = False) -> None:
     """Keep the terminal for our own output: no library progress bars or load reports."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "WARNING")
+    # With a tracking server MLflow writes "View run … at: URL" to stdout, breaking --json.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     level = logging.INFO if verbose else logging.WARNING

@@ -12,26 +12,28 @@ from sentiment_ops.cli.common import console, fmt, print_json, settings_from, st
 from sentiment_ops.errors import EXIT_DRIFT
 
 
-def embed_reference(  # noqa: PLR0917 - Typer options are parameters
+def embed_reference(
     ctx: typer.Context,
     version: int = typer.Option(None, "--version", help="Model version (default: the one --alias points to)."),
     alias: str = typer.Option(None, "--alias", help="Alias used without --version (default: production)."),
     data: str = typer.Option(None, "--data", help="Corpus whose validation split is embedded (default: imdb)."),
     samples: int = typer.Option(None, "--samples", min=2, help="Texts to embed (default: 1000)."),
+    backend: str = typer.Option(None, "--backend", help="torch or onnx: as the server runs (default: serve.backend)."),
     as_json: bool = typer.Option(False, "--json", help="Print the reference metadata as JSON."),
 ) -> None:
     """Embed held-out texts with a model version's own encoder and store them as that
     version's drift reference (an artifact of its MLflow run).
 
-    Uses the corpus's validation split, never its training split. `sentops train` already
-    does this at the end of training; run it again after changing the data or the count.
+    Uses the corpus's validation split, never its training split, embedded the way the server
+    embeds its traffic (serve.backend: torch fp32 or onnx int8). `sentops train` already does
+    this at the end of training; run it again after changing the data, the count or the backend.
 
     Example: sentops embed-reference --alias production --samples 1000
 
     Exit codes: 0 ok · 65 bad data · 66 unknown version/alias · 71 model cannot be loaded.
     """
     settings = settings_from(
-        ctx, {"drift.reference_data": data, "drift.reference_samples": samples}
+        ctx, {"drift.reference_data": data, "drift.reference_samples": samples, "serve.backend": backend}
     )
     from sentiment_ops.monitoring import embed_reference as run_embed
 
@@ -45,21 +47,22 @@ def embed_reference(  # noqa: PLR0917 - Typer options are parameters
     console.print(
         f"reference of [bold]{settings.mlflow.model_name}[/bold] version [bold]{meta.model_version}[/bold]: "
         f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
-        f"dim {meta.dim}, predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
+        f"dim {meta.dim}, {meta.backend} backend, "
+        f"predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
     )
 
 
-def drift(  # noqa: PLR0917 - Typer options are parameters
+def drift(
     ctx: typer.Context,
     window: int = typer.Option(None, "--window", min=2, help="Last N served predictions to check (default: 500)."),
     alias: str = typer.Option(None, "--alias", help="Alias whose version is checked (default: production)."),
     version: int = typer.Option(None, "--version", help="Check this version instead of an alias."),
-    alpha: float = typer.Option(None, "--alpha", help="Significance level of the MMD² test (default: 0.01)."),
-    permutations: int = typer.Option(None, "--permutations", min=10, help="MMD² test permutations (default: 500)."),
+    alpha: float = typer.Option(None, "--alpha", help="Significance level of the drift test (default: 0.01)."),
+    permutations: int = typer.Option(None, "--permutations", min=10, help="Test permutations (default: 500)."),
     method: str = typer.Option(None, "--method", help="What decides: mmd_nn (default), mmd, or cosine (seed rule)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
-    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),  # noqa: B008
+    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
     limit: int = typer.Option(1000, "--limit", min=1, help="With --history: at most this many checks."),
 ) -> None:
     """Compare the last N served predictions of a model version with its reference.
@@ -117,27 +120,43 @@ def _report_tables(r: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     table.add_column("decision")
     ref = r.get("reference", {})
-    table.add_row("Window", f"{r['n_rows']} of last {r['window']}",
-                  f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts")
+    table.add_row(
+        "Window",
+        f"{r['n_rows']} of last {r['window']}",
+        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts",
+    )
     table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
     table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
     space = f"whitened to {r['whiten_components']} components" if r["whiten_components"] else "raw embeddings"
-    table.add_row("MMD²", f"{r['mmd2']:.3g}",
-                  f"p {r['mmd_p_value']:.3g} (RBF, bandwidth {r['bandwidth']:.3g}, {space})")
+    table.add_row(
+        "MMD²", f"{r['mmd2']:.3g}", f"p {r['mmd_p_value']:.3g} (RBF, bandwidth {r['bandwidth']:.3g}, {space})"
+    )
     if r.get("nn_p_value") is not None:
-        table.add_row("NN distance²", f"{r['nn_distance2']:.3g}",
-                      f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)")
+        table.add_row(
+            "NN distance²",
+            f"{r['nn_distance2']:.3g}",
+            f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)",
+        )
     test = {"mmd_nn": "min-p of MMD² and NN distance", "mmd": "MMD²"}.get(r["method"], "min-p of MMD² and NN distance")
-    table.add_row("p-value", fmt(r["p_value"]),
-                  f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test}, {r['permutations']} permutations)")
+    table.add_row(
+        "p-value",
+        fmt(r["p_value"]),
+        f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test}, {r['permutations']} permutations)",
+    )
     mix = r.get("label_mix") or {}
     if mix:
-        table.add_row("Positive share", f"{mix['window_positive']:.3f}",
-                      f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
-                      + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"))
+        table.add_row(
+            "Positive share",
+            f"{mix['window_positive']:.3f}",
+            f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
+            + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
+        )
     decided_by = "seed cosine rule" if r["method"] == "cosine" else "permutation test"
-    table.add_row("Status", "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
-                  f"decided by the {decided_by}")
+    table.add_row(
+        "Status",
+        "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
+        f"decided by the {decided_by}",
+    )
     console.print(table)
     if r.get("farthest"):
         far = Table(title="Texts farthest from the reference (nearest-neighbour distance)")

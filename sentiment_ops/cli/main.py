@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from sentiment_ops import __version__
-from sentiment_ops.cli import config_cmd, drift_cmd, registry_cmds, train_cmd
+from sentiment_ops.cli import (
+    config_cmd,
+    demo_cmd,
+    drift_cmd,
+    feedback_cmd,
+    registry_cmds,
+    retrain_cmd,
+    serve_cmd,
+    train_cmd,
+)
 from sentiment_ops.cli.common import SentopsGroup
 
 EPILOG = (
@@ -47,13 +56,17 @@ def main(
 
 
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(feedback_cmd.app, name="feedback")
 app.command()(train_cmd.train)
 app.command()(registry_cmds.register)
 app.command()(registry_cmds.promote)
 app.command()(registry_cmds.rollback)
 app.command()(registry_cmds.models)
+app.command()(serve_cmd.serve)
 app.command("embed-reference")(drift_cmd.embed_reference)
 app.command()(drift_cmd.drift)
+app.command()(demo_cmd.demo)
+app.command()(retrain_cmd.retrain)
 
 
 def run() -> None:

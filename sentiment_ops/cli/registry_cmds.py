@@ -17,7 +17,7 @@ def _registry(ctx: typer.Context):  # type: ignore[no-untyped-def]
 def register(
     ctx: typer.Context,
     run_id: str = typer.Option(..., "--run-id", help="MLflow run that logged the model."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register the model logged by a run as a new model version.
 
@@ -34,7 +34,7 @@ def promote(
     ctx: typer.Context,
     version: int = typer.Option(..., "--version", help="Model version to point the alias at."),
     alias: str = typer.Option("production", "--alias", help="Alias to move."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias (default: production) at a model version and record the move.
 
@@ -51,7 +51,7 @@ def promote(
 def rollback(
     ctx: typer.Context,
     alias: str = typer.Option("production", "--alias", help="Alias to move back."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias back at the version it had before (walks back through history).
 
@@ -98,14 +98,15 @@ def models(
         return
     table = Table(title=registry.model_name)
     for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
-        table.add_column(col)
+        # aliases never wrap; the long run id folds instead
+        table.add_column(col, no_wrap=col in ("version", "aliases", "golden acc", "golden F1"), overflow="fold")
     for v in versions:
         table.add_row(
             str(v.version),
             ", ".join(v.aliases) or "–",
             fmt(v.golden_accuracy),
             fmt(v.golden_f1),
-            v.created,
+            v.created.replace("T", " ")[:16],
             v.run_id or "–",
             str(v.parent_version or "–"),
         )

@@ -24,6 +24,7 @@ def train(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     config: Path = typer.Option(None, "--config", help="YAML settings file (overrides the global one)."),
     register: bool = typer.Option(None, "--register/--no-register", help="Register a model version."),
+    promote: bool = typer.Option(False, "--promote", help="Point the production alias at the new version."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fine-tune a sentiment classifier and track it in MLflow.
@@ -52,6 +53,13 @@ def train(
 
     with stage_progress(not as_json) as progress:
         result = run_training(settings, progress=progress)
+    if not result.run_id:  # a rank > 0 under torchrun / accelerate launch: rank 0 reports
+        return
+    promoted = None
+    if promote and result.version is not None:
+        from sentiment_ops.registry import Registry
+
+        promoted = Registry(settings, check=False).promote(result.version, settings.serve.alias)
     if as_json:
         print_json(
             {
@@ -60,6 +68,7 @@ def train(
                 "version": result.version,
                 "metrics": result.metrics,
                 "data": result.data,
+                "promoted": promoted.__dict__ if promoted else None,
             }
         )
         return
@@ -68,9 +77,18 @@ def train(
     for col in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
         table.add_column(col, justify="right")
     for split in ("val", "test", "golden"):
-        table.add_row(split, *(fmt(result.metrics.get(f"{split}_{c}")) for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")))
+        table.add_row(
+            split,
+            *(
+                fmt(result.metrics.get(f"{split}_{c}"))
+                for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
+            ),
+        )
     console.print(table)
     console.print(f"run id: [bold]{result.run_id}[/bold]   train time: {result.train_seconds:.1f} s")
     if result.version is not None:
         console.print(f"registered [bold]{settings.mlflow.model_name}[/bold] version [bold]{result.version}[/bold]")
-        console.print(f"promote it with: sentops promote --version {result.version}")
+        if promoted:
+            console.print(f"{promoted.alias}: v{promoted.from_version or '–'} → [bold]v{promoted.to_version}[/bold]")
+        else:
+            console.print(f"promote it with: sentops promote --version {result.version}")

@@ -1,0 +1,106 @@
+"""``sentops feedback import | export``: true labels in and out of the inference store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentiment_ops.cli.common import console, err_console, print_json, settings_from
+from sentiment_ops.errors import DataError
+
+app = typer.Typer(help="Import true labels, export predictions to label.", no_args_is_help=True)
+
+MAX_ERRORS_SHOWN = 20
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from sentiment_ops.store import InferenceStore
+
+    settings = settings_from(ctx)
+    return settings, InferenceStore(settings.store_url, store_text=settings.store.store_text)
+
+
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL with id,label or text,label rows.")],
+    *,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import true labels: id,label for logged predictions, text,label for new texts.
+
+    Bad rows are reported with their line numbers and the good rows are kept; re-importing
+    a file applies nothing twice. Exit 0 when every row was good, 65 when some were bad
+    (the good ones are still applied).
+
+    Example: sentops feedback import labels.csv
+    """
+    from sentiment_ops.feedback import import_feedback
+
+    settings, store = _store(ctx)
+    try:
+        summary = import_feedback(store, file, settings.mlflow.model_name)
+    finally:
+        store.close()
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        console.print(
+            f"{summary.rows} rows: [bold]{summary.applied} applied[/bold] "
+            f"({summary.labeled} labels on logged predictions, {summary.added} new texts, "
+            f"{summary.relabeled} relabeled), {summary.unchanged} unchanged, "
+            f"{summary.skipped} blank, {len(summary.errors)} bad"
+        )
+        for err in summary.errors[:MAX_ERRORS_SHOWN]:
+            err_console.print(f"{file}: {err}", highlight=False, markup=False)
+        if len(summary.errors) > MAX_ERRORS_SHOWN:
+            err_console.print(f"… and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows (see --json)")
+    if summary.errors:
+        err_console.print(
+            f"[bold red]Error:[/bold red] {len(summary.errors)} bad row(s) in {file}; the good rows were applied",
+            highlight=False,
+        )
+        raise typer.Exit(DataError.exit_code)
+
+
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Output .csv or .jsonl file (replaced if it exists).")],
+    *,
+    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only predictions without a label yet.")] = False,
+    window: Annotated[
+        int | None, typer.Option("--window", min=1, help="Only the N most recent matching predictions.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only predictions logged since this date/time (UTC).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export served predictions as id,text,prediction,confidence,label for labeling.
+
+    Fill in the label column and import the file back with `sentops feedback import`.
+
+    Example: sentops feedback export --unlabeled --window 500 to_label.csv
+    """
+    from sentiment_ops.feedback import export_feedback
+
+    settings, store = _store(ctx)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        summary = export_feedback(
+            store, file, unlabeled=unlabeled, window=window, since=since, model_name=settings.mlflow.model_name
+        )
+    finally:
+        store.close()
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    console.print(f"wrote [bold]{summary.rows}[/bold] predictions to {summary.path}")
+    if summary.skipped_no_text:
+        console.print(f"left out {summary.skipped_no_text} predictions logged without their text (store_text off)")

@@ -1,0 +1,111 @@
+"""``sentops retrain``: fine-tune production on feedback labels, compare, gate, promote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.errors import GateFailedError
+
+ROWS = (
+    ("golden IMDB accuracy", "golden_accuracy"),
+    ("golden IMDB F1", "golden_f1"),
+    ("new-domain accuracy", "new_accuracy"),
+    ("new-domain F1", "new_f1"),
+)
+
+
+def retrain(
+    ctx: typer.Context,
+    *,
+    window: Annotated[int | None, typer.Option("--window", min=1, help="Use the N most recent labeled rows.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Use labeled rows logged since this date/time (UTC).")
+    ] = None,
+    replay_ratio: Annotated[
+        float | None, typer.Option("--replay-ratio", min=0, help="Original training rows per new row (default 1).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Training epochs (default 1).")] = None,
+    promote_if_better: Annotated[
+        bool, typer.Option("--promote-if-better", help="Move production to the candidate when the gate passes.")
+    ] = False,
+    pseudo_label_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--pseudo-label-threshold",
+            help="Opt-in: also train on unlabeled served texts whose prediction confidence is ≥ T (0.5-1).",
+        ),
+    ] = None,
+    triggered_by: Annotated[
+        str | None, typer.Option("--triggered-by", help="Drift check id that triggered this retrain (lineage tag).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Retrain production on labeled traffic (plus replay), gate the candidate.
+
+    Fine-tunes the production version's weights on the feedback labels of
+    the inference store (split into training rows and a new-domain
+    hold-out) mixed with a replay sample of the original training data,
+    scores production and candidate on the golden IMDB hold-out and on the
+    new-domain hold-out, and registers the candidate (alias `candidate`).
+    The gate passes when new-domain F1 rises by at least
+    retrain.min_f1_gain and golden accuracy drops by at most
+    retrain.max_acc_drop.
+
+    Exit codes: 0 when promoted, or when --promote-if-better was not given
+    (whatever the gate said); 5 when --promote-if-better was given and the
+    candidate was not promoted (gate failed); 4 too few labels (nothing
+    registered); 66 no version in production.
+
+    Example: sentops retrain --window 2000 --promote-if-better
+    """
+    if window is not None and since is not None:
+        raise typer.BadParameter("use --window or --since, not both")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    settings = settings_from(ctx)
+    from sentiment_ops.retraining import retrain as run_retrain
+
+    with stage_progress(not as_json) as progress:
+        result = run_retrain(
+            settings,
+            window=window,
+            since=since,
+            replay_ratio=replay_ratio,
+            epochs=epochs,
+            promote_if_better=promote_if_better,
+            pseudo_label_threshold=pseudo_label_threshold,
+            triggered_by=triggered_by,
+            progress=progress,
+        )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        m = result.metrics
+        table = Table(title=f"production v{result.parent_version} vs candidate v{result.version}")
+        table.add_column("metric")
+        for col in (f"production v{result.parent_version}", f"candidate v{result.version}", "change"):
+            table.add_column(col, justify="right")
+        for label, key in ROWS:
+            prod, cand = m.get(f"production_{key}"), m.get(f"candidate_{key}")
+            change = None if prod is None or cand is None else cand - prod
+            table.add_row(label, fmt(prod), fmt(cand), "–" if change is None else f"{change:+.4f}")
+        console.print(table)
+        d = result.data
+        console.print(
+            f"labels: {d['labels_real']} real"
+            + (f" + {d['labels_pseudo']} pseudo" if result.pseudo_labels else "")
+            + f" → {d['labels_train']} train / {d['labels_holdout']} hold-out; "
+            f"replay {d['replay_size']} rows of {d['replay_data']}; run {result.run_id}"
+        )
+        style = "green" if result.promoted or (result.gate.passed and not result.note) else "yellow"
+        console.print(f"[{style}]{result.summary()}[/{style}]", highlight=False)
+    if result.promote_requested and not result.promoted:
+        err_console.print(
+            f"[bold red]Error:[/bold red] candidate version {result.version} was not promoted", highlight=False
+        )
+        raise typer.Exit(GateFailedError.exit_code)

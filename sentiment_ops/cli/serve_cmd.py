@@ -1,0 +1,59 @@
+"""``sentops serve``: the model behind an alias, over HTTP (uvicorn, one worker)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentiment_ops.cli.common import console, settings_from
+
+
+def serve(
+    ctx: typer.Context,
+    *,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8000).")] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="Model alias to serve (default production).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="torch, or onnx (int8; exported and cached on first load).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
+) -> None:
+    """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
+
+    The server starts even when no version is behind the alias yet (/ready answers 503
+    until one is promoted). API docs at http://HOST:PORT/docs.
+
+    Example: sentops serve --port 8000 --alias production
+    """
+    import uvicorn
+
+    from sentiment_ops.serving import create_app
+
+    if config is not None:
+        ctx.find_root().obj["config"] = config
+    settings = settings_from(
+        ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
+    )
+    logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
+    # MLflow nags about type hints on every load; our model's contract is its signature.
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    app = create_app(settings)
+    console.print(
+        f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
+        f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
+    )
+    uvicorn.run(
+        app,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        workers=1,
+        access_log=access_log,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )

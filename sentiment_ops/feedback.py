@@ -1,0 +1,283 @@
+"""Feedback labels in and out of the inference store, as files people can work with.
+
+``import_feedback`` reads CSV or JSONL rows of either
+
+* ``id,label``: the true label of a logged prediction (``id`` as returned by the server), or
+* ``text,label``: a new labeled text that was never served (stored with ``source='import'``).
+
+Labels are ``0``/``1``/``negative``/``positive``. A row whose label is present but blank
+(an exported row nobody has labeled yet) is skipped, not an error. Bad rows (unknown id,
+bad label, missing fields, bad JSON, wrong field count) are reported with their line
+numbers; the good rows are kept. Nothing is applied twice: a label already recorded is
+``unchanged``, and a ``text,label`` pair imported before is a duplicate (matched on the
+SHA-256 of the text; a new label for an imported text replaces the old one).
+
+``export_feedback`` writes ``id,text,prediction,confidence,label`` rows of served
+predictions (optionally only the unlabeled ones), for people who label; the file it
+writes can be imported back as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sentiment_ops.data import _parse_label
+from sentiment_ops.errors import DataError
+from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash
+
+EXPORT_COLUMNS = ("id", "text", "prediction", "confidence", "label")
+CSV_SUFFIXES = (".csv",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+@dataclass
+class RowError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class ImportSummary:
+    path: str
+    rows: int = 0  # data rows read (blank lines not counted)
+    labeled: int = 0  # logged predictions that got a new or changed label
+    added: int = 0  # new labeled texts stored
+    relabeled: int = 0  # imported texts whose label changed
+    unchanged: int = 0  # already recorded: nothing applied
+    skipped: int = 0  # label left blank (not labeled yet)
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def applied(self) -> int:
+        return self.labeled + self.added + self.relabeled
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["applied"] = self.applied
+        out["errors"] = [{"line": e.line, "message": e.message} for e in self.errors]
+        return out
+
+
+@dataclass
+class ExportSummary:
+    path: str
+    rows: int
+    skipped_no_text: int  # rows logged without their text (store_text off)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Row:
+    line: int
+    label: int
+    id: str | None = None
+    text: str | None = None
+
+
+def _file_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .jsonl")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary) -> _Row | None:
+    """One row → _Row, or None (error recorded / blank label skipped)."""
+    raw_id, text = fields.get("id"), fields.get("text")
+    has_id, has_text = not _blank(raw_id), isinstance(text, str) and not _blank(text)
+    if not has_id and not has_text:
+        summary.errors.append(RowError(line, "needs a non-empty 'id' or 'text'"))
+        return None
+    if "label" not in fields:
+        summary.errors.append(RowError(line, "missing field 'label'"))
+        return None
+    raw = fields["label"]
+    if _blank(raw):
+        summary.skipped += 1
+        return None
+    label = _parse_label(raw)
+    if label is None:
+        summary.errors.append(RowError(line, f"label {raw!r} is not 0/1/negative/positive"))
+        return None
+    if has_id:
+        return _Row(line, label, id=str(raw_id).strip())
+    assert isinstance(text, str)
+    return _Row(line, label, text=text.strip())
+
+
+def _csv_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty") from None
+        columns = [c.strip().lower() for c in header]
+        if "label" not in columns or not ({"id", "text"} & set(columns)):
+            raise DataError(f"{path}: needs columns id,label or text,label (found: {', '.join(columns) or 'none'})")
+        end = reader.line_num
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record or all(not c.strip() for c in record):
+                continue
+            summary.rows += 1
+            if len(record) != len(columns):
+                summary.errors.append(
+                    RowError(start, f"expected {len(columns)} fields, found {len(record)} (quote texts with commas)")
+                )
+                continue
+            yield start, dict(zip(columns, record, strict=True))
+
+
+def _jsonl_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            summary.rows += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                summary.errors.append(RowError(lineno, f"invalid JSON ({exc.msg})"))
+                continue
+            if not isinstance(obj, dict):
+                summary.errors.append(RowError(lineno, "expected a JSON object"))
+                continue
+            yield lineno, {str(k).lower(): v for k, v in obj.items()}
+
+
+def read_feedback_file(path: str | Path, summary: ImportSummary | None = None) -> tuple[list[_Row], ImportSummary]:
+    """Parse a feedback file; bad rows land in ``summary.errors``, good ones are returned."""
+    path = Path(path)
+    summary = summary or ImportSummary(path=str(path))
+    kind = _file_kind(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    source = _csv_rows if kind == "csv" else _jsonl_rows
+    rows: list[_Row] = []
+    try:
+        for line, fields in source(path, summary):
+            row = _parse_row(line, fields, summary)
+            if row is not None:
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot be read as CSV: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    if summary.rows == 0:
+        raise DataError(f"{path}: no rows")
+    return rows, summary
+
+
+def import_feedback(store: InferenceStore, path: str | Path, model_name: str) -> ImportSummary:
+    """Apply the labels in a CSV/JSONL file; see the module docstring for the rules."""
+    rows, summary = read_feedback_file(path)
+
+    by_id = [r for r in rows if r.id is not None]
+    statuses = store.set_feedback_many([(r.id, r.label) for r in by_id if r.id is not None])
+    for row, status in zip(by_id, statuses, strict=True):
+        if status == "missing":
+            summary.errors.append(RowError(row.line, f"no logged prediction with id {row.id!r}"))
+        elif status == "unchanged":
+            summary.unchanged += 1
+        else:
+            summary.labeled += 1
+
+    by_text = [r for r in rows if r.text is not None]
+    known = store.imported_labels(text_hash(r.text) for r in by_text if r.text is not None)
+    pending: dict[str, PredictionRecord] = {}
+    relabel: dict[str, int] = {}  # id of an imported row → its new label
+    for row in by_text:
+        assert row.text is not None
+        h = text_hash(row.text)
+        if h in pending:  # the same text earlier in this file
+            rec = pending[h]
+            if rec.feedback_label == row.label:
+                summary.unchanged += 1
+            else:
+                rec.feedback_label = row.label  # still one new row; the last label wins
+        elif h in known:
+            row_id, old = known[h]
+            if old == row.label:
+                summary.unchanged += 1
+            else:
+                if row_id not in relabel:
+                    summary.relabeled += 1
+                relabel[row_id] = row.label
+                known[h] = (row_id, row.label)
+        else:
+            pending[h] = records_from([row.text], [row.label], model_name)[0]
+    summary.added = len(pending)
+    store.add_predictions(list(pending.values()))
+    store.set_feedback_many(list(relabel.items()))
+    summary.errors.sort(key=lambda e: e.line)
+    return summary
+
+
+def export_feedback(
+    store: InferenceStore,
+    path: str | Path,
+    *,
+    unlabeled: bool = False,
+    window: int | None = None,
+    since: datetime | None = None,
+    model_name: str | None = None,
+) -> ExportSummary:
+    """Write served predictions (the ``window`` most recent; only unlabeled ones with
+    ``unlabeled``) as CSV or JSONL, oldest first. The file appears whole or not at all."""
+    path = Path(path)
+    kind = _file_kind(path)
+    if window is not None and window < 1:
+        raise DataError(f"window must be at least 1, got {window}")
+    records = store.rows(
+        since=since, limit=window, labeled=False if unlabeled else None, source="api", model_name=model_name
+    )
+    with_text = [r for r in records if r.text]
+    out_rows = [
+        {
+            "id": r.id,
+            "text": r.text,
+            "prediction": r.prediction,
+            "confidence": None if r.confidence is None else round(float(r.confidence), 4),
+            "label": r.feedback_label,
+        }
+        for r in with_text
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            if kind == "csv":
+                writer = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS)
+                writer.writeheader()
+                writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in out_rows)
+            else:
+                for row in out_rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot be written: {exc.strerror or exc}") from exc
+    return ExportSummary(path=str(path), rows=len(out_rows), skipped_no_text=len(records) - len(with_text))

@@ -1,0 +1,396 @@
+"""Retraining from real feedback labels, with replay, and the champion/challenger gate.
+
+``retrain`` (``sentops retrain``):
+
+1. reads the labeled rows of the inference store (feedback labels; never the model's own
+   predictions, unless ``pseudo_label_threshold`` is given), one row per distinct text;
+2. splits them, stratified and seeded, into training rows and a new-domain hold-out, and
+   mixes a replay sample of the original training data into the training rows;
+3. fine-tunes starting from the *production* version's weights;
+4. scores production and candidate on the golden IMDB hold-out and the new-domain hold-out,
+   logs one MLflow run (both models' metrics, lineage tags, the model, reference
+   embeddings), registers the new version and points the ``candidate`` alias at it;
+5. applies the gate (new-domain F1 gain ≥ δ and golden accuracy drop ≤ ε) and, only when
+   asked and when it passes, moves ``production``. A failing gate never promotes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from sentiment_ops.config import Settings
+from sentiment_ops.data import Split, golden_test, load_corpus
+from sentiment_ops.errors import ConfigError, NotEnoughDataError, NotFoundError
+from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
+from sentiment_ops.training import FitOptions, ProgressFn
+
+PRODUCTION = "production"
+CANDIDATE = "candidate"
+PSEUDO_TAG = "sentops.pseudo_labels"
+TRIGGER_TAG = "sentops.triggered_by"
+MIN_PSEUDO_HOLDOUT = 10  # real labels needed before pseudo-label mode keeps a hold-out
+_EPS = 1e-9  # float slack so a gain of exactly δ passes
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    f1_gain: float | None  # candidate minus production F1 on the new-domain hold-out
+    golden_acc_drop: float  # production minus candidate accuracy on the golden hold-out
+    min_f1_gain: float
+    max_acc_drop: float
+    reasons: list[str] = field(default_factory=list)  # why it failed (empty when passed)
+
+
+def gate(
+    *,
+    candidate_new_f1: float | None,
+    production_new_f1: float | None,
+    candidate_golden_acc: float,
+    production_golden_acc: float,
+    min_f1_gain: float,
+    max_acc_drop: float,
+) -> GateDecision:
+    """Champion/challenger: pass only if new-domain F1 rises by ≥ ``min_f1_gain`` and
+    golden accuracy falls by ≤ ``max_acc_drop``. No new-domain hold-out → fail."""
+    reasons = []
+    drop = production_golden_acc - candidate_golden_acc
+    gain = None
+    if candidate_new_f1 is None or production_new_f1 is None:
+        reasons.append("no new-domain hold-out with real labels to compare on")
+    else:
+        gain = candidate_new_f1 - production_new_f1
+        if gain < min_f1_gain - _EPS:
+            reasons.append(f"new-domain F1 gain {gain:+.4f} is below the required {min_f1_gain:+.4f}")
+    if drop > max_acc_drop + _EPS:
+        reasons.append(f"golden accuracy drop {drop:.4f} exceeds the allowed {max_acc_drop:.4f}")
+    return GateDecision(not reasons, gain, drop, min_f1_gain, max_acc_drop, reasons)
+
+
+@dataclass
+class FeedbackData:
+    train: Split  # new-domain training rows (real labels, plus pseudo-labels if asked)
+    holdout: Split  # real labels only
+    real: int  # distinct labeled texts found
+    pseudo: int  # distinct confident predictions used as labels
+    skipped_no_text: int  # rows logged without their text (store_text off)
+
+
+def _distinct(records: list[PredictionRecord], labels: list[int], skip: set[str]) -> dict[str, tuple[str, int]]:
+    """text hash → (text, label); rows are oldest first, so the newest label wins."""
+    out: dict[str, tuple[str, int]] = {}
+    for rec, label in zip(records, labels, strict=True):
+        h = text_hash(rec.text)
+        if h not in skip:
+            out[h] = (rec.text, label)
+    return out
+
+
+def _as_split(rows: list[tuple[str, int]]) -> Split:
+    return Split([t for t, _ in rows], np.asarray([lbl for _, lbl in rows], dtype=np.int64))
+
+
+def _concat(*splits: Split) -> Split:
+    return Split([t for s in splits for t in s.texts], np.concatenate([s.labels for s in splits]).astype(np.int64))
+
+
+def _split(rows: list[tuple[str, int]], fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, seeded train / hold-out split."""
+    from sklearn.model_selection import train_test_split
+
+    texts, labels = [t for t, _ in rows], np.asarray([lbl for _, lbl in rows], dtype=np.int64)
+    idx = np.arange(len(rows))
+    try:
+        tr, ho = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError:  # a class too small to stratify: plain seeded split
+        tr, ho = train_test_split(idx, test_size=fraction, random_state=seed)
+    tr, ho = np.sort(tr), np.sort(ho)
+    return Split([texts[i] for i in tr], labels[tr]), Split([texts[i] for i in ho], labels[ho])
+
+
+def feedback_data(
+    store: InferenceStore,
+    settings: Settings,
+    *,
+    window: int | None = None,
+    since: datetime | None = None,
+    pseudo_label_threshold: float | None = None,
+) -> FeedbackData:
+    """The new-domain training rows and hold-out, from the store's labeled rows."""
+    cfg, model_name = settings.retrain, settings.mlflow.model_name
+    labeled = store.rows(since=since, limit=window, labeled=True, model_name=model_name)
+    with_text = [r for r in labeled if r.text]
+    real = _distinct(with_text, [int(r.feedback_label or 0) for r in with_text], set())
+    skipped = len(labeled) - len(with_text)
+    pseudo: dict[str, tuple[str, int]] = {}
+    if pseudo_label_threshold is not None:
+        served = store.rows(since=since, limit=window, labeled=False, source="api", model_name=model_name)
+        confident = [
+            r for r in served if r.text and r.prediction is not None and (r.confidence or 0.0) >= pseudo_label_threshold
+        ]
+        pseudo = _distinct(confident, [int(r.prediction or 0) for r in confident], set(real))
+    found = len(real) + len(pseudo)
+    if found < cfg.min_labels:
+        what = f"{len(real)} labeled texts" + (
+            f" and {len(pseudo)} predictions with confidence ≥ {pseudo_label_threshold}"
+            if pseudo_label_threshold
+            else ""
+        )
+        raise NotEnoughDataError(
+            f"found {what} (need at least {cfg.min_labels}); add labels with `sentops feedback import` "
+            "or POST /feedback, or lower retrain.min_labels"
+        )
+    all_labels = {lbl for _, lbl in [*real.values(), *pseudo.values()]}
+    if len(all_labels) < 2:
+        raise NotEnoughDataError(f"all {found} labels are {sorted(all_labels)}: retraining needs both classes")
+    real_rows = list(real.values())
+    if pseudo_label_threshold is not None and len(real_rows) < MIN_PSEUDO_HOLDOUT:
+        # Too few real labels to judge anything: all of them train, and the gate will
+        # refuse (pseudo-labels cannot judge the model that made them).
+        train_real, holdout = _as_split(real_rows), _as_split([])
+    else:
+        train_real, holdout = _split(real_rows, cfg.holdout_fraction, settings.train.seed)
+    train = _concat(train_real, _as_split(list(pseudo.values())))
+    return FeedbackData(train, holdout, len(real), len(pseudo), skipped)
+
+
+def replay_data_name(settings: Settings, parent_tags: dict[str, str]) -> str:
+    """Which corpus to replay: the setting, else what the parent was trained on."""
+    if settings.retrain.replay_data:
+        return settings.retrain.replay_data
+    for key in ("sentops.replay_data", "sentops.data"):
+        value = parent_tags.get(key)
+        if value and value != "feedback":
+            return value
+    return settings.train.data
+
+
+@dataclass
+class RetrainResult:
+    run_id: str
+    version: int
+    parent_version: int
+    model_uri: str
+    promoted: bool
+    promote_requested: bool
+    gate: GateDecision
+    metrics: dict[str, float]
+    data: dict[str, Any]
+    pseudo_labels: bool
+    triggered_by: str | None
+    train_seconds: float
+    note: str = ""  # e.g. production moved while retraining
+
+    @property
+    def promote_hint(self) -> str:
+        return f"sentops promote --version {self.version}"
+
+    def summary(self) -> str:
+        if self.promoted:
+            return f"gate passed: version {self.version} is now {PRODUCTION} (was {self.parent_version})"
+        if self.note:
+            return f"{self.note}; promote by hand with `{self.promote_hint}`"
+        if self.gate.passed:
+            return f"gate passed; version {self.version} is the {CANDIDATE}: promote it with `{self.promote_hint}`"
+        return (
+            f"gate failed ({'; '.join(self.gate.reasons)}); version {self.version} stays the {CANDIDATE}. "
+            f"To promote it anyway: `{self.promote_hint}`"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["summary"] = self.summary()
+        return out
+
+
+def _tags(values: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def retrain(
+    settings: Settings,
+    *,
+    window: int | None = None,
+    since: datetime | None = None,
+    replay_ratio: float | None = None,
+    epochs: float | None = None,
+    promote_if_better: bool = False,
+    pseudo_label_threshold: float | None = None,
+    triggered_by: int | str | None = None,
+    progress: ProgressFn = _noop,
+) -> RetrainResult:
+    """``sentops retrain``: see the module docstring. Raises NotEnoughDataError (too few
+    labels, nothing registered) and NotFoundError (no production version)."""
+    import mlflow
+
+    from sentiment_ops import __version__
+    from sentiment_ops.pyfunc import load_pyfunc
+    from sentiment_ops.registry import PARENT_TAG, Registry, git_commit
+    from sentiment_ops.training import attach_reference, evaluate, fine_tune, log_config_and_model
+
+    cfg = settings.retrain
+    replay_ratio = cfg.replay_ratio if replay_ratio is None else replay_ratio
+    epochs = cfg.epochs if epochs is None else epochs
+    if window is None and since is None:
+        window = cfg.window
+    if replay_ratio < 0 or epochs <= 0 or (window is not None and window < 1):
+        raise ConfigError("replay ratio must be ≥ 0, epochs > 0 and window ≥ 1")
+    if pseudo_label_threshold is not None and not 0.5 <= pseudo_label_threshold <= 1.0:
+        raise ConfigError(f"pseudo-label threshold must be between 0.5 and 1, got {pseudo_label_threshold}")
+
+    progress("data", 0, 1)
+    store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
+    try:
+        fb = feedback_data(store, settings, window=window, since=since, pseudo_label_threshold=pseudo_label_threshold)
+    finally:
+        store.close()
+    registry = Registry(settings)
+    parent = registry.alias_version(PRODUCTION)
+    if parent is None:
+        raise NotFoundError(f"no {PRODUCTION} version to retrain from: run `sentops promote --version N` first")
+    parent_info = registry.get_version(parent)
+    replay_name = replay_data_name(settings, parent_info.tags)
+    replay = load_corpus(replay_name).train.sample(round(replay_ratio * len(fb.train)), seed=settings.train.seed)
+    train_all = _concat(fb.train, replay)
+    golden = golden_test(cfg.golden_samples)
+    progress("data", 1, 1)
+
+    progress("load model", 0, 1)
+    model = load_pyfunc(registry.model_uri(parent)).model
+    assert model is not None
+    progress("load model", 1, 1)
+    bs = settings.train.eval_batch_size
+    steps = 4 if len(fb.holdout) else 2
+    progress("evaluate", 0, steps)
+    scores: dict[str, dict[str, float]] = {"production_golden": evaluate(model, golden, bs)[0]}
+    if len(fb.holdout):
+        scores["production_new"] = evaluate(model, fb.holdout, bs)[0]
+    progress("evaluate", len(scores), steps)
+
+    data = {
+        "labels_real": fb.real,
+        "labels_pseudo": fb.pseudo,
+        "labels_train": len(fb.train),
+        "labels_holdout": len(fb.holdout),
+        "labels_skipped_no_text": fb.skipped_no_text,
+        "train_label_counts": fb.train.label_counts(),
+        "holdout_label_counts": fb.holdout.label_counts(),
+        "replay_data": replay_name,
+        "replay_size": len(replay),
+        "train_size": len(train_all),
+        "golden_size": len(golden),
+        "feedback_hash": fb.train.hash,
+        "holdout_hash": fb.holdout.hash,
+        "replay_hash": replay.hash,
+        "train_hash": train_all.hash,
+        "golden_hash": golden.hash,
+    }
+    tags = _tags(
+        {
+            "sentops.kind": "retrain",
+            "sentops.data": "feedback",
+            "sentops.replay_data": replay_name,
+            "sentops.base_model": parent_info.tags.get("sentops.base_model"),
+            "sentops.git_commit": git_commit(),
+            PARENT_TAG: parent,
+            TRIGGER_TAG: triggered_by,
+            PSEUDO_TAG: "true" if pseudo_label_threshold is not None else "false",
+            **{f"sentops.{k}": v for k, v in data.items() if not isinstance(v, dict)},
+        }
+    )
+    opts = FitOptions(
+        epochs=epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=settings.train.batch_size,
+        warmup_ratio=settings.train.warmup_ratio,
+        weight_decay=settings.train.weight_decay,
+        seed=settings.train.seed,
+        device=settings.train.device,
+        length_buckets=cfg.length_buckets,
+    )
+    params = {
+        "parent_version": parent,
+        "epochs": epochs,
+        "learning_rate": opts.learning_rate,
+        "batch_size": opts.batch_size,
+        "replay_ratio": replay_ratio,
+        "holdout_fraction": cfg.holdout_fraction,
+        "window": window,
+        "since": since.isoformat() if since else None,
+        "pseudo_label_threshold": pseudo_label_threshold,
+        "min_f1_gain": cfg.min_f1_gain,
+        "max_acc_drop": cfg.max_acc_drop,
+        "max_length": model.max_length,
+        "head_tokens": model.head_tokens,
+        "seed": opts.seed,
+        "sentops_version": __version__,
+        **{k: v for k, v in data.items() if not isinstance(v, dict)},
+    }
+    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"retrain-from-v{parent}", tags=tags) as run:
+        mlflow.log_params(_tags(params))
+
+        def log_step(values: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(values, step=step)
+
+        seconds = fine_tune(model, train_all, None, opts, progress=progress, on_metrics=log_step)
+        scores["candidate_golden"] = evaluate(model, golden, bs)[0]
+        if len(fb.holdout):
+            scores["candidate_new"] = evaluate(model, fb.holdout, bs)[0]
+        progress("evaluate", steps, steps)
+        metrics = {f"{k}_{m}": v for k, vals in scores.items() for m, v in vals.items()}
+        decision = gate(
+            candidate_new_f1=metrics.get("candidate_new_f1"),
+            production_new_f1=metrics.get("production_new_f1"),
+            candidate_golden_acc=metrics["candidate_golden_accuracy"],
+            production_golden_acc=metrics["production_golden_accuracy"],
+            min_f1_gain=cfg.min_f1_gain,
+            max_acc_drop=cfg.max_acc_drop,
+        )
+        metrics["golden_accuracy"] = metrics["candidate_golden_accuracy"]  # what `sentops models` lists
+        metrics["golden_f1"] = metrics["candidate_golden_f1"]
+        metrics["golden_acc_drop"] = decision.golden_acc_drop
+        if decision.f1_gain is not None:
+            metrics["new_f1_gain"] = decision.f1_gain
+        metrics["gate_passed"] = float(decision.passed)
+        metrics["train_seconds"] = seconds
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(json.dumps({"gate": asdict(decision), "data": data}, indent=2), "retrain/comparison.json")
+        progress("log model", 0, 1)
+        info = log_config_and_model(settings, model, {"data": "feedback", "run_id": run.info.run_id})
+        progress("log model", 1, 1)
+        attach_reference(settings, registry.client, run.info.run_id, model, progress)
+
+    version = registry.register(run.info.run_id, tags={PARENT_TAG: str(parent)}, source=info.model_uri).version
+    registry.promote(version, CANDIDATE)
+    promoted, note = False, ""
+    if promote_if_better and decision.passed:
+        current = registry.alias_version(PRODUCTION)
+        if current != parent:  # someone moved it while we trained: the comparison is stale
+            note = f"{PRODUCTION} moved from version {parent} to {current} during retraining; not promoted"
+        else:
+            registry.promote(version, PRODUCTION)
+            promoted = True
+    return RetrainResult(
+        run_id=run.info.run_id,
+        version=version,
+        parent_version=parent,
+        model_uri=registry.model_uri(version),
+        promoted=promoted,
+        promote_requested=promote_if_better,
+        gate=decision,
+        metrics=metrics,
+        data=data,
+        pseudo_labels=pseudo_label_threshold is not None,
+        triggered_by=None if triggered_by is None else str(triggered_by),
+        train_seconds=seconds,
+        note=note,
+    )

@@ -1,0 +1,132 @@
+"""The FastAPI app factory. Nothing is loaded at import: ``create_app(settings)`` wires
+the parts and the lifespan opens the store, loads the model behind the alias (or notes
+that there is none yet), and starts the alias poller and the micro-batcher; on shutdown
+it stops them and flushes every queued prediction to the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sentiment_ops import __version__
+from sentiment_ops.config import Settings
+from sentiment_ops.registry import Registry
+from sentiment_ops.serving.batcher import MicroBatcher
+from sentiment_ops.serving.holder import ModelHolder, inference_workers
+from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
+from sentiment_ops.serving.routes import ServingState, build_router
+from sentiment_ops.serving.schemas import request_models
+from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.store import InferenceStore
+
+log = logging.getLogger("sentiment_ops.serving")
+
+ADMIN_TOKEN_ENV = "SENTOPS_ADMIN_TOKEN"
+
+DESCRIPTION = """Serves the model behind an MLflow alias (default `production`), logs every
+prediction with its embedding to the inference store, and hot-reloads when the alias moves.
+Bad input gets a 4xx with a one-line `detail`."""
+
+
+def create_app(
+    settings: Settings,
+    registry: Registry | None = None,
+    store: InferenceStore | None = None,
+) -> FastAPI:
+    """Build the app. ``registry`` and ``store`` may be passed in (tests, embedding);
+    by default they are opened from ``settings`` when the app starts."""
+    serve = settings.serve
+    metrics = ServingMetrics()
+    holder = ModelHolder(settings, registry, listener=metrics)
+    writer = StoreWriter(store, on_write=metrics.rows_written, on_error=metrics.store_error)
+    batcher = MicroBatcher(
+        holder,
+        writer,
+        metrics,
+        max_size=serve.batch_max_size,
+        max_wait_ms=serve.batch_max_wait_ms,
+        max_tokens=serve.batch_max_tokens,
+        workers=inference_workers(settings),
+    )
+    state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
+    own_store = store is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.store is None:
+            settings.home.mkdir(parents=True, exist_ok=True)
+            state.store = await run_in_threadpool(InferenceStore, settings.store_url, settings.store.store_text)
+        writer.store = state.store
+        writer.start()
+        await run_in_threadpool(holder.check)
+        holder.start_polling()
+        await batcher.start()
+        log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(holder.stop)
+            await batcher.stop()
+            await run_in_threadpool(writer.close)
+            if own_store:
+                state.store.close()
+                state.store = None
+
+    app = FastAPI(
+        title="sentops serve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.sentops = state
+    app.include_router(
+        build_router(
+            request_models(serve.max_text_chars, serve.max_batch_items),
+            serve.max_batch_items,
+            os.environ.get(ADMIN_TOKEN_ENV) or None,
+        )
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for err in exc.errors():
+        message = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            message = f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        errors.append({"field": _field(tuple(err.get("loc", ()))), "message": message, "type": str(err.get("type"))})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return JSONResponse({"detail": detail, "errors": errors[:50]}, status_code=422)
+
+
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)

@@ -1,0 +1,228 @@
+"""The model holder: the version being served, swapped atomically on hot reload.
+
+A background thread polls the alias every ``serve.poll_interval_s``. When it points at a
+new version, that version is loaded through the logged MLflow model, warmed up and only
+then swapped in; batches already running keep the object they started with, so requests
+in flight finish on the old version. A version that fails to load leaves the old one
+serving; the failure is kept (``last_error``) for ``/model``, the log and ``/metrics``,
+and that version is not retried by the poller until the alias moves again (an explicit
+reload retries it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from sentiment_ops.config import Settings
+from sentiment_ops.errors import NotFoundError, SentopsError
+from sentiment_ops.modeling import SentimentModel, set_cpu_threads
+from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.store import utcnow
+
+log = logging.getLogger("sentiment_ops.serving")
+
+WARMUP_TEXTS = [
+    "Great film.",
+    "A slow, muddled and overlong story that never finds its footing, " * 12,
+]
+
+
+class Predictor(Protocol):
+    """What the batcher needs from a backend: token ids, then logits + pooled embeddings."""
+
+    def encode(self, texts: list[str]) -> list[list[int]]: ...
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: int
+    alias: str
+    run_id: str | None
+    source: str
+    backend: str
+    loaded_at: datetime
+    predictor: Predictor
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    version: int | None
+    error: str
+    at: datetime
+
+
+class HolderListener(Protocol):
+    def model_loaded(self, model: LoadedModel) -> None: ...
+
+    def reload_failed(self, failure: ReloadFailure) -> None: ...
+
+
+def inference_workers(settings: Settings) -> int:
+    """Forward passes run at once: torch shares one global thread pool, so it runs one."""
+    return settings.serve.inference_workers if settings.serve.backend == "onnx" else 1
+
+
+def onnx_threads(settings: Settings) -> int:
+    cores = settings.serve.torch_threads or os.cpu_count() or 1
+    return max(1, cores // inference_workers(settings))
+
+
+def build_predictor(model: SentimentModel, backend: str, cache_dir: Path, threads: int | None = None) -> Predictor:
+    if backend == "onnx":
+        from sentiment_ops.serving.onnx_backend import OnnxPredictor
+
+        return OnnxPredictor.from_model(model, cache_dir, threads)
+    return model
+
+
+class ModelHolder:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | Callable[[], Registry] | None = None,
+        listener: HolderListener | None = None,
+    ) -> None:
+        self.settings = settings
+        self.alias = settings.serve.alias
+        self.model_name = settings.mlflow.model_name
+        self.backend = settings.serve.backend
+        self._registry_arg = registry
+        self._registry: Registry | None = registry if isinstance(registry, Registry) else None
+        self._listener = listener
+        self._current: LoadedModel | None = None
+        self.last_error: ReloadFailure | None = None
+        self._check_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._said_no_model = False
+        self._said_unreachable = False
+        set_cpu_threads(settings.serve.torch_threads)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def _get_registry(self) -> Registry:
+        if self._registry is None:
+            factory = self._registry_arg if callable(self._registry_arg) else None
+            self._registry = factory() if factory is not None else Registry(self.settings)
+        return self._registry
+
+    # -- loading -------------------------------------------------------------------------
+    def check(self, force: bool = False) -> bool:
+        """Resolve the alias and load its version if it is not the one serving.
+
+        Returns True when a new model was swapped in. Never raises on an expected
+        failure: an absent alias or unreachable registry is logged and the current model
+        (if any) keeps serving; a load failure is recorded in ``last_error``."""
+        with self._check_lock:
+            try:
+                info = self._get_registry().version_for_alias(self.alias)
+            except NotFoundError:
+                if not self._said_no_model:
+                    log.warning(
+                        "no model behind alias %r of %r yet; serving nothing until one is promoted",
+                        self.alias,
+                        self.model_name,
+                    )
+                    self._said_no_model = True
+                return False
+            except SentopsError as exc:
+                if not self._said_unreachable:
+                    log.error("cannot resolve alias %r: %s (will keep trying)", self.alias, exc)
+                    self._said_unreachable = True
+                return False
+            self._said_unreachable = False
+            current = self._current
+            if current is not None and current.version == info.version and not force:
+                return False
+            failed = self.last_error
+            if not force and failed is not None and failed.version == info.version:
+                return False  # already failed; wait for the alias to move or an explicit reload
+            return self._load(info)
+
+    def _load(self, info: VersionInfo) -> bool:
+        registry = self._get_registry()
+        log.info(
+            "loading %s version %d (alias %r, backend %s)", self.model_name, info.version, self.alias, self.backend
+        )
+        try:
+            loaded = self._load_version(registry, info)
+        except SentopsError as exc:
+            return self._failed(info.version, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
+            return self._failed(info.version, f"{type(exc).__name__}: {exc}")
+        old = self._current
+        self._current = loaded  # the atomic swap: readers take one reference per batch
+        self.last_error = None
+        self._said_no_model = False
+        log.info("now serving %s version %d%s", self.model_name, info.version, f" (was {old.version})" if old else "")
+        if self._listener is not None:
+            self._listener.model_loaded(loaded)
+        return True
+
+    def _load_version(self, registry: Registry, info: VersionInfo) -> LoadedModel:
+        from sentiment_ops.pyfunc import load_pyfunc
+
+        model = load_pyfunc(registry.model_uri(info.version)).model
+        assert model is not None  # load_pyfunc guarantees it
+        if self.settings.serve.max_length:
+            model.max_length = self.settings.serve.max_length
+        cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
+        predictor = build_predictor(model, self.backend, cache, onnx_threads(self.settings))
+        for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
+            predictor.forward_ids(predictor.encode(texts))
+        return LoadedModel(
+            name=self.model_name,
+            version=info.version,
+            alias=self.alias,
+            run_id=info.run_id,
+            source=info.source,
+            backend=self.backend,
+            loaded_at=utcnow(),
+            predictor=predictor,
+        )
+
+    def _failed(self, version: int | None, message: str) -> bool:
+        failure = ReloadFailure(version=version, error=" ".join(message.split())[:500], at=utcnow())
+        self.last_error = failure
+        serving = f"still serving version {self._current.version}" if self._current else "no model is serving"
+        log.error("cannot load %s version %s: %s (%s)", self.model_name, version, failure.error, serving)
+        if self._listener is not None:
+            self._listener.reload_failed(failure)
+        return False
+
+    # -- polling -------------------------------------------------------------------------
+    def start_polling(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="sentops-alias-poller", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        interval = self.settings.serve.poll_interval_s
+        while not self._stop.wait(interval):
+            self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None

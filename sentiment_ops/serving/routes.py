@@ -1,0 +1,273 @@
+"""The HTTP endpoints. Handlers stay thin: validate, hand texts to the batcher, shape the
+answer. Blocking work (store reads/writes, model loads) runs in threads."""
+
+# No ``from __future__ import annotations`` here: the request models are built per app
+# and FastAPI must see the real classes in the handler signatures.
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from sentiment_ops.config import Settings
+from sentiment_ops.errors import DataError, NotFoundError, StoreError
+from sentiment_ops.serving.batcher import MicroBatcher, ModelUnavailableError, Result
+from sentiment_ops.serving.holder import ModelHolder
+from sentiment_ops.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
+from sentiment_ops.serving.schemas import (
+    BatchPredictResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    InvocationsResponse,
+    ModelInfoResponse,
+    PredictResponse,
+    ReadyResponse,
+    ReloadError,
+    ReloadResponse,
+    RequestModels,
+    ValidationErrorResponse,
+    check_text,
+)
+from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.store import InferenceStore
+
+
+@dataclass
+class ServingState:
+    settings: Settings
+    holder: ModelHolder
+    batcher: MicroBatcher
+    writer: StoreWriter
+    metrics: ServingMetrics
+    store: InferenceStore | None = None
+
+
+def get_state(request: Request) -> ServingState:
+    return request.app.state.sentops
+
+
+State = Annotated[ServingState, Depends(get_state)]
+
+E422: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body cannot be parsed (not UTF-8)."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid input."},
+}
+E503: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "No model is loaded yet."}}
+
+
+def _unavailable(state: ServingState) -> HTTPException:
+    s = state.settings
+    why = f"; last load error: {state.holder.last_error.error}" if state.holder.last_error else ""
+    return HTTPException(
+        503,
+        f"no model is loaded: alias {s.serve.alias!r} of {s.mlflow.model_name!r} has no loadable version yet{why}",
+    )
+
+
+async def _predict(state: ServingState, texts: list[str]) -> list[Result]:
+    try:
+        return await state.batcher.predict(texts)
+    except ModelUnavailableError:
+        raise _unavailable(state) from None
+
+
+def result_dict(r: Result) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "timestamp": r.created_at.isoformat(),
+        "text": r.text,
+        "prediction": r.label,
+        "label": r.label_name,
+        "confidence": r.confidence,
+        "probability": r.probability,
+        "model": {"name": r.model.name, "version": r.model.version, "alias": r.model.alias},
+        "model_stage": r.model.alias,
+    }
+
+
+def model_info(state: ServingState) -> dict[str, Any]:
+    holder = state.holder
+    current = holder.current
+    err = holder.last_error
+    return ModelInfoResponse(
+        ready=current is not None,
+        name=holder.model_name,
+        alias=holder.alias,
+        backend=holder.backend,
+        version=current.version if current else None,
+        run_id=current.run_id if current else None,
+        source=current.source if current else None,
+        loaded_at=current.loaded_at if current else None,
+        last_reload_error=None if err is None else ReloadError(version=err.version, error=err.error, at=err.at),
+    ).model_dump(mode="json")
+
+
+def build_router(models: RequestModels, max_items: int, admin_token: str | None) -> APIRouter:
+    router = APIRouter()
+    PredictRequest = models.predict
+    BatchPredictRequest = models.batch
+
+    @router.post("/predict", response_model=PredictResponse, responses={**E422, **E503}, tags=["predict"])
+    async def predict(body: PredictRequest, state: State) -> Response:  # type: ignore[valid-type]
+        """Classify one text; the prediction is logged (use its `id` for /feedback)."""
+        results = await _predict(state, [body.text])  # type: ignore[attr-defined]
+        return JSONResponse(result_dict(results[0]))
+
+    @router.post("/predict/batch", response_model=BatchPredictResponse, responses={**E422, **E503}, tags=["predict"])
+    async def predict_batch(body: BatchPredictRequest, state: State) -> Response:  # type: ignore[valid-type]
+        """Classify up to `serve.max_batch_items` texts in one request."""
+        results = await _predict(state, list(body.texts))  # type: ignore[attr-defined]
+        return JSONResponse({"predictions": [result_dict(r) for r in results]})
+
+    @router.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={**E422, 404: {"model": ErrorResponse, "description": "Unknown prediction id."}},
+        tags=["feedback"],
+    )
+    async def feedback(body: FeedbackRequest, state: State) -> FeedbackResponse:
+        """Record the true label (0/1 or "negative"/"positive") of a logged prediction."""
+        label = body.label_int()
+        store = state.store
+        assert store is not None
+        try:
+            try:
+                updated = await run_in_threadpool(store.set_feedback, body.id, label)
+            except NotFoundError:
+                # It may still be in the write-behind queue: flush, then look again.
+                await run_in_threadpool(state.writer.flush, 10.0)
+                updated = await run_in_threadpool(store.set_feedback, body.id, label)
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, str(exc)) from None
+        return FeedbackResponse(id=body.id, label=label, updated=updated)
+
+    @router.get("/health", response_model=HealthResponse, tags=["ops"])
+    async def health() -> HealthResponse:
+        """The process is alive."""
+        return HealthResponse()
+
+    @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["ops"])
+    async def ready(state: State) -> Response:
+        """200 when a model is loaded and serving, 503 otherwise."""
+        current = state.holder.current
+        if current is None:
+            return JSONResponse({"ready": False, "version": None, "detail": _unavailable(state).detail}, 503)
+        return JSONResponse({"ready": True, "version": current.version, "detail": None})
+
+    @router.get("/model", response_model=ModelInfoResponse, tags=["ops"])
+    async def model(state: State) -> Response:
+        """Name, version, alias, run id, load time and the last reload error of the served model."""
+        return JSONResponse(model_info(state))
+
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text."}},
+        tags=["ops"],
+    )
+    async def metrics(state: State) -> Response:
+        """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version."""
+        return Response(state.metrics.render(state.writer.pending), media_type=CONTENT_TYPE_LATEST)
+
+    @router.post("/invocations", response_model=InvocationsResponse, responses={**E422, **E503}, tags=["predict"])
+    async def invocations(state: State, body: Annotated[dict[str, Any], Body()]) -> Response:
+        """The MLflow scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`, `instances`)."""
+        texts = invocation_texts(body, max_items, state.settings.serve.max_text_chars)
+        results = await _predict(state, texts)
+        return JSONResponse(
+            {
+                "predictions": [
+                    {
+                        "label": r.label,
+                        "label_name": r.label_name,
+                        "probability": r.probability,
+                        "confidence": r.confidence,
+                    }
+                    for r in results
+                ]
+            }
+        )
+
+    if admin_token:
+
+        @router.post(
+            "/admin/reload",
+            response_model=ReloadResponse,
+            responses={401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+            tags=["ops"],
+        )
+        async def reload(state: State, authorization: Annotated[str | None, Header()] = None) -> Response:
+            """Resolve the alias now and (re)load its version (bearer token SENTOPS_ADMIN_TOKEN)."""
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), admin_token.encode()):
+                raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+            before = state.holder.last_error
+            changed = await run_in_threadpool(state.holder.check, True)
+            err = state.holder.last_error
+            if err is not None and err is not before:
+                serving = state.holder.current
+                still = f"still serving version {serving.version}" if serving else "no model is serving"
+                raise HTTPException(409, f"cannot load version {err.version}: {err.error} ({still})")
+            return JSONResponse({"changed": changed, "model": model_info(state)})
+
+    return router
+
+
+def invocation_texts(body: dict[str, Any], max_items: int, max_chars: int) -> list[str]:
+    """Texts from an MLflow scoring request; a clear 422 for anything else."""
+    if "dataframe_split" in body:
+        split = body["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+            raise _bad("dataframe_split needs a 'data' list (and optionally 'columns')")
+        cols = split.get("columns") or ["text"]
+        if not isinstance(cols, list) or "text" not in cols:
+            raise _bad("dataframe_split needs a 'text' column")
+        col = cols.index("text")
+        rows = split["data"]
+        if not all(isinstance(r, list) and len(r) > col for r in rows):
+            raise _bad("every dataframe_split row must be a list holding the 'text' column")
+        raw = [r[col] for r in rows]
+    elif "dataframe_records" in body:
+        recs = body["dataframe_records"]
+        if not isinstance(recs, list) or not all(isinstance(r, dict) and "text" in r for r in recs):
+            raise _bad("dataframe_records must be a list of objects with a 'text' field")
+        raw = [r["text"] for r in recs]
+    elif "inputs" in body or "instances" in body:
+        value = body.get("inputs", body.get("instances"))
+        if isinstance(value, dict):
+            value = value.get("text")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise _bad("inputs must be a list of texts or {'text': [...]}")
+        raw = [v.get("text") if isinstance(v, dict) else v for v in value]
+    else:
+        raise _bad("body needs one of dataframe_split, dataframe_records, inputs, instances")
+    if not raw:
+        raise _bad("no texts given")
+    if len(raw) > max_items:
+        raise _bad(f"at most {max_items} texts per request, got {len(raw)}")
+    texts = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, str):
+            raise _bad(f"text {i} must be a string, got {type(t).__name__}")
+        if len(t) > max_chars:
+            raise _bad(f"text {i} has {len(t)} characters, the maximum is {max_chars}")
+        try:
+            texts.append(check_text(t))
+        except ValueError as exc:
+            raise _bad(f"text {i}: {exc}") from None
+    return texts
+
+
+def _bad(message: str) -> HTTPException:
+    return HTTPException(422, message)

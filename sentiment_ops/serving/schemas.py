@@ -1,0 +1,161 @@
+"""Request and response bodies of the HTTP API (separate from the store's rows).
+
+Request models are built per app by ``request_models`` so that the configured limits
+(``serve.max_text_chars``, ``serve.max_batch_items``) are enforced by validation *and*
+published in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from sentiment_ops.data import LABEL_NAMES
+
+
+def check_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is empty or only whitespace")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from exc
+    return value
+
+
+def _text_type(max_chars: int) -> Any:
+    return Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=max_chars, description=f"1 to {max_chars} characters, not only whitespace."),
+        AfterValidator(check_text),
+    ]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    predict: type[BaseModel]
+    batch: type[BaseModel]
+
+
+def request_models(max_chars: int, max_items: int) -> RequestModels:
+    text = _text_type(max_chars)
+
+    class PredictRequest(_Body):
+        text: text  # type: ignore[valid-type]
+
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"text": "A moving, beautifully acted film."}]}
+        )
+
+    class BatchPredictRequest(_Body):
+        texts: list[text] = Field(  # type: ignore[valid-type]
+            min_length=1, max_length=max_items, description=f"1 to {max_items} texts."
+        )
+
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"texts": ["Loved it.", "Dull and far too long."]}]}
+        )
+
+    return RequestModels(predict=PredictRequest, batch=BatchPredictRequest)
+
+
+FeedbackLabel = Annotated[
+    Annotated[StrictInt, Field(ge=0, le=1)] | Literal["negative", "positive"],
+    Field(description='The true label: 0 or "negative", 1 or "positive".'),
+]
+
+
+class FeedbackRequest(_Body):
+    id: StrictStr = Field(min_length=1, max_length=64, description="The id returned by /predict.")
+    label: FeedbackLabel
+
+    def label_int(self) -> int:
+        if isinstance(self.label, str):
+            return LABEL_NAMES.index(self.label)
+        return int(self.label)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+    alias: str
+
+
+class PredictResponse(BaseModel):
+    id: str = Field(description="Id of the logged prediction (use it in /feedback).")
+    timestamp: datetime = Field(description="UTC, ISO-8601.")
+    text: str
+    prediction: int = Field(description="0 = negative, 1 = positive.")
+    label: Literal["negative", "positive"]
+    confidence: float = Field(description="Probability of the predicted label.")
+    probability: float = Field(description="Probability of the positive label.")
+    model: ModelRef
+    model_stage: str = Field(description="The alias the model was served under (the seed's field).")
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[PredictResponse]
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    label: int
+    updated: bool = Field(description="False when this same label was already recorded.")
+
+
+class ReloadError(BaseModel):
+    version: int | None
+    error: str
+    at: datetime
+
+
+class ModelInfoResponse(BaseModel):
+    ready: bool
+    name: str
+    alias: str
+    backend: str
+    version: int | None = None
+    run_id: str | None = None
+    source: str | None = None
+    loaded_at: datetime | None = None
+    last_reload_error: ReloadError | None = None
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    model: ModelInfoResponse
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    version: int | None = None
+    detail: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: str = Field(description="What is wrong, in one line.")
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[dict[str, Any]]

@@ -1,0 +1,329 @@
+"""Throwaway services for the integration tests: a PostgreSQL cluster and an ``mlflow server``
+(and ``sentops serve``) on free 127.0.0.1 ports, each stopped by the PID we started.
+
+Nothing here touches a system PostgreSQL: ``initdb`` makes a new cluster in a temp folder and
+``postgres`` runs in the foreground as our child. As root, both run as an unprivileged user
+(``postgres`` from Debian's package, else ``nobody``), because PostgreSQL refuses root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_SERVICES_SCRIPT = ROOT / "scripts" / "ci_services.sh"
+
+
+def unavailable(reason: str) -> None:
+    """Skip on a developer's machine; fail under CI, where scripts/ci_services.sh installs it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal the process group we created for ``proc`` (its children too), wait, then kill."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)  # start_new_session=True: the group id is our child's PID
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status in ok:
+                    return
+                last = str(resp.status)
+        except urllib.error.HTTPError as exc:
+            if exc.code in ok:
+                return
+            last = str(exc.code)
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s ({last})\n{tail(log)}")
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+def find_pg_bindir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<major>/bin`` (Debian), else initdb's folder on PATH."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "postgres").exists():
+            return bindir
+    return None
+
+
+def ensure_postgres_installed() -> Path:
+    """The server binaries' folder. Under CI (as root) a missing PostgreSQL is installed with
+    scripts/ci_services.sh first; elsewhere the caller skips."""
+    bindir = find_pg_bindir()
+    if bindir is None and os.environ.get("CI") and os.geteuid() == 0 and CI_SERVICES_SCRIPT.exists():
+        subprocess.run(["bash", str(CI_SERVICES_SCRIPT)], check=False, timeout=900)
+        bindir = find_pg_bindir()
+    if bindir is None:
+        unavailable(
+            "PostgreSQL server binaries (initdb, postgres) not found: run `bash scripts/ci_services.sh` "
+            "(Debian: apt-get install postgresql)"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg (PostgreSQL driver) not installed: pip install -e '.[dev,postgres]'")
+    assert bindir is not None
+    return bindir
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    unavailable("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+    return None
+
+
+@dataclass
+class PostgresCluster:
+    bindir: Path
+    base: Path
+    port: int
+    user: str = "sentops"
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.base / "postgres.log"
+
+    def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"bad database name {name!r}")
+        conninfo = f"host=127.0.0.1 port={self.port} user={self.user} password={self.password} dbname=postgres"
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")  # name checked above
+        return self.url(name)
+
+    def start(self, timeout: float = 60) -> None:
+        run_as = _unprivileged_user()
+        ids = {} if run_as is None else {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
+        if run_as is not None:
+            os.chown(self.base, run_as.pw_uid, run_as.pw_gid)
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        if run_as is not None:
+            os.chown(pwfile, run_as.pw_uid, run_as.pw_gid)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        data = self.base / "data"
+        result = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            env=env,
+            cwd=self.base,
+            timeout=120,
+            check=False,
+            **ids,  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace')}")
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.base),  # the Unix socket stays in our folder
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",  # a throwaway cluster: durability buys nothing here
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.base,
+                start_new_session=True,
+                **ids,  # type: ignore[arg-type]
+            )
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        conninfo = f"host=127.0.0.1 port={self.port} user={self.user} password={self.password} dbname=postgres"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}\n{tail(self.log)}")
+            try:
+                with psycopg.connect(conninfo, connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres not ready after {timeout:.0f} s: {exc}\n{tail(self.log)}") from exc
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT)  # SIGINT = PostgreSQL's "fast" shutdown
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_postgres() -> PostgresCluster:
+    bindir = ensure_postgres_installed()
+    # not under pytest's tmp (mode 0700, owned by root): the server's user must reach it
+    base = Path(tempfile.mkdtemp(prefix="sentops-pg-"))
+    cluster = PostgresCluster(bindir=bindir, base=base, port=free_port())
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+# -- mlflow server / sentops serve -------------------------------------------------------------
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        stop_process(self.proc, sig, timeout)
+        return int(self.proc.returncode)
+
+
+def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = 120) -> ServerProcess:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # no background job runner: nothing here uses MLflow jobs, and it costs a process
+            env=_child_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            start_new_session=True,
+        )
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_http(f"{server.url}/health", proc, log, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_sentops_serve(env: Mapping[str, str], log: Path, timeout: float = 120) -> ServerProcess:
+    """``sentops serve`` on a free port; returns once /ready says a model is loaded."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_child_env(env), start_new_session=True)
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_http(f"{server.url}/ready", proc, log, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,68 @@
+"""The demo's steps end to end on the tiny model: a real `sentops serve` child process,
+real drift checks, labels through POST /feedback, retrain, gate, hot reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentiment_ops.config import load_settings
+from sentiment_ops.demo import DemoOptions, ensure_production, run_demo
+from sentiment_ops.registry import Registry
+
+
+@pytest.fixture()
+def demo_env(tiny_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "SENTOPS_DRIFT__MIN_ROWS": "20",
+        "SENTOPS_DRIFT__PERMUTATIONS": "200",
+        "SENTOPS_RETRAIN__MIN_LABELS": "20",
+        "SENTOPS_RETRAIN__GOLDEN_SAMPLES": "100",
+        "SENTOPS_SERVE__BACKEND": "torch",
+    }.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
+    settings = load_settings()
+    opts = DemoOptions(
+        train_samples=48,
+        max_length=64,
+        eval_samples=40,
+        imdb_traffic=40,
+        tweet_traffic=80,
+        labeled=70,
+        eval_tweets=30,
+        window=40,
+        out_dir=tmp_path / "demo",
+    )
+    stages: list[str] = []
+    report = run_demo(settings, opts, lambda stage, msg: stages.append(stage))
+
+    assert report.trained_new_model and report.production_before == 1
+    assert {"model", "serve", "traffic", "drift", "labels", "measure", "retrain", "gate"} <= set(stages)
+    # every prediction sent through the API was stored, none lost
+    assert report.sent_rows == 40 + 80 + 30 + 30
+    assert report.stored_rows == report.sent_rows
+    assert report.labels_posted == 70
+    # tweets after IMDB traffic are a real shift, even for a random tiny encoder
+    assert report.drift_tweets["drift"] is True
+    assert report.drift_imdb["check_id"] is not None and report.drift_tweets["check_id"] is not None
+    # retraining registered a candidate from real labels; production moved only if the gate passed
+    registry = Registry(settings)
+    candidate = report.retrain["version"]
+    assert registry.version_for_alias("candidate").version == candidate
+    if report.promoted:
+        assert report.retrain["gate_passed"]
+        assert report.production_after == candidate and report.reload_seconds is not None
+        assert report.tweets_after["version"] == candidate
+    else:
+        assert report.production_after == 1
+    assert registry.alias_version("production") == report.production_after
+    assert set(report.tweets_before) == {"accuracy", "f1", "version"}
+    assert Path(report.picture or "").stat().st_size > 10_000
+
+    # a second run reuses production instead of training again
+    version, trained = ensure_production(settings, opts)
+    assert (version, trained) == (report.production_after, False)

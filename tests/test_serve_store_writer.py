@@ -1,0 +1,75 @@
+"""The write-behind store writer: batched inserts, retries while the store fails, and a
+close that writes everything still queued."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.store import InferenceStore, PredictionRecord
+
+
+def _records(n: int, start: int = 0) -> list[PredictionRecord]:
+    return [
+        PredictionRecord(
+            model_name="m",
+            model_version=1,
+            text=f"text {start + i}",
+            prediction=i % 2,
+            probability=0.7,
+            confidence=0.7,
+            embedding=np.full(8, i, np.float32),
+        )
+        for i in range(n)
+    ]
+
+
+def test_writes_in_batches_and_close_drains(tmp_path: Path) -> None:
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}")
+    batches: list[int] = []
+    writer = StoreWriter(store, max_batch=100, on_write=lambda n, _s: batches.append(n))
+    writer.start()
+    for k in range(10):
+        writer.put(_records(50, k * 50))
+    writer.close()
+    assert store.count() == 500
+    assert sum(batches) == 500 and max(batches) <= 100 and len(batches) < 500
+    assert writer.pending == 0
+    row = store.window("m", 1, 1)[0]
+    assert row.embedding is not None and row.embedding.shape == (8,)
+
+
+def test_failed_writes_are_retried_not_lost(tmp_path: Path) -> None:
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}")
+    with store.engine.begin() as conn:  # make the store fail for real: hide its table
+        conn.execute(sa.text("ALTER TABLE predictions RENAME TO predictions_hidden"))
+    failed = threading.Event()
+    errors: list[str] = []
+
+    def on_error(message: str) -> None:
+        errors.append(message)
+        failed.set()
+
+    writer = StoreWriter(store, on_error=on_error)
+    writer.start()
+    writer.put(_records(30))
+    assert failed.wait(10)
+    assert writer.pending == 30 and writer.written == 0
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE predictions_hidden RENAME TO predictions"))
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert store.count() == 30 and errors
+    assert sorted(r.text for r in store.window("m", 1, 100)) == sorted(f"text {i}" for i in range(30))
+
+
+def test_close_without_start_writes_synchronously(tmp_path: Path) -> None:
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}")
+    writer = StoreWriter(store)
+    writer.put(_records(5))
+    writer.close()
+    assert store.count() == 5
