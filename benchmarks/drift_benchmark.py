@@ -43,7 +43,7 @@ import torch
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import Split, load_corpus
-from sentiment_ops.drift import cosine_centroid_distance, detect
+from sentiment_ops.drift import cosine_centroid_distance, detect, permutation_test
 from sentiment_ops.modeling import SentimentModel
 from sentiment_ops.monitoring import CHECK_SEED
 from sentiment_ops.reference import REFERENCE_SEED
@@ -139,47 +139,81 @@ def window(scenario: str, size: int, rng: np.random.Generator, pools: dict[str, 
     raise ValueError(scenario)
 
 
-def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], settings: Settings,
-             null_windows: int, shifted_windows: int) -> dict[str, Any]:
+def run_size(
+    size: int,
+    pools: dict[str, dict[str, Any]],
+    ref: dict[str, Any],
+    settings: Settings,
+    null_windows: int,
+    shifted_windows: int,
+) -> dict[str, Any]:
     cfg = settings.drift
     rng = np.random.default_rng(1000 + size)
     per: dict[str, dict[str, list[float]]] = {}
     check_seconds: list[float] = []
     seed_seconds: list[float] = []
+    raw_seconds: list[float] = []
     for scenario in ("imdb", *SHIFTED):
         n = null_windows if scenario == "imdb" else shifted_windows
-        rec: dict[str, list[float]] = {"mmd": [], "cos": [], "label": [], "p": [], "cosine": []}
+        rec: dict[str, list[float]] = {"test": [], "cos": [], "label": [], "p": [], "cosine": [], "raw": []}
         for _ in range(n):
             emb, pred, texts = window(scenario, size, rng, pools)
             report = detect(
-                ref["emb"], emb, ref_labels=ref["pred"], win_labels=pred, texts=texts,
-                alpha=cfg.alpha, permutations=cfg.permutations, cosine_threshold=cfg.cosine_threshold,
-                top_k=cfg.top_k, seed=CHECK_SEED,
+                ref["emb"],
+                emb,
+                ref_labels=ref["pred"],
+                win_labels=pred,
+                texts=texts,
+                alpha=cfg.alpha,
+                permutations=cfg.permutations,
+                cosine_threshold=cfg.cosine_threshold,
+                method=cfg.method,
+                whiten_components=cfg.whiten_components,
+                top_k=cfg.top_k,
+                seed=CHECK_SEED,
             )
             check_seconds.append(report.seconds)
+            # the plain MMD² test on raw embeddings (whitening off, no nearest statistic)
+            t0 = time.perf_counter()
+            raw = permutation_test(ref["emb"], emb, cfg.permutations, CHECK_SEED, whiten=0, nearest=False)
+            raw_seconds.append(time.perf_counter() - t0)
+            rec["raw"].append(float(raw.p_value < cfg.alpha))
             t0 = time.perf_counter()
             cos = cosine_centroid_distance(ref["emb"], emb)
             seed_seconds.append(time.perf_counter() - t0)
-            rec["mmd"].append(float(report.mmd_drift))
+            rec["test"].append(float(report.test_drift))
             rec["cos"].append(float(cos > cfg.cosine_threshold))
             rec["label"].append(float(report.label_drift))
             rec["p"].append(report.p_value)
             rec["cosine"].append(cos)
         per[scenario] = rec
-        print(f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['mmd']):.2f}  "
-              f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
-              f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}", flush=True)
+        print(
+            f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['test']):.2f}  "
+            f"raw MMD² {np.mean(rec['raw']):.2f}  "
+            f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
+            f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}",
+            flush=True,
+        )
 
     def rates(key: str) -> dict[str, float]:
         return {s: round(float(np.mean(per[s][key])), 4) for s in SHIFTED}
 
     return {
         "sentops": {
-            "false_alarm_rate": round(float(np.mean(per["imdb"]["mmd"])), 4),
-            "detection_rate": rates("mmd"),
+            "false_alarm_rate": round(float(np.mean(per["imdb"]["test"])), 4),
+            "detection_rate": rates("test"),
             "seconds_per_check": round(float(np.mean(check_seconds)), 4),
             "seconds_per_check_p95": round(float(np.percentile(check_seconds, 95)), 4),
-            "rule": f"MMD² RBF permutation test, p < {cfg.alpha} ({cfg.permutations} permutations)",
+            "rule": f"drift.method={cfg.method}: permutation test of MMD² (RBF, median heuristic) and mean "
+            f"squared nearest-reference distance on embeddings whitened to {cfg.whiten_components} "
+            f"components, min-p aggregate < {cfg.alpha} ({cfg.permutations} permutations); the full "
+            "check (cosine, label mix, farthest texts included)",
+        },
+        "mmd_raw": {
+            "false_alarm_rate": round(float(np.mean(per["imdb"]["raw"])), 4),
+            "detection_rate": rates("raw"),
+            "seconds_per_check": round(float(np.mean(raw_seconds)), 4),
+            "rule": f"MMD² RBF permutation test on raw embeddings (median heuristic), p < {cfg.alpha}",
         },
         "seed_rule": {
             "false_alarm_rate": round(float(np.mean(per["imdb"]["cos"])), 4),
@@ -198,7 +232,7 @@ def run_size(size: int, pools: dict[str, dict[str, Any]], ref: dict[str, Any], s
         "null_rejections_at_0.05": round(float(np.mean(np.array(per["imdb"]["p"]) < 0.05)), 4),
         "mean_cosine_distance": {s: round(float(np.mean(r["cosine"])), 4) for s, r in per.items()},
         "median_p_value": {s: round(float(np.median(r["p"])), 4) for s, r in per.items()},
-        "windows": {s: len(r["mmd"]) for s, r in per.items()},
+        "windows": {s: len(r["test"]) for s, r in per.items()},
     }
 
 
@@ -216,20 +250,38 @@ def end_to_end_seconds(ref: dict[str, Any], pools: dict[str, dict[str, Any]], si
         registry = Registry(settings)
         client = registry.client
         run = client.create_run(registry.experiment_id(), run_name="drift-bench")
-        meta = ReferenceMeta("imdb", "validation", "bench", len(ref["emb"]), "mean", int(ref["emb"].shape[1]),
-                             {}, datetime.now(UTC).isoformat())
+        meta = ReferenceMeta(
+            "imdb",
+            "validation",
+            "bench",
+            len(ref["emb"]),
+            "mean",
+            int(ref["emb"].shape[1]),
+            {},
+            datetime.now(UTC).isoformat(),
+        )
         log_reference(client, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
         client.create_registered_model(settings.mlflow.model_name)
-        mv = client.create_model_version(settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model",
-                                         run_id=run.info.run_id)
+        mv = client.create_model_version(
+            settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
         client.set_registered_model_alias(settings.mlflow.model_name, "production", mv.version)
         imdb = pools["imdb"]
         store = InferenceStore(settings.store_url)
-        store.add_predictions([
-            PredictionRecord(settings.mlflow.model_name, int(mv.version), imdb["texts"][i], int(imdb["pred"][i]),
-                             0.5, 0.5, embedding=imdb["emb"][i])
-            for i in range(size)
-        ])
+        store.add_predictions(
+            [
+                PredictionRecord(
+                    settings.mlflow.model_name,
+                    int(mv.version),
+                    imdb["texts"][i],
+                    int(imdb["pred"][i]),
+                    0.5,
+                    0.5,
+                    embedding=imdb["emb"][i],
+                )
+                for i in range(size)
+            ]
+        )
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -287,18 +339,27 @@ def main() -> None:
     result["end_to_end"] = end_to_end_seconds(ref, pools, 500)
     result["setup"] = {
         "reference": f"{len(ref_split)} IMDB validation reviews (seed {REFERENCE_SEED}), as sentops train logs it",
-        "pools": {"imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
-                  f"{args.imdb_pool - len(golden)} duplicates of reference texts",
-                  "tweets": f"first {len(tw)} of the tweets test split",
-                  "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split"},
+        "pools": {
+            "imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
+            f"{args.imdb_pool - len(golden)} duplicates of reference texts",
+            "tweets": f"first {len(tw)} of the tweets test split",
+            "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split",
+        },
         "embedding": "SentimentModel.predict(with_embeddings=True): mean-pooled last hidden state, as served",
         "alpha": settings.drift.alpha,
+        "method": settings.drift.method,
+        "whiten_components": settings.drift.whiten_components,
         "permutations": settings.drift.permutations,
         "cosine_threshold": settings.drift.cosine_threshold,
         "embed_seconds_this_run": round(embed_seconds, 1),
     }
-    result["model"] = {"dir": str(model_dir), "run_id": meta.get("run_id"), "max_length": model.max_length,
-                       "head_tokens": model.head_tokens, **training_params(args.tracking_db, meta.get("run_id"))}
+    result["model"] = {
+        "dir": str(model_dir),
+        "run_id": meta.get("run_id"),
+        "max_length": model.max_length,
+        "head_tokens": model.head_tokens,
+        **training_params(args.tracking_db, meta.get("run_id")),
+    }
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"
     result["torch"] = torch.__version__
     result["date"] = datetime.now(UTC).date().isoformat()
@@ -307,11 +368,13 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for size in ("100", "500"):
         r = result[size]
-        print(f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
-              f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check")
+        print(
+            f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
+            f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check"
+        )
         for s in SHIFTED:
-            det = r["sentops"]["detection_rate"][s], r["seed_rule"]["detection_rate"][s]
-            print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}")
+            det = [r[k]["detection_rate"][s] for k in ("sentops", "seed_rule", "mmd_raw")]
+            print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}  raw MMD² {det[2]:.2f}")
     print(f"\nend to end (window 500): {result['end_to_end']['seconds_median_of_3']} s; wrote {args.out}")
 
 

@@ -13,6 +13,7 @@ version's own encoder and logs it to the version's run.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.drift import DriftReport, detect
-from sentiment_ops.errors import DataError, NotEnoughDataError, NotFoundError
+from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, NotFoundError
 from sentiment_ops.reference import ReferenceMeta, build_reference, download_reference, log_reference
 from sentiment_ops.registry import Registry, VersionInfo, mlflow_errors
 from sentiment_ops.store import InferenceStore, open_store
@@ -106,6 +107,12 @@ def run_drift_check(
     alpha = alpha if alpha is not None else cfg.alpha
     permutations = permutations or cfg.permutations
     method = method or cfg.method
+    if method != "cosine" and (permutations + 1) * alpha <= 2:
+        # two statistics: the smallest reachable aggregate p is about 2 / (permutations + 1)
+        raise ConfigError(
+            f"{permutations} permutations cannot reach alpha {alpha:g}: "
+            f"use at least {math.ceil(2 / alpha)} (drift.permutations)"
+        )
     registry = Registry(settings)
     info = resolve_version(registry, version, alias)
     own_store = store is None
@@ -138,6 +145,7 @@ def run_drift_check(
             permutations=permutations,
             cosine_threshold=cfg.cosine_threshold,
             method=method,
+            whiten_components=cfg.whiten_components,
             top_k=cfg.top_k,
             seed=CHECK_SEED,
         )
@@ -197,10 +205,14 @@ def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftRep
         "drift_detected": float(report.drift),
         "drift_p_value": report.p_value,
         "drift_mmd2": report.mmd2,
+        "drift_mmd_p_value": report.mmd_p_value,
         "drift_cosine_distance": report.cosine_distance,
         "drift_window_rows": float(report.n_rows),
         "drift_check_seconds": report.seconds,
     }
+    if report.nn_p_value is not None and report.nn_distance2 is not None:
+        values["drift_nn_distance2"] = report.nn_distance2
+        values["drift_nn_p_value"] = report.nn_p_value
     if report.label_mix:
         values["drift_window_positive_share"] = float(report.label_mix["window_positive"])
         values["drift_label_p_value"] = float(report.label_mix["p_value"])

@@ -72,7 +72,7 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == 0, result.output
     report = _json(result)
-    assert report["drift"] is False and report["mmd_drift"] is False
+    assert report["drift"] is False and report["test_drift"] is False and report["method"] == "mmd_nn"
     assert report["p_value"] >= 0.01
     assert report["n_rows"] == 80 and report["n_reference"] == 40
     assert report["model_version"] == 1 and report["alias"] == "production"
@@ -82,7 +82,7 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     assert report["reference"]["split"] == "validation"
     table = cli("drift", "--window", "80")
     assert table.exit_code == 0
-    for row in ("Drift score", "Threshold", "Status", "MMD²", "p-value", "Positive share", "farthest"):
+    for row in ("Drift score", "Threshold", "Status", "MMD²", "NN distance²", "p-value", "Positive share", "farthest"):
         assert row in table.stdout, row
 
 
@@ -91,7 +91,7 @@ def test_tweets_are_drift_exit_3(cli, production: Settings) -> None:  # type: ig
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == EXIT_DRIFT == 3, result.output
     report = _json(result)
-    assert report["drift"] is True and report["p_value"] == pytest.approx(1 / 501)
+    assert report["drift"] is True and 1 / 501 <= report["p_value"] <= 3 / 501
     assert report["farthest"][0]["text"] in tweet_texts(80)
     table = cli("drift", "--window", "80")
     assert table.exit_code == 3 and "DRIFT" in table.stdout
@@ -106,6 +106,10 @@ def test_seed_rule_method(cli, production: Settings) -> None:  # type: ignore[no
     assert result.exit_code == (3 if report["drift"] else 0)
     bad = cli("drift", "--method", "ks")
     assert bad.exit_code == 2 and "drift.method" in bad.stderr
+    mmd = json.loads(cli("drift", "--method", "mmd", "--json").stdout)
+    assert mmd["nn_p_value"] is None and mmd["p_value"] == mmd["mmd_p_value"]
+    few = cli("drift", "--permutations", "50", "--alpha", "0.01")
+    assert few.exit_code == 2 and "at least 200" in few.stderr
 
 
 def test_not_enough_data_exit_4(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,9 @@ from sentiment_ops.drift import (
     median_bandwidth,
     mmd2_rbf,
     mmd_permutation_test,
+    permutation_test,
     squared_distances,
+    whiten_pooled,
 )
 
 
@@ -132,20 +134,86 @@ def test_detect_report() -> None:
         win_labels=np.ones(100, dtype=int),
         texts=[str(i) for i in range(100)],
         alpha=0.01,
-        permutations=199,
+        permutations=499,
         top_k=3,
     )
     d = report.to_dict()
-    assert d["drift"] is True and d["mmd_drift"] is True and d["method"] == "mmd"
+    assert d["drift"] is True and d["test_drift"] is True and d["method"] == "mmd_nn"
+    # min-p over two statistics: one at its floor gives about 2 / (B + 1)
+    assert d["mmd_p_value"] == pytest.approx(1 / 500) and 1 / 500 <= d["p_value"] <= 3 / 500
+    assert d["nn_p_value"] is not None and d["nn_distance2"] > 0 and d["whiten_components"] == 16
     assert d["label_drift"] is True and d["label_mix"]["window_positive"] == 1.0
     assert d["cosine_threshold"] == 0.30 and d["cosine_distance"] == pytest.approx(cosine_centroid_distance(ref, win))
     assert len(d["farthest"]) == 3 and d["n_rows"] == 100 and d["n_reference"] == 300
     # Real embeddings share a large common mean: the centroids stay close in angle.
-    seed_rule = detect(ref + 5.0, win + 5.0, method="cosine", permutations=199)
+    seed_rule = detect(ref + 5.0, win + 5.0, method="cosine", permutations=499)
     assert seed_rule.cosine_distance < 0.05
-    assert seed_rule.drift is False and seed_rule.mmd_drift is True  # the fixed threshold misses it
+    assert seed_rule.drift is False and seed_rule.test_drift is True  # the fixed threshold misses it
+    mmd_only = detect(ref, win, method="mmd", permutations=99, whiten_components=0)
+    assert mmd_only.nn_p_value is None and mmd_only.p_value == mmd_only.mmd_p_value and mmd_only.whiten_components == 0
     with pytest.raises(ValueError, match="method"):
         detect(ref, win, method="ks")
+
+
+def test_whitening_gives_unit_variance_components() -> None:
+    rng = np.random.default_rng(70)
+    x = rng.normal(size=(400, 6)) * np.array([50.0, 5.0, 1.0, 1.0, 0.5, 0.1])
+    w = whiten_pooled(x, 4)
+    assert w.shape == (400, 4)
+    np.testing.assert_allclose(np.cov(w, rowvar=False), np.eye(4), atol=1e-8)
+    assert whiten_pooled(x, 0) is x
+    assert whiten_pooled(x, 99).shape == (400, 6)  # never more components than dimensions
+    assert whiten_pooled(np.ones((5, 3)), 2).shape == (5, 3)  # no variance: centred, unchanged shape
+
+
+def test_nearest_statistic_matches_brute_force() -> None:
+    ref, win = gaussian(60, dim=5, seed=80), gaussian(25, dim=5, shift=0.5, seed=81)
+    result = permutation_test(ref, win, permutations=30, seed=0)
+    expected = squared_distances(win.astype(np.float64), ref.astype(np.float64)).min(axis=1).mean()
+    assert result.nn_distance2 == pytest.approx(expected, rel=1e-9)
+    # a window larger than the reference (few reference rows among each row's neighbours)
+    big = permutation_test(ref[:10], win, permutations=30, seed=0)
+    assert big.nn_distance2 == pytest.approx(
+        squared_distances(win.astype(np.float64), ref[:10].astype(np.float64)).min(axis=1).mean(), rel=1e-9
+    )
+
+
+def test_small_new_cluster_found_by_nearest_statistic() -> None:
+    """5% of the window from a tight far-away cluster, in embeddings whose variance sits on
+    one direction (as in a fine-tuned classifier): MMD² on raw embeddings misses it, the
+    whitened test with the nearest-reference statistic finds it."""
+    rng = np.random.default_rng(90)
+
+    def space(n: int) -> np.ndarray:
+        x = rng.normal(size=(n, 20))
+        x[:, 0] = rng.choice([-8.0, 8.0], n) + rng.normal(size=n)  # the dominant "sentiment" axis
+        return x
+
+    ref = space(600)
+    win = space(300)
+    win[:15, 1:] += 3.0  # a new cluster in the minor directions
+    raw = mmd_permutation_test(ref, win, permutations=199, seed=0)
+    test = permutation_test(ref, win, permutations=199, seed=0, whiten=20)
+    assert raw.p_value > 0.05
+    assert test.nn_p_value == pytest.approx(1 / 200) and test.p_value < 0.01
+
+
+def test_aggregate_p_values_roughly_uniform_under_no_shift() -> None:
+    p = np.array(
+        [
+            permutation_test(
+                gaussian(40, dim=6, seed=2000 + i),
+                gaussian(30, dim=6, seed=6000 + i),
+                permutations=199,
+                seed=i,
+                whiten=4,
+            ).p_value
+            for i in range(100)
+        ]
+    )
+    assert (p > 0).all() and (p <= 1).all()
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert (p < 0.05).mean() <= 0.12
 
 
 def test_dimension_mismatch_is_refused() -> None:

@@ -54,7 +54,7 @@ def drift(
     version: int = typer.Option(None, "--version", help="Check this version instead of an alias."),
     alpha: float = typer.Option(None, "--alpha", help="Significance level of the MMD² test (default: 0.01)."),
     permutations: int = typer.Option(None, "--permutations", min=10, help="MMD² test permutations (default: 500)."),
-    method: str = typer.Option(None, "--method", help="What decides the status: mmd (default) or cosine (seed rule)."),
+    method: str = typer.Option(None, "--method", help="What decides: mmd_nn (default), mmd, or cosine (seed rule)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
     plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
@@ -63,7 +63,7 @@ def drift(
     """Compare the last N served predictions of a model version with its reference.
 
     - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
-    - MMD² p-value: a calibrated permutation test; it decides the status (--method cosine: the seed rule).
+    - p-value: a calibrated permutation test of MMD² and nearest-reference distance; it decides the status.
     - Positive share: the predicted-label mix of the window vs the reference's (label shift).
     - The texts of the window farthest from the reference.
 
@@ -122,11 +122,21 @@ def _report_tables(r: dict[str, Any]) -> None:
     )
     table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
     table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
-    table.add_row("MMD²", f"{r['mmd2']:.3g}", f"RBF kernel, bandwidth {r['bandwidth']:.3g}")
+    space = f"whitened to {r['whiten_components']} components" if r["whiten_components"] else "raw embeddings"
+    table.add_row(
+        "MMD²", f"{r['mmd2']:.3g}", f"p {r['mmd_p_value']:.3g} (RBF, bandwidth {r['bandwidth']:.3g}, {space})"
+    )
+    if r.get("nn_p_value") is not None:
+        table.add_row(
+            "NN distance²",
+            f"{r['nn_distance2']:.3g}",
+            f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)",
+        )
+    test = {"mmd_nn": "min-p of MMD² and NN distance", "mmd": "MMD²"}.get(r["method"], "min-p of MMD² and NN distance")
     table.add_row(
         "p-value",
         fmt(r["p_value"]),
-        f"{_status(r['mmd_drift'])} at alpha {r['alpha']:g} ({r['permutations']} permutations)",
+        f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test}, {r['permutations']} permutations)",
     )
     mix = r.get("label_mix") or {}
     if mix:
@@ -136,7 +146,7 @@ def _report_tables(r: dict[str, Any]) -> None:
             f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
             + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
         )
-    decided_by = "MMD² test" if r["method"] == "mmd" else "seed cosine rule"
+    decided_by = "seed cosine rule" if r["method"] == "cosine" else "permutation test"
     table.add_row(
         "Status",
         "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
