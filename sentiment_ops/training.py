@@ -53,6 +53,19 @@ class FitOptions:
     # reviews (retraining with replay) then pad far less. Off = the Trainer's random order.
     length_buckets: bool = False
 
+    @classmethod
+    def from_train_settings(cls, cfg: Any) -> FitOptions:
+        """The options ``sentops train`` fine-tunes with (the ``train`` settings section)."""
+        return cls(
+            epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            warmup_ratio=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+
 
 @dataclass
 class TrainResult:
@@ -274,16 +287,7 @@ def _fine_tune_as_worker(settings: Settings, train_split: Split, val_split: Spli
     Returns a result with an empty ``run_id``."""
     cfg = settings.train
     model, _ = new_model(settings)
-    opts = FitOptions(
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
-    seconds = fine_tune(model, train_split, val_split, opts)
+    seconds = fine_tune(model, train_split, val_split, FitOptions.from_train_settings(cfg))
     return TrainResult(run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=corpus.describe())
 
 
@@ -353,15 +357,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
             model,
             train_split,
             val_split,
-            FitOptions(
-                epochs=cfg.epochs,
-                learning_rate=cfg.learning_rate,
-                batch_size=cfg.batch_size,
-                warmup_ratio=cfg.warmup_ratio,
-                weight_decay=cfg.weight_decay,
-                seed=cfg.seed,
-                device=cfg.device,
-            ),
+            FitOptions.from_train_settings(cfg),
             progress=progress,
             on_metrics=on_metrics,
         )
