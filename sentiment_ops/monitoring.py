@@ -264,7 +264,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, thresh
     cos = [h["cosine_distance"] or 0.0 for h in history]
     drift = np.array([bool(h["drift"]) for h in history])
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
-    ax1.plot(times, p, marker="o", color="tab:blue", label="MMD² p-value")
+    ax1.plot(times, p, marker="o", color="tab:blue", label="drift test p-value")
     ax1.axhline(alpha, color="tab:red", linestyle="--", label=f"alpha {alpha:g}")
     if drift.any():
         ax1.scatter(
@@ -275,12 +275,13 @@ def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, thresh
             label="drift",
         )
     ax1.set_yscale("log")
+    ax1.set_ylim(min([*p, alpha]) / 2, 1.5)
     ax1.set_ylabel("p-value")
-    ax1.legend(loc="lower left", fontsize=8)
+    ax1.legend(loc="upper right", fontsize=8)
     ax2.plot(times, cos, marker="o", color="tab:green", label="cosine distance of centroids")
     ax2.axhline(threshold, color="tab:gray", linestyle="--", label=f"seed threshold {threshold:g}")
     ax2.set_ylabel("cosine distance")
-    ax2.legend(loc="upper left", fontsize=8)
+    ax2.legend(loc="center right", fontsize=8)
     fig.suptitle(f"drift checks of {history[-1]['model_name']}")
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -123,7 +123,8 @@ def _report_tables(r: dict[str, Any]) -> None:
     table.add_row(
         "Window",
         f"{r['n_rows']} of last {r['window']}",
-        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts",
+        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts"
+        f" ({ref.get('backend', '?')})",
     )
     table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
     table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
