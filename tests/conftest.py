@@ -67,20 +67,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Small data for every sentops command in tests (the tiny model's path is added per session).
+TINY_ENV = {
+    "SENTOPS_TRAIN__MAX_SAMPLES": "48",
+    "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
+    "SENTOPS_TRAIN__VAL_SAMPLES": "24",
+    "SENTOPS_TRAIN__MAX_LENGTH": "64",
+    "SENTOPS_TRAIN__BATCH_SIZE": "16",
+    "SENTOPS_TRAIN__REFERENCE_SAMPLES": "40",
+    "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
+    "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
+}
+
+
 def tiny_env_vars(tiny_model_dir: Path) -> dict[str, str]:
     """Environment that makes every sentops command use the tiny model and small data
     (also for sentops processes that tests start: tests/test_integration_postgres.py)."""
-    return {
-        "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir),
-        "SENTOPS_TRAIN__MAX_SAMPLES": "48",
-        "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
-        "SENTOPS_TRAIN__VAL_SAMPLES": "24",
-        "SENTOPS_TRAIN__MAX_LENGTH": "64",
-        "SENTOPS_TRAIN__BATCH_SIZE": "16",
-        "SENTOPS_TRAIN__REFERENCE_SAMPLES": "40",
-        "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
-        "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
-    }
+    return {"SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir), **TINY_ENV}
 
 
 @pytest.fixture()

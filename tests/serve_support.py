@@ -18,22 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from conftest import TINY_ENV, tiny_env_vars
 from typer.testing import CliRunner
 
 from sentiment_ops.cli.main import app as cli_app
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.serving import create_app
-
-TINY_ENV = {
-    "SENTOPS_TRAIN__MAX_SAMPLES": "48",
-    "SENTOPS_TRAIN__EVAL_SAMPLES": "40",
-    "SENTOPS_TRAIN__VAL_SAMPLES": "24",
-    "SENTOPS_TRAIN__MAX_LENGTH": "64",
-    "SENTOPS_TRAIN__BATCH_SIZE": "16",
-    "SENTOPS_TRAIN__REFERENCE_SAMPLES": "40",
-    "SENTOPS_DRIFT__REFERENCE_SAMPLES": "40",
-    "SENTOPS_TRAIN__LEARNING_RATE": "0.001",
-}
 
 
 def clean_env(mp: pytest.MonkeyPatch, home: Path) -> None:
@@ -70,7 +60,7 @@ def home_with_model(
     """This test's home holds a copy of the registry with version 1 (no alias yet)."""
     isolated_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained_home["home"] / "mlflow.db", isolated_home / "mlflow.db")
-    for key, value in {**TINY_ENV, "SENTOPS_TRAIN__BASE_MODEL": str(tiny_model_dir)}.items():
+    for key, value in tiny_env_vars(tiny_model_dir).items():
         monkeypatch.setenv(key, value)
     return trained_home
 
