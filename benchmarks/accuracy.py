@@ -49,13 +49,27 @@ def main() -> None:
         "golden_size": int(result.data.get("test_size", 0)) if settings.train.data == "imdb" else None,
         "config": {
             k: getattr(settings.train, k)
-            for k in ("base_model", "epochs", "learning_rate", "batch_size", "max_length", "head_tokens", "max_samples")
+            for k in (
+                "base_model",
+                "epochs",
+                "learning_rate",
+                "batch_size",
+                "max_length",
+                "head_tokens",
+                "length_buckets",
+                "max_samples",
+            )
         },
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "date": datetime.now(UTC).date().isoformat(),
-        "command": f"python benchmarks/accuracy.py{' --config ' + args.config if args.config else ''} --key {args.key}",
+        "command": " ".join(
+            [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SENTOPS_TRAIN__")]
+            + ["python benchmarks/accuracy.py"]
+            + (["--config", args.config] if args.config else [])
+            + ["--key", args.key]
+        ),
     }
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[args.key] = entry

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sentiment_ops.config import Settings
+from sentiment_ops.config import Settings, note_exported_tracking_uri
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,11 @@ class Registry:
             check_reachable(self.tracking_uri, settings.mlflow.timeout_s)
             if settings.registry_uri != self.tracking_uri:
                 check_reachable(settings.registry_uri, settings.mlflow.timeout_s)
+        before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(settings.registry_uri)
+        if os.environ.get("MLFLOW_TRACKING_URI") not in (None, before):
+            note_exported_tracking_uri(self.tracking_uri)
         self.mlflow = mlflow
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
 

@@ -64,6 +64,7 @@ class FitOptions:
             weight_decay=cfg.weight_decay,
             seed=cfg.seed,
             device=cfg.device,
+            length_buckets=cfg.length_buckets,
         )
 
 
@@ -322,6 +323,7 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
         "head_tokens": cfg.head_tokens,
+        "length_buckets": cfg.length_buckets,
         "seed": cfg.seed,
         "device": device,
         "world_size": os.environ.get("WORLD_SIZE", "1"),  # processes (GPUs) under torchrun

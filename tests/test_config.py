@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,23 @@ def test_cli_config_show_json(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # 
     data = json.loads(result.stdout)
     assert data["serve"]["port"] == 9123
     assert data["resolved"]["tracking_uri"].startswith("sqlite:///")
+
+
+def test_uri_exported_by_mlflow_is_not_read_back(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; a second home loaded later in the
+    same process must get its own store, while a URI the user exported is still honoured."""
+    from sentiment_ops.registry import Registry
+
+    first = load_settings()
+    Registry(first)
+    assert os.environ["MLFLOW_TRACKING_URI"] == first.tracking_uri  # what MLflow does
+    other = tmp_path / "other-home"
+    monkeypatch.setenv("SENTOPS_HOME", str(other))
+    assert load_settings().tracking_uri == f"sqlite:///{other / 'mlflow.db'}"
+
+    user_uri = f"sqlite:///{tmp_path / 'user.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user_uri)
+    Registry(load_settings())
+    assert load_settings().tracking_uri == user_uri

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -41,8 +40,6 @@ def serve(
         ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
-    # MLflow nags about type hints on every load; our model's contract is its signature.
-    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
     app = create_app(settings)
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
