@@ -147,7 +147,7 @@ class SentimentModel:
         head_tokens: int = 0,
         device: str = "cpu",
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model: Any = model.to(device).eval()  # a transformers PreTrainedModel
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.head_tokens = head_tokens
@@ -156,9 +156,8 @@ class SentimentModel:
 
     @property
     def embedding_dim(self) -> int:
-        return int(
-            self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
-        )
+        config: Any = self.model.config
+        return int(config.hidden_size if hasattr(config, "hidden_size") else config.dim)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu", max_length: int | None = None) -> SentimentModel:

@@ -16,6 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import DataError, ModelLoadError
@@ -60,7 +61,7 @@ def prediction_frame(pred: Prediction, with_embedding: bool) -> pd.DataFrame:
     return df
 
 
-class SentimentPyfunc(mlflow.pyfunc.PythonModel):
+class SentimentPyfunc(PythonModel):
     """Texts in; label, positive-class probability (and optionally embedding) out."""
 
     # MLflow 3 wraps a subclass's predict for type-hint validation when the class is

@@ -357,7 +357,9 @@ class InferenceStore:
         try:
             with self.engine.begin() as conn:
                 result = conn.execute(drift_checks.insert().values(**row))
-                return int(result.inserted_primary_key[0])
+                key = result.inserted_primary_key
+                assert key is not None  # an INSERT of one row always has a primary key
+                return int(key[0])
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record drift check: {_first_line(exc)}") from exc
 

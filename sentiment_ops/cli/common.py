@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +25,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 class SentopsGroup(TyperGroup):
     """Maps every ``SentopsError`` to one red line on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context is not click.Context
         try:
             return super().invoke(ctx)
         except SentopsError as exc:

@@ -14,7 +14,7 @@ def demo(
     ctx: typer.Context,
     fresh: bool = typer.Option(False, "--fresh", help="Train a new quick model even if production exists."),
     out: Path = typer.Option(Path("sentops-demo"), "--out", help="Folder for the picture and the server log."),
-    train_samples: int = typer.Option(1000, "--train-samples", help="IMDB reviews for the quick model."),
+    train_samples: int = typer.Option(3000, "--train-samples", help="IMDB reviews for the quick model."),
     tweets: int = typer.Option(700, "--tweets", help="Tweets sent as drifted traffic."),
     labeled: int = typer.Option(600, "--labeled", help="How many of them a (simulated) person labels."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
