@@ -23,7 +23,7 @@ def demo(
     → tweet traffic (drift) → labels → retrain → gate → promote → hot reload → report.
 
     Everything stays in the sentops home (open it with `mlflow ui`); the picture of the story
-    goes to OUT/demo.png. About 10 minutes on 2 CPU cores.
+    goes to OUT/demo.png. About 13 minutes on 2 CPU cores (7 of them training the model).
 
     Example: sentops demo --out /tmp/demo
     """
