@@ -1,18 +1,18 @@
 """MLflow: connection, experiment, model versions, aliases with history, lineage.
 
 Aliases (``production``, ``candidate``) are the only lifecycle markers; the deprecated
-registry stages are never used. Every alias move is appended to a JSON history kept as a
-tag of the registered model (``sentops.alias_history.<alias>``), so ``rollback`` works
-against any tracking server, not only the embedded SQLite one.
+registry stages are never used. Every alias move is appended to a history kept in tags of
+the registered model (``sentiment_ops.alias_history``), so ``rollback`` works against any
+tracking server, not only the embedded SQLite one.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings, note_exported_tracking_uri
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
 
 log = logging.getLogger(__name__)
 
-HISTORY_TAG = "sentops.alias_history.{alias}"
-HISTORY_KEEP = 100  # events kept per alias (tag values have a size limit)
 PARENT_TAG = "sentops.parent_version"
 
 
@@ -90,19 +89,12 @@ class VersionInfo:
         return asdict(self)
 
 
-@dataclass
-class AliasEvent:
-    at: str
-    alias: str
-    from_version: int | None
-    to_version: int
-    action: str  # promote | rollback
-
-
 class Registry:
     """A thin layer over ``MlflowClient`` for one registered model."""
 
-    def __init__(self, settings: Settings, check: bool = True) -> None:
+    def __init__(self, settings: Settings, check: bool = True, client: Any | None = None) -> None:
+        """``client`` replaces the ``MlflowClient`` built from ``settings`` (tests pass a
+        real client whose calls can fail on purpose)."""
         _quiet_mlflow()
         import mlflow
         from mlflow import MlflowClient
@@ -122,7 +114,7 @@ class Registry:
         if os.environ.get("MLFLOW_TRACKING_URI") not in (None, before):
             note_exported_tracking_uri(self.tracking_uri)
         self.mlflow = mlflow
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
+        self.client = client or MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
 
     # -- experiments -------------------------------------------------------------------
     def experiment_id(self, name: str | None = None) -> str:
@@ -228,64 +220,106 @@ class Registry:
         return f"models:/{self.model_name}/{version}"
 
     # -- aliases -----------------------------------------------------------------------
-    def history(self, alias: str) -> list[AliasEvent]:
+    def _registered_model(self) -> Any:
         with mlflow_errors(f"model {self.model_name!r}"):
             try:
-                rm = self.client.get_registered_model(self.model_name)
+                return self.client.get_registered_model(self.model_name)
             except Exception as exc:
                 raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
-        raw = rm.tags.get(HISTORY_TAG.format(alias=alias))
-        if not raw:
-            return []
-        return [AliasEvent(**e) for e in json.loads(raw)]
 
-    def _write_history(self, alias: str, events: list[AliasEvent]) -> None:
-        value = json.dumps([asdict(e) for e in events[-HISTORY_KEEP:]])
-        with mlflow_errors(f"model {self.model_name!r}"):
-            self.client.set_registered_model_tag(self.model_name, HISTORY_TAG.format(alias=alias), value)
+    def _alias_log(self, alias: str) -> tuple[AliasLog, int | None]:
+        """The alias's history (an unconfirmed move settled against the alias) and the
+        version the alias points at: one read of the registered model."""
+        rm = self._registered_model()
+        raw = (rm.aliases or {}).get(alias)
+        current = int(raw) if raw is not None else None
+        log_ = AliasLog(alias, dict(rm.tags or {}))
+        log_.reconcile(current)
+        return log_, current
 
-    def promote(self, version: int, alias: str = "production", action: str = "promote") -> AliasEvent:
-        """Point ``alias`` at ``version`` and record the move."""
-        self.get_version(version)  # raises NotFoundError for unknown versions
-        previous = self.alias_version(alias)
-        with mlflow_errors(f"set alias {alias!r}"):
-            self.client.set_registered_model_alias(self.model_name, alias, str(version))
-        event = AliasEvent(
-            at=datetime.now(UTC).isoformat(timespec="seconds"),
-            alias=alias,
-            from_version=previous,
-            to_version=version,
-            action=action,
-        )
-        self._write_history(alias, [*self.history(alias), event])
-        return event
+    def _check_version(self, version: int) -> None:
+        """NotFoundError for an unknown version (one request; get_version also reads the run)."""
+        with mlflow_errors(f"model {self.model_name!r} version {version}"):
+            self.client.get_model_version(self.model_name, str(version))
+
+    def history(self, alias: str) -> list[AliasEvent]:
+        """Every recorded move of ``alias``, oldest first."""
+        return self._alias_log(alias)[0].events()
+
+    def history_tail(self, alias: str, last: int | None = None) -> tuple[int, list[AliasEvent]]:
+        """The number of recorded moves of ``alias`` and the last ``last`` of them (all
+        when None), oldest first; only the chunks holding those are parsed."""
+        log_ = self._alias_log(alias)[0]
+        return log_.count, log_.events(last)
+
+    def _tag_writers(self) -> tuple[Callable[[str, str], None], Callable[[str], None]]:
+        def set_tag(key: str, value: str) -> None:
+            self.client.set_registered_model_tag(self.model_name, key, value)
+
+        def delete_tag(key: str) -> None:
+            self.client.delete_registered_model_tag(self.model_name, key)
+
+        return set_tag, delete_tag
+
+    def _move(self, log_: AliasLog, move: Move) -> AliasEvent:
+        """intent → alias → confirm (see sentiment_ops.alias_history)."""
+        alias = log_.alias
+        set_tag, delete_tag = self._tag_writers()
+        what = f"record the history of alias {alias!r}"
+        with mlflow_errors(what):  # a failure here changes nothing the user sees
+            log_.write_intent(set_tag, delete_tag, move)
+        try:
+            with mlflow_errors(f"set alias {alias!r}"):
+                self.client.set_registered_model_alias(self.model_name, alias, str(move.to_version))
+        except SentopsError:
+            # The request may have landed although its answer did not: trust the registry.
+            if self.alias_version(alias) != move.to_version:  # (if this fails, the next read settles it)
+                with contextlib.suppress(SentopsError), mlflow_errors(what):
+                    log_.drop_intent(set_tag)  # else the next read drops it
+                raise
+        try:
+            with mlflow_errors(what):
+                log_.confirm(set_tag, move)
+        except SentopsError as exc:
+            # The alias moved and the intent is stored: every read counts the move as done.
+            log.warning("alias %r moved to v%s; confirming its record failed (%s)", alias, move.to_version, exc)
+        return move.event(alias)
+
+    def promote(self, version: int, alias: str = "production") -> AliasEvent:
+        """Point ``alias`` at ``version`` and record the move (both, or neither)."""
+        self._check_version(version)
+        log_, current = self._alias_log(alias)
+        move = Move(_now(), current, version, "promote", back=log_.top)
+        return self._move(log_, move)
 
     def rollback(self, alias: str = "production") -> AliasEvent:
         """Point ``alias`` back at the version it had before the current one.
 
         Promotions push onto a stack, rollbacks pop it, so repeated rollbacks walk back
-        through history instead of bouncing between two versions."""
-        events = self.history(alias)
-        stack: list[int] = []
-        for e in events:
-            if e.action == "rollback":
-                if stack:
-                    stack.pop()
-            else:
-                stack.append(e.to_version)
-        current = self.alias_version(alias)
+        through history instead of bouncing between two versions. If the alias was moved
+        outside sentops (e.g. the MLflow UI), it goes back to the last recorded version."""
+        log_, current = self._alias_log(alias)
         if current is None:
             raise NotFoundError(f"alias {alias!r} of model {self.model_name!r} is not set")
-        if not stack or stack[-1] != current:  # moved by hand (e.g. the MLflow UI)
-            stack.append(current)
-        if len(stack) < 2:
+        if log_.count == 0:
             raise NotFoundError(f"alias {alias!r} has no previous version to roll back to")
-        target = stack[-2]
-        return self.promote(target, alias, action="rollback")
+        top = log_.move(log_.top)
+        if top.to_version != current:  # moved by hand: back to the last version sentops set
+            target = top
+        elif top.back >= 0:
+            target = log_.move(top.back)
+        else:
+            raise NotFoundError(f"alias {alias!r} has no previous version to roll back to")
+        self._check_version(target.to_version)  # a deleted version cannot be rolled back to
+        return self._move(log_, Move(_now(), current, target.to_version, "rollback", back=target.back))
 
     def delete_alias(self, alias: str) -> None:
         with mlflow_errors(f"delete alias {alias!r}"):
             self.client.delete_registered_model_alias(self.model_name, alias)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit(cwd: Path | None = None) -> str:

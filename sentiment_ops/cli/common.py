@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -67,7 +68,11 @@ def settings_from(ctx: typer.Context, overrides: Mapping[str, Any] | None = None
 
 
 def print_json(data: Any) -> None:
-    console.print_json(json.dumps(data, default=str))
+    text = json.dumps(data, default=str, indent=2, ensure_ascii=False)
+    if console.is_terminal and len(text) < 100_000:
+        console.print_json(text)  # highlighted for people
+    else:  # scripts and long output: rich's highlighter takes seconds on megabytes of JSON
+        sys.stdout.write(text + "\n")
 
 
 @contextmanager

@@ -7,6 +7,8 @@ from rich.table import Table
 
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from
 
+HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 give all
+
 
 def _registry(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from sentiment_ops.registry import Registry
@@ -68,23 +70,33 @@ def models(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     history: str = typer.Option(None, "--history", help="Show the move history of this alias instead."),
+    last: int = typer.Option(
+        None,
+        "--last",
+        min=0,
+        help="With --history: only the last N moves (0 = all; default: all with --json, else 50).",
+    ),
 ) -> None:
     """List model versions with aliases, golden-test accuracy / F1 and lineage.
 
-    Example: sentops models --json
+    Example: sentops models --json; sentops models --history production --last 20
     """
     registry = _registry(ctx)
     if history:
-        events = registry.history(history)
+        limit = last if last is not None else (0 if as_json else HISTORY_TABLE_ROWS)
+        total, events = registry.history_tail(history, limit or None)
         if as_json:
             print_json([e.__dict__ for e in events])
             return
-        table = Table(title=f"alias history: {history}")
+        shown = f"last {len(events)} of {total} moves" if len(events) < total else f"{total} moves"
+        table = Table(title=f"alias history: {history} ({shown})")
         for col in ("at", "action", "from", "to"):
             table.add_column(col)
         for e in events:
             table.add_row(e.at, e.action, str(e.from_version or "–"), str(e.to_version))
         console.print(table)
+        if len(events) < total:
+            console.print(f"{total - len(events)} earlier moves not shown: --last 0 shows all, --json prints all")
         return
     try:
         versions = registry.list_versions()
