@@ -231,12 +231,16 @@ def note_exported_tracking_uri(uri: str) -> None:
     _EXPORTED_TRACKING_URIS.add(uri)
 
 
+# Bearer tokens of the server: read from the environment where used, never settings.
+SECRET_ENV_VARS = ("SENTOPS_ADMIN_TOKEN", "SENTOPS_FEEDBACK_TOKEN", "SENTOPS_PREDICT_TOKEN")
+
+
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == "SENTOPS_CONFIG":
             continue
-        if key in ("SENTOPS_ADMIN_TOKEN",):  # secrets stay out of settings
+        if key in SECRET_ENV_VARS:  # secrets stay out of settings (and out of logged configs)
             continue
         dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
         try:

@@ -12,6 +12,7 @@ process started here and ended here, by its PID.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -126,6 +127,9 @@ class ServerProcess:
         env = dict(os.environ)
         env["SENTOPS_HOME"] = str(settings.home)
         env.setdefault("SENTOPS_SERVE__POLL_INTERVAL_S", "1")
+        # Label writes need a token: a fresh random one for this server only.
+        self.feedback_token = secrets.token_urlsafe(32)
+        env["SENTOPS_FEEDBACK_TOKEN"] = self.feedback_token
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
@@ -171,10 +175,12 @@ def send_traffic(client: httpx.Client, texts: list[str], batch: int = 16) -> lis
     return out
 
 
-def post_labels(client: httpx.Client, predictions: list[dict[str, Any]], labels: np.ndarray) -> int:
-    """A simulated person: the corpus's true label for each logged prediction id."""
+def post_labels(client: httpx.Client, predictions: list[dict[str, Any]], labels: np.ndarray, token: str) -> int:
+    """A simulated person: the corpus's true label for each logged prediction id (with the
+    server's label-writer token)."""
+    auth = {"Authorization": f"Bearer {token}"}
     for pred, label in zip(predictions, labels.tolist(), strict=True):
-        client.post("/feedback", json={"id": pred["id"], "label": int(label)}).raise_for_status()
+        client.post("/feedback", json={"id": pred["id"], "label": int(label)}, headers=auth).raise_for_status()
     return len(predictions)
 
 
@@ -302,7 +308,7 @@ def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> 
             lap("tweet traffic + drift")
 
             n = min(opts.labeled, len(preds))
-            report.labels_posted = post_labels(client, preds[:n], traffic.labels[:n])
+            report.labels_posted = post_labels(client, preds[:n], traffic.labels[:n], server.feedback_token)
             stage("labels", f"a person labelled {n} tweets (POST /feedback)")
             report.tweets_before = score_through_api(client, held_out)
             report.sent_rows += len(held_out)

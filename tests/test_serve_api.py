@@ -96,11 +96,14 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-def test_feedback_round_trip(home_with_model: dict[str, Any], running: list[Server]) -> None:
+def test_feedback_round_trip(
+    home_with_model: dict[str, Any], running: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTOPS_FEEDBACK_TOKEN", "labeller-token")
     promote(1)
     srv = start_server(serve_settings())
     running.append(srv)
-    with srv.client() as c:
+    with srv.client(headers={"Authorization": "Bearer labeller-token"}) as c:
         pid = c.post("/predict", json={"text": "Great fun."}).json()["id"]
         # immediately after: the row may still be in the write-behind queue
         r = c.post("/feedback", json={"id": pid, "label": "positive"})

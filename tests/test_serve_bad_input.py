@@ -34,6 +34,7 @@ def server(trained_home: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
     with pytest.MonkeyPatch.context() as mp:
         clean_env(mp, home)
         mp.setenv("SENTOPS_ADMIN_TOKEN", "fuzz-token")
+        mp.setenv("SENTOPS_FEEDBACK_TOKEN", "fuzz-token")  # one header for the fuzzer (tokens: test_serve_auth.py)
         promote(1)
         srv = start_server(
             serve_settings(max_text_chars=MAX_CHARS, max_batch_items=4, poll_interval_s=3600, backend="onnx")
@@ -114,13 +115,14 @@ def test_batch_limits(client: httpx.Client, server: Server) -> None:
 
 
 def test_feedback_rejects(client: httpx.Client) -> None:
+    auth = {"Authorization": "Bearer fuzz-token"}
     pid = client.post("/predict", json={"text": "fine film"}).json()["id"]
-    r = client.post("/feedback", json={"id": "f" * 32, "label": 1})
+    r = client.post("/feedback", json={"id": "f" * 32, "label": 1}, headers=auth)
     assert r.status_code == 404 and "no logged prediction with id" in r.json()["detail"]
     for bad in (2, "neutral", None, 0.5, False):
-        _assert_422(client.post("/feedback", json={"id": pid, "label": bad}), "label")
-    _assert_422(client.post("/feedback", json={"id": "", "label": 1}), "id")
-    _assert_422(client.post("/feedback", json={"id": 5, "label": 1}), "id")
+        _assert_422(client.post("/feedback", json={"id": pid, "label": bad}, headers=auth), "label")
+    _assert_422(client.post("/feedback", json={"id": "", "label": 1}, headers=auth), "id")
+    _assert_422(client.post("/feedback", json={"id": 5, "label": 1}, headers=auth), "id")
 
 
 def test_unknown_routes_and_methods(client: httpx.Client) -> None:

@@ -31,6 +31,8 @@ from sentiment_ops.store import InferenceStore
 log = logging.getLogger("sentiment_ops.serving")
 
 ADMIN_TOKEN_ENV = "SENTOPS_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "SENTOPS_FEEDBACK_TOKEN"  # required for POST /feedback (label writes)
+PREDICT_TOKEN_ENV = "SENTOPS_PREDICT_TOKEN"  # optional: when set, the predict routes need it
 
 DESCRIPTION = """Serves the model behind an MLflow alias (default `production`), logs every
 prediction with its embedding to the inference store, and hot-reloads when the alias moves.
@@ -93,6 +95,8 @@ def create_app(
             request_models(serve.max_text_chars, serve.max_batch_items),
             serve.max_batch_items,
             os.environ.get(ADMIN_TOKEN_ENV) or None,
+            feedback_token=os.environ.get(FEEDBACK_TOKEN_ENV) or None,
+            predict_token=os.environ.get(PREDICT_TOKEN_ENV) or None,
         )
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Security
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.config import Settings
@@ -60,6 +61,31 @@ E422: dict[int | str, dict[str, Any]] = {
 E503: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "No model is loaded yet."}}
 
 
+E401: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "No or a wrong bearer token."}}
+E403: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "Label writes are disabled: the server has no SENTOPS_FEEDBACK_TOKEN."}
+}
+
+
+def bearer_guard(token: str | None, scheme_name: str, description: str, disabled: str) -> Any:
+    """A dependency that admits ``Authorization: Bearer <token>`` (compared in constant
+    time) and answers 401 otherwise; with no token configured it refuses everyone (403,
+    ``disabled`` says why). The scheme shows in the OpenAPI docs."""
+    scheme = HTTPBearer(scheme_name=scheme_name, description=description, auto_error=False)
+    expected = token.encode() if token else None
+
+    async def guard(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(scheme)]) -> None:
+        if expected is None:
+            raise HTTPException(403, disabled)
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(
+                401, f"a valid bearer token is required ({scheme_name})", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return guard
+
+
 def _unavailable(state: ServingState) -> HTTPException:
     s = state.settings
     why = f"; last load error: {state.holder.last_error.error}" if state.holder.last_error else ""
@@ -107,18 +133,51 @@ def model_info(state: ServingState) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def build_router(models: RequestModels, max_items: int, admin_token: str | None) -> APIRouter:
+def build_router(
+    models: RequestModels,
+    max_items: int,
+    admin_token: str | None,
+    feedback_token: str | None = None,
+    predict_token: str | None = None,
+) -> APIRouter:
+    """``feedback_token`` guards POST /feedback (labels train the next model: without a
+    token nobody may write them); ``predict_token``, when given, guards the predict routes."""
     router = APIRouter()
     PredictRequest = models.predict
     BatchPredictRequest = models.batch
+    feedback_auth = [
+        Depends(
+            bearer_guard(
+                feedback_token,
+                "SENTOPS_FEEDBACK_TOKEN",
+                "The label-writer token: labels train the next model.",
+                "label writes are disabled: set SENTOPS_FEEDBACK_TOKEN on the server "
+                "and send it as `Authorization: Bearer <token>`",
+            )
+        )
+    ]
+    predict_auth = (
+        [Depends(bearer_guard(predict_token, "SENTOPS_PREDICT_TOKEN", "Optional token for predictions.", ""))]
+        if predict_token
+        else []
+    )
+    E_PREDICT = {**E422, **E503, **(E401 if predict_token else {})}
 
-    @router.post("/predict", response_model=PredictResponse, responses={**E422, **E503}, tags=["predict"])
+    @router.post(
+        "/predict", response_model=PredictResponse, responses=E_PREDICT, tags=["predict"], dependencies=predict_auth
+    )
     async def predict(body: PredictRequest, state: State) -> Response:  # type: ignore[valid-type]
         """Classify one text; the prediction is logged (use its `id` for /feedback)."""
         results = await _predict(state, [body.text])  # type: ignore[attr-defined]
         return JSONResponse(result_dict(results[0]))
 
-    @router.post("/predict/batch", response_model=BatchPredictResponse, responses={**E422, **E503}, tags=["predict"])
+    @router.post(
+        "/predict/batch",
+        response_model=BatchPredictResponse,
+        responses=E_PREDICT,
+        tags=["predict"],
+        dependencies=predict_auth,
+    )
     async def predict_batch(body: BatchPredictRequest, state: State) -> Response:  # type: ignore[valid-type]
         """Classify up to `serve.max_batch_items` texts in one request."""
         results = await _predict(state, list(body.texts))  # type: ignore[attr-defined]
@@ -127,11 +186,13 @@ def build_router(models: RequestModels, max_items: int, admin_token: str | None)
     @router.post(
         "/feedback",
         response_model=FeedbackResponse,
-        responses={**E422, 404: {"model": ErrorResponse, "description": "Unknown prediction id."}},
+        responses={**E422, **E401, **E403, 404: {"model": ErrorResponse, "description": "Unknown prediction id."}},
         tags=["feedback"],
+        dependencies=feedback_auth,
     )
     async def feedback(body: FeedbackRequest, state: State) -> FeedbackResponse:
-        """Record the true label (0/1 or "negative"/"positive") of a logged prediction."""
+        """Record the true label (0/1 or "negative"/"positive") of a logged prediction
+        (bearer token SENTOPS_FEEDBACK_TOKEN: these labels train the next model)."""
         label = body.label_int()
         store = state.store
         assert store is not None
@@ -178,7 +239,13 @@ def build_router(models: RequestModels, max_items: int, admin_token: str | None)
         """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version."""
         return Response(state.metrics.render(state.writer.pending), media_type=CONTENT_TYPE_LATEST)
 
-    @router.post("/invocations", response_model=InvocationsResponse, responses={**E422, **E503}, tags=["predict"])
+    @router.post(
+        "/invocations",
+        response_model=InvocationsResponse,
+        responses=E_PREDICT,
+        tags=["predict"],
+        dependencies=predict_auth,
+    )
     async def invocations(state: State, body: Annotated[dict[str, Any], Body()]) -> Response:
         """The MLflow scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`, `instances`)."""
         texts = invocation_texts(body, max_items, state.settings.serve.max_text_chars)
