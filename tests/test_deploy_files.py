@@ -138,6 +138,16 @@ def test_api_is_scalable_and_reads_settings_from_env(resolved: dict[str, Any], r
     assert "http://api:8000" in conf and "resolver 127.0.0.11" in conf
 
 
+def test_api_tokens_come_from_the_env_file(tmp_path: Path) -> None:
+    """The label-writer token (and the optional predict token) reach the API from .env;
+    unset, they resolve empty: label writes refused, predict open."""
+    assert _compose_config()["services"]["api"]["environment"]["SENTOPS_FEEDBACK_TOKEN"] == ""
+    env_file = tmp_path / ".env"
+    env_file.write_text("SENTOPS_FEEDBACK_TOKEN=labels-abc\nSENTOPS_PREDICT_TOKEN=predict-xyz\n")
+    env = _compose_config(env_file)["services"]["api"]["environment"]
+    assert (env["SENTOPS_FEEDBACK_TOKEN"], env["SENTOPS_PREDICT_TOKEN"]) == ("labels-abc", "predict-xyz")
+
+
 def test_scheduled_drift_check_and_trainer_profile(resolved: dict[str, Any], raw: dict[str, Any]) -> None:
     drift = raw["services"]["drift"]
     loop = drift["command"][0]
