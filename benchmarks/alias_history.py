@@ -11,7 +11,8 @@ first would only time the seeding); then ``--repeat`` times each of ``promote``,
 included). ``--postgres`` starts a throwaway PostgreSQL and ``mlflow server`` with
 tests/local_services.py (needs the PostgreSQL binaries and psycopg).
 
-Writes benchmarks/results/alias_history.json (merging keys: ``sqlite`` / ``postgres_server``)
+Writes benchmarks/results/alias_history.json (merging keys: ``sqlite_<moves>`` /
+``postgres_server_<moves>``)
 and prints the entry.
 """
 
@@ -131,7 +132,7 @@ def main() -> None:
     finally:
         for fn in stop:
             fn()
-    key = "postgres_server" if args.postgres else "sqlite"
+    key = f"{'postgres_server' if args.postgres else 'sqlite'}_{args.moves}"
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[key] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
