@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def main() -> None:
     finally:
         for fn in stop:
             fn()
+        shutil.rmtree(base, ignore_errors=True)
     key = f"{'postgres_server' if args.postgres else 'sqlite'}_{args.moves}"
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[key] = entry
