@@ -6,7 +6,6 @@ into a real ``MlflowClient``, no mocks of MLflow itself)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,9 +86,10 @@ def test_hundreds_of_moves_fit_every_backend_and_roll_back(settings_: Settings) 
     assert len(registry.history("production")) == 130 + 5 + 1 + 2
 
 
-def test_ten_thousand_moves_stay_fast(isolated_home: Path) -> None:
+def test_ten_thousand_moves(isolated_home: Path) -> None:
     """A history of 10,000 moves (years of promotions) written as promote would write it;
-    then promote, rollback and history through the registry. Timings in docs/registry.md."""
+    then promote, rollback and history through the registry. Their speed is measured by
+    benchmarks/alias_history.py (docs/benchmarks.md), not here."""
     registry, _ = _registry(load_settings())
     name = registry.model_name
     log_ = AliasLog("production", {})
@@ -99,17 +99,12 @@ def test_ten_thousand_moves_stay_fast(isolated_home: Path) -> None:
     registry.client.set_registered_model_alias(name, "production", str(1 + 9_999 % 4))
     assert max(len(v) for v in _tags(registry).values()) < PG_TAG_LIMIT
 
-    t0 = time.perf_counter()
     registry.promote(1)
-    t1 = time.perf_counter()
     assert [e.to_version for e in (registry.rollback(), registry.rollback())] == [1 + 9_999 % 4, 1 + 9_998 % 4]
-    t2 = time.perf_counter()
     history = registry.history("production")
-    t3 = time.perf_counter()
     assert len(history) == 10_003 and history[-1].action == "rollback"
     assert [e.to_version for e in history[:3]] == [1, 2, 3]
     assert registry.history_tail("production", 20) == (10_003, history[-20:])
-    assert t1 - t0 < 5 and (t2 - t1) / 2 < 5 and t3 - t2 < 5, (t1 - t0, (t2 - t1) / 2, t3 - t2)
 
 
 def test_first_format_is_read_and_migrated(settings_: Settings) -> None:
