@@ -196,7 +196,26 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace')}")
-        with self.log.open("wb") as log:
+        self._launch(timeout)
+
+    def pause(self, timeout: float = 60) -> None:
+        """Stop the server (fast shutdown: sessions are cut) and keep its data for ``resume``."""
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT, timeout)
+
+    def resume(self, timeout: float = 60) -> None:
+        """Start the server again on the same data and port after ``proc`` has exited (a
+        store outage in a test or the fault benchmark)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("postgres is still running")
+        self._launch(timeout)
+
+    def _launch(self, timeout: float) -> None:
+        run_as = _unprivileged_user()
+        ids = {} if run_as is None else {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        data = self.base / "data"
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
                     str(self.bindir / "postgres"),
