@@ -196,7 +196,14 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace')}")
-        with self.log.open("wb") as log:
+        self._launch(timeout)
+
+    def _launch(self, timeout: float) -> None:
+        run_as = _unprivileged_user()
+        ids = {} if run_as is None else {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        data = self.base / "data"
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
                     str(self.bindir / "postgres"),
@@ -238,6 +245,15 @@ class PostgresCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"postgres not ready after {timeout:.0f} s: {exc}\n{tail(self.log)}") from exc
             time.sleep(0.3)
+
+    def pause(self) -> None:
+        """Stop the server (an outage), keeping its data: ``resume`` starts it again."""
+        assert self.proc is not None
+        stop_process(self.proc, signal.SIGINT)
+
+    def resume(self, timeout: float = 60) -> None:
+        """Start the server again on the same port and data."""
+        self._launch(timeout)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -50,6 +50,7 @@ def log_served(settings: Settings, texts: list[str], version: int = 1, alias: st
             probability=float(pred.probabilities[i]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
+            backend=settings.serve.backend,
         )
         for i, text in enumerate(texts)
     ]
