@@ -595,10 +595,11 @@ def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
 
 def dead_letter(record: PredictionRecord) -> str:
     """A refused prediction as JSON that any store holds (ensure_ascii: U+0000 → \\u0000)."""
+    created = _as_utc(record.created_at)
     return json.dumps(
         {
             "id": record.id,
-            "created_at": _as_utc(record.created_at).isoformat() if record.created_at else None,
+            "created_at": None if created is None else created.isoformat(),
             "model_name": record.model_name,
             "model_version": record.model_version,
             "alias": record.alias,

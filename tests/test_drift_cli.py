@@ -31,9 +31,15 @@ def tweet_texts(n: int) -> list[str]:
     return load_corpus("tweets").test.texts[:n]
 
 
-def log_served(settings: Settings, texts: list[str], version: int = 1, alias: str = "production") -> int:
+SERVING = "(the serving backend)"
+
+
+def log_served(
+    settings: Settings, texts: list[str], version: int = 1, alias: str = "production", backend: str | None = SERVING
+) -> int:
     """Write predictions as the server does: label, probability and embedding of one pass
-    of the serving backend (ONNX int8 by default, with the server's export cache)."""
+    of the serving backend (ONNX int8 by default, with the server's export cache), recorded
+    as embedded by ``backend`` (None: a row from before the backend was recorded)."""
     registry = Registry(settings)
     model = load_pyfunc(registry.model_uri(version)).model
     assert model is not None
@@ -50,7 +56,7 @@ def log_served(settings: Settings, texts: list[str], version: int = 1, alias: st
             probability=float(pred.probabilities[i]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
-            backend=settings.serve.backend,
+            backend=settings.serve.backend if backend == SERVING else backend,
         )
         for i, text in enumerate(texts)
     ]
@@ -231,3 +237,21 @@ def test_checks_recorded_history_and_plot(cli, production: Settings, tmp_path: P
     ]
     detected = client.get_metric_history(runs[0].info.run_id, "drift_detected")
     assert max(m.value for m in detected) == 1.0
+
+
+def test_traffic_of_another_embedding_space_is_left_out_and_named(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    """The reference of version 1 was embedded by onnx (the default): torch-embedded rows and
+    rows of unknown backend (from before the upgrade) are never compared with it."""
+    log_served(production, imdb_texts(60), backend="torch")
+    log_served(production, imdb_texts(10), backend=None)
+    result = cli("drift", "--json")
+    assert result.exit_code == 65, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    message = " ".join(result.stderr.split())
+    assert (
+        "the window holds 60 rows embedded by torch, 10 rows of unknown backend (logged before it was recorded) "
+        "but the reference of version 1 was embedded by onnx (only 0 rows match)"
+    ) in message, message
+    log_served(production, imdb_texts(60))
+    report = _json(cli("drift", "--json", "--window", "500"))
+    assert report["n_rows"] == 60 and report["reference"]["backend"] == "onnx"

@@ -69,6 +69,7 @@ def upgrade(connection: sa.Connection, to: str = "head") -> None:
     migrations is stamped ``0001`` first."""
     from alembic import command
 
-    if not sa.inspect(connection).has_table(VERSION_TABLE):
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(VERSION_TABLE) and inspector.has_table("predictions"):
         command.stamp(_config(connection), BASELINE)
     command.upgrade(_config(connection), to)
