@@ -195,6 +195,12 @@ def test_reference_must_match_the_serving_backend(cli, tiny_env, monkeypatch) ->
     report = _json(cli("drift", "--json"))
     assert report["reference"]["backend"] == "torch" and report["n_reference"] == 40
     monkeypatch.setenv("SENTOPS_SERVE__BACKEND", "onnx")
+    result = cli("drift")  # the torch-served window is not compared with an onnx reference
+    assert result.exit_code == 65
+    assert "60 rows embedded by torch but the reference of version 1 was embedded by onnx" in " ".join(
+        result.stderr.split()
+    )
+    log_served(load_settings(), imdb_texts(60))  # onnx-served traffic, but no onnx reference yet
     result = cli("drift")
     assert result.exit_code == 66
     assert "onnx serving backend" in result.stderr and "sentops embed-reference" in result.stderr

@@ -208,3 +208,69 @@ def test_writer_reserves_room_before_work(tmp_path: Path) -> None:
     writer.release(3)
     writer.reserve(4)
     assert writer.problem() is not None and "behind" in str(writer.problem())  # past the high-water mark
+
+
+def test_sentops_serve_under_load_through_a_postgres_restart(
+    home_with_model: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fault benchmark in small: `sentops serve` on PostgreSQL, 8 clients, PostgreSQL
+    stopped for a while and started again. Every 2xx is a stored row, no 5xx but 503, and
+    503 only while PostgreSQL is down (the default queue holds the outage: none at all)."""
+    import threading
+    import time
+
+    import httpx
+    from local_services import start_postgres, start_sentops_serve
+
+    cluster = start_postgres()
+    try:
+        url = cluster.create_database("load")
+        promote(1)
+        env = {"SENTOPS_STORE__URL": url, "SENTOPS_SERVE__BACKEND": "torch", "SENTOPS_SERVE__POLL_INTERVAL_S": "1"}
+        server = start_sentops_serve(env, tmp_path / "serve.log")
+        answers: list[tuple[float, int]] = []
+        ready: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                i = 0
+                while not stop.is_set():
+                    r = c.post("/predict", json={"text": f"client {k} review {i}: a fine, moving film"})
+                    answers.append((time.monotonic(), r.status_code))
+                    i += 1
+
+        def probe() -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                while not stop.is_set():
+                    ready.append((time.monotonic(), c.get("/ready").status_code))
+                    time.sleep(0.2)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        threads.append(threading.Thread(target=probe))
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(5)
+            down = time.monotonic()
+            cluster.pause()
+            time.sleep(8)
+            cluster.resume()
+            up = time.monotonic()
+            time.sleep(8)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+            code = server.stop()
+        log = (tmp_path / "serve.log").read_text()
+        assert code == 0, log[-2000:]
+        ok = sum(s == 200 for _, s in answers)
+        assert {s for _, s in answers} <= {200, 503}, {s for _, s in answers}
+        assert all(down <= t <= up + 3 for t, s in answers if s == 503), "503 only during the outage"
+        assert any(s == 503 for t, s in ready if down <= t <= up + 1), "/ready said the store was down"
+        assert ready[-1][1] == 200, "ready again after the outage"
+        assert _count(url) == ok > 100, (ok, len(answers))
+        assert "could not be written" not in log
+    finally:
+        cluster.stop()

@@ -210,6 +210,10 @@ class StoreWriter:
             except StoreError as exc:
                 self._failed(len(chunk), exc)
                 return [*chunk, *(r for c in chunks for r in c)]
+            except Exception as exc:  # the writer thread must not die with rows queued
+                log.exception("inference store write failed unexpectedly (kept queued, retrying)")
+                self._failed(len(chunk), StoreError(f"unexpected {type(exc).__name__}: {exc}"))
+                return [*chunk, *(r for c in chunks for r in c)]
             self._done(written=len(chunk))
             if self._on_write is not None:
                 self._on_write(len(chunk), time.perf_counter() - t0)
