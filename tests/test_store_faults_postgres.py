@@ -216,6 +216,7 @@ def test_sentops_serve_under_load_through_a_postgres_restart(
     """The fault benchmark in small: `sentops serve` on PostgreSQL, 8 clients, PostgreSQL
     stopped for a while and started again. Every 2xx is a stored row, no 5xx but 503, and
     503 only while PostgreSQL is down (the default queue holds the outage: none at all)."""
+    import signal
     import threading
     import time
 
@@ -264,7 +265,7 @@ def test_sentops_serve_under_load_through_a_postgres_restart(
                 t.join(60)
             code = server.stop()
         log = (tmp_path / "serve.log").read_text()
-        assert code == 0, log[-2000:]
+        assert code in (0, -signal.SIGTERM), log[-2000:]  # uvicorn re-raises SIGTERM after its shutdown
         ok = sum(s == 200 for _, s in answers)
         assert {s for _, s in answers} <= {200, 503}, {s for _, s in answers}
         assert all(down <= t <= up + 3 for t, s in answers if s == 503), "503 only during the outage"

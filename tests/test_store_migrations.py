@@ -213,3 +213,21 @@ def test_upgrade_runs_revision_by_revision_from_0001(tmp_path: Path) -> None:
     engine.dispose()
     before, after = InferenceStore(url, create=False).upgrade_schema()
     assert (before, after) == ("0001", "0002")
+
+
+@pytest.mark.integration
+def test_concurrent_upgrades_on_postgres_migrate_once(pg_url: str) -> None:
+    """Two `sentops db upgrade` at once (two operators, two CI jobs): the advisory lock lets
+    one migrate; the other waits, finds the store at head, and changes nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _old_store(pg_url)
+    stores = [InferenceStore(pg_url, create=False) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda s: s.upgrade_schema(), stores))
+    assert sorted(results, key=str) == sorted([("0001", "0002"), ("0002", "0002"), ("0002", "0002")], key=str)
+    for s in stores:
+        s.close()
+    store = InferenceStore(pg_url)
+    assert store.count() == N_ROWS and store.schema_revision() == "0002"
+    store.close()
