@@ -275,3 +275,26 @@ def test_sentops_serve_under_load_through_a_postgres_restart(
         assert "could not be written" not in log
     finally:
         cluster.stop()
+
+
+def test_a_store_too_slow_is_reported_before_the_queue_fills(pg_url: str) -> None:
+    """A write that hangs (here: a table lock another session holds) turns /ready's reason
+    on after ``slow_write_s``, and the rows are written once the lock goes."""
+    import time
+
+    store = InferenceStore(pg_url)
+    writer = StoreWriter(store, slow_write_s=0.5)
+    writer.start()
+    blocker = sa.create_engine(pg_url)
+    with blocker.connect() as conn:
+        tx = conn.begin()
+        conn.execute(sa.text("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE"))
+        writer.put(_records(3))
+        wait_for(lambda: writer.problem() is not None, 10)
+        assert str(writer.problem()).startswith("inference store write in flight for")
+        time.sleep(0.1)
+        tx.rollback()
+    assert writer.flush(10) and writer.problem() is None
+    assert writer.close() == 0 and store.count() == 3
+    blocker.dispose()
+    store.close()

@@ -31,6 +31,7 @@ log = logging.getLogger("sentiment_ops.serving")
 
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0  # a store back after an outage is noticed within 2 s
+SLOW_WRITE_S = 10.0  # a write in flight this long makes /ready say the store is stuck
 
 
 class QueueFullError(RuntimeError):
@@ -44,6 +45,7 @@ class StoreWriter:
         max_batch: int = 512,
         max_queue: int = 20_000,
         high_water: float = 0.8,
+        slow_write_s: float = SLOW_WRITE_S,
         on_write: Callable[[int, float], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         on_dead_letter: Callable[[int], None] | None = None,
@@ -52,6 +54,7 @@ class StoreWriter:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.high_water = max(1, int(max_queue * high_water))
+        self.slow_write_s = slow_write_s
         self._on_write = on_write
         self._on_error = on_error
         self._on_dead_letter = on_dead_letter
@@ -66,6 +69,7 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self.store_up = True
         self.last_error: str | None = None
+        self._write_since: float | None = None  # monotonic start of the write in flight
 
     @property
     def pending(self) -> int:
@@ -87,6 +91,9 @@ class StoreWriter:
             return f"inference store unavailable ({self.last_error}); {pending} predictions queued"
         if pending + self._reserved >= self.high_water:
             return f"inference store is behind: {pending} of at most {self.max_queue} predictions queued"
+        since = self._write_since
+        if since is not None and time.monotonic() - since > self.slow_write_s:
+            return f"inference store write in flight for {time.monotonic() - since:.0f} s; {pending} predictions queued"
         return None
 
     def start(self) -> None:
@@ -197,6 +204,7 @@ class StoreWriter:
         while chunks:
             chunk = chunks.pop(0)
             t0 = time.perf_counter()
+            self._write_since = time.monotonic()
             try:
                 self.store.add_predictions(chunk, skip_existing=True)
             except StoreRowError as exc:
@@ -214,6 +222,8 @@ class StoreWriter:
                 log.exception("inference store write failed unexpectedly (kept queued, retrying)")
                 self._failed(len(chunk), StoreError(f"unexpected {type(exc).__name__}: {exc}"))
                 return [*chunk, *(r for c in chunks for r in c)]
+            finally:
+                self._write_since = None
             self._done(written=len(chunk))
             if self._on_write is not None:
                 self._on_write(len(chunk), time.perf_counter() - t0)
