@@ -50,13 +50,15 @@ def serve(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
     )
-    uvicorn.run(
-        app,
-        host=settings.serve.host,
-        port=settings.serve.port,
-        workers=1,
-        access_log=access_log,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-    )
-    store.close()
+    try:
+        uvicorn.run(
+            app,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            workers=1,
+            access_log=access_log,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        store.close()
