@@ -190,8 +190,9 @@ def run_drift_check(
 def _check_embedding_space(
     store: InferenceStore, model_name: str, version: int, window: int, backend: str, matching: int
 ) -> None:
-    """DataError, in one line, when the recent traffic of a version was embedded by
-    another backend than the reference (or by an unknown one): its rows are left out."""
+    """One line when the recent traffic of a version was embedded in another space than the
+    reference: DataError for another backend, NotEnoughDataError when the only other rows
+    are of unknown backend (logged before the store recorded it). Those rows are left out."""
     others = {b: n for b, n in store.backend_counts(model_name, version, window).items() if b != backend}
     if not others:
         return
@@ -199,11 +200,14 @@ def _check_embedding_space(
         f"{n} rows embedded by {b}" if b is not None else f"{n} rows of unknown backend (logged before it was recorded)"
         for b, n in sorted(others.items(), key=lambda kv: -kv[1])
     )
-    raise DataError(
+    message = (
         f"the window holds {held} but the reference of version {version} was embedded by {backend} "
         f"(only {matching} rows match): drift compares like with like only; run the drift check with the "
         "backend that serves (serve.backend / SENTOPS_SERVE__BACKEND), or serve more traffic with this one"
     )
+    if set(others) == {None}:  # only rows from before the upgrade: wait for new traffic (exit 4)
+        raise NotEnoughDataError(message)
+    raise DataError(message)  # another backend serves: a configuration mismatch (exit 65)
 
 
 def _monitoring_run(registry: Registry, settings: Settings, version: int) -> str:

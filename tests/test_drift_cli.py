@@ -248,8 +248,11 @@ def test_checks_recorded_history_and_plot(cli, production: Settings, tmp_path: P
 def test_traffic_of_another_embedding_space_is_left_out_and_named(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
     """The reference of version 1 was embedded by onnx (the default): torch-embedded rows and
     rows of unknown backend (from before the upgrade) are never compared with it."""
+    log_served(production, imdb_texts(10), backend=None)  # rows from before the upgrade
+    result = cli("drift", "--json")
+    assert result.exit_code == 4, result.output  # not enough (new) data yet
+    assert "10 rows of unknown backend" in " ".join(result.stderr.split())
     log_served(production, imdb_texts(60), backend="torch")
-    log_served(production, imdb_texts(10), backend=None)
     result = cli("drift", "--json")
     assert result.exit_code == 65, result.output
     assert len(result.stderr.strip().splitlines()) == 1
