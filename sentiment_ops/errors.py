@@ -9,6 +9,9 @@ Library code raises these; the CLI maps each to one red line and an exit code
     ├── NotFoundError                 exit 66  unknown model version, run, alias, id
     ├── RegistryUnavailableError      exit 69  MLflow tracking / registry unreachable
     ├── StoreError                    exit 70  inference store failure
+    │   ├── StoreUnavailableError     exit 70  the store cannot be reached (retry later)
+    │   ├── StoreRowError             exit 70  the store refused a row (its data)
+    │   └── StoreSchemaError          exit 70  the store's schema is not this version's
     ├── ModelLoadError                exit 71  a model version that cannot be loaded
     ├── NotEnoughDataError            exit 4   too few rows / labels for the operation
     └── GateFailedError               exit 5   a candidate did not beat production
@@ -53,6 +56,20 @@ class StoreError(SentopsError):
     """The inference store cannot be opened or written."""
 
     exit_code = 70
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached or failed as a whole (connection refused, lost, timed
+    out, a missing table): the same write may succeed later."""
+
+
+class StoreRowError(StoreError):
+    """The store refused the data of a row (PostgreSQL DataError / IntegrityError): the same
+    write fails again, so it is never retried as it is."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's schema is older (``sentops db upgrade``) or newer than this sentops."""
 
 
 class ModelLoadError(SentopsError):

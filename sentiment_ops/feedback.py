@@ -8,7 +8,10 @@
 Labels are ``0``/``1``/``negative``/``positive``. A row whose label is present but blank
 (an exported row nobody has labeled yet) is skipped, not an error. Bad rows (unknown id,
 bad label, missing fields, bad JSON, wrong field count) are reported with their line
-numbers; the good rows are kept. Nothing is applied twice: a label already recorded is
+numbers; the good rows are kept. A text the store cannot hold (a control character other
+than tab, newline, carriage return: ``store.text_problem``, the same rule as the API) stops
+the import with one DataError naming the file and line, before anything is written.
+Nothing is applied twice: a label already recorded is
 ``unchanged``, and a ``text,label`` pair imported before is a duplicate (matched on the
 SHA-256 of the text; a new label for an imported text replaces the old one).
 
@@ -31,7 +34,7 @@ from typing import Any
 
 from sentiment_ops.data import _parse_label
 from sentiment_ops.errors import DataError
-from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash
+from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash, text_problem
 
 EXPORT_COLUMNS = ("id", "text", "prediction", "confidence", "label")
 CSV_SUFFIXES = (".csv",)
@@ -176,6 +179,10 @@ def read_feedback_file(path: str | Path, summary: ImportSummary | None = None) -
     rows: list[_Row] = []
     try:
         for line, fields in source(path, summary):
+            text = fields.get("text")
+            problem = text_problem(text) if isinstance(text, str) else None
+            if problem is not None:  # the store cannot hold it: refuse the file, say where
+                raise DataError(f"{path} line {line}: {problem}")
             row = _parse_row(line, fields, summary)
             if row is not None:
                 rows.append(row)

@@ -133,8 +133,11 @@ def run_drift_check(
     own_store = store is None
     store = store or open_store(settings.store_url, settings.store.store_text)
     try:
-        rows = [r for r in store.window(registry.model_name, info.version, window) if r.embedding is not None]
+        backend = settings.serve.backend  # the space of the reference compared with
+        rows = store.window(registry.model_name, info.version, window, backend=backend)
+        rows = [r for r in rows if r.embedding is not None]
         if len(rows) < cfg.min_rows:
+            _check_embedding_space(store, registry.model_name, info.version, window, backend, len(rows))
             raise NotEnoughDataError(
                 f"only {len(rows)} logged predictions with embeddings for {registry.model_name!r} "
                 f"version {info.version} (need at least {cfg.min_rows}, window {window}); "
@@ -182,6 +185,29 @@ def run_drift_check(
     finally:
         if own_store:
             store.close()
+
+
+def _check_embedding_space(
+    store: InferenceStore, model_name: str, version: int, window: int, backend: str, matching: int
+) -> None:
+    """One line when the recent traffic of a version was embedded in another space than the
+    reference: DataError for another backend, NotEnoughDataError when the only other rows
+    are of unknown backend (logged before the store recorded it). Those rows are left out."""
+    others = {b: n for b, n in store.backend_counts(model_name, version, window).items() if b != backend}
+    if not others:
+        return
+    held = ", ".join(
+        f"{n} rows embedded by {b}" if b is not None else f"{n} rows of unknown backend (logged before it was recorded)"
+        for b, n in sorted(others.items(), key=lambda kv: -kv[1])
+    )
+    message = (
+        f"the window holds {held} but the reference of version {version} was embedded by {backend} "
+        f"(only {matching} rows match): drift compares like with like only; run the drift check with the "
+        "backend that serves (serve.backend / SENTOPS_SERVE__BACKEND), or serve more traffic with this one"
+    )
+    if set(others) == {None}:  # only rows from before the upgrade: wait for new traffic (exit 4)
+        raise NotEnoughDataError(message)
+    raise DataError(message)  # another backend serves: a configuration mismatch (exit 65)
 
 
 def _monitoring_run(registry: Registry, settings: Settings, version: int) -> str:

@@ -4,14 +4,22 @@ home) or PostgreSQL (``postgresql+psycopg://user:pass@host/db``; a plain ``postg
 or ``postgres://`` URL uses psycopg 3 when psycopg2 is not installed).
 
 Several processes may share one PostgreSQL store (API replicas, drift, retrain): every row
-has a random id, writes are single short transactions, and creating the tables is
-serialised by an advisory lock so replicas that start together do not race."""
+has a random id, writes are single short transactions, and creating or migrating the
+tables is serialised by an advisory lock so replicas that start together do not race.
+
+The schema is versioned (``sentiment_ops.migrations``): an empty store is created at the
+newest revision; a store at an older one is refused with a ``StoreSchemaError`` that names
+``sentops db upgrade``, which ``upgrade_schema`` runs.
+
+Errors say what to do next: ``StoreUnavailableError`` (the store cannot be reached: retry),
+``StoreRowError`` (the store refused a row's data: retrying cannot help)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +31,15 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from sentiment_ops.errors import DataError, NotFoundError, StoreError
+from sentiment_ops import migrations
+from sentiment_ops.errors import (
+    DataError,
+    NotFoundError,
+    StoreError,
+    StoreRowError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
 
 metadata = sa.MetaData()
 
@@ -45,7 +61,23 @@ predictions = sa.Table(
     sa.Column("source", sa.String(20), nullable=False, server_default="api"),  # api | import
     sa.Column("feedback_label", sa.Integer, nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    # The embedding space: the serving backend (torch | onnx) that computed the embedding.
+    # NULL for rows logged before sentops recorded it (unknown: drift leaves them out).
+    sa.Column("backend", sa.String(20), nullable=True),
     sa.Index("ix_predictions_model", "model_name", "model_version", "created_at"),
+)
+
+# Rows the store refused (a PostgreSQL DataError or IntegrityError), kept instead of lost:
+# ``payload`` is the row as JSON with ensure_ascii (a NUL is the escape \u0000), which any
+# store holds.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # what the row was: prediction
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
 )
 
 drift_checks = sa.Table(
@@ -93,6 +125,30 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# Unicode category Cc (C0 and C1 controls, DEL), except tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why the store cannot hold ``text`` as it is, or None: the one text rule of every way
+    in (``/predict``, ``/predict/batch``, ``/invocations``, ``sentops feedback import``).
+
+    Control characters other than tab, newline and carriage return are refused (PostgreSQL
+    cannot store U+0000 in a text column, and the others are never sentiment), and so are
+    lone surrogates (not encodable as UTF-8)."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        return (
+            f"text holds the control character U+{ord(found.group()):04X} at position {found.start()} "
+            "(only tab, newline and carriage return are allowed)"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"text holds a lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start} (not valid Unicode)"
+    return None
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -117,6 +173,7 @@ class PredictionRecord:
     latency_ms: float | None = None
     alias: str | None = None
     source: str = "api"
+    backend: str | None = None  # the serving backend that computed the embedding
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     feedback_label: int | None = None
@@ -143,21 +200,82 @@ class InferenceStore:
                 self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
-                self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+                # pre-ping: a pooled connection that died with a restarted server is replaced
+                # at checkout; connect_timeout: an unreachable host fails in seconds, not minutes
+                args = {"connect_timeout": 10} if self.url.startswith("postgresql") else {}
+                self.engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=args)
             if create:
-                self._create_tables()
+                self._prepare_schema()
+        except StoreError:
+            self.engine.dispose()
+            raise
         except ImportError as exc:
             hint = f" ({POSTGRES_DRIVER_HINT})" if self.url.startswith("postgres") else ""
             raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}{hint}") from exc
         except (SQLAlchemyError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}") from exc
 
-    def _create_tables(self) -> None:
+    def _locked(self, conn: sa.Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            # two processes running CREATE TABLE at once collide in the catalog; a replica
+            # that starts during `sentops db upgrade` waits for it
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
+    def _prepare_schema(self) -> None:
+        """Create an empty store at the newest revision; refuse one at another revision."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # two processes running CREATE TABLE at once collide in the catalog
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-            metadata.create_all(conn)
+            self._locked(conn)
+            at = migrations.current(conn)
+            if at is None:
+                metadata.create_all(conn)
+                migrations.stamp(conn, migrations.head())
+                return
+        self._check_revision(at)
+
+    def _check_revision(self, at: str) -> None:
+        need = migrations.head()
+        if at == need:
+            return
+        if at in migrations.revisions():
+            raise StoreSchemaError(
+                f"inference store {self._safe_url()} is at schema {at}, this sentops needs {need}: "
+                "run `sentops db upgrade`"
+            )
+        raise StoreSchemaError(
+            f"inference store {self._safe_url()} is at schema {at}, newer than this sentops knows "
+            f"(it needs {need}): upgrade sentops"
+        )
+
+    def schema_revision(self) -> str | None:
+        """The revision the store is at (None: an empty database)."""
+        try:
+            with self.engine.connect() as conn:
+                return migrations.current(conn)
+        except SQLAlchemyError as exc:
+            raise _store_error("cannot read inference store", exc) from exc
+
+    def upgrade_schema(self) -> tuple[str | None, str]:
+        """Bring the store to the newest revision (an empty one is created there), in one
+        transaction under the schema lock. Returns (revision before, revision after)."""
+        try:
+            with self.engine.begin() as conn:
+                self._locked(conn)
+                before = migrations.current(conn)
+                if before is None:
+                    metadata.create_all(conn)
+                    migrations.stamp(conn, migrations.head())
+                elif before not in migrations.revisions():
+                    self._check_revision(before)
+                elif before != migrations.head():
+                    migrations.upgrade(conn)
+        except SQLAlchemyError as exc:
+            raise _store_error(f"cannot upgrade inference store {self._safe_url()}", exc) from exc
+        return before, migrations.head()
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password."""
+        return self._safe_url()
 
     def _safe_url(self) -> str:
         try:
@@ -169,10 +287,30 @@ class InferenceStore:
         self.engine.dispose()
 
     # -- writes ---------------------------------------------------------------------------
-    def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
+    def add_predictions(self, records: Sequence[PredictionRecord], skip_existing: bool = False) -> int:
+        """Insert rows in one transaction. ``skip_existing``: a row whose id is already
+        stored is skipped instead of refused (a write retried after a commit whose answer
+        was lost with the connection). Raises StoreRowError when the store refuses the
+        data of a row, StoreUnavailableError when it cannot be reached."""
         if not records:
             return 0
-        rows = [
+        try:
+            rows = self._rows_of(records)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise StoreRowError(f"cannot write to inference store: {_first_line(exc)}") from exc
+        insert: Any = predictions.insert()
+        if skip_existing and self.engine.dialect.name in ("postgresql", "sqlite"):
+            dialect = importlib.import_module(f"sqlalchemy.dialects.{self.engine.dialect.name}")
+            insert = dialect.insert(predictions).on_conflict_do_nothing(index_elements=["id"])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert, rows)
+        except SQLAlchemyError as exc:
+            raise _store_error("cannot write to inference store", exc) from exc
+        return len(rows)
+
+    def _rows_of(self, records: Sequence[PredictionRecord]) -> list[dict[str, Any]]:
+        return [
             {
                 "id": r.id,
                 "created_at": _as_utc(r.created_at),
@@ -189,15 +327,36 @@ class InferenceStore:
                 "source": r.source,
                 "feedback_label": r.feedback_label,
                 "feedback_at": _as_utc(r.feedback_at),
+                "backend": r.backend,
             }
             for r in records
         ]
+
+    def add_dead_letters(self, letters: Sequence[tuple[str, str, str]]) -> int:
+        """Keep refused rows: ``(kind, error, payload)`` each (see ``dead_letter``)."""
+        if not letters:
+            return 0
+        now = utcnow()
+        rows = [
+            {"id": new_id(), "created_at": now, "kind": kind, "error": _storable(error), "payload": _storable(payload)}
+            for kind, error, payload in letters
+        ]
         try:
             with self.engine.begin() as conn:
-                conn.execute(predictions.insert(), rows)
+                conn.execute(dead_letters.insert(), rows)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to inference store: {_first_line(exc)}") from exc
+            raise _store_error("cannot write dead letters", exc) from exc
         return len(rows)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent refused rows, newest first."""
+        q = sa.select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
+        out = []
+        for r in self._rows(q):
+            d = dict(r._mapping)
+            d["created_at"] = _as_utc(d["created_at"])
+            out.append(d)
+        return out
 
     def set_feedback(self, prediction_id: str, label: int) -> bool:
         """Record the true label of a logged prediction. Returns False when that same
@@ -228,7 +387,7 @@ class InferenceStore:
             with self.engine.connect() as conn:
                 return list(conn.execute(query))
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read inference store: {_first_line(exc)}") from exc
+            raise _store_error("cannot read inference store", exc) from exc
 
     def count(self, model_name: str | None = None, model_version: int | None = None, source: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(predictions)
@@ -246,8 +405,11 @@ class InferenceStore:
             raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
         return _record(rows[0])
 
-    def window(self, model_name: str, model_version: int | None, size: int) -> list[PredictionRecord]:
-        """The most recent ``size`` served predictions of a model version, oldest first."""
+    def window(
+        self, model_name: str, model_version: int | None, size: int, backend: str | None = None
+    ) -> list[PredictionRecord]:
+        """The most recent ``size`` served predictions of a model version, oldest first;
+        with ``backend``, only those embedded by that serving backend."""
         q = (
             sa.select(predictions)
             .where(predictions.c.model_name == model_name, predictions.c.source == "api")
@@ -256,7 +418,24 @@ class InferenceStore:
         )
         if model_version is not None:
             q = q.where(predictions.c.model_version == model_version)
+        if backend is not None:
+            q = q.where(predictions.c.backend == backend)
         return [_record(r) for r in reversed(self._rows(q))]
+
+    def backend_counts(self, model_name: str, model_version: int | None, size: int) -> dict[str | None, int]:
+        """How the most recent ``size`` served predictions of a version split by backend
+        (None = rows logged before the backend was recorded)."""
+        recent = (
+            sa.select(predictions.c.backend)
+            .where(predictions.c.model_name == model_name, predictions.c.source == "api")
+            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+            .limit(size)
+        )
+        if model_version is not None:
+            recent = recent.where(predictions.c.model_version == model_version)
+        sub = recent.subquery()
+        q = sa.select(sub.c.backend, sa.func.count()).group_by(sub.c.backend)
+        return {r[0]: int(r[1]) for r in self._rows(q)}
 
     def labeled(
         self, since: datetime | None = None, limit: int | None = None, labeled: bool = True
@@ -395,9 +574,54 @@ def _record(row: Any) -> PredictionRecord:
         latency_ms=m["latency_ms"],
         embedding=emb,
         source=m["source"],
+        backend=m["backend"],
         feedback_label=m["feedback_label"],
         feedback_at=_as_utc(m["feedback_at"]),
     )
+
+
+def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
+    """A row the store refuses (its data: DataError, IntegrityError, a value the driver
+    cannot send) → StoreRowError; anything else (connection refused or lost, a missing
+    table, a timeout) → StoreUnavailableError: the same write may work later."""
+    message = f"{what}: {_first_line(exc)}"
+    invalidated = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    if not invalidated and isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return StoreRowError(message)
+    if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
+        return StoreRowError(message)  # SQLAlchemy could not bind a value
+    return StoreUnavailableError(message)
+
+
+def dead_letter(record: PredictionRecord) -> str:
+    """A refused prediction as JSON that any store holds (ensure_ascii: U+0000 → \\u0000)."""
+    created = _as_utc(record.created_at)
+    return json.dumps(
+        {
+            "id": record.id,
+            "created_at": None if created is None else created.isoformat(),
+            "model_name": record.model_name,
+            "model_version": record.model_version,
+            "alias": record.alias,
+            "backend": record.backend,
+            "source": record.source,
+            "text": record.text,
+            "prediction": record.prediction,
+            "probability": record.probability,
+            "confidence": record.confidence,
+            "latency_ms": record.latency_ms,
+            "feedback_label": record.feedback_label,
+            "embedding": None if record.embedding is None else np.asarray(record.embedding, np.float32).tolist(),
+        },
+        ensure_ascii=True,
+    )
+
+
+def _storable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (error messages may
+    quote the refused value)."""
+    text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

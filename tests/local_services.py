@@ -198,18 +198,6 @@ class PostgresCluster:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self._launch(timeout)
 
-    def pause(self, timeout: float = 60) -> None:
-        """Stop the server (fast shutdown: sessions are cut) and keep its data for ``resume``."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGINT, timeout)
-
-    def resume(self, timeout: float = 60) -> None:
-        """Start the server again on the same data and port after ``proc`` has exited (a
-        store outage in a test or the fault benchmark)."""
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError("postgres is still running")
-        self._launch(timeout)
-
     def _launch(self, timeout: float) -> None:
         run_as = _unprivileged_user()
         ids = {} if run_as is None else {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
@@ -257,6 +245,15 @@ class PostgresCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"postgres not ready after {timeout:.0f} s: {exc}\n{tail(self.log)}") from exc
             time.sleep(0.3)
+
+    def pause(self) -> None:
+        """Stop the server (an outage), keeping its data: ``resume`` starts it again."""
+        assert self.proc is not None
+        stop_process(self.proc, signal.SIGINT)
+
+    def resume(self, timeout: float = 60) -> None:
+        """Start the server again on the same port and data."""
+        self._launch(timeout)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -167,6 +167,36 @@ def test_one_image_for_every_sentops_service(resolved: dict[str, Any]) -> None:
         assert resolved["services"][name]["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
 
 
+def _sentops_services(resolved: dict[str, Any]) -> list[str]:
+    """Every service that runs sentops (the sentops image, not as the MLflow server)."""
+    image = resolved["services"]["api"]["image"]
+    return [
+        name
+        for name, svc in resolved["services"].items()
+        if svc.get("image") == image and svc.get("entrypoint") != ["mlflow"]
+    ]
+
+
+def _backends(resolved: dict[str, Any]) -> dict[str, Any]:
+    return {
+        s: resolved["services"][s]["environment"].get("SENTOPS_SERVE__BACKEND") for s in _sentops_services(resolved)
+    }
+
+
+def test_every_sentops_service_resolves_one_serving_backend(resolved: dict[str, Any], tmp_path: Path) -> None:
+    """The API embeds traffic, the trainer the drift reference, the drift job picks a
+    reference: all with one backend, or drift compares int8 traffic with an fp32 reference."""
+    assert set(SENTOPS_SERVICES) <= set(_sentops_services(resolved))
+    backends = _backends(resolved)
+    assert len(set(backends.values())) == 1 and None not in backends.values(), backends
+    assert load_settings(environ={"SENTOPS_SERVE__BACKEND": backends["api"]}).serve.backend == backends["api"]
+    # the one variable moves every service together (no service pins its own)
+    for choice in ("torch", "onnx"):
+        env_file = tmp_path / ".env"
+        env_file.write_text(f"SENTOPS_SERVE_BACKEND={choice}\n")
+        assert set(_backends(_compose_config(env_file)).values()) == {choice}
+
+
 @pytest.mark.parametrize("service", SENTOPS_SERVICES)
 def test_every_sentops_variable_is_a_real_setting(resolved: dict[str, Any], service: str) -> None:
     env = {k: v for k, v in resolved["services"][service]["environment"].items() if v is not None}
@@ -329,6 +359,9 @@ def test_build_context_builds_the_package(tmp_path: Path) -> None:
         names = zf.namelist()
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "sentiment_ops/cli/main.py" in names and "sentiment_ops/store.py" in names
+    # the store's migrations travel with the package (`sentops db upgrade` needs them)
+    assert {"sentiment_ops/migrations/env.py", "sentiment_ops/migrations/versions/0001_initial.py"} <= set(names)
+    assert "sentiment_ops/migrations/versions/0002_backend_dead_letters.py" in names
     assert "sentops = sentiment_ops.cli.main:run" in entry_points
 
 

@@ -31,9 +31,15 @@ def tweet_texts(n: int) -> list[str]:
     return load_corpus("tweets").test.texts[:n]
 
 
-def log_served(settings: Settings, texts: list[str], version: int = 1, alias: str = "production") -> int:
+SERVING = "(the serving backend)"
+
+
+def log_served(
+    settings: Settings, texts: list[str], version: int = 1, alias: str = "production", backend: str | None = SERVING
+) -> int:
     """Write predictions as the server does: label, probability and embedding of one pass
-    of the serving backend (ONNX int8 by default, with the server's export cache)."""
+    of the serving backend (ONNX int8 by default, with the server's export cache), recorded
+    as embedded by ``backend`` (None: a row from before the backend was recorded)."""
     registry = Registry(settings)
     model = load_pyfunc(registry.model_uri(version)).model
     assert model is not None
@@ -50,6 +56,7 @@ def log_served(settings: Settings, texts: list[str], version: int = 1, alias: st
             probability=float(pred.probabilities[i]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
+            backend=settings.serve.backend if backend == SERVING else backend,
         )
         for i, text in enumerate(texts)
     ]
@@ -188,6 +195,12 @@ def test_reference_must_match_the_serving_backend(cli, tiny_env, monkeypatch) ->
     report = _json(cli("drift", "--json"))
     assert report["reference"]["backend"] == "torch" and report["n_reference"] == 40
     monkeypatch.setenv("SENTOPS_SERVE__BACKEND", "onnx")
+    result = cli("drift")  # the torch-served window is not compared with an onnx reference
+    assert result.exit_code == 65
+    assert "60 rows embedded by torch but the reference of version 1 was embedded by onnx" in " ".join(
+        result.stderr.split()
+    )
+    log_served(load_settings(), imdb_texts(60))  # onnx-served traffic, but no onnx reference yet
     result = cli("drift")
     assert result.exit_code == 66
     assert "onnx serving backend" in result.stderr and "sentops embed-reference" in result.stderr
@@ -230,3 +243,24 @@ def test_checks_recorded_history_and_plot(cli, production: Settings, tmp_path: P
     ]
     detected = client.get_metric_history(runs[0].info.run_id, "drift_detected")
     assert max(m.value for m in detected) == 1.0
+
+
+def test_traffic_of_another_embedding_space_is_left_out_and_named(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]
+    """The reference of version 1 was embedded by onnx (the default): torch-embedded rows and
+    rows of unknown backend (from before the upgrade) are never compared with it."""
+    log_served(production, imdb_texts(10), backend=None)  # rows from before the upgrade
+    result = cli("drift", "--json")
+    assert result.exit_code == 4, result.output  # not enough (new) data yet
+    assert "10 rows of unknown backend" in " ".join(result.stderr.split())
+    log_served(production, imdb_texts(60), backend="torch")
+    result = cli("drift", "--json")
+    assert result.exit_code == 65, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    message = " ".join(result.stderr.split())
+    assert (
+        "the window holds 60 rows embedded by torch, 10 rows of unknown backend (logged before it was recorded) "
+        "but the reference of version 1 was embedded by onnx (only 0 rows match)"
+    ) in message, message
+    log_served(production, imdb_texts(60))
+    report = _json(cli("drift", "--json", "--window", "500"))
+    assert report["n_rows"] == 60 and report["reference"]["backend"] == "onnx"

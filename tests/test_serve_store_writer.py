@@ -3,10 +3,12 @@ close that writes everything still queued."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from sentiment_ops.serving.store_writer import StoreWriter
@@ -73,3 +75,19 @@ def test_close_without_start_writes_synchronously(tmp_path: Path) -> None:
     writer.put(_records(5))
     writer.close()
     assert store.count() == 5
+
+
+def test_rows_the_store_cannot_take_at_shutdown_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}")
+    with store.engine.begin() as conn:  # the store is broken for good
+        conn.execute(sa.text("ALTER TABLE predictions RENAME TO predictions_hidden"))
+    writer = StoreWriter(store)
+    writer.start()
+    writer.put(_records(7))
+    assert not writer.flush(timeout=1)
+    assert writer.problem() is not None and "unavailable" in str(writer.problem())
+    with caplog.at_level(logging.ERROR, "sentiment_ops.serving"):
+        assert writer.close(timeout=10) == 7
+    assert "7 predictions could not be written at shutdown" in caplog.text

@@ -10,6 +10,7 @@ import typer
 from sentiment_ops import __version__
 from sentiment_ops.cli import (
     config_cmd,
+    db_cmd,
     demo_cmd,
     drift_cmd,
     feedback_cmd,
@@ -57,6 +58,7 @@ def main(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(feedback_cmd.app, name="feedback")
+app.add_typer(db_cmd.app, name="db")
 app.command()(train_cmd.train)
 app.command()(registry_cmds.register)
 app.command()(registry_cmds.promote)

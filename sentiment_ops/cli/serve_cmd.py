@@ -33,6 +33,7 @@ def serve(
     import uvicorn
 
     from sentiment_ops.serving import create_app
+    from sentiment_ops.store import InferenceStore
 
     if config is not None:
         ctx.find_root().obj["config"] = config
@@ -40,17 +41,24 @@ def serve(
         ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
-    app = create_app(settings)
+    # Open the store here, not in the app's startup: a store that cannot be reached or
+    # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = InferenceStore(settings.store_url, settings.store.store_text)
+    app = create_app(settings, store=store)
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
     )
-    uvicorn.run(
-        app,
-        host=settings.serve.host,
-        port=settings.serve.port,
-        workers=1,
-        access_log=access_log,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            workers=1,
+            access_log=access_log,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        store.close()

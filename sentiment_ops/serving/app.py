@@ -49,7 +49,13 @@ def create_app(
     serve = settings.serve
     metrics = ServingMetrics()
     holder = ModelHolder(settings, registry, listener=metrics)
-    writer = StoreWriter(store, on_write=metrics.rows_written, on_error=metrics.store_error)
+    writer = StoreWriter(
+        store,
+        max_queue=serve.store_queue_max,
+        on_write=metrics.rows_written,
+        on_error=metrics.store_error,
+        on_dead_letter=metrics.rows_dead_lettered,
+    )
     batcher = MicroBatcher(
         holder,
         writer,

@@ -235,6 +235,7 @@ class MicroBatcher:
                 probability=float(pred.probabilities[i]),
                 confidence=float(confidences[i]),
                 embedding=emb[i],
+                backend=model.backend,  # the embedding space, so drift compares like with like
                 latency_ms=(done - items[i].t0) * 1000.0,
                 created_at=created,
             )

@@ -60,6 +60,20 @@ class ServingMetrics:
         self.store_rows = Counter("sentops_store_rows_written", "Predictions written to the store.", registry=r)
         self.store_errors = Counter("sentops_store_write_errors", "Failed store writes (retried).", registry=r)
         self.store_pending = Gauge("sentops_store_pending_rows", "Predictions waiting to be written.", registry=r)
+        self.store_dead_letters = Counter(
+            "sentops_store_dead_letter_rows",
+            "Predictions the store refused, kept in its dead_letters table.",
+            registry=r,
+        )
+        self.store_rejected = Counter(
+            "sentops_store_rejected_rows",
+            "Texts answered 503 because the write-behind queue was full (serve.store_queue_max).",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "sentops_store_up", "1 while the inference store takes writes, 0 while it fails.", registry=r
+        )
+        self.store_up.set(1)
 
     # -- hooks (called from the holder, the writer, the batcher) ------------------------
     def model_loaded(self, model: LoadedModel) -> None:
@@ -79,8 +93,15 @@ class ServingMetrics:
     def store_error(self, _message: str) -> None:
         self.store_errors.inc()
 
-    def render(self, pending_rows: int) -> bytes:
+    def rows_dead_lettered(self, n: int) -> None:
+        self.store_dead_letters.inc(n)
+
+    def rows_rejected(self, n: int) -> None:
+        self.store_rejected.inc(n)
+
+    def render(self, pending_rows: int, store_up: bool = True) -> bytes:
         self.store_pending.set(pending_rows)
+        self.store_up.set(1 if store_up else 0)
         return generate_latest(self.registry)
 
 

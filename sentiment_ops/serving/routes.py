@@ -34,7 +34,7 @@ from sentiment_ops.serving.schemas import (
     ValidationErrorResponse,
     check_text,
 )
-from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter
 from sentiment_ops.store import InferenceStore
 
 
@@ -58,7 +58,13 @@ E422: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body cannot be parsed (not UTF-8)."},
     422: {"model": ValidationErrorResponse, "description": "Invalid input."},
 }
-E503: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "No model is loaded yet."}}
+E503: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": ErrorResponse,
+        "description": "No model is loaded yet, or the inference store cannot keep up (Retry-After).",
+    }
+}
+STORE_RETRY_AFTER_S = "5"  # the writer retries a failing store every 2 s at most
 
 
 E401: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "No or a wrong bearer token."}}
@@ -96,10 +102,19 @@ def _unavailable(state: ServingState) -> HTTPException:
 
 
 async def _predict(state: ServingState, texts: list[str]) -> list[Result]:
+    """Predict, with room held in the store's write-behind queue first: a request that the
+    store could not take is refused (503) before any work, never answered and then lost."""
+    try:
+        state.writer.reserve(len(texts))
+    except QueueFullError as exc:
+        state.metrics.rows_rejected(len(texts))
+        raise HTTPException(503, str(exc), headers={"Retry-After": STORE_RETRY_AFTER_S}) from None
     try:
         return await state.batcher.predict(texts)
     except ModelUnavailableError:
         raise _unavailable(state) from None
+    finally:
+        state.writer.release(len(texts))
 
 
 def result_dict(r: Result) -> dict[str, Any]:
@@ -218,10 +233,13 @@ def build_router(
 
     @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["ops"])
     async def ready(state: State) -> Response:
-        """200 when a model is loaded and serving, 503 otherwise."""
+        """200 when a model is loaded and the inference store keeps up, 503 (with the reason) otherwise."""
         current = state.holder.current
         if current is None:
             return JSONResponse({"ready": False, "version": None, "detail": _unavailable(state).detail}, 503)
+        problem = state.writer.problem()
+        if problem is not None:
+            return JSONResponse({"ready": False, "version": current.version, "detail": problem}, 503)
         return JSONResponse({"ready": True, "version": current.version, "detail": None})
 
     @router.get("/model", response_model=ModelInfoResponse, tags=["ops"])
@@ -237,7 +255,9 @@ def build_router(
     )
     async def metrics(state: State) -> Response:
         """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version."""
-        return Response(state.metrics.render(state.writer.pending), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            state.metrics.render(state.writer.pending, state.writer.store_up), media_type=CONTENT_TYPE_LATEST
+        )
 
     @router.post(
         "/invocations",

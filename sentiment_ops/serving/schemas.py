@@ -13,15 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.store import text_problem
 
 
 def check_text(value: str) -> str:
+    """The API's text rule: not blank, and what the store can hold (``text_problem``)."""
     if not value.strip():
         raise ValueError("text is empty or only whitespace")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from exc
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
