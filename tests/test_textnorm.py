@@ -169,3 +169,30 @@ def test_raw_unshifted_traffic_does_not_drift(
     report = json.loads(result.stdout)
     assert report["n_rows"] == 120 and report["drift"] is False
     assert {f["text"] for f in report["farthest"]} <= set(raw)  # the store's raw texts
+
+
+# -- retraining reads raw texts from the store ----------------------------------------------
+def test_feedback_counts_a_text_once_whatever_its_markup(tiny_env: dict[str, str]) -> None:
+    """The same review labelled once raw and once cleaned is one text to the model: one
+    training row, never one copy in training and one in the new-domain hold-out."""
+    from sentiment_ops.config import load_settings
+    from sentiment_ops.retraining import feedback_data
+    from sentiment_ops.store import InferenceStore, PredictionRecord
+
+    tweets = load_corpus("tweets").train
+    texts, labels = tweets.texts[:30], tweets.labels[:30].tolist()
+    variants = [t.replace(" ", "  <br /> ", 1) + "  " for t in texts[:10]]  # same text, raw form
+    settings = load_settings(overrides={"retrain.min_labels": 10})
+    store = InferenceStore(settings.store_url)
+    recs = [
+        PredictionRecord(settings.mlflow.model_name, 1, text=t, prediction=0, probability=0.5, confidence=0.5)
+        for t in texts + variants
+    ]
+    store.add_predictions(recs)
+    for rec, label in zip(recs, labels + labels[:10], strict=True):
+        assert store.set_feedback(rec.id, int(label))
+    fb = feedback_data(store, settings)
+    store.close()
+    assert fb.real == 30
+    seen = textnorm.get()(fb.train.texts + fb.holdout.texts)
+    assert len(seen) == len(set(seen)) == 30
