@@ -93,10 +93,11 @@ def get(spec: NormalizerSpec | Mapping[str, Any] | None = None) -> TextNormalize
     if spec is None:
         spec = CURRENT
     if not isinstance(spec, NormalizerSpec):
+        raw = spec
         try:
-            spec = NormalizerSpec(str(spec["name"]), int(spec["version"]))
+            spec = NormalizerSpec(str(raw["name"]), int(raw["version"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"malformed {META_KEY} {dict(spec)!r}: needs a name and an integer version") from exc
+            raise ModelLoadError(f"malformed {META_KEY} {raw!r}: needs a name and an integer version") from exc
     fn = _REGISTRY.get(spec)
     if fn is None:
         known = ", ".join(str(s) for s in _REGISTRY)
