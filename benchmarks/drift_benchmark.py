@@ -14,6 +14,13 @@ at random (seeded) from pools that share no text with the reference or the train
 * ``imdb_5_tweets`` / ``imdb_10_tweets`` / ``imdb_50_tweets``: IMDB mixed with tweets,
 * ``rotten_tomatoes``: RT test snippets, ``tweets``: tweets test split.
 
+The pools hold the corpus loader's cleaned texts (what training and the reference see).
+The same windows are drawn a second time from the texts as the corpus files ship them
+(``data.as_shipped``: IMDB with its ``<br />`` markup), which is what clients whose data
+was collected like the corpus send to the server: reported under ``raw_text``. The model
+normalises both with the normaliser it owns (``textnorm``); ``--text-normalizer identity``
+replays the serving path from before (raw text straight into the model).
+
 Every text is embedded once, exactly as the server logs it (``reference.embed_as_served``
 with ``serve.backend``: the ONNX int8 export and the server's forward-pass grouping by
 default; one pass gives label and mean-pooled embedding) and cached under ``--cache``. Each
@@ -45,9 +52,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sentiment_ops import textnorm
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
-from sentiment_ops.data import Split, load_corpus
+from sentiment_ops.data import Split, as_shipped, load_corpus
 from sentiment_ops.drift import cosine_centroid_distance, detect, permutation_test
 from sentiment_ops.modeling import SentimentModel
 from sentiment_ops.monitoring import CHECK_SEED
@@ -129,6 +137,9 @@ def embed_cached(embed: ServedEmbedder, texts: list[str], labels: np.ndarray, ca
     """Embeddings + predicted labels of ``texts``, computed once and cached by content."""
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
     suffix = "" if embed.backend == "torch" else f"-{embed.backend}"
+    spec = embed.model.normalizer.spec
+    if spec != textnorm.LEGACY:  # (legacy: the cache names of runs before normalisers)
+        suffix += f"-{spec.name}.v{spec.version}"
     path = cache / f"{name}{suffix}-{len(texts)}-{key}.npz"
     if path.exists():
         with np.load(path) as npz:
@@ -184,6 +195,7 @@ def run_size(
     settings: Settings,
     null_windows: int,
     shifted_windows: int,
+    label: str = "",
 ) -> dict[str, Any]:
     cfg = settings.drift
     rng = np.random.default_rng(1000 + size)
@@ -226,7 +238,7 @@ def run_size(
             rec["cosine"].append(cos)
         per[scenario] = rec
         print(
-            f"  window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['test']):.2f}  "
+            f"  {label}window {size:>3} {scenario:<17} n={n:<3} sentops {np.mean(rec['test']):.2f}  "
             f"raw MMD² {np.mean(rec['raw']):.2f}  "
             f"seed {np.mean(rec['cos']):.2f}  label {np.mean(rec['label']):.2f}  "
             f"median p {np.median(rec['p']):.4f}  mean cosine {np.mean(rec['cosine']):.4f}",
@@ -353,6 +365,12 @@ def main() -> None:
         help="how the served windows are embedded (default: serve.backend)",
     )
     ap.add_argument(
+        "--text-normalizer",
+        default=None,
+        metavar="NAME:VERSION",
+        help="override the model's own normaliser (identity:1 = raw text straight into the model, as served before)",
+    )
+    ap.add_argument(
         "--reference-backend",
         choices=("onnx", "torch"),
         default=None,
@@ -366,8 +384,15 @@ def main() -> None:
     model_dir = find_model_dir(args.artifacts) if args.model_dir == "auto" else Path(args.model_dir)
     meta = json.loads((model_dir / "sentops.json").read_text())
     model = SentimentModel.from_dir(model_dir)
+    if args.text_normalizer:
+        name, _, version = args.text_normalizer.partition(":")
+        model.normalizer = textnorm.get({"name": name, "version": version or 1})
     cache = args.cache / model_fingerprint(model_dir)
-    print(f"model {model_dir} (max_length {model.max_length}, head {model.head_tokens}); cache {cache}", flush=True)
+    print(
+        f"model {model_dir} (max_length {model.max_length}, head {model.head_tokens}, "
+        f"normaliser {model.normalizer.spec}); cache {cache}",
+        flush=True,
+    )
 
     imdb = load_corpus("imdb")
     ref_split = imdb.validation.sample(args.reference, seed=REFERENCE_SEED)  # as build_reference does
@@ -391,12 +416,27 @@ def main() -> None:
         "tweets": embed_cached(served, tw.texts, tw.labels, cache, "tweets_test"),
         "rotten_tomatoes": embed_cached(served, rt.texts, rt.labels, cache, "rt_test"),
     }
-    embed_seconds = sum(p["seconds"] for p in (ref, *pools.values()))
+    # the same pools as the corpus files ship them (markup included): what clients send
+    shipped = {"imdb": as_shipped("imdb", golden.texts), "tweets": as_shipped("tweets", tw.texts)}
+    shipped["rotten_tomatoes"] = as_shipped("rotten_tomatoes", rt.texts)
+    raw_pools = {
+        name: embed_cached(served, shipped[name], pools[name]["labels"], cache, f"{short}_raw")
+        for name, short in (("imdb", "imdb_test"), ("tweets", "tweets_test"), ("rotten_tomatoes", "rt_test"))
+    }
+    raw_differs = {
+        name: sum(a != b for a, b in zip(shipped[name], pools[name]["texts"], strict=True)) for name in pools
+    }
+    embed_seconds = sum(p["seconds"] for p in (ref, *pools.values(), *raw_pools.values()))
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     result: dict[str, Any] = {}
     for size in (100, 500):
         result[str(size)] = run_size(size, pools, ref, settings, args.null_windows, args.shifted_windows)
+    # the same windows (same seeds, same reviews) drawn from the texts as shipped
+    result["raw_text"] = {
+        str(size): run_size(size, raw_pools, ref, settings, args.null_windows, args.shifted_windows, "raw ")
+        for size in (100, 500)
+    }
     result["end_to_end"] = end_to_end_seconds(ref, pools, 500, args.reference_backend)
     result["setup"] = {
         "reference": f"{len(ref_split)} IMDB validation reviews (seed {REFERENCE_SEED}), as sentops train logs it",
@@ -406,6 +446,11 @@ def main() -> None:
             "tweets": f"first {len(tw)} of the tweets test split",
             "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split",
         },
+        "raw_text_pools": "the same texts as the corpus files ship them (data.as_shipped); "
+        "texts that differ from the cleaned split: "
+        + ", ".join(f"{name} {n} of {len(pools[name]['texts'])}" for name, n in raw_differs.items()),
+        "text_normalizer": str(model.normalizer.spec)
+        + (" (overridden with --text-normalizer)" if args.text_normalizer else " (the model's own)"),
         "embedding": "mean-pooled last hidden state of one forward pass, as the server logs it",
         "window_backend": backend,
         "reference_backend": args.reference_backend,
@@ -424,6 +469,7 @@ def main() -> None:
         "run_id": meta.get("run_id"),
         "max_length": model.max_length,
         "head_tokens": model.head_tokens,
+        "text_normalizer": meta.get(textnorm.META_KEY, "none saved (legacy: sentops.clean v0)"),
         **params,
         "held_out_verified": held_out(params, imdb, ref_split.texts, golden.texts),
     }
@@ -439,15 +485,16 @@ def main() -> None:
         data = {**result, "variants": previous.get("variants", {})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
-    for size in ("100", "500"):
-        r = result[size]
-        print(
-            f"\nwindow {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
-            f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check"
-        )
-        for s in SHIFTED:
-            det = [r[k]["detection_rate"][s] for k in ("sentops", "seed_rule", "mmd_raw")]
-            print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}  raw MMD² {det[2]:.2f}")
+    for texts, results in (("cleaned", result), ("raw (as shipped)", result["raw_text"])):
+        for size in ("100", "500"):
+            r = results[size]
+            print(
+                f"\n{texts} texts, window {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
+                f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check"
+            )
+            for s in SHIFTED:
+                det = [r[k]["detection_rate"][s] for k in ("sentops", "seed_rule", "mmd_raw")]
+                print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}  raw MMD² {det[2]:.2f}")
     print(f"\nend to end (window 500): {result['end_to_end']['seconds_median_of_3']} s; wrote {args.out}")
 
 

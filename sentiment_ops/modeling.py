@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES, package_file
 from sentiment_ops.errors import ModelLoadError
 
@@ -137,7 +138,8 @@ class Prediction:
 
 
 class SentimentModel:
-    """A fine-tuned classifier plus its tokeniser and the truncation it was trained with."""
+    """A fine-tuned classifier plus its tokeniser, the truncation it was trained with and
+    the text normaliser it owns (``textnorm``; the current one for a new model)."""
 
     def __init__(
         self,
@@ -146,9 +148,11 @@ class SentimentModel:
         max_length: int,
         head_tokens: int = 0,
         device: str = "cpu",
+        normalizer: textnorm.TextNormalizer | None = None,
     ) -> None:
         self.model: Any = model.to(device).eval()  # a transformers PreTrainedModel
         self.tokenizer = tokenizer
+        self.normalizer = normalizer or textnorm.get(textnorm.CURRENT)
         self.max_length = max_length
         self.head_tokens = head_tokens
         self.device = device
@@ -164,6 +168,7 @@ class SentimentModel:
         path = Path(path)
         meta_path = path / META_FILE
         meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        normalizer = textnorm.from_meta(meta)  # no spec: a legacy model, trained on cleaned text
         tokenizer = load_tokenizer(str(path))
         model = load_classifier(str(path))
         return cls(
@@ -172,6 +177,7 @@ class SentimentModel:
             max_length=max_length or int(meta.get("max_length", 256)),
             head_tokens=int(meta.get("head_tokens", 0)),
             device=device,
+            normalizer=normalizer,
         )
 
     def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
@@ -179,13 +185,20 @@ class SentimentModel:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        meta = {"max_length": self.max_length, "head_tokens": self.head_tokens, "pooling": POOLING}
+        meta = {
+            "max_length": self.max_length,
+            "head_tokens": self.head_tokens,
+            "pooling": POOLING,
+            textnorm.META_KEY: self.normalizer.spec.to_dict(),
+        }
         meta.update(extra_meta or {})
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return encode(self.tokenizer, texts, self.max_length, self.head_tokens)
+        """Token ids of ``texts`` after the model's own normaliser: the first step of every
+        forward pass (serving on either backend, reference, evaluation, fine-tuning)."""
+        return encode(self.tokenizer, self.normalizer(texts), self.max_length, self.head_tokens)
 
     @torch.inference_mode()
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """The model as MLflow logs it: a custom ``mlflow.pyfunc.PythonModel``.
 
 Weights and tokenizer travel as the ``hf_model`` artifact (a ``save_pretrained`` folder
-plus ``sentops.json`` with the truncation settings). Input: a ``text`` column (or a list
+plus ``sentops.json`` with the truncation settings and the text normaliser the model owns,
+which ``predict`` applies to the raw input; the normaliser's spec is also in the MLflow
+model metadata, ``metadata.sentops.text_normalizer``). Input: a ``text`` column (or a list
 of strings). Output: ``label`` (0/1), ``label_name``, ``probability`` (of positive),
 ``confidence``; with ``params={"return_embedding": True}`` also ``embedding``, the pooled
 vector that drift monitoring compares.
@@ -18,6 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 
+from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import DataError, ModelLoadError
 from sentiment_ops.modeling import Prediction, SentimentModel
@@ -103,16 +106,18 @@ def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] 
     )
     from sentiment_ops import __version__
 
-    return _log(folder, signature, example, __version__)
+    metadata = {"sentops": {textnorm.META_KEY: model.normalizer.spec.to_dict()}}
+    return _log(folder, signature, example, __version__, metadata)
 
 
-def _log(folder: Path, signature: Any, example: pd.DataFrame, version: str) -> Any:
+def _log(folder: Path, signature: Any, example: pd.DataFrame, version: str, metadata: dict[str, Any]) -> Any:
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=SentimentPyfunc(),
         artifacts={ARTIFACT_KEY: str(folder)},
         signature=signature,
         input_example=example,
+        metadata=metadata,
         pip_requirements=[
             f"sentiment-ops=={version}",
             "torch",

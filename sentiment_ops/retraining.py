@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sentiment_ops import textnorm
 from sentiment_ops.config import Settings
 from sentiment_ops.data import Split, golden_test, load_corpus
 from sentiment_ops.errors import ConfigError, NotEnoughDataError, NotFoundError
@@ -86,10 +87,12 @@ class FeedbackData:
 
 
 def _distinct(records: list[PredictionRecord], labels: list[int], skip: set[str]) -> dict[str, tuple[str, int]]:
-    """text hash → (text, label); rows are oldest first, so the newest label wins."""
+    """hash of the normalised text → (text as sent, label); rows are oldest first, so the
+    newest label wins. Texts that differ only in markup or whitespace are one text to the
+    model (``textnorm``): counted once, never one in training and one in the hold-out."""
     out: dict[str, tuple[str, int]] = {}
     for rec, label in zip(records, labels, strict=True):
-        h = text_hash(rec.text)
+        h = text_hash(textnorm.clean(rec.text or ""))
         if h not in skip:
             out[h] = (rec.text, label)
     return out

@@ -36,7 +36,8 @@ WARMUP_TEXTS = [
 
 
 class Predictor(Protocol):
-    """What the batcher needs from a backend: token ids, then logits + pooled embeddings."""
+    """What the batcher needs from a backend: token ids (of the texts as clients sent them;
+    ``encode`` applies the model's own normaliser), then logits + pooled embeddings."""
 
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
