@@ -52,6 +52,30 @@ def test_normaliser_specs_and_idempotence() -> None:
         textnorm.get({"version": 1})
 
 
+def test_clean_is_the_fixed_point_of_the_corpus_cleaner_in_linear_time() -> None:
+    """``sentops.clean`` v1 equals repeating the one-pass cleaner until nothing changes (on
+    random strings of markup pieces), and deeply nested markup costs linear time."""
+    import random
+    import time
+
+    def fixed_point(text: str) -> str:
+        out = textnorm.clean_once(text)
+        while (again := textnorm.clean_once(out)) != out:
+            out = again
+        return out
+
+    rng = random.Random(0)
+    pieces = ["<", "b", "r", "B", "/", ">", " ", "\n", "\t", "x", "<br", "<br />", "\u00a0"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        assert textnorm.clean(text) == fixed_point(text) == textnorm.clean(textnorm.clean(text)), repr(text)
+    depth = 20_000 // 7  # a request-sized text: the repeated pass would need ~depth passes
+    nested = "x " + "<br" * depth + " />" + ">" * (depth - 1) + " y"
+    start = time.perf_counter()
+    assert textnorm.clean(nested) == "x y"
+    assert time.perf_counter() - start < 0.5
+
+
 def test_corpus_splits_and_hashes_unchanged() -> None:
     """The corpus loader still cleans once: the golden hold-out hash is the frozen one, and
     the texts as shipped clean (with the model's normaliser) to exactly the split's texts."""
