@@ -53,8 +53,8 @@ LUA = Path(__file__).parent / "fault.lua"
 PY = sys.executable
 
 # Control characters as careless clients send them: NUL from C strings, ANSI colour codes,
-# a bell, a form feed, DEL, NEL (U+0085, category Cc too).
-BAD_INSERTS = ["\x00", "\x1b[31m", "\x07", "\x0c", "\x7f", "\x00\x00", "\x85", "\x01\x02"]
+# a bell, a form feed, DEL, a unit separator.
+BAD_INSERTS = ["\x00", "\x1b[31m", "\x07", "\x0c", "\x7f", "\x00\x00", "\x1f", "\x01\x02"]
 
 QUICK_TRAIN_ENV = {  # two quick versions of the bundled MiniLM (the answers matter, not their quality)
     "SENTOPS_TRAIN__MAX_SAMPLES": "256",
