@@ -103,7 +103,10 @@ def test_onnx_gives_logits_and_embedding_in_one_pass(home_with_model: dict[str, 
 
 
 # Packages the serving image (Dockerfile target `serve`) leaves out.
-NOT_IN_SERVE_IMAGE = ("torch", "functorch", "torchgen", "transformers", "accelerate", "sentence_transformers")
+NOT_IN_SERVE_IMAGE = (
+    *("torch", "functorch", "torchgen", "transformers", "accelerate", "sentence_transformers", "onnx"),
+    *("sklearn", "scikit_learn", "scipy", "matplotlib", "pyarrow", "datasets"),
+)
 
 SERVE_WITHOUT_TORCH = """
 import sys, site

@@ -23,7 +23,7 @@ def serve(
     alias: Annotated[str | None, typer.Option("--alias", help="Model alias to serve (default production).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="torch, or onnx (int8; exported and cached on first load).")
+        str | None, typer.Option("--backend", help="torch, or onnx (int8: the graph logged with the version).")
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
 ) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import NotFoundError, SentopsError
+from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
 
@@ -209,9 +209,14 @@ class ModelHolder:
     def _exported_predictor(self, registry: Registry, info: VersionInfo) -> Predictor:
         """The logged model through its pyfunc (torch); for ``onnx``, a version logged
         without its graph is exported now and cached in the home."""
-        from sentiment_ops.modeling import set_cpu_threads
-        from sentiment_ops.pyfunc import load_pyfunc
-
+        try:
+            from sentiment_ops.modeling import set_cpu_threads
+            from sentiment_ops.pyfunc import load_pyfunc
+        except ImportError as exc:  # the serve image: no torch
+            raise ModelLoadError(
+                f"version {info.version} was logged without its ONNX graph and this installation cannot "
+                f"export it ({exc}): serve it with the full image, or retrain it"
+            ) from exc
         set_cpu_threads(self.settings.serve.torch_threads)
         model = load_pyfunc(registry.model_uri(info.version)).model
         assert model is not None  # load_pyfunc guarantees it
