@@ -39,16 +39,6 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt -c constraints.txt "torch==${TORCH_VERSION}"
 
-# ---- build: our package alone on top (a code change reinstalls only this) -------------
-FROM deps AS build
-COPY README.md LICENSE ./
-COPY sentiment_ops ./sentiment_ops
-# DL3013 wants pinned pip installs: this is the local package; its dependencies are above.
-# hadolint ignore=DL3013
-RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
-    pip install --no-cache-dir --no-deps . \
-    && python -c "import psycopg, torch, sentiment_ops.cli.main"
-
 # ---- serve deps: the same pins without torch, transformers and the training stack ------
 # The ONNX backend runs the int8 graph logged with each model version and encodes with
 # `tokenizers` alone; the base model and corpora packages, scikit-learn, matplotlib and
@@ -67,13 +57,12 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     python -c "import re, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; out = set('${SERVE_LEAVES_OUT}'.split()); print('\n'.join(r for r in p['dependencies'] + p['optional-dependencies']['postgres'] if re.split('[^A-Za-z0-9_.-]', r)[0] not in out).replace('mlflow==', 'mlflow-skinny=='))" > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
-FROM deps-serve AS build-serve
+# ---- build: our package as a wheel (pure Python: the same one for both targets) ----------
+FROM deps-serve AS build
 COPY README.md LICENSE ./
 COPY sentiment_ops ./sentiment_ops
-# hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
-    pip install --no-cache-dir --no-deps . \
-    && python -c "import importlib.util as u, psycopg, sentiment_ops.cli.main, sentiment_ops.serving.onnx_backend; assert u.find_spec('torch') is None"
+    pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- runtime: what both images share --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -111,9 +100,24 @@ CMD ["serve", "--host", "0.0.0.0"]
 # Serves versions logged with their int8 graph (every version sentops logs); it cannot
 # train, embed references or serve `--backend torch`: the full image does.
 FROM runtime AS serve
-COPY --from=build-serve /opt/venv /opt/venv
+COPY --from=deps-serve /opt/venv /opt/venv
 ENV SENTOPS_SERVE__BACKEND=onnx
+# The dependencies above are one layer that changes only with them; a code change is the
+# small layers below (the wheel and its install), not another copy of the environment.
+COPY --from=build /wheels /tmp/wheels
+USER 0
+# DL3013 wants pinned pip installs: this is the package's own wheel, its dependencies are above.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
+    && python -c "import importlib.util as u, psycopg, sentiment_ops.cli.main, sentiment_ops.serving.onnx_backend; assert u.find_spec('torch') is None"
+USER 10001:10001
 
 # ---- full (default): training, both backends, every command, the MLflow server ---------
 FROM runtime AS full
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+USER 0
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
+    && python -c "import psycopg, torch, sentiment_ops.cli.main"
+USER 10001:10001

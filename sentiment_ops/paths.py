@@ -24,7 +24,10 @@ def fix_hint(folder: Path) -> str:
     """What to do about a folder this process cannot write."""
     who = _who()
     uid = who.removeprefix("uid ")
-    chown = f" (`chown -R {uid} {folder}`)" if uid.isdigit() else ""
+    target = folder
+    while not target.exists() and target.parent != target:  # the folder it could not create in
+        target = target.parent
+    chown = f" (`chown -R {uid} {target}`)" if uid.isdigit() else ""
     return f"give {who} write access to it{chown}, {ELSEWHERE}"
 
 
