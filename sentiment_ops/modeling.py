@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES, package_file
 from sentiment_ops.errors import ModelLoadError
+from sentiment_ops.inference import META_FILE, Prediction, head_tail, prediction_from_logits, split_specials
 
 log = logging.getLogger(__name__)
 
 BUNDLED_ALIASES = ("minilm", "bundled", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-META_FILE = "sentops.json"
 POOLING = "mean"  # mean of the last hidden state over real tokens
 
 
@@ -52,23 +51,11 @@ def set_cpu_threads(n: int | None = None) -> None:
 def encode(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, head_tokens: int = 0
 ) -> list[list[int]]:
-    """Token ids with special tokens, at most ``max_length`` long.
-
-    Texts that are too long keep their first ``head_tokens`` tokens and fill the rest of
-    the budget from their end (reviews tend to state the verdict last)."""
+    """Token ids with special tokens, at most ``max_length`` long (``inference.head_tail``:
+    a text that is too long keeps its first ``head_tokens`` tokens and then its end)."""
     raw = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     prefix, suffix = special_tokens(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
-    out = []
-    for full in raw:
-        ids = list(full)
-        if len(ids) > budget:
-            if 0 < head_tokens < budget:
-                ids = ids[:head_tokens] + ids[len(ids) - (budget - head_tokens) :]
-            else:
-                ids = ids[:budget]
-        out.append(prefix + ids + suffix)
-    return out
+    return head_tail(raw, prefix, suffix, max_length, head_tokens)
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -81,12 +68,7 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
         return cached
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for i in range(len(full) - len(bare) + 1):
-        if full[i : i + len(bare)] == bare:
-            result = (list(full[:i]), list(full[i + len(bare) :]))
-            break
-    else:  # pragma: no cover - every tokenizer we know keeps the text ids intact
-        result = ([], [])
+    result = split_specials(list(bare), list(full))
     tokenizer._sentops_special = result  # type: ignore[attr-defined]
     return result
 
@@ -124,17 +106,6 @@ def load_classifier(path: str) -> torch.nn.Module:
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model from {path!r}: {exc}") from exc
-
-
-@dataclass
-class Prediction:
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
-    probabilities: np.ndarray  # float64, P(positive)
-    embeddings: np.ndarray | None  # float32 (n, hidden), mean-pooled last hidden state
-
-    @property
-    def confidences(self) -> np.ndarray:
-        return np.where(self.labels == 1, self.probabilities, 1.0 - self.probabilities)
 
 
 class SentimentModel:
@@ -224,15 +195,3 @@ class SentimentModel:
             logits[sel] = lg
             emb[sel] = pooled
         return prediction_from_logits(logits, emb if with_embeddings else None)
-
-
-def prediction_from_logits(logits: np.ndarray, embeddings: np.ndarray | None) -> Prediction:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return Prediction(
-        labels=probs.argmax(axis=1).astype(np.int64),
-        probabilities=probs[:, 1],
-        embeddings=embeddings,
-    )

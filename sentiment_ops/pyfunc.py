@@ -11,6 +11,7 @@ vector that drift monitoring compares.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from sentiment_ops.errors import DataError, ModelLoadError
 from sentiment_ops.modeling import Prediction, SentimentModel
 
 ARTIFACT_KEY = "hf_model"
+ONNX_ARTIFACT_KEY = "onnx_int8"  # the int8 graph that serve.backend onnx runs (no torch needed)
 MODEL_NAME = "model"  # name of the logged model inside a run
+
+log = logging.getLogger(__name__)
 
 
 def _texts(model_input: Any) -> list[str]:
@@ -107,14 +111,36 @@ def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] 
     from sentiment_ops import __version__
 
     metadata = {"sentops": {textnorm.META_KEY: model.normalizer.spec.to_dict()}}
-    return _log(folder, signature, example, __version__, metadata)
+    artifacts = {ARTIFACT_KEY: str(folder)}
+    onnx_dir = export_onnx(folder, work_dir / ONNX_ARTIFACT_KEY)
+    if onnx_dir is not None:
+        artifacts[ONNX_ARTIFACT_KEY] = str(onnx_dir)
+    return _log(artifacts, signature, example, __version__, metadata)
 
 
-def _log(folder: Path, signature: Any, example: pd.DataFrame, version: str, metadata: dict[str, Any]) -> Any:
+def export_onnx(folder: Path, dest: Path) -> Path | None:
+    """The int8 ONNX graph of the saved model ``folder``, logged with it so a server needs
+    no torch to serve it. A model that does not export is logged without one (the server
+    then exports it at load, as before, where torch is installed)."""
+    from sentiment_ops.serving.onnx_backend import ONNX_FILE, export_int8
+
+    try:
+        # from the saved weights, as the server would: a model fresh out of the Trainer
+        # does not always trace (seen: ComplexDouble)
+        export_int8(SentimentModel.from_dir(folder), dest / ONNX_FILE)
+    except Exception as exc:  # noqa: BLE001 - the graph is an optimisation, never a reason to lose the model
+        log.warning("logging the model without its ONNX graph: %s: %s", type(exc).__name__, exc)
+        return None
+    return dest
+
+
+def _log(
+    artifacts: dict[str, str], signature: Any, example: pd.DataFrame, version: str, metadata: dict[str, Any]
+) -> Any:
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=SentimentPyfunc(),
-        artifacts={ARTIFACT_KEY: str(folder)},
+        artifacts=artifacts,
         signature=signature,
         input_example=example,
         metadata=metadata,

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings, note_exported_tracking_uri
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
+from sentiment_ops.paths import sqlite_file, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class Registry:
         self.settings = settings
         self.model_name = settings.mlflow.model_name
         self.tracking_uri = settings.tracking_uri
-        if self.tracking_uri.startswith("sqlite:"):
-            settings.home.mkdir(parents=True, exist_ok=True)
+        for uri in {self.tracking_uri, settings.registry_uri}:
+            db_file = sqlite_file(uri)
+            if db_file is not None:  # one line naming the folder, not SQLite's "unable to open"
+                writable_dir(db_file.parent, "sentops home" if db_file.parent == settings.home else "MLflow folder")
         if check:
             check_reachable(self.tracking_uri, settings.mlflow.timeout_s)
             if settings.registry_uri != self.tracking_uri:
@@ -126,7 +129,7 @@ class Registry:
             location = None
             if self.tracking_uri.startswith("sqlite:"):
                 # Keep artifacts in the sentops home, not in ./mlruns of whatever cwd.
-                self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+                writable_dir(self.settings.artifact_root, "MLflow artifact folder")
                 location = self.settings.artifact_root.resolve().as_uri()
             return str(self.client.create_experiment(name, artifact_location=location))
 

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from sentiment_ops.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
+from sentiment_ops.paths import sqlite_file, sqlite_hint, writable_dir
 
 metadata = sa.MetaData()
 
@@ -196,11 +196,13 @@ class InferenceStore:
     def __init__(self, url: str, store_text: bool = True, create: bool = True) -> None:
         self.url = normalize_url(url)
         self.store_text = store_text
+        self._sqlite_path = sqlite_path = sqlite_file(self.url)
+        if sqlite_path is not None:
+            # a folder that cannot be written is one line naming it (StoreError), not
+            # SQLite's "unable to open database file"
+            writable_dir(sqlite_path.parent, "folder of the inference store")
         try:
             if self.url.startswith("sqlite"):
-                database = sa.engine.make_url(self.url).database
-                if database and database != ":memory:" and not database.startswith("file:"):
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
@@ -217,7 +219,16 @@ class InferenceStore:
             hint = f" ({POSTGRES_DRIVER_HINT})" if self.url.startswith("postgres") else ""
             raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}{hint}") from exc
         except (SQLAlchemyError, ValueError, OSError) as exc:
-            raise StoreError(f"cannot open inference store {self._safe_url()}: {_first_line(exc)}") from exc
+            raise StoreError(
+                f"cannot open inference store {self._safe_url()}: {_first_line(exc)}{self._hint()}"
+            ) from exc
+
+    def _hint(self) -> str:
+        """For a SQLite store: which file, and what to do about it."""
+        path = self._sqlite_path
+        if path is None:
+            return ""
+        return f" ({path} must be a SQLite file this process can read and write: {sqlite_hint(path)})"
 
     def _locked(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -256,7 +267,7 @@ class InferenceStore:
             with self.engine.connect() as conn:
                 return migrations.current(conn)
         except SQLAlchemyError as exc:
-            raise _store_error("cannot read inference store", exc) from exc
+            raise _store_error(f"cannot read inference store {self._safe_url()}{self._hint()}", exc) from exc
 
     def upgrade_schema(self) -> tuple[str | None, str]:
         """Bring the store to the newest revision (an empty one is created there), in one
@@ -273,7 +284,7 @@ class InferenceStore:
                 elif before != migrations.head():
                     migrations.upgrade(conn)
         except SQLAlchemyError as exc:
-            raise _store_error(f"cannot upgrade inference store {self._safe_url()}", exc) from exc
+            raise _store_error(f"cannot upgrade inference store {self._safe_url()}{self._hint()}", exc) from exc
         return before, migrations.head()
 
     @property

@@ -164,6 +164,7 @@ def test_one_image_for_every_sentops_service(resolved: dict[str, Any]) -> None:
     images = {resolved["services"][s]["image"] for s in (*SENTOPS_SERVICES, "mlflow")}
     assert images == {"sentops:local"}
     for name in (*SENTOPS_SERVICES, "mlflow"):
+        assert resolved["services"][name]["build"]["target"] == "full"
         assert resolved["services"][name]["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
 
 
@@ -245,9 +246,29 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _stages(instructions: list[tuple[str, str]]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """stage name → (what it is FROM, its own instructions)."""
+    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, args in instructions:
+        if word == "FROM":
+            parts = args.split()
+            current = []
+            out[parts[-1] if "AS" in (p.upper() for p in parts) else str(len(out))] = (parts[0], current)
+        elif out:
+            current.append((word, args))
+    return out
+
+
+def _stage(instructions: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    """The instructions a stage runs, its parent stages' first (what the image holds)."""
+    stages = _stages(instructions)
+    base, own = stages[name]
+    return [*(_stage(instructions, base) if base in stages else [("FROM", base)]), *own]
+
+
 def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
-    return instructions[starts[-1] :]
+    return _stage(instructions, list(_stages(instructions))[-1])
 
 
 def test_hadolint_passes() -> None:
@@ -265,6 +286,7 @@ def test_hadolint_passes() -> None:
 def test_dockerfile_shape() -> None:
     instructions = _instructions(DOCKERFILE.read_text())
     final = _final_stage(instructions)
+    assert list(_stages(instructions))[-1] == "full", "the last stage is what a plain `docker build` gives"
     words = [w for w, _ in final]
     for needed in ("FROM", "USER", "HEALTHCHECK", "ENTRYPOINT", "CMD", "EXPOSE"):
         assert needed in words, needed
@@ -272,7 +294,7 @@ def test_dockerfile_shape() -> None:
     assert user.split(":")[0] not in ("0", "root"), "runs as a non-root user"
     assert int(user.split(":")[0]) >= 1000, "numeric uid, so runAsNonRoot can check it"
     health = next(a for w, a in final if w == "HEALTHCHECK")
-    assert "/ready" in health
+    assert json.loads(health.partition("CMD")[2]) == ["python", "-m", "sentiment_ops.healthcheck"]
     assert json.loads(next(a for w, a in final if w == "ENTRYPOINT")) == ["sentops"]
     assert json.loads(next(a for w, a in final if w == "CMD")) == ["serve", "--host", "0.0.0.0"]
     env = " ".join(a for w, a in final if w == "ENV")
@@ -281,9 +303,45 @@ def test_dockerfile_shape() -> None:
     args = " ".join(a for w, a in instructions if w == "ARG")
     assert '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"' in runs
     assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in args
-    assert '".[postgres]"' in runs
+    # dependencies from the project metadata, pinned by constraints.txt, in their own layer
+    # before the package's code; then the package alone (a code change reinstalls only it)
+    copies = [a for w, a in instructions if w == "COPY"]
+    assert copies.index("pyproject.toml constraints.txt ./") < copies.index("sentiment_ops ./sentiment_ops")
+    assert "-r requirements.txt -c constraints.txt" in runs and "['optional-dependencies']['postgres']" in runs
+    # the package: a wheel, installed without dependencies on top of the dependency layer
+    # copied whole (a code change adds small layers, not another copy of the environment)
+    assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs
+    for target, deps in (("full", "deps"), ("serve", "deps-serve")):
+        stage = _stages(instructions)[target][1]
+        copies_in = [a for w, a in stage if w == "COPY"]
+        assert copies_in[:2] == [f"--from={deps} /opt/venv /opt/venv", "--from=build /wheels /tmp/wheels"], target
+        assert "pip install --no-cache-dir --no-deps /tmp/wheels/*.whl" in " ".join(a for w, a in stage if w == "RUN")
+        assert [a for w, a in stage if w == "USER"][-1] == "10001:10001", target
+    # pip settings of a company index come in as build secrets, never as a layer
+    assert runs.count("--mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca") == 4
+    assert not any(w in ("COPY", "ADD") and "pip" in a for w, a in instructions)
+    # the home exists, owned by the user (a new volume mounted there takes that owner)
+    assert "install -d -o 10001 -g 10001 /home/sentops/.sentops" in " ".join(a for w, a in final if w == "RUN")
+    assert "SENTOPS_HOME=/home/sentops/.sentops" in env
+    assert "/etc/sentops" not in DOCKERFILE.read_text(), "copied configs nothing reads"
     # the model comes from the registry at start: nothing trains or downloads a model at build
     assert "sentops train" not in runs and "mlruns" not in DOCKERFILE.read_text()
+
+
+def test_serve_target_has_no_torch_and_the_same_runtime() -> None:
+    """`--target serve`: the ONNX backend without torch, transformers or the training
+    stack; user, home, health check and entry point as in the full image."""
+    instructions = _instructions(DOCKERFILE.read_text())
+    serve, full = _stage(instructions, "serve"), _stage(instructions, "full")
+    shared = {"USER", "HEALTHCHECK", "ENTRYPOINT", "CMD", "EXPOSE", "WORKDIR"}
+    assert [i for i in serve if i[0] in shared] == [i for i in full if i[0] in shared]
+    assert "SENTOPS_SERVE__BACKEND=onnx" in " ".join(a for w, a in serve if w == "ENV")
+    deps = " ".join(a for w, a in _stage(instructions, "deps-serve"))
+    left_out = re.search(r'SERVE_LEAVES_OUT="([^"]+)"', deps)
+    assert left_out is not None
+    assert {"torch", "transformers", "accelerate", "datasets"} <= set(left_out.group(1).split())
+    assert "torch==" not in deps
+    assert "assert u.find_spec('torch') is None" in " ".join(a for w, a in serve if w == "RUN")
 
 
 # -- build context ---------------------------------------------------------------------------
@@ -330,7 +388,7 @@ def _build_context() -> list[str]:
 def test_build_context_holds_only_what_the_image_needs() -> None:
     context = _build_context()
     tops = {f.split("/")[0] for f in context}
-    assert tops == {"pyproject.toml", "README.md", "LICENSE", "sentiment_ops", "configs"}
+    assert tops == {"pyproject.toml", "constraints.txt", "README.md", "LICENSE", "sentiment_ops"}
     assert not any("__pycache__" in f for f in context)
     for word, args in _instructions(DOCKERFILE.read_text()):
         if word == "COPY" and "--from=" not in args:
@@ -379,3 +437,72 @@ def test_deploy_doc_names_real_services_and_settings(raw: dict[str, Any]) -> Non
             assert "unknown setting" not in str(exc), name
     for path in re.findall(r"`((?:tests|scripts|configs|deploy)/[\w./-]+)`", doc):
         assert (ROOT / path).exists(), path
+
+
+# -- constraints.txt and the health check -----------------------------------------------------
+def test_constraints_pin_the_runtime_closure_as_tested() -> None:
+    """constraints.txt is what scripts/constraints.py writes from this environment: the
+    image gets the versions the tests pass on. Stale after a dependency change: regenerate."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "constraints.py")], capture_output=True, text=True, check=True
+    )
+    pins = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    committed = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if not line.startswith("#")]
+    names = {line.split("==")[0] for line in committed}
+    assert {"mlflow", "transformers", "onnxruntime", "fastapi", "psycopg"} <= names
+    assert not names & {"torch", "pytest", "ruff", "sentiment-ops"}, "torch by build arg; no dev tools"
+    if set(pins) != set(committed):
+        pytest.skip(
+            "this environment differs from constraints.txt (regenerate with "
+            "`python scripts/constraints.py > constraints.txt` in the CI environment): "
+            + ", ".join(sorted(set(pins) ^ set(committed))[:10])
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "port"),
+    [
+        (["sentops", "serve", "--host", "0.0.0.0", "--port", "9001"], 9001),
+        (["/sbin/tini", "--", "sentops", "serve", "--port=9002"], 9002),
+        (["sentops", "serve", "--host", "0.0.0.0"], None),
+    ],
+)
+def test_healthcheck_finds_the_port_the_server_was_started_with(args: list[str], port: int | None) -> None:
+    from sentiment_ops.healthcheck import port_from_args
+
+    assert port_from_args(args) == port
+
+
+def test_healthcheck_probes_ready_on_that_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from sentiment_ops import healthcheck
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        status = 503
+
+        def do_GET(self) -> None:
+            self.send_response(self.status if self.path == "/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cmdline = tmp_path / "cmdline"
+    args = ["sentops", "serve", "--host", "0.0.0.0", "--port", str(server.server_port)]
+    cmdline.write_bytes("\0".join(args).encode() + b"\0")
+    monkeypatch.setattr(healthcheck, "MAIN_PROCESS_CMDLINE", cmdline)
+    monkeypatch.setenv("SENTOPS_SERVE__PORT", "1")  # --port wins over the settings
+    try:
+        assert healthcheck.main() == 1  # 503 before the first promotion
+        Ready.status = 200
+        assert healthcheck.main() == 0
+    finally:
+        server.shutdown()
+    # no --port on the command line: the settings' port
+    cmdline.write_bytes(b"sentops\0serve\0")
+    monkeypatch.setenv("SENTOPS_SERVE__PORT", "9123")
+    assert healthcheck.server_port(cmdline) == 9123

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from serve_support import Server, promote, serve_settings, start_server
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.serving import onnx_backend
 from sentiment_ops.serving.onnx_backend import ONNX_FILE, OnnxPredictor
 
 TEXTS = [
@@ -20,7 +22,7 @@ TEXTS = [
 ]
 
 
-def test_onnx_backend_serves_and_caches(home_with_model: dict[str, Any], running: list[Server]) -> None:
+def test_onnx_backend_serves_the_logged_graph(home_with_model: dict[str, Any], running: list[Server]) -> None:
     promote(1)
     srv = start_server(serve_settings(backend="onnx"))
     running.append(srv)
@@ -32,9 +34,8 @@ def test_onnx_backend_serves_and_caches(home_with_model: dict[str, Any], running
         onnx_preds = r.json()["predictions"]
         assert 'backend="onnx"' in c.get("/metrics").text
     srv.stop()
-    cached = list((load_settings().home / "serving-cache").glob(f"*/{ONNX_FILE}"))
-    assert len(cached) == 1
-    mtime = cached[0].stat().st_mtime_ns
+    # the graph logged with the version was served: nothing exported, nothing cached
+    assert not list((load_settings().home / "serving-cache").glob(f"*/{ONNX_FILE}"))
 
     srv2 = start_server(serve_settings(backend="torch"))
     running.append(srv2)
@@ -44,11 +45,43 @@ def test_onnx_backend_serves_and_caches(home_with_model: dict[str, Any], running
     for o, t in zip(onnx_preds, torch_preds, strict=True):
         assert abs(o["probability"] - t["probability"]) < 0.02
 
-    srv3 = start_server(serve_settings(backend="onnx"))  # loads from the cache, no new export
-    running.append(srv3)
-    with srv3.client() as c:
+
+def test_a_version_without_a_graph_is_exported_once_and_cached(
+    home_with_model: dict[str, Any], running: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions logged before the graph was: exported at load (torch), cached in the home."""
+    monkeypatch.setattr(onnx_backend, "logged_predictor", lambda *a, **k: None)
+    promote(1)
+    srv = start_server(serve_settings(backend="onnx"))
+    running.append(srv)
+    with srv.client() as c:
+        assert c.post("/predict", json={"text": "fine"}).status_code == 200
+    srv.stop()
+    cached = list((load_settings().home / "serving-cache").glob(f"*/{ONNX_FILE}"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    srv2 = start_server(serve_settings(backend="onnx"))  # loads from the cache, no new export
+    running.append(srv2)
+    with srv2.client() as c:
         assert c.post("/predict", json={"text": "fine"}).status_code == 200
     assert cached[0].stat().st_mtime_ns == mtime
+
+
+def test_the_logged_graph_answers_as_the_export_at_load(home_with_model: dict[str, Any], tmp_path: Any) -> None:
+    """Logged at training (tokenizers-only encoder) or exported by the server from the
+    logged weights (transformers tokenizer): the same ids, the same logits and embeddings."""
+    uri = "models:/sentiment-classifier/1"
+    model = load_pyfunc(uri).model
+    assert model is not None
+    exported = OnnxPredictor.from_model(model, tmp_path / "cache", threads=1)
+    logged = onnx_backend.logged_predictor(uri, threads=1)
+    assert logged is not None
+    texts = [*TEXTS, "<br />Überraschend gut!<br /><br />", "word " * 400, "", "émoji 🎬 ok"]
+    ids = logged.encode(texts)
+    assert ids == exported.encode(texts) == model.encode(texts)
+    assert logged.pad_id == exported.pad_id
+    for a, b in zip(logged.forward_ids(ids), exported.forward_ids(ids), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_onnx_gives_logits_and_embedding_in_one_pass(home_with_model: dict[str, Any], tmp_path: Any) -> None:
@@ -67,3 +100,63 @@ def test_onnx_gives_logits_and_embedding_in_one_pass(home_with_model: dict[str, 
     alone, alone_emb = onnx.forward_ids([ids[3]])
     np.testing.assert_allclose(alone[0], lo[3], atol=5e-3)
     np.testing.assert_allclose(alone_emb[0], eo[3], atol=5e-2)
+
+
+# Packages the serving image (Dockerfile target `serve`) leaves out.
+NOT_IN_SERVE_IMAGE = (
+    *("torch", "functorch", "torchgen", "transformers", "accelerate", "sentence_transformers", "onnx"),
+    *("sklearn", "scikit_learn", "scipy", "matplotlib", "pyarrow", "datasets"),
+)
+
+SERVE_WITHOUT_TORCH = """
+import sys, site
+site.addsitedir(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from fastapi.testclient import TestClient
+from sentiment_ops.cli.main import app as cli  # the whole CLI imports without torch
+from sentiment_ops.config import load_settings
+from sentiment_ops.serving import create_app
+
+settings = load_settings(overrides={"serve.backend": "onnx"})
+with TestClient(create_app(settings)) as client:
+    model = client.get("/model").json()
+    answer = client.post("/predict", json={"text": "A moving, beautifully acted film."})
+print(model["backend"], model["version"], answer.status_code, answer.json()["label"] in ("positive", "negative"))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {names})
+print("loaded:", loaded)
+"""
+
+
+def test_onnx_serving_needs_no_torch(home_with_model: dict[str, Any], tmp_path: Any) -> None:
+    """The serving image has no torch and no transformers: a Python that cannot find them
+    (a site folder holding every installed package but those) serves a logged version."""
+    import os
+    import site
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    promote(1)
+    source = Path(site.getsitepackages()[0])
+    fake = tmp_path / "site-packages"
+    fake.mkdir()
+    for entry in source.iterdir():
+        top = entry.name.split("-")[0].split(".")[0].lower()
+        if top in NOT_IN_SERVE_IMAGE or entry.name.startswith(("__editable__", "sentiment_ops")):
+            continue
+        (fake / entry.name).symlink_to(entry)
+    root = Path(__file__).resolve().parents[1]
+    script = SERVE_WITHOUT_TORCH.replace("{names}", repr(set(NOT_IN_SERVE_IMAGE)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(fake), str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == "onnx 1 200 True", result.stdout + result.stderr[-2000:]
+    assert lines[-1] == "loaded: []"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sentiment_ops.cli.common import console, settings_from
+from sentiment_ops.errors import SentopsError
+from sentiment_ops.paths import writable_dir
+
+UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when start-up (lifespan, bind) fails
 
 
 def serve(
@@ -19,7 +23,7 @@ def serve(
     alias: Annotated[str | None, typer.Option("--alias", help="Model alias to serve (default production).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="torch, or onnx (int8; exported and cached on first load).")
+        str | None, typer.Option("--backend", help="torch, or onnx (int8: the graph logged with the version).")
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
 ) -> None:
@@ -30,8 +34,6 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
-    import uvicorn
-
     from sentiment_ops.serving import create_app
     from sentiment_ops.store import InferenceStore
 
@@ -41,9 +43,10 @@ def serve(
         ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
-    # Open the store here, not in the app's startup: a store that cannot be reached or
+    # Check the home and open the store here, not in the app's startup: a home that cannot
+    # be written (the ONNX cache, an embedded MLflow), a store that cannot be reached or
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
-    settings.home.mkdir(parents=True, exist_ok=True)
+    writable_dir(settings.home)
     store = InferenceStore(settings.store_url, settings.store.store_text)
     app = create_app(settings, store=store)
     console.print(
@@ -51,7 +54,7 @@ def serve(
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
     )
     try:
-        uvicorn.run(
+        serve_until_stopped(
             app,
             host=settings.serve.host,
             port=settings.serve.port,
@@ -62,3 +65,16 @@ def serve(
         )
     finally:
         store.close()
+
+
+def serve_until_stopped(app: Any, **options: Any) -> None:
+    """``uvicorn.run``, whose start-up failure exit code (3) must not read as our "drift
+    detected": a server that did not start is exit 1, after uvicorn's own log lines."""
+    import uvicorn
+
+    try:
+        uvicorn.run(app, **options)
+    except SystemExit as exc:
+        if exc.code == UVICORN_STARTUP_FAILURE:
+            raise SentopsError("the server did not start (its log above says why)") from None
+        raise

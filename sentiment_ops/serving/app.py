@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiment_ops import __version__
 from sentiment_ops.config import Settings
+from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.holder import ModelHolder, inference_workers
@@ -71,7 +72,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.store is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
+            writable_dir(settings.home)
             state.store = await run_in_threadpool(InferenceStore, settings.store_url, settings.store.store_text)
         writer.store = state.store
         writer.start()

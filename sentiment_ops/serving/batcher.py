@@ -26,7 +26,7 @@ from datetime import datetime
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.modeling import prediction_from_logits
+from sentiment_ops.inference import prediction_from_logits
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import NotFoundError, SentopsError
-from sentiment_ops.modeling import SentimentModel, set_cpu_threads
+from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
+
+if TYPE_CHECKING:  # torch: only the torch backend, and the ONNX export of an old version
+    from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -108,7 +110,10 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self._said_no_model = False
         self._said_unreachable = False
-        set_cpu_threads(settings.serve.torch_threads)
+        if self.backend == "torch":
+            from sentiment_ops.modeling import set_cpu_threads
+
+            set_cpu_threads(settings.serve.torch_threads)
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -179,14 +184,15 @@ class ModelHolder:
         return True
 
     def _load_version(self, registry: Registry, info: VersionInfo) -> LoadedModel:
-        from sentiment_ops.pyfunc import load_pyfunc
+        predictor: Predictor | None = None
+        if self.backend == "onnx":  # the graph logged with the version: no torch needed
+            from sentiment_ops.serving.onnx_backend import logged_predictor
 
-        model = load_pyfunc(registry.model_uri(info.version)).model
-        assert model is not None  # load_pyfunc guarantees it
-        if self.settings.serve.max_length:
-            model.max_length = self.settings.serve.max_length
-        cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
-        predictor = build_predictor(model, self.backend, cache, onnx_threads(self.settings))
+            predictor = logged_predictor(
+                registry.model_uri(info.version), onnx_threads(self.settings), self.settings.serve.max_length
+            )
+        if predictor is None:
+            predictor = self._exported_predictor(registry, info)
         for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
             predictor.forward_ids(predictor.encode(texts))
         return LoadedModel(
@@ -199,6 +205,25 @@ class ModelHolder:
             loaded_at=utcnow(),
             predictor=predictor,
         )
+
+    def _exported_predictor(self, registry: Registry, info: VersionInfo) -> Predictor:
+        """The logged model through its pyfunc (torch); for ``onnx``, a version logged
+        without its graph is exported now and cached in the home."""
+        try:
+            from sentiment_ops.modeling import set_cpu_threads
+            from sentiment_ops.pyfunc import load_pyfunc
+        except ImportError as exc:  # the serve image: no torch
+            raise ModelLoadError(
+                f"version {info.version} was logged without its ONNX graph and this installation cannot "
+                f"export it ({exc}): serve it with the full image, or retrain it"
+            ) from exc
+        set_cpu_threads(self.settings.serve.torch_threads)
+        model = load_pyfunc(registry.model_uri(info.version)).model
+        assert model is not None  # load_pyfunc guarantees it
+        if self.settings.serve.max_length:
+            model.max_length = self.settings.serve.max_length
+        cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
+        return build_predictor(model, self.backend, cache, onnx_threads(self.settings))
 
     def _failed(self, version: int | None, message: str) -> bool:
         failure = ReloadFailure(version=version, error=" ".join(message.split())[:500], at=utcnow())

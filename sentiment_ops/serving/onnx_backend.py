@@ -3,10 +3,14 @@
 The classifier is exported with ``torch.onnx.export`` as one graph that returns the
 logits *and* the mean-pooled last hidden state (so drift monitoring keeps its embedding
 from the same forward pass), then quantised with ``onnxruntime.quantization.
-quantize_dynamic`` (int8 weights per output channel, activations quantised on the fly). Export and
-quantisation take a few seconds and are cached per model version under
-``<home>/serving-cache/`` (the folder MLflow downloads a model to is temporary, so the
-cache lives in the sentops home instead, keyed by name, version and run id)."""
+quantize_dynamic`` (int8 weights per output channel, activations quantised on the fly).
+
+The graph is made when the model is logged (``pyfunc.log_model``: the ``onnx_int8``
+artifact of the model version), so serving needs neither torch nor transformers: the
+predictor runs the graph with ONNX Runtime and encodes with ``inference.TextEncoder``
+(``tokenizers`` only). A version logged without the graph is exported at load (with
+torch, where it is installed) and cached under ``<home>/serving-cache/``, keyed by name,
+version and run id."""
 
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from sentiment_ops.errors import ModelLoadError
-from sentiment_ops.modeling import SentimentModel
+
+if TYPE_CHECKING:
+    from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -29,27 +35,43 @@ ONNX_FILE = "model.int8.onnx"
 OPSET = 17
 
 
-class _LogitsAndPooled(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
+class Encoder(Protocol):
+    """What the predictor needs to turn texts into ids: ``SentimentModel`` or the
+    torch-free ``inference.TextEncoder``."""
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = out.hidden_states[-1]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return out.logits, pooled
+    pad_id: int
+
+    def encode(self, texts: list[str]) -> list[list[int]]: ...
+
+
+def _logits_and_pooled(model: Any) -> Any:
+    """The classifier as one module returning (logits, mean-pooled last hidden state)."""
+    import torch
+
+    class LogitsAndPooled(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            hidden = out.hidden_states[-1]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return out.logits, pooled
+
+    return LogitsAndPooled(model).eval()
 
 
 def export_int8(model: SentimentModel, dest: Path) -> Path:
     """Export ``model`` to ONNX and quantise it to int8 at ``dest`` (written atomically)."""
+    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "model.fp32.onnx"
-        wrapper = _LogitsAndPooled(model.model.cpu()).eval()
+        wrapper = _logits_and_pooled(model.model.cpu())
         ids = torch.tensor([model.encode(["an example review to trace the graph"])[0]] * 2, dtype=torch.long)
         mask = torch.ones_like(ids)
         with torch.inference_mode(), warnings.catch_warnings():
@@ -86,7 +108,7 @@ class OnnxPredictor:
 
     backend = "onnx"
 
-    def __init__(self, model: SentimentModel, onnx_path: Path, threads: int | None = None) -> None:
+    def __init__(self, model: Encoder, onnx_path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.tokenizer_model = model  # tokeniser and truncation settings stay the trained ones
@@ -129,3 +151,31 @@ class OnnxPredictor:
             mask[i, : len(ids)] = 1
         logits, pooled = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+
+
+def logged_predictor(model_uri: str, threads: int | None = None, max_length: int | None = None) -> OnnxPredictor | None:
+    """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
+    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
+    the weights) and loaded into memory. None when the version was logged without a graph."""
+    import yaml
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    from sentiment_ops.inference import TextEncoder
+    from sentiment_ops.registry import mlflow_errors
+
+    with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp, mlflow_errors(f"download {model_uri}"):
+        repo = ModelsArtifactRepository(model_uri)
+        mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", tmp)).read_text())
+        artifacts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+        graph, hf_model = artifacts.get("onnx_int8"), artifacts.get("hf_model")
+        if not graph or not hf_model:
+            return None
+        graph_dir = Path(repo.download_artifacts(graph["path"], tmp))
+        for item in repo.list_artifacts(hf_model["path"]):
+            if not item.is_dir and not item.path.endswith(WEIGHT_SUFFIXES):
+                repo.download_artifacts(item.path, tmp)
+        encoder = TextEncoder(Path(tmp) / hf_model["path"], max_length=max_length)
+        return OnnxPredictor(encoder, graph_dir / ONNX_FILE, threads)
