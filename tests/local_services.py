@@ -9,6 +9,7 @@ Nothing here touches a system PostgreSQL: ``initdb`` makes a new cluster in a te
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -22,14 +23,34 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SERVICES_SCRIPT = ROOT / "scripts" / "ci_services.sh"
+
+
+def sql_rows(url: str, query: str) -> list[tuple[object, ...]]:
+    """The rows of one SQL query on a database the test started (checks behind our back)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(query))]
+    finally:
+        engine.dispose()
+
+
+def cli_json(cli: Callable[..., Any], *args: str) -> Any:
+    """Run a CliRunner-style ``cli(*args)`` that must exit 0 and print JSON; return it parsed."""
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 def unavailable(reason: str) -> None:

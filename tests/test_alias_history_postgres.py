@@ -6,14 +6,13 @@ the CLI."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from local_services import PostgresCluster, ServerProcess, start_mlflow_server
+from local_services import PostgresCluster, ServerProcess, cli_json, sql_rows, start_mlflow_server
 from test_alias_history import PG_TAG_LIMIT, make_versions
 
 from sentiment_ops.alias_history import AliasLog, Move
@@ -31,23 +30,6 @@ def server(postgres_cluster: PostgresCluster, tmp_path: Path) -> Iterator[tuple[
     srv = start_mlflow_server(db, tmp_path / "mlartifacts", tmp_path / "mlflow-server.log")
     yield srv, db
     srv.stop()
-
-
-def _sql(url: str, query: str) -> list[tuple[Any, ...]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
-
-
-def _json(cli: Callable[..., Any], *args: str) -> Any:
-    result = cli(*args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_hundreds_of_moves_on_a_postgres_backed_server(
@@ -76,11 +58,11 @@ def test_hundreds_of_moves_on_a_postgres_backed_server(
     print(f"{MOVES} moves on mlflow server + PostgreSQL: {per_move * 1000:.0f} ms per move")
     assert per_move < 2.0
 
-    longest = _sql(db, "SELECT max(length(value)), count(*) FROM registered_model_tags")[0]
+    longest = sql_rows(db, "SELECT max(length(value)), count(*) FROM registered_model_tags")[0]
     assert longest[0] < PG_TAG_LIMIT and longest[1] >= MOVES // 50
 
     # through the CLI, as a user would look and roll back
-    history = _json(cli, "models", "--history", "production", "--json")
+    history = cli_json(cli, "models", "--history", "production", "--json")
     assert [(e["action"], e["to_version"]) for e in history] == expected
     table = cli("models", "--history", "production")  # a terminal gets the recent moves
     assert table.exit_code == 0 and f"{MOVES - 50} earlier moves not shown" in table.stdout
@@ -89,16 +71,16 @@ def test_hundreds_of_moves_on_a_postgres_backed_server(
     assert table.exit_code == 0 and "not shown" not in table.stdout
     assert table.stdout.count("rollback") == sum(a == "rollback" for a, _ in expected)
     for _ in range(3):
-        event = _json(cli, "rollback", "--json")
+        event = cli_json(cli, "rollback", "--json")
         assert (event["from_version"], event["to_version"]) == (stack[-1], stack[-2])
         stack.pop()
-    assert _sql(db, "SELECT version FROM registered_model_aliases WHERE alias = 'production'") == [(stack[-1],)]
-    assert len(_json(cli, "models", "--history", "production", "--json")) == MOVES + 3
+    assert sql_rows(db, "SELECT version FROM registered_model_aliases WHERE alias = 'production'") == [(stack[-1],)]
+    assert len(cli_json(cli, "models", "--history", "production", "--json")) == MOVES + 3
 
     # a crash between the intent and the alias move is invisible, and the next promote is fine
     log_, current = registry._alias_log("production")
     log_.write_intent(*registry._tag_writers(), Move("2026-11-30T00:00:00+00:00", current, 5, "promote", log_.top))
     assert AliasLog("production", dict(registry.client.get_registered_model(registry.model_name).tags)).pending
-    assert len(_json(cli, "models", "--history", "production", "--json")) == MOVES + 3
-    assert _json(cli, "promote", "--version", "4", "--json")["from_version"] == stack[-1]
-    assert _json(cli, "rollback", "--json")["to_version"] == stack[-1]
+    assert len(cli_json(cli, "models", "--history", "production", "--json")) == MOVES + 3
+    assert cli_json(cli, "promote", "--version", "4", "--json")["from_version"] == stack[-1]
+    assert cli_json(cli, "rollback", "--json")["to_version"] == stack[-1]

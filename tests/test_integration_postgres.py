@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,15 @@ from typing import Any
 
 import pytest
 from conftest import tiny_env_vars
-from local_services import ROOT, PostgresCluster, ServerProcess, start_mlflow_server, start_sentops_serve
+from local_services import (
+    ROOT,
+    PostgresCluster,
+    ServerProcess,
+    cli_json,
+    sql_rows,
+    start_mlflow_server,
+    start_sentops_serve,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,50 +108,33 @@ def stack_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return stack.env
 
 
-def _sql(url: str, query: str) -> list[tuple[Any, ...]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
-
-
-def _cli_json(cli: Callable[..., Any], *args: str) -> Any:
-    result = cli(*args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
 def test_train_register_promote_rollback_models(stack: Stack, stack_env: dict[str, str], cli: Any) -> None:
     assert stack.v1["version"] == 1
     assert stack.v2_run["version"] is None and stack.v2["version"] == 2
 
     # runs, params and the registry live in PostgreSQL ...
-    assert _sql(stack.mlflow_db, "SELECT count(*) FROM runs")[0][0] == 2
-    versions = _sql(stack.mlflow_db, "SELECT version, run_id FROM model_versions ORDER BY version")
+    assert sql_rows(stack.mlflow_db, "SELECT count(*) FROM runs")[0][0] == 2
+    versions = sql_rows(stack.mlflow_db, "SELECT version, run_id FROM model_versions ORDER BY version")
     assert versions == [(1, stack.v1["run_id"]), (2, stack.v2_run["run_id"])]
     # ... and the artifacts went through the server into its artifact folder
-    (art_uri,) = _sql(stack.mlflow_db, f"SELECT artifact_uri FROM runs WHERE run_uuid = '{stack.v1['run_id']}'")[0]
+    (art_uri,) = sql_rows(stack.mlflow_db, f"SELECT artifact_uri FROM runs WHERE run_uuid = '{stack.v1['run_id']}'")[0]
     assert art_uri.startswith("mlflow-artifacts:")
     stored = {p.name for p in stack.artifacts.rglob("*") if p.is_file()}
     assert {"MLmodel", "confusion_matrix.png"} <= stored
     assert any("reference" in str(p) for p in stack.artifacts.rglob("*"))
 
-    first = _cli_json(cli, "promote", "--version", "1", "--json")
+    first = cli_json(cli, "promote", "--version", "1", "--json")
     assert first["to_version"] == 1
-    assert _cli_json(cli, "promote", "--version", "2", "--json")["from_version"] == 1
-    aliases = _sql(stack.mlflow_db, "SELECT alias, version FROM registered_model_aliases")
+    assert cli_json(cli, "promote", "--version", "2", "--json")["from_version"] == 1
+    aliases = sql_rows(stack.mlflow_db, "SELECT alias, version FROM registered_model_aliases")
     assert aliases == [("production", 2)]
 
-    assert _cli_json(cli, "rollback", "--json")["to_version"] == 1
-    models = {m["version"]: m for m in _cli_json(cli, "models", "--json")}
+    assert cli_json(cli, "rollback", "--json")["to_version"] == 1
+    models = {m["version"]: m for m in cli_json(cli, "models", "--json")}
     assert models[1]["aliases"] == ["production"] and models[2]["aliases"] == []
     assert models[1]["run_id"] == stack.v1["run_id"]
     assert models[1]["golden_accuracy"] == pytest.approx(stack.v1["metrics"]["golden_accuracy"])
-    history = _cli_json(cli, "models", "--history", "production", "--json")
+    history = cli_json(cli, "models", "--history", "production", "--json")
     assert [(e["from_version"], e["to_version"]) for e in history][-3:] == [
         (first["from_version"], 1),
         (1, 2),
@@ -197,7 +188,7 @@ def run_replica_scenario(stack: Stack, cli: Any, tmp_path: Path, monkeypatch: py
 
     # a fresh store for this scenario, so counts are exact
     store_url = stack.cluster.create_database("replicas_it")
-    assert _cli_json(cli, "promote", "--version", "1", "--json")["to_version"] == 1
+    assert cli_json(cli, "promote", "--version", "1", "--json")["to_version"] == 1
     env = {**stack.env, "SENTOPS_STORE__URL": store_url, "SENTOPS_SERVE__POLL_INTERVAL_S": "0.5"}
     monkeypatch.setenv("SENTOPS_STORE__URL", store_url)  # for the in-process `sentops drift` below
 
@@ -239,12 +230,12 @@ def run_replica_scenario(stack: Stack, cli: Any, tmp_path: Path, monkeypatch: py
         assert len(store.drift_history(_model_name())) == 1  # recorded in the shared store
 
         # a promotion and a rollback reach both replicas (they poll the alias)
-        assert _cli_json(cli, "promote", "--version", "2", "--json")["to_version"] == 2
+        assert cli_json(cli, "promote", "--version", "2", "--json")["to_version"] == 2
         _wait_version(servers, 2)
         more = [send((i, f"After the promotion, review {i}.")) for i in range(4)]
         assert all(p["model"]["version"] == 2 for _, p in more)
         answers += more
-        assert _cli_json(cli, "rollback", "--json")["to_version"] == 1
+        assert cli_json(cli, "rollback", "--json")["to_version"] == 1
         _wait_version(servers, 1)
         for c in clients:
             c.close()
@@ -254,7 +245,7 @@ def run_replica_scenario(stack: Stack, cli: Any, tmp_path: Path, monkeypatch: py
     assert set(codes) <= {0, -signal.SIGTERM}, [s.log.read_text()[-2000:] for s in servers]
 
     # every answered prediction is in the store exactly once, with the version it was served by
-    rows = _sql(store_url, "SELECT id, model_version, count(*) FROM predictions GROUP BY id, model_version")
+    rows = sql_rows(store_url, "SELECT id, model_version, count(*) FROM predictions GROUP BY id, model_version")
     by_id = {r[0]: (r[1], r[2]) for r in rows}
     assert len(rows) == len(answers) == len(by_id)
     for _, p in answers:
