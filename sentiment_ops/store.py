@@ -242,8 +242,7 @@ class InferenceStore:
             self._locked(conn)
             at = migrations.current(conn)
             if at is None:
-                metadata.create_all(conn)
-                migrations.stamp(conn, migrations.head())
+                _create_at_head(conn)
                 return
         self._check_revision(at)
 
@@ -277,8 +276,7 @@ class InferenceStore:
                 self._locked(conn)
                 before = migrations.current(conn)
                 if before is None:
-                    metadata.create_all(conn)
-                    migrations.stamp(conn, migrations.head())
+                    _create_at_head(conn)
                 elif before not in migrations.revisions():
                     self._check_revision(before)
                 elif before != migrations.head():
@@ -425,14 +423,7 @@ class InferenceStore:
     ) -> list[PredictionRecord]:
         """The most recent ``size`` served predictions of a model version, oldest first;
         with ``backend``, only those embedded by that serving backend."""
-        q = (
-            sa.select(predictions)
-            .where(predictions.c.model_name == model_name, predictions.c.source == "api")
-            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
-            .limit(size)
-        )
-        if model_version is not None:
-            q = q.where(predictions.c.model_version == model_version)
+        q = _recent_served(sa.select(predictions), model_name, model_version, size)
         if backend is not None:
             q = q.where(predictions.c.backend == backend)
         return [_record(r) for r in reversed(self._rows(q))]
@@ -440,15 +431,7 @@ class InferenceStore:
     def backend_counts(self, model_name: str, model_version: int | None, size: int) -> dict[str | None, int]:
         """How the most recent ``size`` served predictions of a version split by backend
         (None = rows logged before the backend was recorded)."""
-        recent = (
-            sa.select(predictions.c.backend)
-            .where(predictions.c.model_name == model_name, predictions.c.source == "api")
-            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
-            .limit(size)
-        )
-        if model_version is not None:
-            recent = recent.where(predictions.c.model_version == model_version)
-        sub = recent.subquery()
+        sub = _recent_served(sa.select(predictions.c.backend), model_name, model_version, size).subquery()
         q = sa.select(sub.c.backend, sa.func.count()).group_by(sub.c.backend)
         return {r[0]: int(r[1]) for r in self._rows(q)}
 
@@ -593,6 +576,25 @@ def _record(row: Any) -> PredictionRecord:
         feedback_label=m["feedback_label"],
         feedback_at=_as_utc(m["feedback_at"]),
     )
+
+
+def _recent_served(q: Any, model_name: str, model_version: int | None, size: int) -> Any:
+    """``q`` narrowed to the ``size`` most recent served (``source='api'``) rows of a model
+    (and version), newest first: the drift window and its backend split read the same rows."""
+    q = (
+        q.where(predictions.c.model_name == model_name, predictions.c.source == "api")
+        .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+        .limit(size)
+    )
+    if model_version is not None:
+        q = q.where(predictions.c.model_version == model_version)
+    return q
+
+
+def _create_at_head(conn: sa.Connection) -> None:
+    """An empty database becomes a store at the newest revision (not a migration)."""
+    metadata.create_all(conn)
+    migrations.stamp(conn, migrations.head())
 
 
 def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
