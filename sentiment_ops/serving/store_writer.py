@@ -61,6 +61,7 @@ class StoreWriter:
         self._queue: deque[PredictionRecord] = deque()
         self._cond = threading.Condition()
         self._reserved = 0
+        self._in_flight = 0  # rows taken off the queue by the write under way
         self._enqueued = 0
         self._written = 0
         self._dead = 0
@@ -73,7 +74,9 @@ class StoreWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Rows not yet written: queued, or in the write under way (until it succeeds or
+        puts them back)."""
+        return len(self._queue) + self._in_flight
 
     @property
     def written(self) -> int:
@@ -86,7 +89,7 @@ class StoreWriter:
     def problem(self) -> str | None:
         """Why the server should not get traffic now (the store is failing, or the queue is
         past its high-water mark), or None."""
-        pending = len(self._queue)
+        pending = self.pending
         if not self.store_up:
             return f"inference store unavailable ({self.last_error}); {pending} predictions queued"
         if pending + self._reserved >= self.high_water:
@@ -105,9 +108,9 @@ class StoreWriter:
         """Hold room for ``n`` rows about to be predicted; QueueFullError when there is none.
         Release it with ``release(n)`` once the rows are queued (or will never be)."""
         with self._cond:
-            if len(self._queue) + self._reserved + n > self.max_queue:
+            if self.pending + self._reserved + n > self.max_queue:
                 raise QueueFullError(
-                    f"the inference store cannot keep up: {len(self._queue)} predictions wait to be written "
+                    f"the inference store cannot keep up: {self.pending} predictions wait to be written "
                     f"(serve.store_queue_max {self.max_queue}); retry later"
                 )
             self._reserved += n
@@ -163,7 +166,19 @@ class StoreWriter:
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
-            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            return self._pop_batch()
+
+    def _pop_batch(self) -> list[PredictionRecord]:
+        """Up to ``max_batch`` rows off the queue, counted in flight (hold ``_cond``)."""
+        batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        self._in_flight = len(batch)
+        return batch
+
+    def _requeue(self, rows: list[PredictionRecord]) -> None:
+        """Put rows the store could not take back at the front, in order."""
+        with self._cond:
+            self._queue.extendleft(reversed(rows))
+            self._in_flight = 0
 
     def _run(self) -> None:
         delay = RETRY_MIN_S
@@ -175,8 +190,8 @@ class StoreWriter:
             if not left:
                 delay = RETRY_MIN_S
                 continue
-            with self._cond:  # keep the rows, in order, and try again
-                self._queue.extendleft(reversed(left))
+            self._requeue(left)  # keep the rows, in order, and try again
+            with self._cond:
                 closing = self._closing
             if closing and delay >= RETRY_MAX_S:
                 return  # close() makes the last attempts and reports what is left
@@ -187,11 +202,10 @@ class StoreWriter:
         """Write the whole queue synchronously; False when the store is still down."""
         while self._queue:
             with self._cond:
-                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                batch = self._pop_batch()
             left = self._write(batch)
             if left:
-                with self._cond:
-                    self._queue.extendleft(reversed(left))
+                self._requeue(left)
                 return False
         return True
 
@@ -251,6 +265,7 @@ class StoreWriter:
             self._written += written
             self._dead += dead
             self._lost += lost
+            self._in_flight = max(0, self._in_flight - written - dead - lost)
             if not self.store_up:
                 log.info("inference store is back: %d predictions queued", len(self._queue))
             self.store_up = True
