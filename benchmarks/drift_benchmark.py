@@ -57,9 +57,9 @@ from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import Split, as_shipped, load_corpus
 from sentiment_ops.drift import cosine_centroid_distance, detect, permutation_test
+from sentiment_ops.drift.check import CHECK_SEED
+from sentiment_ops.drift.reference import REFERENCE_SEED, embed_as_served
 from sentiment_ops.modeling import SentimentModel
-from sentiment_ops.monitoring import CHECK_SEED
-from sentiment_ops.reference import REFERENCE_SEED, embed_as_served
 
 RESULTS = Path(__file__).parent / "results" / "drift.json"
 SHIFTED = ("imdb_90_negative", "imdb_5_tweets", "imdb_10_tweets", "imdb_50_tweets", "rotten_tomatoes", "tweets")
@@ -292,8 +292,8 @@ def end_to_end_seconds(
 ) -> dict[str, float]:
     """Time ``run_drift_check`` on a scratch home: registered version whose run carries the
     reference artifact, ``size`` served rows in the SQLite store."""
-    from sentiment_ops.monitoring import run_drift_check
-    from sentiment_ops.reference import Reference, ReferenceMeta, log_reference
+    from sentiment_ops.drift.check import run_drift_check
+    from sentiment_ops.drift.reference import Reference, ReferenceMeta, log_reference
     from sentiment_ops.registry import Registry
     from sentiment_ops.store import InferenceStore, PredictionRecord
 

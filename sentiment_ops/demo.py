@@ -257,7 +257,7 @@ def draw_story(settings: Settings, report: DemoReport, path: Path) -> Path:
 
 # -- the whole story -----------------------------------------------------------------------
 def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> DemoReport:
-    from sentiment_ops.monitoring import run_drift_check
+    from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.retraining import retrain
     from sentiment_ops.store import InferenceStore
 

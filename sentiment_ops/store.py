@@ -540,15 +540,15 @@ class InferenceStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record drift check: {_first_line(exc)}") from exc
 
-    def drift_history(self, model_name: str, limit: int = 1000) -> list[dict[str, Any]]:
-        q = (
-            sa.select(drift_checks)
-            .where(drift_checks.c.model_name == model_name)
-            .order_by(drift_checks.c.created_at.asc(), drift_checks.c.id.asc())
-            .limit(limit)
-        )
+    def drift_history(self, model_name: str, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` most recent checks of a model (of one ``version`` when given),
+        oldest first."""
+        q = sa.select(drift_checks).where(drift_checks.c.model_name == model_name)
+        if version is not None:
+            q = q.where(drift_checks.c.model_version == version)
+        q = q.order_by(drift_checks.c.created_at.desc(), drift_checks.c.id.desc()).limit(limit)
         out = []
-        for r in self._rows(q):
+        for r in reversed(self._rows(q)):
             d = dict(r._mapping)
             d["created_at"] = _as_utc(d["created_at"])
             d["details"] = json.loads(d["details"]) if d["details"] else {}

@@ -256,19 +256,20 @@ def log_config_and_model(settings: Settings, model: SentimentModel, extra_meta: 
 def attach_reference(settings: Settings, client: Any, run_id: str, model: SentimentModel, progress: ProgressFn) -> None:
     """Compute the model's reference embeddings for drift (with the serving backend: the
     space the server will log) and log them to ``run_id``."""
-    from sentiment_ops.reference import build_reference, log_reference
+    from sentiment_ops.drift.reference import embed_and_log
 
     if settings.train.reference_samples <= 0:
         return
     progress("reference", 0, 1)
-    ref = build_reference(
+    embed_and_log(
+        client,
+        run_id,
         model,
-        settings.drift.reference_data,
-        settings.train.reference_samples,
+        data=settings.drift.reference_data,
+        samples=settings.train.reference_samples,
         backend=settings.serve.backend,
         max_tokens=settings.serve.batch_max_tokens,
     )
-    log_reference(client, run_id, ref)
     progress("reference", 1, 1)
 
 

@@ -15,10 +15,10 @@ import pytest
 
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
+from sentiment_ops.drift.check import serving_cache_dir
+from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import EXIT_DRIFT
-from sentiment_ops.monitoring import serving_cache_dir
 from sentiment_ops.pyfunc import load_pyfunc
-from sentiment_ops.reference import embed_as_served
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
@@ -264,3 +264,22 @@ def test_traffic_of_another_embedding_space_is_left_out_and_named(cli, productio
     log_served(production, imdb_texts(60))
     report = _json(cli("drift", "--json", "--window", "500"))
     assert report["n_rows"] == 60 and report["reference"]["backend"] == "onnx"
+
+
+def test_history_limit_keeps_the_newest_checks_of_the_version(cli, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """--limit keeps the most recent checks (shown oldest first), and --version filters
+    before the limit: a version's checks are not crowded out by another version's."""
+    store = InferenceStore(settings.store_url)
+    try:
+        ids = [
+            store.record_drift_check(
+                settings.mlflow.model_name, version, {"window": 10, "n_rows": 10, "drift": False, "p_value": 0.5}
+            )
+            for version in (1, 1, 1, 2, 2, 2, 2)
+        ]
+    finally:
+        store.close()
+    newest = _json(cli("drift", "--history", "--limit", "2", "--json"))
+    assert [h["id"] for h in newest] == ids[-2:]
+    of_v1 = _json(cli("drift", "--history", "--version", "1", "--limit", "2", "--json"))
+    assert [h["id"] for h in of_v1] == ids[1:3]

@@ -35,7 +35,7 @@ def embed_reference(
     settings = settings_from(
         ctx, {"drift.reference_data": data, "drift.reference_samples": samples, "serve.backend": backend}
     )
-    from sentiment_ops.monitoring import embed_reference as run_embed
+    from sentiment_ops.drift.check import embed_reference as run_embed
 
     with stage_progress(not as_json) as progress:
         progress("reference", 0, 1)
@@ -84,12 +84,13 @@ def drift(
     if alpha is not None:
         overrides["drift.alpha"] = alpha
     settings = settings_from(ctx, overrides)
-    from sentiment_ops import monitoring
+    from sentiment_ops.drift import check
+    from sentiment_ops.drift import history as checks
 
     if history or plot is not None:
-        rows = monitoring.drift_history(settings, limit=limit, version=version)
+        rows = checks.drift_history(settings, limit=limit, version=version)
         if plot is not None:
-            monitoring.plot_history(rows, plot, settings.drift.alpha, settings.drift.cosine_threshold)
+            checks.plot_history(rows, plot, settings.drift.alpha, settings.drift.cosine_threshold)
         if as_json:
             print_json(rows)
         else:
@@ -98,9 +99,7 @@ def drift(
                 console.print(f"plot written to {plot}")
         return
 
-    report = monitoring.run_drift_check(
-        settings, alias=alias, version=version, window=window, permutations=permutations
-    )
+    report = check.run_drift_check(settings, alias=alias, version=version, window=window, permutations=permutations)
     if as_json:
         print_json(report.to_dict())
     else:

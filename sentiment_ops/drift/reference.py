@@ -24,6 +24,7 @@ import numpy as np
 from sentiment_ops.data import LABEL_NAMES, load_corpus
 from sentiment_ops.errors import NotFoundError
 from sentiment_ops.modeling import POOLING, Prediction, SentimentModel, prediction_from_logits
+from sentiment_ops.registry import mlflow_errors
 
 ARTIFACT_DIR = "reference"
 BACKENDS = ("torch", "onnx")
@@ -144,6 +145,27 @@ def log_reference(client: Any, run_id: str, ref: Reference) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_reference(ref, Path(tmp) / "ref")
         client.log_artifacts(run_id, str(folder), artifact_path(ref.meta.backend))
+
+
+def embed_and_log(
+    client: Any,
+    run_id: str,
+    model: SentimentModel,
+    *,
+    data: str,
+    samples: int,
+    backend: str,
+    max_tokens: int | None,
+    cache_dir: Path | None = None,
+    model_version: int | None = None,
+) -> ReferenceMeta:
+    """The one way a reference is made: ``build_reference`` then ``log_reference`` to the
+    model's run (``sentops train``, ``sentops retrain`` and ``sentops embed-reference``)."""
+    ref = build_reference(model, data, samples, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens)
+    ref.meta.model_version = model_version
+    with mlflow_errors(f"log reference to run {run_id}"):
+        log_reference(client, run_id, ref)
+    return ref.meta
 
 
 def download_reference(client: Any, run_id: str, dest: Path, backend: str = "torch") -> Reference:

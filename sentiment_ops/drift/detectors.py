@@ -29,38 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiment_ops.two_sample import (
-    MMDResult,
-    PermutationResult,
-    as_2d,
-    median_bandwidth,
-    mmd2_rbf,
-    mmd_permutation_test,
-    permutation_test,
-    rbf_kernel,
-    squared_distances,
-    whiten_pooled,
-)
-
-__all__ = [
-    "METHODS",
-    "DriftReport",
-    "LabelMix",
-    "MMDResult",
-    "PermutationResult",
-    "cosine_centroid_distance",
-    "detect",
-    "farthest_texts",
-    "label_mix_test",
-    "median_bandwidth",
-    "mmd2_rbf",
-    "mmd_permutation_test",
-    "nearest_reference_distance",
-    "permutation_test",
-    "rbf_kernel",
-    "squared_distances",
-    "whiten_pooled",
-]
+from sentiment_ops.drift.two_sample import as_2d, permutation_test, squared_distances
 
 
 def cosine_centroid_distance(ref: np.ndarray, win: np.ndarray) -> float:

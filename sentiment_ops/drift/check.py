@@ -1,0 +1,244 @@
+"""A drift check: the IO around the detectors (``drift.detectors``).
+
+``run_drift_check`` resolves an alias (or version) to its MLflow run, downloads the
+reference embeddings logged with that run, reads the version's last N served predictions
+(with the embeddings the server logged: no second forward pass), runs the detectors and
+records the check (``drift.history``: the inference store and an MLflow monitoring run).
+
+``embed_reference`` (re)computes a version's reference from held-out data with the
+version's own encoder and logs it to the version's run (``drift.reference``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentiment_ops.config import Settings
+from sentiment_ops.drift.detectors import DriftReport, detect
+from sentiment_ops.drift.history import log_check_to_mlflow
+from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
+from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, NotFoundError
+from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+
+log = logging.getLogger(__name__)
+
+CHECK_SEED = 0  # permutation seed: the same window and reference give the same p-value
+
+
+def resolve_version(registry: Registry, version: int | None, alias: str | None) -> VersionInfo:
+    """A version by number, or the version an alias points to (with a clear message)."""
+    if version is not None:
+        info = registry.get_version(version)
+    else:
+        alias = alias or registry.settings.serve.alias
+        try:
+            info = registry.version_for_alias(alias)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"alias {alias!r} of model {registry.model_name!r} is not set (sentops promote --version N)"
+            ) from exc
+    if not info.run_id:
+        raise NotFoundError(f"model {info.name!r} version {info.version} has no MLflow run")
+    return info
+
+
+def serving_cache_dir(settings: Settings, info: VersionInfo) -> Path:
+    """The folder where the server caches a version's ONNX export (shared with it)."""
+    return settings.home / "serving-cache" / f"{info.name}-v{info.version}-{(info.run_id or '')[:12]}"
+
+
+def embed_reference(
+    settings: Settings,
+    version: int | None = None,
+    alias: str | None = None,
+    data: str | None = None,
+    samples: int | None = None,
+    backend: str | None = None,
+) -> ReferenceMeta:
+    """Embed held-out texts (the corpus's validation split, never its training split) with
+    the version's own encoder and the serving backend (default ``serve.backend``), and log
+    them as the reference of the version's run."""
+    from sentiment_ops.pyfunc import load_pyfunc
+
+    registry = Registry(settings)
+    info = resolve_version(registry, version, alias)
+    model = load_pyfunc(registry.model_uri(info.version)).model
+    assert model is not None  # load_pyfunc guarantees it
+    backend = backend or settings.serve.backend
+    return embed_and_log(
+        registry.client,
+        str(info.run_id),
+        model,
+        data=data or settings.drift.reference_data,
+        samples=samples or settings.drift.reference_samples,
+        backend=backend,
+        max_tokens=settings.serve.batch_max_tokens,
+        cache_dir=serving_cache_dir(settings, info) if backend == "onnx" else None,
+        model_version=info.version,
+    )
+
+
+def _window_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    emb = np.vstack([np.asarray(r.embedding, dtype=np.float32) for r in rows])
+    labels = np.array([-1 if r.prediction is None else int(r.prediction) for r in rows], dtype=np.int64)
+    texts = [r.text or f"(text not stored: prediction {r.id})" for r in rows]
+    return emb, labels, texts, [r.id for r in rows]
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How a check decides: the ``drift`` settings, with the flags of one run over them."""
+
+    window: int
+    alpha: float
+    permutations: int
+    method: str
+
+    @classmethod
+    def resolve(
+        cls,
+        settings: Settings,
+        window: int | None = None,
+        alpha: float | None = None,
+        permutations: int | None = None,
+        method: str | None = None,
+    ) -> CheckOptions:
+        cfg = settings.drift
+        opts = cls(
+            window=window or cfg.window,
+            alpha=alpha if alpha is not None else cfg.alpha,
+            permutations=permutations or cfg.permutations,
+            method=method or cfg.method,
+        )
+        if opts.method != "cosine" and (opts.permutations + 1) * opts.alpha <= 2:
+            # two statistics: the smallest reachable aggregate p is about 2 / (permutations + 1)
+            raise ConfigError(
+                f"{opts.permutations} permutations cannot reach alpha {opts.alpha:g}: "
+                f"use at least {math.ceil(2 / opts.alpha)} (drift.permutations)"
+            )
+        return opts
+
+
+def run_drift_check(
+    settings: Settings,
+    *,
+    alias: str | None = None,
+    version: int | None = None,
+    window: int | None = None,
+    alpha: float | None = None,
+    permutations: int | None = None,
+    method: str | None = None,
+    record: bool = True,
+    store: InferenceStore | None = None,
+) -> DriftReport:
+    """Compare the last ``window`` served predictions of a version with its reference.
+
+    Raises NotFoundError (unknown alias/version, or no reference: run
+    ``sentops embed-reference``), NotEnoughDataError (fewer than ``drift.min_rows`` logged
+    predictions with embeddings), DataError (window and reference from different spaces)."""
+    opts = CheckOptions.resolve(settings, window, alpha, permutations, method)
+    registry = Registry(settings)
+    info = resolve_version(registry, version, alias)
+    own_store = store is None
+    store = store or open_store(settings.store_url, settings.store.store_text)
+    try:
+        backend = settings.serve.backend  # the space of the reference compared with
+        rows = served_window(store, settings, info.version, opts.window, backend)
+        with tempfile.TemporaryDirectory() as tmp:
+            # the reference embedded by the backend that served the window
+            ref = download_reference(registry.client, str(info.run_id), Path(tmp), backend)
+        report = compare(ref, rows, settings, opts, info.version)
+        report.model_name = registry.model_name
+        report.alias = None if version is not None else (alias or settings.serve.alias)
+        if record:
+            check_id = store.record_drift_check(registry.model_name, info.version, report.to_dict())
+            report.check_id = check_id
+            report.monitoring_run_id = log_check_to_mlflow(registry, settings, report, check_id)
+        return report
+    finally:
+        if own_store:
+            store.close()
+
+
+def served_window(
+    store: InferenceStore, settings: Settings, version: int, window: int, backend: str
+) -> list[PredictionRecord]:
+    """The version's last ``window`` served rows embedded by ``backend`` (NotEnoughDataError
+    below ``drift.min_rows``; DataError when another backend served them)."""
+    model_name = settings.mlflow.model_name
+    rows = [r for r in store.window(model_name, version, window, backend=backend) if r.embedding is not None]
+    if len(rows) < settings.drift.min_rows:
+        _check_embedding_space(store, model_name, version, window, backend, len(rows))
+        raise NotEnoughDataError(
+            f"only {len(rows)} logged predictions with embeddings for {model_name!r} "
+            f"version {version} (need at least {settings.drift.min_rows}, window {window}); "
+            "serve more traffic or lower drift.min_rows"
+        )
+    return rows
+
+
+def compare(
+    ref: Reference, rows: list[PredictionRecord], settings: Settings, opts: CheckOptions, version: int
+) -> DriftReport:
+    """Run the detectors on one window against the reference (no IO)."""
+    emb, labels, texts, ids = _window_arrays(rows)
+    if emb.shape[1] != ref.embeddings.shape[1]:
+        raise DataError(
+            f"window embeddings have {emb.shape[1]} dimensions but the reference of version "
+            f"{version} has {ref.embeddings.shape[1]}: run `sentops embed-reference --version {version}`"
+        )
+    known = labels >= 0
+    cfg = settings.drift
+    report = detect(
+        ref.embeddings,
+        emb,
+        ref_labels=ref.predicted,
+        win_labels=labels[known] if known.any() else None,
+        texts=texts,
+        ids=ids,
+        alpha=opts.alpha,
+        permutations=opts.permutations,
+        cosine_threshold=cfg.cosine_threshold,
+        method=opts.method,
+        whiten_components=cfg.whiten_components,
+        top_k=cfg.top_k,
+        seed=CHECK_SEED,
+    )
+    report.window = opts.window
+    report.model_version = version
+    report.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    keys = ("data", "split", "data_hash", "count", "pooling", "backend", "created", "run_id")
+    report.reference = {k: getattr(ref.meta, k) for k in keys}
+    return report
+
+
+def _check_embedding_space(
+    store: InferenceStore, model_name: str, version: int, window: int, backend: str, matching: int
+) -> None:
+    """One line when the recent traffic of a version was embedded in another space than the
+    reference: DataError for another backend, NotEnoughDataError when the only other rows
+    are of unknown backend (logged before the store recorded it). Those rows are left out."""
+    others = {b: n for b, n in store.backend_counts(model_name, version, window).items() if b != backend}
+    if not others:
+        return
+    held = ", ".join(
+        f"{n} rows embedded by {b}" if b is not None else f"{n} rows of unknown backend (logged before it was recorded)"
+        for b, n in sorted(others.items(), key=lambda kv: -kv[1])
+    )
+    message = (
+        f"the window holds {held} but the reference of version {version} was embedded by {backend} "
+        f"(only {matching} rows match): drift compares like with like only; run the drift check with the "
+        "backend that serves (serve.backend / SENTOPS_SERVE__BACKEND), or serve more traffic with this one"
+    )
+    if set(others) == {None}:  # only rows from before the upgrade: wait for new traffic (exit 4)
+        raise NotEnoughDataError(message)
+    raise DataError(message)  # another backend serves: a configuration mismatch (exit 65)
