@@ -1,0 +1,217 @@
+"""A/B serving benchmark: `sentops serve` of this tree against an earlier commit, same run.
+
+    flock /tmp/sentops-bench.lock python benchmarks/serve_ab.py --home HOME --before 4d4a506
+
+HOME holds a registered version behind ``production`` (a copy per side is used, so HOME is
+not modified). The earlier commit is checked out in a temporary ``git worktree`` and runs
+from there (``PYTHONPATH``) with this machine's packages. For each round, both servers take
+the same load in alternating order (A B, then B A): `wrk` (C, one thread, ``-c`` keep-alive
+connections) posts ``/predict`` bodies for ``--seconds`` per cell: short texts (Rotten
+Tomatoes test split) and long ones (IMDB golden reviews, truncated by the model as trained).
+The answer per cell is the ratio after / before of requests per second and of p99 latency,
+measured minutes apart on the same cores, which is what a refactor must leave unchanged.
+
+Writes benchmarks/results/serve_ab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).parent / "fault.lua"  # POST /predict bodies, counts statuses, prints FAULT_RESULT
+RESULTS = Path(__file__).parent / "results" / "serve_ab.json"
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bodies(path: Path, kind: str, n: int = 2000) -> Path:
+    from sentiment_ops.data import golden_test, load_corpus
+
+    texts = load_corpus("rotten_tomatoes").test.texts if kind == "short" else golden_test(n).texts
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:n]))
+    return path
+
+
+class Server:
+    """``sentops serve`` from ``tree`` on a free loopback port; stopped by its PID."""
+
+    def __init__(self, tree: Path, home: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, SENTOPS_HOME=str(home), PYTHONPATH=str(tree))
+        for key in ("SENTOPS_CONFIG", "MLFLOW_TRACKING_URI", "SENTOPS_PREDICT_TOKEN"):
+            env.pop(key, None)
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            cwd=str(tree),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"server exited with {self.proc.returncode}; see its log")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        sys.exit("server not ready in time")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wrk(url: str, body_file: Path, clients: int, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(body_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"^FAULT_RESULT (.*)$", out.stdout, re.M)
+    if out.returncode != 0 or match is None:
+        sys.exit(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    res = json.loads(match.group(1))
+    ok = sum(v for k, v in res["statuses"].items() if k.startswith("2"))
+    return {
+        "rps": ok / (res["duration_us"] / 1e6),
+        "ok": ok,
+        "non_2xx": res["requests"] - ok,
+        "socket_errors": res["socket_errors"],
+        **{f"{k}_ms": v for k, v in res["latency_ms"].items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", required=True, help="sentops home with a version behind production (copied)")
+    ap.add_argument("--before", default="4d4a506", help="the earlier commit (git ref)")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", default="8,32")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    clients = [int(c) for c in args.clients.split(",")]
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="sentops-ab-"))
+    before_tree = work / "before"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(before_tree), args.before], check=True
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    trees = {"before": before_tree, "after": ROOT}
+    files = {kind: bodies(work / f"{kind}.jsonl", kind) for kind in ("short", "long")}
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    try:
+        for rnd in range(args.rounds):
+            order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
+            for side in order:
+                home = work / f"home-{side}-{rnd}"
+                shutil.copytree(args.home, home)
+                server = Server(trees[side], home, work / f"{side}.log")
+                try:
+                    server.wait_ready()
+                    wrk(server.url, files["short"], 2, 3)  # warm-up
+                    for kind in ("short", "long"):
+                        for c in clients:
+                            res = wrk(server.url, files[kind], c, args.seconds)
+                            cells.setdefault(f"{kind} c{c}", {}).setdefault(side, []).append(res)
+                            print(
+                                f"round {rnd} {side:6} {kind:5} c{c:<3} {res['rps']:7.1f} req/s "
+                                f"p99 {res['p99_ms']:.1f} ms"
+                            )
+                finally:
+                    server.stop()
+                shutil.rmtree(home, ignore_errors=True)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)], check=False)
+    summary = {}
+    for cell, sides in cells.items():
+        b_rps = statistics.median(r["rps"] for r in sides["before"])
+        a_rps = statistics.median(r["rps"] for r in sides["after"])
+        b_p99 = statistics.median(r["p99_ms"] for r in sides["before"])
+        a_p99 = statistics.median(r["p99_ms"] for r in sides["after"])
+        summary[cell] = {
+            "before_rps": round(b_rps, 1),
+            "after_rps": round(a_rps, 1),
+            "rps_ratio": round(a_rps / b_rps, 3),
+            "before_p99_ms": round(b_p99, 1),
+            "after_p99_ms": round(a_p99, 1),
+            "p99_ratio": round(a_p99 / b_p99, 3),
+            "non_2xx": sum(r["non_2xx"] for s in sides.values() for r in s),
+        }
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "before": args.before,
+        "after": commit.stdout.strip(),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "command": " ".join(["python", "benchmarks/serve_ab.py", *sys.argv[1:]]),
+        "summary": summary,
+        "runs": cells,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for cell, s in summary.items():
+        print(
+            f"{cell:10} before {s['before_rps']:7.1f} after {s['after_rps']:7.1f} req/s ({s['rps_ratio']:.3f}x); "
+            f"p99 {s['before_p99_ms']:.0f} → {s['after_p99_ms']:.0f} ms ({s['p99_ratio']:.3f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
