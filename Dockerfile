@@ -110,7 +110,7 @@ USER 0
 # DL3013 wants pinned pip installs: this is the package's own wheel, its dependencies are above.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && python -c "import importlib.util as u, psycopg, sentiment_ops.cli.main, sentiment_ops.serving.onnx_backend; assert u.find_spec('torch') is None"
+    && python -c "import importlib.util as u, psycopg, sentiment_ops.cli.main, sentiment_ops.inference.onnx; assert u.find_spec('torch') is None"
 USER 10001:10001
 
 # ---- full (default): training, both backends, every command, the MLflow server ---------

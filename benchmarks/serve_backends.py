@@ -28,28 +28,13 @@ import torch
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
-from sentiment_ops.modeling import prediction_from_logits, set_cpu_threads
+from sentiment_ops.inference import OnnxPredictor, forward_grouped
+from sentiment_ops.modeling import set_cpu_threads
 from sentiment_ops.pyfunc import load_pyfunc
 from sentiment_ops.registry import Registry
-from sentiment_ops.serving.onnx_backend import OnnxPredictor
 
 RESULTS = Path(__file__).parent / "results" / "serve_backends.json"
 MAX_GAP_POINTS = 0.5
-
-
-def score(predictor, ids: list[list[int]], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    logits = np.zeros((len(ids), 2), np.float32)
-    emb: np.ndarray | None = None
-    for start in range(0, len(ids), batch):
-        sel = order[start : start + batch]
-        lg, pooled = predictor.forward_ids([ids[i] for i in sel])
-        if emb is None:
-            emb = np.zeros((len(ids), pooled.shape[1]), np.float32)
-        logits[sel] = lg
-        emb[sel] = pooled
-    assert emb is not None
-    return logits, emb
 
 
 def latency_ms(predictor, ids: list[list[int]], seconds: float = 5.0) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -86,9 +71,8 @@ def main() -> None:
     preds = {}
     for name, predictor in (("torch_fp32", model), ("onnx_int8", onnx)):
         t = time.perf_counter()
-        logits, emb = score(predictor, ids)
+        pred = forward_grouped(predictor, ids, max_size=32, factor=None)  # sorted by length, 32 a pass
         seconds = time.perf_counter() - t
-        pred = prediction_from_logits(logits, emb)
         preds[name] = pred
         out[name] = {
             "golden_accuracy": round(float(np.mean(pred.labels == golden.labels)), 4),

@@ -1,5 +1,6 @@
-"""Base-model resolution, head+tail tokenisation and the classifier that turns texts
-into labels, positive-class probabilities and pooled embeddings in one forward pass."""
+"""Base-model resolution, loading and saving, and ``SentimentModel``: the torch backend of
+``sentiment_ops.inference`` (its ``encode``, padding, pooling and grouped passes), turning
+texts into labels, positive-class probabilities and pooled embeddings in one forward pass."""
 
 from __future__ import annotations
 
@@ -16,12 +17,30 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES, package_file
 from sentiment_ops.errors import ModelLoadError
-from sentiment_ops.inference import META_FILE, Prediction, head_tail, prediction_from_logits, split_specials
+from sentiment_ops.inference.passes import POOLING, Prediction, forward_grouped, pad, prediction_from_logits
+from sentiment_ops.inference.pooling import LogitsAndPooled
+from sentiment_ops.inference.text import META_FILE, encode, read_meta, special_tokens
+
+# the inference names that training, the tests and the benchmarks take from here
+__all__ = [
+    "BUNDLED_ALIASES",
+    "META_FILE",
+    "POOLING",
+    "Prediction",
+    "SentimentModel",
+    "choose_device",
+    "encode",
+    "load_classifier",
+    "load_tokenizer",
+    "prediction_from_logits",
+    "resolve_base_model",
+    "set_cpu_threads",
+    "special_tokens",
+]
 
 log = logging.getLogger(__name__)
 
 BUNDLED_ALIASES = ("minilm", "bundled", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-POOLING = "mean"  # mean of the last hidden state over real tokens
 
 
 def resolve_base_model(name: str) -> str:
@@ -46,42 +65,6 @@ def choose_device(requested: str = "auto") -> str:
 
 def set_cpu_threads(n: int | None = None) -> None:
     torch.set_num_threads(max(1, n or os.cpu_count() or 1))
-
-
-def encode(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, head_tokens: int = 0
-) -> list[list[int]]:
-    """Token ids with special tokens, at most ``max_length`` long (``inference.head_tail``:
-    a text that is too long keeps its first ``head_tokens`` tokens and then its end)."""
-    raw = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    prefix, suffix = special_tokens(tokenizer)
-    return head_tail(raw, prefix, suffix, max_length, head_tokens)
-
-
-def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """The ids a tokenizer puts before and after a single sequence (e.g. [CLS] … [SEP]).
-
-    Found by comparison, since transformers 5 tokenizers no longer expose
-    ``build_inputs_with_special_tokens``."""
-    cached = getattr(tokenizer, "_sentops_special", None)
-    if cached is not None:
-        return cached
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    result = split_specials(list(bare), list(full))
-    tokenizer._sentops_special = result  # type: ignore[attr-defined]
-    return result
-
-
-def pad_batch(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence of this batch only."""
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, ids in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
@@ -137,8 +120,7 @@ class SentimentModel:
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu", max_length: int | None = None) -> SentimentModel:
         path = Path(path)
-        meta_path = path / META_FILE
-        meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta = read_meta(path)
         normalizer = textnorm.from_meta(meta)  # no spec: a legacy model, trained on cleaned text
         tokenizer = load_tokenizer(str(path))
         model = load_classifier(str(path))
@@ -173,25 +155,20 @@ class SentimentModel:
 
     @torch.inference_mode()
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and mean-pooled embeddings for already-encoded texts (one forward pass)."""
-        inputs = {k: v.to(self.device) for k, v in pad_batch(batch, self.pad_id).items()}
-        out = self.model(**inputs, output_hidden_states=True)
-        hidden = out.hidden_states[-1]
-        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return out.logits.float().cpu().numpy(), pooled.float().cpu().numpy()
+        """Logits and mean-pooled embeddings for already-encoded texts: one pass of
+        ``LogitsAndPooled`` (the module the ONNX graph is exported from), padded by ``pad``."""
+        input_ids, mask = pad(batch, self.pad_id)
+        logits, pooled = LogitsAndPooled(self.model)(
+            torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        )
+        return logits.float().cpu().numpy(), pooled.float().cpu().numpy()
 
     def predict(self, texts: list[str], batch_size: int = 64, with_embeddings: bool = True) -> Prediction:
-        n = len(texts)
-        if n == 0:
+        """Batch scoring (evaluation, the pyfunc): sorted by length, ``batch_size`` texts a
+        pass (``inference.forward_grouped``)."""
+        if not texts:
             return Prediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, self.embedding_dim), np.float32))
-        ids = self.encode(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
-        logits = np.zeros((n, 2), dtype=np.float32)
-        emb = np.zeros((n, self.embedding_dim), dtype=np.float32)
-        for start in range(0, n, batch_size):
-            sel = order[start : start + batch_size]
-            lg, pooled = self.forward_ids([ids[i] for i in sel])
-            logits[sel] = lg
-            emb[sel] = pooled
-        return prediction_from_logits(logits, emb if with_embeddings else None)
+        pred = forward_grouped(self, self.encode(texts), max_size=batch_size, factor=None)
+        if not with_embeddings:
+            pred.embeddings = None
+        return pred

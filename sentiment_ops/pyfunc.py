@@ -24,7 +24,8 @@ from mlflow.pyfunc import PythonModel
 from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import DataError, ModelLoadError
-from sentiment_ops.modeling import Prediction, SentimentModel
+from sentiment_ops.inference.passes import Prediction
+from sentiment_ops.modeling import SentimentModel
 
 ARTIFACT_KEY = "hf_model"
 ONNX_ARTIFACT_KEY = "onnx_int8"  # the int8 graph that serve.backend onnx runs (no torch needed)
@@ -122,7 +123,7 @@ def export_onnx(folder: Path, dest: Path) -> Path | None:
     """The int8 ONNX graph of the saved model ``folder``, logged with it so a server needs
     no torch to serve it. A model that does not export is logged without one (the server
     then exports it at load, as before, where torch is installed)."""
-    from sentiment_ops.serving.onnx_backend import ONNX_FILE, export_int8
+    from sentiment_ops.inference.onnx import ONNX_FILE, export_int8
 
     try:
         # from the saved weights, as the server would: a model fresh out of the Trainer

@@ -15,9 +15,9 @@ import pytest
 
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
-from sentiment_ops.drift.check import serving_cache_dir
 from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import EXIT_DRIFT
+from sentiment_ops.inference.onnx import export_cache_dir
 from sentiment_ops.pyfunc import load_pyfunc
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
@@ -43,7 +43,8 @@ def log_served(
     registry = Registry(settings)
     model = load_pyfunc(registry.model_uri(version)).model
     assert model is not None
-    cache = serving_cache_dir(settings, registry.get_version(version))
+    info = registry.get_version(version)
+    cache = export_cache_dir(settings.home, info.name, info.version, info.run_id)
     pred = embed_as_served(model, texts, settings.serve.backend, cache, settings.serve.batch_max_tokens)
     assert pred.embeddings is not None
     records = [

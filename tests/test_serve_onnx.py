@@ -10,9 +10,9 @@ import pytest
 from serve_support import Server, promote, serve_settings, start_server
 
 from sentiment_ops.config import load_settings
+from sentiment_ops.inference import onnx as onnx_backend
+from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.pyfunc import load_pyfunc
-from sentiment_ops.serving import onnx_backend
-from sentiment_ops.serving.onnx_backend import ONNX_FILE, OnnxPredictor
 
 TEXTS = [
     "A moving, beautifully acted film.",

@@ -12,8 +12,8 @@ import pytest
 from serve_support import Server, promote, serve_settings, start_server, wait_for
 
 from sentiment_ops.config import load_settings
+from sentiment_ops.inference.passes import PAD_SPLIT_FACTOR, split_by_length
 from sentiment_ops.registry import Registry
-from sentiment_ops.serving.batcher import PAD_SPLIT_FACTOR, split_by_length
 from sentiment_ops.store import InferenceStore
 
 

@@ -26,6 +26,7 @@ from sentiment_ops.drift.detectors import DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
 from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, NotFoundError
+from sentiment_ops.inference.onnx import export_cache_dir
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
 
@@ -49,11 +50,6 @@ def resolve_version(registry: Registry, version: int | None, alias: str | None) 
     if not info.run_id:
         raise NotFoundError(f"model {info.name!r} version {info.version} has no MLflow run")
     return info
-
-
-def serving_cache_dir(settings: Settings, info: VersionInfo) -> Path:
-    """The folder where the server caches a version's ONNX export (shared with it)."""
-    return settings.home / "serving-cache" / f"{info.name}-v{info.version}-{(info.run_id or '')[:12]}"
 
 
 def embed_reference(
@@ -82,7 +78,7 @@ def embed_reference(
         samples=samples or settings.drift.reference_samples,
         backend=backend,
         max_tokens=settings.serve.batch_max_tokens,
-        cache_dir=serving_cache_dir(settings, info) if backend == "onnx" else None,
+        cache_dir=export_cache_dir(settings.home, info.name, info.version, info.run_id) if backend == "onnx" else None,
         model_version=info.version,
     )
 

@@ -23,7 +23,9 @@ import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES, load_corpus
 from sentiment_ops.errors import NotFoundError
-from sentiment_ops.modeling import POOLING, Prediction, SentimentModel, prediction_from_logits
+from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
+from sentiment_ops.inference.passes import POOLING, Prediction, Predictor, forward_grouped
+from sentiment_ops.modeling import SentimentModel
 from sentiment_ops.registry import mlflow_errors
 
 ARTIFACT_DIR = "reference"
@@ -69,32 +71,27 @@ def embed_as_served(
     max_tokens: int | None = None,
     threads: int | None = None,
 ) -> Prediction:
-    """Labels, probabilities and pooled embeddings exactly as ``sentops serve`` computes them.
+    """Labels, probabilities and pooled embeddings exactly as ``sentops serve`` computes them:
+    the backend's predictor, texts grouped into forward passes by the server's own rule
+    (``inference.forward_grouped`` with ``serve.batch_max_tokens``).
 
-    ``torch``: ``SentimentModel.predict`` (fp32). ``onnx``: the serving int8 export (made
-    in ``cache_dir``, or a temporary folder), texts grouped into forward passes by the
-    server's own rule (``split_by_length`` with ``serve.batch_max_tokens``)."""
-    if backend == "torch":
-        return model.predict(texts, with_embeddings=True)
-    if backend != "onnx":
+    ``torch``: the model itself (fp32). ``onnx``: the serving int8 export (made in
+    ``cache_dir``, the server's export cache, or a temporary folder)."""
+    if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} ({' | '.join(BACKENDS)})")
-    from sentiment_ops.serving.batcher import split_by_length
-    from sentiment_ops.serving.onnx_backend import ONNX_FILE, OnnxPredictor
-
     with tempfile.TemporaryDirectory(prefix="sentops-onnx-") as tmp:
-        onnx_dir = Path(cache_dir or tmp)
-        if not (onnx_dir / ONNX_FILE).exists():
-            # Export from the saved weights, as the server does (it loads the logged model):
-            # a model fresh out of the Trainer does not always trace (seen: ComplexDouble).
-            model = SentimentModel.from_dir(model.save(Path(tmp) / "hf_model"))
-        predictor = OnnxPredictor.from_model(model, onnx_dir, threads)
-        ids = predictor.encode(texts)
-        logits = np.zeros((len(texts), 2), dtype=np.float32)
-        emb = np.zeros((len(texts), model.embedding_dim), dtype=np.float32)
-        for group in split_by_length([len(x) for x in ids], max_tokens=max_tokens):
-            lg, pooled = predictor.forward_ids([ids[i] for i in group])
-            logits[group], emb[group] = lg, pooled
-    return prediction_from_logits(logits, emb)
+        predictor: Predictor = model
+        if backend == "onnx":
+            predictor = _onnx_predictor(model, Path(cache_dir or tmp), Path(tmp), threads)
+        return forward_grouped(predictor, predictor.encode(texts), max_tokens=max_tokens)
+
+
+def _onnx_predictor(model: SentimentModel, onnx_dir: Path, tmp: Path, threads: int | None) -> OnnxPredictor:
+    if not (onnx_dir / ONNX_FILE).exists():
+        # Export from the saved weights, as the server does (it loads the logged model):
+        # a model fresh out of the Trainer does not always trace (seen: ComplexDouble).
+        model = SentimentModel.from_dir(model.save(tmp / "hf_model"))
+    return OnnxPredictor.from_model(model, onnx_dir, threads)
 
 
 def build_reference(

@@ -7,7 +7,7 @@ never delayed), and hands the batch to a single inference thread. While that thr
 queue up, so batches grow with load by themselves. In the thread the batch is
 tokenised, sorted by length and split where padding would add more than half the work
 or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
-text. One forward pass gives label,
+text (``inference.forward_grouped``). One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
 back to the waiting requests. With ``workers`` > 1 (ONNX backend) that many batches run
 at once, each forward pass on one thread: on 2 shared cores two single-threaded passes
@@ -26,15 +26,13 @@ from datetime import datetime
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.inference import prediction_from_logits
+from sentiment_ops.inference.passes import forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import PredictionRecord, utcnow
 
 log = logging.getLogger("sentiment_ops.serving")
-
-PAD_SPLIT_FACTOR = 1.5  # start a new sub-batch when a text is this much longer than the first
 
 
 class ModelUnavailableError(RuntimeError):
@@ -61,25 +59,6 @@ class _Item:
     text: str
     future: asyncio.Future[Result]
     t0: float
-
-
-def split_by_length(
-    lengths: list[int], factor: float = PAD_SPLIT_FACTOR, max_tokens: int | None = None
-) -> list[list[int]]:
-    """Indices grouped (shortest first) so that in each group the longest is at most
-    ``factor`` times the shortest, and group size x longest stays within ``max_tokens``
-    (a text longer than the budget gets a group of its own)."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups: list[list[int]] = []
-    for i in order:
-        if groups:
-            group = groups[-1]
-            fits = max_tokens is None or (len(group) + 1) * lengths[i] <= max_tokens
-            if fits and lengths[i] <= factor * lengths[group[0]]:
-                group.append(i)
-                continue
-        groups.append([i])
-    return groups
 
 
 class MicroBatcher:
@@ -203,19 +182,10 @@ class MicroBatcher:
             raise ModelUnavailableError()
         t0 = time.perf_counter()
         predictor = model.predictor
-        ids = predictor.encode(texts)
         n = len(texts)
-        logits: np.ndarray | None = None
-        emb: np.ndarray | None = None
-        for group in split_by_length([len(x) for x in ids], max_tokens=self.max_tokens):
-            lg, pooled = predictor.forward_ids([ids[i] for i in group])
-            if logits is None or emb is None:
-                logits = np.zeros((n, lg.shape[1]), dtype=np.float32)
-                emb = np.zeros((n, pooled.shape[1]), dtype=np.float32)
-            logits[group] = lg
-            emb[group] = pooled
-        assert logits is not None and emb is not None
-        pred = prediction_from_logits(logits, emb)
+        pred = forward_grouped(predictor, predictor.encode(texts), max_tokens=self.max_tokens)
+        emb = pred.embeddings
+        assert emb is not None
         self.metrics.inference.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(n)
         done = self._clock()

@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError
+from sentiment_ops.inference import onnx as onnx_backend
+from sentiment_ops.inference.passes import Predictor
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
 
@@ -35,15 +35,6 @@ WARMUP_TEXTS = [
     "Great film.",
     "A slow, muddled and overlong story that never finds its footing, " * 12,
 ]
-
-
-class Predictor(Protocol):
-    """What the batcher needs from a backend: token ids (of the texts as clients sent them;
-    ``encode`` applies the model's own normaliser), then logits + pooled embeddings."""
-
-    def encode(self, texts: list[str]) -> list[list[int]]: ...
-
-    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -83,9 +74,7 @@ def onnx_threads(settings: Settings) -> int:
 
 def build_predictor(model: SentimentModel, backend: str, cache_dir: Path, threads: int | None = None) -> Predictor:
     if backend == "onnx":
-        from sentiment_ops.serving.onnx_backend import OnnxPredictor
-
-        return OnnxPredictor.from_model(model, cache_dir, threads)
+        return onnx_backend.OnnxPredictor.from_model(model, cache_dir, threads)
     return model
 
 
@@ -186,9 +175,7 @@ class ModelHolder:
     def _load_version(self, registry: Registry, info: VersionInfo) -> LoadedModel:
         predictor: Predictor | None = None
         if self.backend == "onnx":  # the graph logged with the version: no torch needed
-            from sentiment_ops.serving.onnx_backend import logged_predictor
-
-            predictor = logged_predictor(
+            predictor = onnx_backend.logged_predictor(
                 registry.model_uri(info.version), onnx_threads(self.settings), self.settings.serve.max_length
             )
         if predictor is None:
@@ -222,7 +209,7 @@ class ModelHolder:
         assert model is not None  # load_pyfunc guarantees it
         if self.settings.serve.max_length:
             model.max_length = self.settings.serve.max_length
-        cache = self.settings.home / "serving-cache" / f"{self.model_name}-v{info.version}-{(info.run_id or '')[:12]}"
+        cache = onnx_backend.export_cache_dir(self.settings.home, self.model_name, info.version, info.run_id)
         return build_predictor(model, self.backend, cache, onnx_threads(self.settings))
 
     def _failed(self, version: int | None, message: str) -> bool:

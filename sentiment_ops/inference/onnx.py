@@ -1,8 +1,9 @@
-"""ONNX Runtime int8 serving backend (``serve.backend: onnx``).
+"""The ONNX Runtime int8 backend (``serve.backend: onnx``).
 
-The classifier is exported with ``torch.onnx.export`` as one graph that returns the
-logits *and* the mean-pooled last hidden state (so drift monitoring keeps its embedding
-from the same forward pass), then quantised with ``onnxruntime.quantization.
+The classifier is exported with ``torch.onnx.export`` as one graph: ``pooling.
+LogitsAndPooled``, the module that the torch backend runs, returning the logits *and* the
+mean-pooled last hidden state (so drift monitoring keeps its embedding from the same
+forward pass), then quantised with ``onnxruntime.quantization.
 quantize_dynamic`` (int8 weights per output channel, activations quantised on the fly).
 
 The graph is made when the model is logged (``pyfunc.log_model``: the ``onnx_int8``
@@ -10,7 +11,10 @@ artifact of the model version), so serving needs neither torch nor transformers:
 predictor runs the graph with ONNX Runtime and encodes with ``inference.TextEncoder``
 (``tokenizers`` only). A version logged without the graph is exported at load (with
 torch, where it is installed) and cached under ``<home>/serving-cache/``, keyed by name,
-version and run id."""
+version and run id (``export_cache_dir``: the server and the drift reference share it).
+
+Importing this module needs neither torch nor onnxruntime: the export imports torch, the
+predictor onnxruntime, when they run."""
 
 from __future__ import annotations
 
@@ -20,19 +24,27 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sentiment_ops.errors import ModelLoadError
+from sentiment_ops.inference.passes import pad
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import SentimentModel
 
-log = logging.getLogger("sentiment_ops.serving")
+log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.int8.onnx"
 OPSET = 17
+CACHE_DIR = "serving-cache"  # under the home: exports of versions logged without their graph
+
+
+def export_cache_dir(home: Path, name: str, version: int, run_id: str | None) -> Path:
+    """Where a model version's ONNX export is cached (the server's, shared by the drift
+    reference): ``<home>/serving-cache/<name>-v<version>-<run id[:12]>``."""
+    return Path(home) / CACHE_DIR / f"{name}-v{version}-{(run_id or '')[:12]}"
 
 
 class Encoder(Protocol):
@@ -44,53 +56,45 @@ class Encoder(Protocol):
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
 
-def _logits_and_pooled(model: Any) -> Any:
-    """The classifier as one module returning (logits, mean-pooled last hidden state)."""
+def export_fp32(model: SentimentModel, dest: Path) -> Path:
+    """``pooling.LogitsAndPooled`` of ``model`` as an fp32 ONNX graph at ``dest``: inputs
+    ``input_ids`` and ``attention_mask`` (padded by ``passes.pad``), outputs ``logits`` and
+    ``pooled``."""
     import torch
 
-    class LogitsAndPooled(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
+    from sentiment_ops.inference.pooling import LogitsAndPooled
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            hidden = out.hidden_states[-1]
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return out.logits, pooled
-
-    return LogitsAndPooled(model).eval()
+    wrapper = LogitsAndPooled(model.model.cpu()).eval()
+    ids = torch.tensor([model.encode(["an example review to trace the graph"])[0]] * 2, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about shape checks folded to constants
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(dest),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits", "pooled"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "attention_mask": {0: "batch", 1: "seq"},
+                "logits": {0: "batch"},
+                "pooled": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles HF models
+        )
+    return dest
 
 
 def export_int8(model: SentimentModel, dest: Path) -> Path:
-    """Export ``model`` to ONNX and quantise it to int8 at ``dest`` (written atomically)."""
-    import torch
+    """Export ``model`` to ONNX (``export_fp32``) and quantise it to int8 at ``dest``
+    (written atomically)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
-        fp32 = Path(tmp) / "model.fp32.onnx"
-        wrapper = _logits_and_pooled(model.model.cpu())
-        ids = torch.tensor([model.encode(["an example review to trace the graph"])[0]] * 2, dtype=torch.long)
-        mask = torch.ones_like(ids)
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes about shape checks folded to constants
-            torch.onnx.export(
-                wrapper,
-                (ids, mask),
-                str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits", "pooled"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "seq"},
-                    "attention_mask": {0: "batch", 1: "seq"},
-                    "logits": {0: "batch"},
-                    "pooled": {0: "batch"},
-                },
-                opset_version=OPSET,
-                dynamo=False,  # the TorchScript exporter needs no onnxscript and handles HF models
-            )
+        fp32 = export_fp32(model, Path(tmp) / "model.fp32.onnx")
         part = Path(tmp) / ONNX_FILE
         quiet = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
         level = quiet.level
@@ -104,7 +108,7 @@ def export_int8(model: SentimentModel, dest: Path) -> Path:
 
 
 class OnnxPredictor:
-    """Same interface as ``SentimentModel`` for the batcher: ``encode`` + ``forward_ids``."""
+    """A ``passes.Predictor`` like ``SentimentModel``: ``encode`` + ``forward_ids``."""
 
     backend = "onnx"
 
@@ -143,12 +147,7 @@ class OnnxPredictor:
         return self.tokenizer_model.encode(texts)
 
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for i, ids in enumerate(batch):
-            input_ids[i, : len(ids)] = ids
-            mask[i, : len(ids)] = 1
+        input_ids, mask = pad(batch, self.pad_id)
         logits, pooled = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
 
@@ -163,7 +162,7 @@ def logged_predictor(model_uri: str, threads: int | None = None, max_length: int
     import yaml
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
-    from sentiment_ops.inference import TextEncoder
+    from sentiment_ops.inference.text import TextEncoder
     from sentiment_ops.registry import mlflow_errors
 
     with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp, mlflow_errors(f"download {model_uri}"):

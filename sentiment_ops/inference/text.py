@@ -1,48 +1,25 @@
-"""The torch-free half of a forward pass: texts → token ids (the model's normaliser, its
-tokenizer, head + tail truncation) and logits → labels and probabilities.
+"""Texts → token ids, the first step of every forward pass: the model's normaliser, its
+tokenizer, head + tail truncation.
 
-``modeling`` (torch, transformers) and the ONNX serving backend share these, so the
-serving image without torch (Dockerfile target ``serve``) encodes exactly as training did.
-``TextEncoder`` reads a saved model folder with the ``tokenizers`` library alone: the
-``tokenizer.json`` that transformers' fast tokenizers save, and ``sentops.json``."""
+Torch-free. ``SentimentModel.encode`` runs ``encode`` with its transformers tokenizer; the
+serving image without torch (Dockerfile target ``serve``) runs ``TextEncoder``, which
+reads a saved model folder with the ``tokenizers`` library alone (the ``tokenizer.json``
+that transformers' fast tokenizers save, and ``sentops.json``) and gives the same ids."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from sentiment_ops import textnorm
 from sentiment_ops.errors import ModelLoadError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 META_FILE = "sentops.json"
-
-
-@dataclass
-class Prediction:
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
-    probabilities: np.ndarray  # float64, P(positive)
-    embeddings: np.ndarray | None  # float32 (n, hidden), mean-pooled last hidden state
-
-    @property
-    def confidences(self) -> np.ndarray:
-        return np.where(self.labels == 1, self.probabilities, 1.0 - self.probabilities)
-
-
-def prediction_from_logits(logits: np.ndarray, embeddings: np.ndarray | None) -> Prediction:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return Prediction(
-        labels=probs.argmax(axis=1).astype(np.int64),
-        probabilities=probs[:, 1],
-        embeddings=embeddings,
-    )
 
 
 def head_tail(
@@ -72,6 +49,32 @@ def split_specials(bare: list[int], full: list[int]) -> tuple[list[int], list[in
         if full[i : i + len(bare)] == bare:
             return list(full[:i]), list(full[i + len(bare) :])
     return [], []  # pragma: no cover - every tokenizer we know keeps the text ids intact
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids a transformers tokenizer puts before and after a single sequence (e.g.
+    [CLS] … [SEP]).
+
+    Found by comparison, since transformers 5 tokenizers no longer expose
+    ``build_inputs_with_special_tokens``."""
+    cached = getattr(tokenizer, "_sentops_special", None)
+    if cached is not None:
+        return cached
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    result = split_specials(list(bare), list(full))
+    tokenizer._sentops_special = result  # type: ignore[attr-defined]
+    return result
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, head_tokens: int = 0
+) -> list[list[int]]:
+    """Token ids (with special tokens, at most ``max_length`` long, ``head_tail``) of
+    already-normalised ``texts`` with a transformers tokenizer."""
+    raw = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    prefix, suffix = special_tokens(tokenizer)
+    return head_tail(raw, prefix, suffix, max_length, head_tokens)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
