@@ -8,8 +8,9 @@
 Labels are ``0``/``1``/``negative``/``positive``. A row whose label is present but blank
 (an exported row nobody has labeled yet) is skipped, not an error. Bad rows (unknown id,
 bad label, missing fields, bad JSON, wrong field count) are reported with their line
-numbers; the good rows are kept. A text the store cannot hold (a control character other
-than tab, newline, carriage return: ``store.text_problem``, the same rule as the API) stops
+numbers; the good rows are kept (``ImportSummary.raise_for_errors`` then raises
+``BadRowsError``, a DataError carrying the summary). A text the store cannot hold (a control character other
+than tab, newline, carriage return: ``sentiment_ops.store.text_problem``, the same rule as the API) stops
 the import with one DataError naming the file and line, before anything is written.
 Nothing is applied twice: a label already recorded is
 ``unchanged``, and a ``text,label`` pair imported before is a duplicate (matched on the
@@ -65,11 +66,26 @@ class ImportSummary:
     def applied(self) -> int:
         return self.labeled + self.added + self.relabeled
 
+    def raise_for_errors(self) -> None:
+        """Raise ``BadRowsError`` (exit 65) when some rows were bad; the good ones were
+        applied all the same, so a caller shows this summary first."""
+        if self.errors:
+            raise BadRowsError(self)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["applied"] = self.applied
         out["errors"] = [{"line": e.line, "message": e.message} for e in self.errors]
         return out
+
+
+class BadRowsError(DataError):
+    """Some rows of a feedback file were bad; the good rows were applied. ``summary`` holds
+    the counts and each bad row's line and reason."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        self.summary = summary
+        super().__init__(f"{len(summary.errors)} bad row(s) in {summary.path}; the good rows were applied")
 
 
 @dataclass

@@ -416,7 +416,10 @@ def test_build_context_builds_the_package(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "sentiment_ops/cli/main.py" in names and "sentiment_ops/store.py" in names
+    assert "sentiment_ops/cli/main.py" in names
+    # the store is a package of its parts (a subpackage left out would still import from a checkout)
+    store_parts = {"__init__", "schema", "text", "predictions", "labels", "drift"}
+    assert {f"sentiment_ops/store/{part}.py" for part in store_parts} <= set(names)
     # the store's migrations travel with the package (`sentops db upgrade` needs them)
     assert {"sentiment_ops/migrations/env.py", "sentiment_ops/migrations/versions/0001_initial.py"} <= set(names)
     assert "sentiment_ops/migrations/versions/0002_backend_dead_letters.py" in names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import DataError
-from sentiment_ops.feedback import export_feedback, import_feedback
+from sentiment_ops.feedback import BadRowsError, export_feedback, import_feedback
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 MODEL = "sentiment-classifier"
@@ -68,6 +69,10 @@ def test_import_ids_with_bad_rows_keeps_good_rows(store: InferenceStore, tmp_pat
     assert store.get(recs[0].id).feedback_label == 1
     assert store.get(recs[2].id).feedback_label == 0
     assert store.get(recs[1].id).feedback_label is None
+
+    with pytest.raises(BadRowsError, match=re.escape(f"4 bad row(s) in {path}; the good")) as err:
+        summary.raise_for_errors()
+    assert err.value.summary is summary and err.value.exit_code == DataError.exit_code == 65
 
     again = import_feedback(store, path, MODEL)  # nothing applied twice
     assert again.applied == 0 and again.unchanged == 2
@@ -141,6 +146,7 @@ def test_export_then_label_then_import_round_trip(store: InferenceStore, tmp_pat
         writer.writerows(rows)
     result = import_feedback(store, out, MODEL)
     assert result.labeled == 2 and result.skipped == 3 and not result.errors
+    result.raise_for_errors()  # no bad rows: nothing raised
 
     window = tmp_path / "recent.jsonl"
     assert export_feedback(store, window, window=2).rows == 2
@@ -164,8 +170,15 @@ def test_cli_import_exit_codes_and_json(cli, store: InferenceStore, tmp_path: Pa
     assert result.exit_code == 65
     data = json.loads(result.stdout)
     assert data["applied"] == 1 and data["errors"] == [{"line": 3, "message": "no logged prediction with id 'nope'"}]
-    assert "bad row" in result.stderr
+    assert result.stderr.count("Error:") == 1  # rendered once, by the CLI's one error path
+    assert f"Error: 1 bad row(s) in {bad}; the good rows were applied" in " ".join(result.stderr.split())
     assert store.get(recs[1].id).feedback_label == 0  # the good row was kept
+
+    result = cli("feedback", "import", str(bad))  # the table: each bad row on stderr, then one error line
+    assert result.exit_code == 65
+    assert "2 rows: 0 applied" in result.stdout and "1 unchanged" in result.stdout and "1 bad" in result.stdout
+    assert f"{bad}: line 3: no logged prediction with id 'nope'" in result.stderr
+    assert result.stderr.count("Error:") == 1
 
     missing = cli("feedback", "import", str(tmp_path / "nope.csv"))
     assert missing.exit_code == 65 and "no such file" in missing.stderr

@@ -87,6 +87,18 @@ def test_health_ready_model_and_metrics(home_with_model: dict[str, Any], running
             schema["paths"]
         )
         assert "/admin/reload" not in schema["paths"]
+        tags = {path: tag for path, ops in schema["paths"].items() for op in ops.values() for tag in op["tags"]}
+        assert tags == {  # one router per resource
+            "/predict": "predict",
+            "/predict/batch": "predict",
+            "/invocations": "predict",
+            "/feedback": "feedback",
+            "/health": "ops",
+            "/ready": "ops",
+            "/model": "ops",
+            "/metrics": "ops",
+        }
+        assert set(schema["paths"]["/feedback"]["post"]["responses"]) >= {"401", "403", "404", "422"}
 
 
 def _metric(text: str, name: str) -> float:

@@ -24,7 +24,7 @@ from sentiment_ops import migrations
 from sentiment_ops.errors import StoreSchemaError
 from sentiment_ops.store import InferenceStore, metadata
 
-# -- sentops 0.1.0's tables, frozen (store.py on main before migrations) ----------------------
+# -- sentops 0.1.0's tables, frozen (sentiment_ops/store.py on main before migrations) ----------------------
 OLD = sa.MetaData()
 OLD_PREDICTIONS = sa.Table(
     "predictions",
@@ -169,7 +169,7 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
         assert rec.created_at == row["created_at"] and rec.probability == pytest.approx(row["probability"])
         assert rec.embedding is not None and rec.embedding.tobytes() == row["embedding"]
         assert rec.backend is None  # unknown embedding space: never in a drift window
-    assert len(store.labeled()) == sum(r["feedback_label"] is not None for r in rows) == 100
+    assert len(store.rows(labeled=True)) == sum(r["feedback_label"] is not None for r in rows) == 100
     assert [h["p_value"] for h in store.drift_history("sentiment-classifier")] == [0.3, 0.15]
     assert store.window("sentiment-classifier", 1, 500, backend="onnx") == []
     assert store.backend_counts("sentiment-classifier", 1, 500) == {None: 180}

@@ -81,8 +81,9 @@ def test_every_store_method_on_postgres(pg_url: str) -> None:
     with pytest.raises(NotFoundError):
         store.set_feedback("nope", 1)
     store.add_predictions(records_from(["imported"], [0], "m"))
-    assert [r.feedback_label for r in store.labeled()] == [1, 0]
-    assert len(store.labeled(labeled=False)) == 6
+    assert [r.feedback_label for r in store.rows(labeled=True)] == [1, 0]  # oldest first
+    assert [r.id for r in store.rows(labeled=False)] == [r.id for r in records[1:]]
+    assert len(store.rows()) == 8
 
     check_id = store.record_drift_check("m", 1, {"window": 4, "n_rows": 4, "drift": True, "p_value": 0.002})
     (check,) = store.drift_history("m")

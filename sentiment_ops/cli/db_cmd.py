@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sentiment_ops.cli.common import console, print_json, settings_from
+
+if TYPE_CHECKING:
+    from sentiment_ops.store import Database
 
 app = typer.Typer(help="Where the inference store's schema stands, and upgrading it.", no_args_is_help=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _open(ctx: typer.Context) -> Any:
-    from sentiment_ops.store import InferenceStore
+def _open(ctx: typer.Context) -> Database:
+    """The store's database as it is: not created, its revision not checked."""
+    from sentiment_ops.store import Database
 
     settings = settings_from(ctx)
-    return InferenceStore(settings.store_url, store_text=settings.store.store_text, create=False)
+    return Database(settings.store_url, store_text=settings.store.store_text, create=False)
 
 
 @app.command()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
-from sentiment_ops.errors import DataError
+
+if TYPE_CHECKING:
+    from sentiment_ops.config import Settings
+    from sentiment_ops.feedback import ImportSummary
+    from sentiment_ops.store import InferenceStore
 
 app = typer.Typer(help="Import true labels, export predictions to label.", no_args_is_help=True)
 
@@ -17,7 +21,7 @@ MAX_ERRORS_SHOWN = 20
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
-def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _store(ctx: typer.Context) -> tuple[Settings, InferenceStore]:
     from sentiment_ops.store import InferenceStore
 
     settings = settings_from(ctx)
@@ -49,22 +53,21 @@ def import_cmd(
     if as_json:
         print_json(summary.to_dict())
     else:
-        console.print(
-            f"{summary.rows} rows: [bold]{summary.applied} applied[/bold] "
-            f"({summary.labeled} labels on logged predictions, {summary.added} new texts, "
-            f"{summary.relabeled} relabeled), {summary.unchanged} unchanged, "
-            f"{summary.skipped} blank, {len(summary.errors)} bad"
-        )
-        for err in summary.errors[:MAX_ERRORS_SHOWN]:
-            err_console.print(f"{file}: {err}", highlight=False, markup=False)
-        if len(summary.errors) > MAX_ERRORS_SHOWN:
-            err_console.print(f"… and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows (see --json)")
-    if summary.errors:
-        err_console.print(
-            f"[bold red]Error:[/bold red] {len(summary.errors)} bad row(s) in {file}; the good rows were applied",
-            highlight=False,
-        )
-        raise typer.Exit(DataError.exit_code)
+        _print_import(summary, file)
+    summary.raise_for_errors()  # bad rows: SentopsGroup prints the one error line, exit 65
+
+
+def _print_import(summary: ImportSummary, file: Path) -> None:
+    console.print(
+        f"{summary.rows} rows: [bold]{summary.applied} applied[/bold] "
+        f"({summary.labeled} labels on logged predictions, {summary.added} new texts, "
+        f"{summary.relabeled} relabeled), {summary.unchanged} unchanged, "
+        f"{summary.skipped} blank, {len(summary.errors)} bad"
+    )
+    for err in summary.errors[:MAX_ERRORS_SHOWN]:
+        err_console.print(f"{file}: {err}", highlight=False, markup=False)
+    if len(summary.errors) > MAX_ERRORS_SHOWN:
+        err_console.print(f"… and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows (see --json)")
 
 
 @app.command("export")

@@ -1,5 +1,7 @@
-"""The HTTP endpoints. Handlers stay thin: validate, hand texts to the batcher, shape the
-answer. Blocking work (store reads/writes, model loads) runs in threads."""
+"""The HTTP endpoints, one router per resource (predict, feedback, ops, admin), joined by
+``build_router``; handlers reach the app's parts through the ``State`` and ``Store``
+dependencies. Handlers stay thin: validate, hand texts to the batcher, shape the answer.
+Blocking work (store reads/writes, model loads) runs in threads."""
 
 # No ``from __future__ import annotations`` here: the request models are built per app
 # and FastAPI must see the real classes in the handler signatures.
@@ -52,7 +54,14 @@ def get_state(request: Request) -> ServingState:
     return request.app.state.sentops
 
 
+def get_store(state: Annotated[ServingState, Depends(get_state)]) -> InferenceStore:
+    """The store the app opened at startup (the routes run only after it)."""
+    assert state.store is not None
+    return state.store
+
+
 State = Annotated[ServingState, Depends(get_state)]
+Store = Annotated[InferenceStore, Depends(get_store)]
 
 E422: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body cannot be parsed (not UTF-8)."},
@@ -68,6 +77,7 @@ STORE_RETRY_AFTER_S = "5"  # the writer retries a failing store every 2 s at mos
 
 
 E401: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "No or a wrong bearer token."}}
+E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Unknown prediction id."}}
 E403: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "Label writes are disabled: the server has no SENTOPS_FEEDBACK_TOKEN."}
 }
@@ -131,6 +141,10 @@ def result_dict(r: Result) -> dict[str, Any]:
     }
 
 
+def invocation_dict(r: Result) -> dict[str, Any]:
+    return {"label": r.label, "label_name": r.label_name, "probability": r.probability, "confidence": r.confidence}
+
+
 def model_info(state: ServingState) -> dict[str, Any]:
     holder = state.holder
     current = holder.current
@@ -155,62 +169,68 @@ def build_router(
     feedback_token: str | None = None,
     predict_token: str | None = None,
 ) -> APIRouter:
-    """``feedback_token`` guards POST /feedback (labels train the next model: without a
-    token nobody may write them); ``predict_token``, when given, guards the predict routes."""
+    """Every endpoint, one router per resource. ``feedback_token`` guards POST /feedback
+    (labels train the next model: without a token nobody may write them); ``predict_token``,
+    when given, guards the predict routes; ``admin_token``, when given, adds /admin/reload."""
     router = APIRouter()
-    PredictRequest = models.predict
-    BatchPredictRequest = models.batch
-    feedback_auth = [
-        Depends(
-            bearer_guard(
-                feedback_token,
-                "SENTOPS_FEEDBACK_TOKEN",
-                "The label-writer token: labels train the next model.",
-                "label writes are disabled: set SENTOPS_FEEDBACK_TOKEN on the server "
-                "and send it as `Authorization: Bearer <token>`",
-            )
-        )
-    ]
-    predict_auth = (
+    router.include_router(predict_router(models, max_items, predict_token))
+    router.include_router(feedback_router(feedback_token))
+    router.include_router(ops_router())
+    if admin_token:
+        router.include_router(admin_router(admin_token))
+    return router
+
+
+def predict_router(models: RequestModels, max_items: int, predict_token: str | None) -> APIRouter:
+    """/predict, /predict/batch and /invocations (the MLflow scoring protocol)."""
+    dependencies = (
         [Depends(bearer_guard(predict_token, "SENTOPS_PREDICT_TOKEN", "Optional token for predictions.", ""))]
         if predict_token
         else []
     )
-    E_PREDICT = {**E422, **E503, **(E401 if predict_token else {})}
+    router = APIRouter(tags=["predict"], dependencies=dependencies)
+    responses = {**E422, **E503, **(E401 if predict_token else {})}
+    PredictRequest = models.predict
+    BatchPredictRequest = models.batch
 
-    @router.post(
-        "/predict", response_model=PredictResponse, responses=E_PREDICT, tags=["predict"], dependencies=predict_auth
-    )
+    @router.post("/predict", response_model=PredictResponse, responses=responses)
     async def predict(body: PredictRequest, state: State) -> Response:  # type: ignore[valid-type]
         """Classify one text; the prediction is logged (use its `id` for /feedback)."""
         results = await _predict(state, [body.text])  # type: ignore[attr-defined]
         return JSONResponse(result_dict(results[0]))
 
-    @router.post(
-        "/predict/batch",
-        response_model=BatchPredictResponse,
-        responses=E_PREDICT,
-        tags=["predict"],
-        dependencies=predict_auth,
-    )
+    @router.post("/predict/batch", response_model=BatchPredictResponse, responses=responses)
     async def predict_batch(body: BatchPredictRequest, state: State) -> Response:  # type: ignore[valid-type]
         """Classify up to `serve.max_batch_items` texts in one request."""
         results = await _predict(state, list(body.texts))  # type: ignore[attr-defined]
         return JSONResponse({"predictions": [result_dict(r) for r in results]})
 
-    @router.post(
-        "/feedback",
-        response_model=FeedbackResponse,
-        responses={**E422, **E401, **E403, 404: {"model": ErrorResponse, "description": "Unknown prediction id."}},
-        tags=["feedback"],
-        dependencies=feedback_auth,
+    @router.post("/invocations", response_model=InvocationsResponse, responses=responses)
+    async def invocations(state: State, body: Annotated[dict[str, Any], Body()]) -> Response:
+        """The MLflow scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`, `instances`)."""
+        texts = invocation_texts(body, max_items, state.settings.serve.max_text_chars)
+        results = await _predict(state, texts)
+        return JSONResponse({"predictions": [invocation_dict(r) for r in results]})
+
+    return router
+
+
+def feedback_router(feedback_token: str | None) -> APIRouter:
+    """POST /feedback: a true label for a logged prediction, behind SENTOPS_FEEDBACK_TOKEN."""
+    guard = bearer_guard(
+        feedback_token,
+        "SENTOPS_FEEDBACK_TOKEN",
+        "The label-writer token: labels train the next model.",
+        "label writes are disabled: set SENTOPS_FEEDBACK_TOKEN on the server "
+        "and send it as `Authorization: Bearer <token>`",
     )
-    async def feedback(body: FeedbackRequest, state: State) -> FeedbackResponse:
+    router = APIRouter(tags=["feedback"], dependencies=[Depends(guard)])
+
+    @router.post("/feedback", response_model=FeedbackResponse, responses={**E422, **E401, **E403, **E404})
+    async def feedback(body: FeedbackRequest, state: State, store: Store) -> FeedbackResponse:
         """Record the true label (0/1 or "negative"/"positive") of a logged prediction
         (bearer token SENTOPS_FEEDBACK_TOKEN: these labels train the next model)."""
         label = body.label_int()
-        store = state.store
-        assert store is not None
         try:
             try:
                 updated = await run_in_threadpool(store.set_feedback, body.id, label)
@@ -226,12 +246,19 @@ def build_router(
             raise HTTPException(503, str(exc)) from None
         return FeedbackResponse(id=body.id, label=label, updated=updated)
 
-    @router.get("/health", response_model=HealthResponse, tags=["ops"])
+    return router
+
+
+def ops_router() -> APIRouter:
+    """/health, /ready, /model and /metrics: for load balancers, people and Prometheus."""
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
         """The process is alive."""
         return HealthResponse()
 
-    @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["ops"])
+    @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
     async def ready(state: State) -> Response:
         """200 when a model is loaded and the inference store keeps up, 503 (with the reason) otherwise."""
         current = state.holder.current
@@ -242,69 +269,47 @@ def build_router(
             return JSONResponse({"ready": False, "version": current.version, "detail": problem}, 503)
         return JSONResponse({"ready": True, "version": current.version, "detail": None})
 
-    @router.get("/model", response_model=ModelInfoResponse, tags=["ops"])
+    @router.get("/model", response_model=ModelInfoResponse)
     async def model(state: State) -> Response:
         """Name, version, alias, run id, load time and the last reload error of the served model."""
         return JSONResponse(model_info(state))
 
-    @router.get(
-        "/metrics",
-        response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text."}},
-        tags=["ops"],
-    )
+    prometheus: dict[int | str, dict[str, Any]] = {
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text."}
+    }
+
+    @router.get("/metrics", response_class=Response, responses=prometheus)
     async def metrics(state: State) -> Response:
         """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version."""
         return Response(
             state.metrics.render(state.writer.pending, state.writer.store_up), media_type=CONTENT_TYPE_LATEST
         )
 
+    return router
+
+
+def admin_router(admin_token: str) -> APIRouter:
+    """POST /admin/reload, behind SENTOPS_ADMIN_TOKEN (only mounted when one is set)."""
+    router = APIRouter(tags=["ops"])
+
     @router.post(
-        "/invocations",
-        response_model=InvocationsResponse,
-        responses=E_PREDICT,
-        tags=["predict"],
-        dependencies=predict_auth,
+        "/admin/reload",
+        response_model=ReloadResponse,
+        responses={401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
     )
-    async def invocations(state: State, body: Annotated[dict[str, Any], Body()]) -> Response:
-        """The MLflow scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`, `instances`)."""
-        texts = invocation_texts(body, max_items, state.settings.serve.max_text_chars)
-        results = await _predict(state, texts)
-        return JSONResponse(
-            {
-                "predictions": [
-                    {
-                        "label": r.label,
-                        "label_name": r.label_name,
-                        "probability": r.probability,
-                        "confidence": r.confidence,
-                    }
-                    for r in results
-                ]
-            }
-        )
-
-    if admin_token:
-
-        @router.post(
-            "/admin/reload",
-            response_model=ReloadResponse,
-            responses={401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
-            tags=["ops"],
-        )
-        async def reload(state: State, authorization: Annotated[str | None, Header()] = None) -> Response:
-            """Resolve the alias now and (re)load its version (bearer token SENTOPS_ADMIN_TOKEN)."""
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), admin_token.encode()):
-                raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-            before = state.holder.last_error
-            changed = await run_in_threadpool(state.holder.check, True)
-            err = state.holder.last_error
-            if err is not None and err is not before:
-                serving = state.holder.current
-                still = f"still serving version {serving.version}" if serving else "no model is serving"
-                raise HTTPException(409, f"cannot load version {err.version}: {err.error} ({still})")
-            return JSONResponse({"changed": changed, "model": model_info(state)})
+    async def reload(state: State, authorization: Annotated[str | None, Header()] = None) -> Response:
+        """Resolve the alias now and (re)load its version (bearer token SENTOPS_ADMIN_TOKEN)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), admin_token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        before = state.holder.last_error
+        changed = await run_in_threadpool(state.holder.check, True)
+        err = state.holder.last_error
+        if err is not None and err is not before:
+            serving = state.holder.current
+            still = f"still serving version {serving.version}" if serving else "no model is serving"
+            raise HTTPException(409, f"cannot load version {err.version}: {err.error} ({still})")
+        return JSONResponse({"changed": changed, "model": model_info(state)})
 
     return router
 

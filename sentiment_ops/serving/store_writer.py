@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from sentiment_ops.errors import StoreError, StoreRowError
-from sentiment_ops.store import InferenceStore, PredictionRecord, dead_letter
+from sentiment_ops.store import PredictionLog, PredictionRecord, dead_letter
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -41,7 +41,7 @@ class QueueFullError(RuntimeError):
 class StoreWriter:
     def __init__(
         self,
-        store: InferenceStore | None,
+        store: PredictionLog | None,
         max_batch: int = 512,
         max_queue: int = 20_000,
         high_water: float = 0.8,

@@ -1,0 +1,65 @@
+"""The inference store: every served prediction (with its pooled embedding), feedback
+labels, and drift checks, in one database (SQLite or PostgreSQL) shared by the server,
+feedback import/export, retraining and the drift check.
+
+Split by who uses what, each part a ``Database`` (one engine, schema checked on open) with
+its own reads and writes:
+
+    schema.py       Database: tables, URLs, opening, schema revision and upgrade, errors
+    text.py         text_problem, text_hash: the one text rule of every way in
+    predictions.py  PredictionLog: what the server writes (predictions, dead letters)
+    labels.py       FeedbackLabels: labels in (feedback), rows out (retraining, export)
+    drift.py        DriftLog: the drift window, its backend split, the check history
+
+``InferenceStore`` is all of them on one engine (what ``sentops serve``, the CLI and the
+lifecycle steps open); a consumer that needs one part may open just that part.
+
+Errors say what to do next: ``StoreUnavailableError`` (the store cannot be reached: retry),
+``StoreRowError`` (the store refused a row's data: retrying cannot help),
+``StoreSchemaError`` (run ``sentops db upgrade``, or upgrade sentops)."""
+
+from __future__ import annotations
+
+from sentiment_ops.store.drift import DriftLog
+from sentiment_ops.store.labels import FeedbackLabels, records_from
+from sentiment_ops.store.predictions import PredictionLog, PredictionRecord, dead_letter
+from sentiment_ops.store.schema import (
+    POSTGRES_DRIVER_HINT,
+    SCHEMA_LOCK_KEY,
+    Database,
+    metadata,
+    new_id,
+    normalize_url,
+    utcnow,
+)
+from sentiment_ops.store.text import text_hash, text_problem
+
+
+class InferenceStore(PredictionLog, FeedbackLabels, DriftLog):
+    """Every part of the store on one engine. Thread-safe (one engine, short
+    transactions); safe to share across threads."""
+
+
+def open_store(url: str, store_text: bool = True) -> InferenceStore:
+    return InferenceStore(url, store_text=store_text)
+
+
+__all__ = [
+    "POSTGRES_DRIVER_HINT",
+    "SCHEMA_LOCK_KEY",
+    "Database",
+    "DriftLog",
+    "FeedbackLabels",
+    "InferenceStore",
+    "PredictionLog",
+    "PredictionRecord",
+    "dead_letter",
+    "metadata",
+    "new_id",
+    "normalize_url",
+    "open_store",
+    "records_from",
+    "text_hash",
+    "text_problem",
+    "utcnow",
+]
