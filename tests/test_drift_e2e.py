@@ -3,7 +3,6 @@ inference store, and ``sentops drift`` reads them (no second forward pass)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import threading
@@ -15,18 +14,6 @@ import pytest
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
-
-
-def _serving_present() -> bool:
-    # A real package, not an empty namespace left by an editable install elsewhere.
-    spec = importlib.util.find_spec("sentiment_ops.serving")
-    return spec is not None and spec.origin is not None
-
-
-pytestmark = pytest.mark.skipif(
-    not _serving_present(),
-    reason="sentiment_ops.serving is not in this branch yet (issue 3); runs once it is merged",
-)
 
 
 def _free_port() -> int:

@@ -7,12 +7,10 @@ artifacts, both on 127.0.0.1, and sentops pointed at them by environment only
    landed in PostgreSQL and in the artifact folder.
 2. two ``sentops serve`` processes → traffic to both at once → ``sentops drift`` → promote
    and rollback seen by both replicas → every logged row arrives exactly once.
-   Needs ``sentiment_ops.serving`` (issue 3); skipped until it is merged.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -146,23 +144,9 @@ def test_train_register_promote_rollback_models(stack: Stack, stack_env: dict[st
 
 
 # -- serving: two replicas on one store -----------------------------------------------------
-def _serving_present() -> bool:
-    """``sentiment_ops.serving`` exists in *this* checkout: an editable install of another
-    checkout can make find_spec resolve the subpackage there, while the ``sentops serve``
-    processes started below run this one."""
-    import sentiment_ops
-
-    spec = importlib.util.find_spec("sentiment_ops.serving")
-    if spec is None or spec.origin is None:  # absent, or an empty namespace package
-        return False
-    return Path(spec.origin).resolve().is_relative_to(Path(sentiment_ops.__file__).resolve().parent)
-
-
 def test_two_replicas_drift_and_rollback_every_row_once(
     stack: Stack, stack_env: dict[str, str], cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _serving_present():
-        pytest.skip("needs sentops serve (issue 3)")
     run_replica_scenario(stack, cli, tmp_path, monkeypatch)
 
 

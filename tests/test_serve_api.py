@@ -3,6 +3,7 @@ model trained by `sentops train` and promoted with `sentops promote`."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from local_services import sql_rows
 from serve_support import Server, free_port, promote, serve_settings, start_server, wait_for
 
 from sentiment_ops.config import load_settings
@@ -219,10 +221,18 @@ def test_store_text_false_keeps_only_the_hash(
     monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
     srv = start_server(serve_settings())
     running.append(srv)
+    text = "secret review"
     with srv.client() as c:
-        pid = c.post("/predict", json={"text": "secret review"}).json()["id"]
-    srv.stop()
-    row = InferenceStore(load_settings().store_url).get(pid)
+        r = c.post("/predict", json={"text": text})
+        assert r.status_code == 200, r.text
+        pid = r.json()["id"]
+    srv.stop()  # drains the store writer
+    url = load_settings().store_url
+    # read the columns themselves: PredictionRecord turns a NULL text into ""
+    assert sql_rows(url, f"SELECT text, text_hash FROM predictions WHERE id = '{pid}'") == [
+        (None, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    ]
+    row = InferenceStore(url).get(pid)
     assert row.text == "" and row.prediction in (0, 1)
 
 

@@ -1,13 +1,16 @@
 """Bad input gets a 4xx with a message that says what is wrong, never a 5xx, and never
-a logged row. The last test fuzzes the whole OpenAPI schema (schemathesis, positive and
-negative data) against the running server and asserts that no request gets a 5xx."""
+a logged row. The fuzz test sends the whole OpenAPI schema (schemathesis, positive and
+negative data) to the running server and asserts that no request gets a 5xx. Every 200
+prediction answer of the module goes into a ledger; the last test checks the store against
+it: one row per answered prediction, with its text, and no other row."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
+from local_services import sql_rows
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
@@ -43,9 +47,46 @@ def server(trained_home: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
     srv.stop()
 
 
+class Ledger:
+    """Every successful prediction answer this module's server gave: the rows it must have
+    logged, each exactly once. ``answered`` holds (id, text) of /predict and /predict/batch
+    answers; /invocations answers carry no ids, so only their row count is known."""
+
+    PATHS = ("/predict", "/predict/batch", "/invocations")
+
+    def __init__(self) -> None:
+        self.answered: list[tuple[str, str]] = []
+        self.invocation_rows = 0
+
+    def record(self, method: str, path: str, status: int, json_body: Callable[[], Any]) -> None:
+        if method != "POST" or path not in self.PATHS or status != 200:
+            return
+        body = json_body()
+        if path == "/predict":
+            self.answered.append((body["id"], body["text"]))
+        elif path == "/predict/batch":
+            self.answered.extend((p["id"], p["text"]) for p in body["predictions"])
+        else:
+            self.invocation_rows += len(body["predictions"])
+
+    def httpx_hook(self, response: httpx.Response) -> None:
+        response.read()
+        request = response.request
+        self.record(request.method, request.url.path, response.status_code, response.json)
+
+    @property
+    def rows(self) -> int:
+        return len(self.answered) + self.invocation_rows
+
+
+@pytest.fixture(scope="module")
+def ledger() -> Ledger:
+    return Ledger()
+
+
 @pytest.fixture()
-def client(server: Server) -> Iterator[httpx.Client]:
-    with server.client() as c:
+def client(server: Server, ledger: Ledger) -> Iterator[httpx.Client]:
+    with server.client(event_hooks={"response": [ledger.httpx_hook]}) as c:
         yield c
 
 
@@ -142,7 +183,7 @@ def test_messages_are_json_with_a_detail_line(client: httpx.Client) -> None:
 FUZZ_EXAMPLES = 25  # per operation and mode: ~10 operations x 2 modes, well under a minute
 
 
-def test_fuzz_openapi_no_server_errors(server: Server) -> None:
+def test_fuzz_openapi_no_server_errors(server: Server, ledger: Ledger) -> None:
     """Schema-valid and schema-breaking requests to every operation of the published
     schema: never a 5xx, and every answer has a status and content type the schema
     documents. (Strategies per operation rather than ``schemathesis.pytest``, whose
@@ -159,10 +200,14 @@ def test_fuzz_openapi_no_server_errors(server: Server) -> None:
                 max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
             )
             def run(case: Any) -> None:
-                case.call_and_validate(
-                    base_url=server.url,
-                    headers=headers,
+                response = case.call(base_url=server.url, headers=headers)
+                # recorded before the checks, so that a failed check leaves the ledger right
+                ledger.record(case.method.upper(), case.formatted_path, response.status_code, response.json)
+                case.validate_response(
+                    response,
                     checks=[not_a_server_error, status_code_conformance, content_type_conformance],
+                    headers=headers,
+                    transport_kwargs={"base_url": server.url, "headers": headers},
                 )
 
             try:
@@ -183,6 +228,31 @@ def test_fuzz_openapi_no_server_errors(server: Server) -> None:
     assert sum(t.endswith("negative") for t in tried) >= 4, tried  # every operation with a body
 
 
-def test_nothing_was_written_twice(server: Server, tmp_path: Path) -> None:
-    rows = InferenceStore(server.state.settings.store_url).window("sentiment-classifier", 1, 10_000)
-    assert len({r.id for r in rows}) == len(rows)
+def test_nothing_was_written_twice(server: Server, client: httpx.Client, ledger: Ledger) -> None:
+    """Every 200 answer of this module (the fuzzer's included) was logged exactly once, with
+    the text it answered for, and nothing else was logged: no row for a refused request, none
+    written twice under another id, none lost. Some traffic of its own first (repeated texts,
+    concurrent requests), so that the check has rows to compare when it runs alone."""
+    texts = ["same text", "same text", "another text", "y" * MAX_CHARS]
+    with ThreadPoolExecutor(4) as pool:
+        singles = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts * 3))
+        batches = list(pool.map(lambda _: client.post("/predict/batch", json={"texts": texts}), range(3)))
+        invocations = list(pool.map(lambda _: client.post("/invocations", json={"inputs": texts}), range(2)))
+    assert [r.status_code for r in singles + batches + invocations] == [200] * 17
+
+    assert server.state.writer.flush(30.0), "the store writer did not drain"
+    assert server.state.writer.pending == 0
+    stored = sql_rows(server.state.settings.store_url, "SELECT id, text, text_hash FROM predictions")
+    assert len(stored) == ledger.rows >= 12 + 12 + 8
+    by_id = {row[0]: row[1:] for row in stored}
+    ids = [pid for pid, _ in ledger.answered]
+    assert len(set(ids)) == len(ids), "one id answered for two predictions"
+    for pid, text in ledger.answered:
+        # by content, not only by id: the row holds the text this answer was for
+        assert by_id.get(pid) == (text, hashlib.sha256(text.encode("utf-8")).hexdigest()), pid
+    # the rows of /invocations (no ids in the answer) are the only others, ours among them
+    others = [by_id[pid] for pid in set(by_id) - set(ids)]
+    assert len(others) == ledger.invocation_rows
+    for text in texts:
+        mine = (text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+        assert others.count(mine) >= 2 * texts.count(text), text

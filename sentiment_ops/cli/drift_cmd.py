@@ -63,7 +63,7 @@ def drift(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
     plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="With --history: at most this many checks."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="With --history: the newest N checks, oldest first."),
 ) -> None:
     """Compare the last N served predictions of a model version with its reference.
 
@@ -78,7 +78,9 @@ def drift(
     Example: sentops drift --window 500 --alpha 0.01 ; sentops drift --history --plot drift.png
 
     Exit codes: 0 no drift · 3 drift detected · 4 not enough logged predictions ·
-    66 no reference (run `sentops embed-reference`) or unknown alias/version · 1 other errors.
+    65 traffic embedded by another backend than the reference · 66 no reference
+    (run `sentops embed-reference`) or unknown alias/version · 2 invalid setting ·
+    69 registry unreachable · 70 store error · 1 other errors.
     """
     overrides: dict[str, Any] = {"drift.method": method}
     if alpha is not None:
