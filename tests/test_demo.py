@@ -25,18 +25,10 @@ def demo_env(tiny_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
-    settings = load_settings()
-    opts = DemoOptions(
-        train_samples=48,
-        max_length=64,
-        eval_samples=40,
-        imdb_traffic=40,
-        tweet_traffic=80,
-        labeled=70,
-        eval_tweets=30,
-        window=40,
-        out_dir=tmp_path / "demo",
-    )
+    small = {"train_samples": 48, "max_length": 64, "eval_samples": 40, "imdb_traffic": 40, "tweet_traffic": 80}
+    small.update({"labeled": 70, "eval_tweets": 30, "window": 40})
+    settings = load_settings(overrides={f"demo.{k}": v for k, v in small.items()})
+    opts = DemoOptions(out_dir=tmp_path / "demo")
     stages: list[str] = []
     report = run_demo(settings, opts, lambda stage, msg: stages.append(stage))
 
