@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+import yaml
 
 from sentiment_ops.config import DemoSettings, Settings
 from sentiment_ops.data import Split, load_corpus
@@ -111,12 +113,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``sentops serve`` as a child process on 127.0.0.1; stopped by its PID."""
+    """``sentops serve`` as a child process on 127.0.0.1, serving with ``settings`` (written
+    to a private YAML file that the child reads as its ``SENTOPS_CONFIG``); stopped by its PID."""
 
     def __init__(self, settings: Settings, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._config_dir = tempfile.TemporaryDirectory(prefix="sentops-demo-")  # 0700: URIs may hold passwords
+        config_file = Path(self._config_dir.name) / "settings.yaml"
+        config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         env = dict(os.environ)
+        env["SENTOPS_CONFIG"] = str(config_file)
         env["SENTOPS_HOME"] = str(settings.home)
         env.setdefault("SENTOPS_SERVE__POLL_INTERVAL_S", "1")
         # Label writes need a token: a fresh random one for this server only.
@@ -155,6 +162,7 @@ class ServerProcess:
                 self.proc.wait()
         if not isinstance(self._log, int):  # an open log file, not subprocess.DEVNULL
             self._log.close()
+        self._config_dir.cleanup()
 
 
 def send_traffic(client: httpx.Client, texts: list[str], batch: int = 16) -> list[dict[str, Any]]:
