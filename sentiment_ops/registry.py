@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
+from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.paths import sqlite_file, writable_dir
 
 if TYPE_CHECKING:
@@ -259,15 +259,20 @@ class Registry:
 
     def load_model(self, version: int) -> SentimentModel:
         """The ``SentimentModel`` of ``version``: its artifacts downloaded with this registry's
-        URIs into a temporary folder, loaded into memory through the logged pyfunc."""
+        URIs into a temporary folder, loaded into memory through the logged pyfunc.
+        ModelLoadError when the version's files cannot be downloaded or loaded."""
         from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
 
         from sentiment_ops.pyfunc import load_pyfunc
 
         uri, name = self.download_uri(version), self.model_uri(version)
         with tempfile.TemporaryDirectory(prefix="sentops-model-") as tmp:
-            with mlflow_errors(f"download {name}"):
+            try:
                 local = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri)
+            except (MlflowException, OSError) as exc:  # the version exists; its files do not load
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelLoadError(f"cannot load {name}: {first}") from exc
             model = load_pyfunc(local, name=name).model
         assert model is not None  # load_pyfunc guarantees it
         return model
