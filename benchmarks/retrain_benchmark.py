@@ -38,19 +38,18 @@ import torch
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
-from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.lifecycle import evaluate
 from sentiment_ops.registry import Registry
-from sentiment_ops.retraining import PRODUCTION, retrain
+from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
-from sentiment_ops.training import evaluate
 
 RESULTS = Path(__file__).parent / "results" / "retrain.json"
 TRAFFIC_SEED = 11
 
 
-def _scores(model: Any, tweets_eval: Any, golden: Any) -> dict[str, float]:
-    t = evaluate(model, tweets_eval)[0]
-    g = evaluate(model, golden)[0]
+def _scores(model: Any, tweets_eval: Any, golden: Any, batch_size: int) -> dict[str, float]:
+    t = evaluate(model, tweets_eval, batch_size)[0]
+    g = evaluate(model, golden, batch_size)[0]
     return {"tweets_f1": t["f1"], "tweets_acc": t["accuracy"], "imdb_acc": g["accuracy"]}
 
 
@@ -111,7 +110,8 @@ def main() -> None:
         },
     )
     registry = Registry(settings)
-    registry.promote(args.version, PRODUCTION)
+    registry.promote(args.version)  # serve.alias
+    bs = settings.train.eval_batch_size
 
     tweets = load_corpus("tweets")
     tweets_eval = tweets.test.head(args.tweets_eval)
@@ -119,8 +119,8 @@ def main() -> None:
     traffic = tweets.train.sample(args.labels, seed=TRAFFIC_SEED)
 
     start = time.perf_counter()
-    model = load_pyfunc(registry.model_uri(args.version)).model
-    before = _scores(model, tweets_eval, golden)
+    model = registry.load_model(args.version)
+    before = _scores(model, tweets_eval, golden, bs)
     served = model.predict(traffic.texts, with_embeddings=False)
     print(f"before: {before}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -129,7 +129,7 @@ def main() -> None:
         PredictionRecord(
             model_name=settings.mlflow.model_name,
             model_version=args.version,
-            alias=PRODUCTION,
+            alias=settings.serve.alias,
             text=text,
             prediction=int(served.labels[i]),
             probability=float(served.probabilities[i]),
@@ -145,7 +145,7 @@ def main() -> None:
         t0 = time.perf_counter()
         pseudo = retrain(settings, pseudo_label_threshold=args.pseudo_threshold, replay_ratio=args.replay_ratio)
         seconds = time.perf_counter() - t0
-        after = _scores(load_pyfunc(registry.model_uri(pseudo.version)).model, tweets_eval, golden)
+        after = _scores(registry.load_model(pseudo.version), tweets_eval, golden, bs)
         entries["pseudo"] = {**_entry(before, after, pseudo, seconds), "threshold": args.pseudo_threshold}
         print(f"pseudo: {entries['pseudo']}", flush=True)
     if "labels" in scenarios:  # a person labels the served tweets (the corpus has the labels)
@@ -154,7 +154,7 @@ def main() -> None:
         t0 = time.perf_counter()
         labels = retrain(settings, replay_ratio=args.replay_ratio)
         seconds = time.perf_counter() - t0
-        after = _scores(load_pyfunc(registry.model_uri(labels.version)).model, tweets_eval, golden)
+        after = _scores(registry.load_model(labels.version), tweets_eval, golden, bs)
         entries["labels"] = _entry(before, after, labels, seconds)
         print(f"labels: {entries['labels']}", flush=True)
     store.close()

@@ -30,7 +30,6 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import OnnxPredictor, forward_grouped
 from sentiment_ops.modeling import set_cpu_threads
-from sentiment_ops.pyfunc import load_pyfunc
 from sentiment_ops.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "serve_backends.json"
@@ -61,7 +60,7 @@ def main() -> None:
     set_cpu_threads(None)
     registry = Registry(settings)
     version = args.version or registry.alias_version(args.alias) or 1
-    model = load_pyfunc(registry.model_uri(version)).model
+    model = registry.load_model(version)
     assert model is not None
     onnx = OnnxPredictor.from_model(model, Path(tempfile.mkdtemp(prefix="sentops-onnx-")) / "cache")
 

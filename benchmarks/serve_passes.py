@@ -24,7 +24,6 @@ from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference.onnx import OnnxPredictor
-from sentiment_ops.pyfunc import load_pyfunc
 from sentiment_ops.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "serve_passes.json"
@@ -61,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     quiet_third_party()
     settings = load_settings(overrides={"home": args.home})
-    model = load_pyfunc(Registry(settings).model_uri(args.version)).model
+    model = Registry(settings).load_model(args.version)
     assert model is not None
     cache = Path(tempfile.mkdtemp(prefix="sentops-onnx-")) / "cache"
     two = OnnxPredictor.from_model(model, cache, threads=2)

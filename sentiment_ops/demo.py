@@ -17,19 +17,24 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+import yaml
 
-from sentiment_ops.config import Settings
+from sentiment_ops.config import DemoSettings, Settings
 from sentiment_ops.data import Split, load_corpus
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.evaluation import classification_metrics
+
+if TYPE_CHECKING:
+    from sentiment_ops.registry import Registry
 
 StageFn = Callable[[str, str], None]  # (stage, message)
 
@@ -40,25 +45,9 @@ def _quiet(stage: str, message: str) -> None:
 
 @dataclass
 class DemoOptions:
-    # The production model: 3,000 IMDB reviews at length 256 (~6 minutes of training on 2
-    # cores). A weaker one (1,000 reviews at length 128: golden accuracy 0.77, badly
-    # calibrated) lost 3.5 points of IMDB accuracy when retrained on tweet labels, and the
-    # gate rightly refused it (docs/retraining.md).
-    train_samples: int = 3000
-    max_length: int = 256
-    eval_samples: int = 1000
-    imdb_traffic: int = 300  # IMDB test reviews sent first: no drift expected
-    tweet_traffic: int = 700  # tweets sent next: drift expected
-    labeled: int = 600  # of the tweets sent, how many a person labels
-    # IMDB replay rows per tweet label when retraining. With 420 training labels, replay 1
-    # left the candidate 0.3-1.2 golden points below production (the gate's bound is 1);
-    # replay 2 kept it within 0.6 for +0.12 tweet F1 (docs/benchmarks.md § Retraining).
-    replay_ratio: float = 2.0
-    eval_tweets: int = 400  # held-out tweets scored through the API before and after
-    window: int = 300
+    """How this run goes; what it trains and sends is the ``demo`` settings section."""
+
     reuse: bool = True  # reuse the production model when there is one
-    reload_timeout_s: float = 120.0
-    startup_timeout_s: float = 180.0
     out_dir: Path = field(default_factory=lambda: Path("sentops-demo"))
 
 
@@ -86,29 +75,34 @@ class DemoReport:
 
 
 # -- steps ---------------------------------------------------------------------------------
-def ensure_production(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> tuple[int, bool]:
+def demo_train_settings(settings: Settings) -> Settings:
+    """The settings the demo trains its production model with: ``train`` overlaid by ``demo``."""
+    quick, demo = settings.model_copy(deep=True), settings.demo
+    quick.train.max_samples = demo.train_samples
+    quick.train.max_length = demo.max_length
+    quick.train.eval_samples = demo.eval_samples
+    quick.train.val_samples = min(quick.train.val_samples or demo.val_samples, demo.val_samples)
+    return quick
+
+
+def ensure_production(
+    settings: Settings, opts: DemoOptions, stage: StageFn = _quiet, registry: Registry | None = None
+) -> tuple[int, bool]:
     """The production version: reused when there is one (and ``reuse``), else trained now."""
     from sentiment_ops.registry import Registry
     from sentiment_ops.training import train
 
-    registry = Registry(settings)
-    current = registry.alias_version(settings.serve.alias)
+    registry = registry or Registry(settings)
+    alias = settings.serve.alias
+    current = registry.alias_version(alias)
     if current is not None and opts.reuse:
-        stage("model", f"reusing {settings.mlflow.model_name} v{current} ({settings.serve.alias})")
+        stage("model", f"reusing {settings.mlflow.model_name} v{current} ({alias})")
         return current, False
-    quick = settings.model_copy(deep=True)
-    quick.train.max_samples = opts.train_samples
-    quick.train.max_length = opts.max_length
-    quick.train.eval_samples = opts.eval_samples
-    quick.train.val_samples = min(quick.train.val_samples or 500, 500)
-    stage("model", f"training a quick model on {opts.train_samples} IMDB reviews")
-    result = train(quick)
+    stage("model", f"training a quick model on {settings.demo.train_samples} IMDB reviews")
+    result = train(demo_train_settings(settings), registry=registry, promote=True)
     if result.version is None:
         raise SentopsError("the demo needs a registered model (train.register_model is false)")
-    registry.promote(result.version, settings.serve.alias)
-    stage(
-        "model", f"v{result.version} golden accuracy {result.metrics['golden_accuracy']:.3f} → {settings.serve.alias}"
-    )
+    stage("model", f"v{result.version} golden accuracy {result.metrics['golden_accuracy']:.3f} → {alias}")
     return result.version, True
 
 
@@ -119,12 +113,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``sentops serve`` as a child process on 127.0.0.1; stopped by its PID."""
+    """``sentops serve`` as a child process on 127.0.0.1, serving with ``settings`` (written
+    to a private YAML file that the child reads as its ``SENTOPS_CONFIG``); stopped by its PID."""
 
     def __init__(self, settings: Settings, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._config_dir = tempfile.TemporaryDirectory(prefix="sentops-demo-")  # 0700: URIs may hold passwords
+        config_file = Path(self._config_dir.name) / "settings.yaml"
+        config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         env = dict(os.environ)
+        env["SENTOPS_CONFIG"] = str(config_file)
         env["SENTOPS_HOME"] = str(settings.home)
         env.setdefault("SENTOPS_SERVE__POLL_INTERVAL_S", "1")
         # Label writes need a token: a fresh random one for this server only.
@@ -163,6 +162,7 @@ class ServerProcess:
                 self.proc.wait()
         if not isinstance(self._log, int):  # an open log file, not subprocess.DEVNULL
             self._log.close()
+        self._config_dir.cleanup()
 
 
 def send_traffic(client: httpx.Client, texts: list[str], batch: int = 16) -> list[dict[str, Any]]:
@@ -256,95 +256,136 @@ def draw_story(settings: Settings, report: DemoReport, path: Path) -> Path:
 
 
 # -- the whole story -----------------------------------------------------------------------
-def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> DemoReport:
+@dataclass
+class _Story:
+    """What the phases of one demo run share."""
+
+    settings: Settings
+    report: DemoReport
+    stage: StageFn
+    clock: float = field(default_factory=time.monotonic)
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.report.seconds[name] = round(now - self.clock, 1)
+        self.clock = now
+
+
+@dataclass
+class _Traffic:
+    imdb: Split  # sent first: no drift expected
+    tweets: Split  # sent next: drift expected; a person labels the first ones
+    held_out: Split  # tweets scored through the API before and after
+
+    @classmethod
+    def load(cls, demo: DemoSettings) -> _Traffic:
+        tweets = load_corpus("tweets")
+        return cls(
+            imdb=load_corpus("imdb").test.sample(demo.imdb_traffic, seed=101),
+            tweets=tweets.train.sample(demo.tweet_traffic, seed=102),
+            held_out=tweets.test.head(demo.eval_tweets),
+        )
+
+
+def _send_and_check(
+    story: _Story, client: httpx.Client, split: Split, what: tuple[str, str], window: int
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Send ``split`` (``what``: its name, the traffic's name) through the API, then run a
+    drift check on the served window."""
     from sentiment_ops.drift.check import run_drift_check
-    from sentiment_ops.retraining import retrain
+
+    story.stage("traffic", f"{len(split)} {what[0]} → /predict/batch")
+    preds = send_traffic(client, split.texts)
+    story.report.sent_rows += len(split)
+    time.sleep(1.0)  # the store writer flushes in the background
+    check = run_drift_check(story.settings, alias=story.settings.serve.alias, window=window)
+    story.stage("drift", f"{what[1]} traffic: {'DRIFT' if check.drift else 'no drift'} (p = {check.p_value:.3f})")
+    return check, preds
+
+
+def _drift_and_labels(story: _Story, client: httpx.Client, traffic: _Traffic, token: str) -> str | None:
+    """IMDB traffic (no drift), tweet traffic (drift), labels, tweets measured; returns the
+    id of the drift check that triggers the retraining."""
+    demo, report = story.settings.demo, story.report
+    check, _ = _send_and_check(
+        story, client, traffic.imdb, ("IMDB reviews", "IMDB"), min(demo.window, len(traffic.imdb))
+    )
+    report.drift_imdb = drift_summary(check)
+    story.lap("imdb traffic + drift")
+    check, preds = _send_and_check(story, client, traffic.tweets, ("tweets", "tweet"), demo.window)
+    report.drift_tweets = drift_summary(check)
+    story.lap("tweet traffic + drift")
+    n = min(demo.labeled, len(preds))
+    report.labels_posted = post_labels(client, preds[:n], traffic.tweets.labels[:n], token)
+    story.stage("labels", f"a person labelled {n} tweets (POST /feedback)")
+    report.tweets_before = score_through_api(client, traffic.held_out)
+    report.sent_rows += len(traffic.held_out)
+    f1 = report.tweets_before["f1"]
+    story.stage(
+        "measure", f"served v{report.production_before} on {len(traffic.held_out)} held-out tweets: F1 {f1:.3f}"
+    )
+    story.lap("labels + measure")
+    return check.check_id
+
+
+def _retrain_and_reload(story: _Story, client: httpx.Client, traffic: _Traffic, check_id: str | None) -> None:
+    """Retrain with replay, gate, promote when it passes; the server reloads; tweets measured."""
+    from sentiment_ops.retraining import CandidateNotPromoted, retrain
+
+    demo, report = story.settings.demo, story.report
+    story.stage("retrain", "fine-tuning from production on the labels + IMDB replay")
+    try:
+        result = retrain(story.settings, promote_if_better=True, triggered_by=check_id, replay_ratio=demo.replay_ratio)
+    except CandidateNotPromoted as exc:  # a refused candidate is part of the story
+        result = exc.result
+    report.retrain = {
+        "version": result.version,
+        "gate_passed": result.gate.passed,
+        "reasons": list(result.gate.reasons),
+        "summary": result.summary(),
+        "metrics": result.metrics,
+    }
+    report.promoted = result.promoted
+    story.stage("gate", result.summary())
+    story.lap("retrain + gate")
+    if result.promoted:
+        report.reload_seconds = round(wait_for_version(client, result.version, demo.reload_timeout_s), 1)
+        story.stage(
+            "reload", f"the server serves v{result.version} ({report.reload_seconds:.1f} s after the alias moved)"
+        )
+    report.production_after = int(client.get("/model").json()["version"])
+    report.tweets_after = score_through_api(client, traffic.held_out)
+    report.sent_rows += len(traffic.held_out)
+    story.stage("measure", f"served v{report.production_after}: F1 {report.tweets_after['f1']:.3f}")
+    story.lap("reload + measure")
+
+
+def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> DemoReport:
+    """The whole story (see the module docstring), with the ``demo`` settings."""
     from sentiment_ops.store import InferenceStore
 
-    report = DemoReport()
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        report.seconds[name] = round(now - clock, 1)
-        clock = now
-
+    story = _Story(settings, DemoReport(), stage)
+    report = story.report
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    version, trained = ensure_production(settings, opts, stage)
-    report.production_before, report.trained_new_model = version, trained
-    lap("model")
-
-    imdb = load_corpus("imdb").test.sample(opts.imdb_traffic, seed=101)
-    tweets = load_corpus("tweets")
-    traffic = tweets.train.sample(opts.tweet_traffic, seed=102)
-    held_out = tweets.test.head(opts.eval_tweets)
+    report.production_before, report.trained_new_model = ensure_production(settings, opts, stage)
+    story.lap("model")
+    traffic = _Traffic.load(settings.demo)
     store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
-    rows_before = store.count(settings.mlflow.model_name, source="api")
-
-    server = ServerProcess(settings, log_path=opts.out_dir / "server.log")
     try:
-        stage("serve", f"starting sentops serve on {server.base_url}")
-        server.wait_ready(opts.startup_timeout_s)
-        report.base_url = server.base_url
-        lap("serve")
-        with httpx.Client(base_url=server.base_url, timeout=60) as client:
-            stage("traffic", f"{len(imdb)} IMDB reviews → /predict/batch")
-            send_traffic(client, imdb.texts)
-            report.sent_rows += len(imdb)
-            time.sleep(1.0)  # the store writer flushes in the background
-            check = run_drift_check(settings, alias=settings.serve.alias, window=min(opts.window, len(imdb)))
-            report.drift_imdb = drift_summary(check)
-            stage("drift", f"IMDB traffic: {'DRIFT' if check.drift else 'no drift'} (p = {check.p_value:.3f})")
-            lap("imdb traffic + drift")
-
-            stage("traffic", f"{len(traffic)} tweets → /predict/batch")
-            preds = send_traffic(client, traffic.texts)
-            report.sent_rows += len(traffic)
-            time.sleep(1.0)
-            check = run_drift_check(settings, alias=settings.serve.alias, window=opts.window)
-            report.drift_tweets = drift_summary(check)
-            stage("drift", f"tweet traffic: {'DRIFT' if check.drift else 'no drift'} (p = {check.p_value:.3f})")
-            lap("tweet traffic + drift")
-
-            n = min(opts.labeled, len(preds))
-            report.labels_posted = post_labels(client, preds[:n], traffic.labels[:n], server.feedback_token)
-            stage("labels", f"a person labelled {n} tweets (POST /feedback)")
-            report.tweets_before = score_through_api(client, held_out)
-            report.sent_rows += len(held_out)
-            stage(
-                "measure", f"served v{version} on {len(held_out)} held-out tweets: F1 {report.tweets_before['f1']:.3f}"
-            )
-            lap("labels + measure")
-
-            stage("retrain", "fine-tuning from production on the labels + IMDB replay")
-            result = retrain(
-                settings, promote_if_better=True, triggered_by=check.check_id, replay_ratio=opts.replay_ratio
-            )
-            report.retrain = {
-                "version": result.version,
-                "gate_passed": result.gate.passed,
-                "reasons": list(result.gate.reasons),
-                "summary": result.summary(),
-                "metrics": result.metrics,
-            }
-            report.promoted = result.promoted
-            stage("gate", result.summary())
-            lap("retrain + gate")
-
-            if result.promoted:
-                report.reload_seconds = round(wait_for_version(client, result.version, opts.reload_timeout_s), 1)
-                stage(
-                    "reload",
-                    f"the server serves v{result.version} ({report.reload_seconds:.1f} s after the alias moved)",
-                )
-            report.production_after = int(client.get("/model").json()["version"])
-            report.tweets_after = score_through_api(client, held_out)
-            report.sent_rows += len(held_out)
-            stage("measure", f"served v{report.production_after}: F1 {report.tweets_after['f1']:.3f}")
-            lap("reload + measure")
+        rows_before = store.count(settings.mlflow.model_name, source="api")
+        server = ServerProcess(settings, log_path=opts.out_dir / "server.log")
+        try:
+            stage("serve", f"starting sentops serve on {server.base_url}")
+            server.wait_ready(settings.demo.startup_timeout_s)
+            report.base_url = server.base_url
+            story.lap("serve")
+            with httpx.Client(base_url=server.base_url, timeout=60) as client:
+                check_id = _drift_and_labels(story, client, traffic, server.feedback_token)
+                _retrain_and_reload(story, client, traffic, check_id)
+        finally:
+            server.stop()
+        report.stored_rows = store.count(settings.mlflow.model_name, source="api") - rows_before
     finally:
-        server.stop()
-    report.stored_rows = store.count(settings.mlflow.model_name, source="api") - rows_before
+        store.close()
     report.picture = str(draw_story(settings, report, opts.out_dir / "demo.png"))
     return report

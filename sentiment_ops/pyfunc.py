@@ -99,8 +99,12 @@ class SentimentPyfunc(PythonModel):
         return prediction_frame(pred, with_embedding)
 
 
-def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] | None = None) -> Any:
-    """Save ``model`` and log it to the active run; returns MLflow's ``ModelInfo``."""
+def log_model(
+    model: SentimentModel, work_dir: Path, *, run_id: str, model_id: str, extra_meta: dict[str, Any] | None = None
+) -> Any:
+    """Save ``model`` and log it as the artifacts of the logged model ``model_id`` of run
+    ``run_id``; returns MLflow's ``ModelInfo``. MLflow takes the tracking URI from its global
+    state here: call it through ``Registry.log_model``, which scopes that URI."""
     folder = model.save(work_dir / ARTIFACT_KEY, extra_meta=extra_meta)
     example = pd.DataFrame({"text": ["A moving, beautifully acted film.", "Dull and far too long."]})
     pred = model.predict(example["text"].tolist(), with_embeddings=False)
@@ -116,7 +120,7 @@ def log_model(model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any] 
     onnx_dir = export_onnx(folder, work_dir / ONNX_ARTIFACT_KEY)
     if onnx_dir is not None:
         artifacts[ONNX_ARTIFACT_KEY] = str(onnx_dir)
-    return _log(artifacts, signature, example, __version__, metadata)
+    return _log(artifacts, signature, example, __version__, metadata, run_id=run_id, model_id=model_id)
 
 
 def export_onnx(folder: Path, dest: Path) -> Path | None:
@@ -136,10 +140,25 @@ def export_onnx(folder: Path, dest: Path) -> Path | None:
 
 
 def _log(
-    artifacts: dict[str, str], signature: Any, example: pd.DataFrame, version: str, metadata: dict[str, Any]
+    artifacts: dict[str, str],
+    signature: Any,
+    example: pd.DataFrame,
+    version: str,
+    metadata: dict[str, Any],
+    *,
+    run_id: str,
+    model_id: str,
 ) -> Any:
-    return mlflow.pyfunc.log_model(
+    from mlflow.models import Model
+
+    # Model.log is what mlflow.pyfunc.log_model calls (with flavor=mlflow.pyfunc); only it
+    # takes run_id=, which links the logged model to a run that is not the active one.
+    return Model.log(
+        artifact_path=None,
         name=MODEL_NAME,
+        flavor=mlflow.pyfunc,
+        run_id=run_id,
+        model_id=model_id,
         python_model=SentimentPyfunc(),
         artifacts=artifacts,
         signature=signature,
@@ -155,15 +174,20 @@ def _log(
     )
 
 
-def load_pyfunc(model_uri: str) -> SentimentPyfunc:
-    """Load a logged model and return our PythonModel (for the fast serving path)."""
+def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
+    """Load a logged model and return our PythonModel (for the fast serving path).
+
+    ``model_uri`` is best a local folder (``Registry.load_model`` downloads a version into
+    one): MLflow resolves a ``models:/`` or ``runs:/`` URI through its global URIs.
+    ``name`` is what error messages call the model (default: ``model_uri``)."""
+    name = name or model_uri
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
         inner = loaded.unwrap_python_model()
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot load {model_uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"cannot load {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
     if not isinstance(inner, SentimentPyfunc) or inner.model is None:
-        raise ModelLoadError(f"{model_uri} is not a sentops model")
+        raise ModelLoadError(f"{name} is not a sentops model")
     return inner

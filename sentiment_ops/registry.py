@@ -11,19 +11,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
-from sentiment_ops.config import Settings, note_exported_tracking_uri
-from sentiment_ops.errors import NotFoundError, RegistryUnavailableError, SentopsError
+from sentiment_ops.config import Settings
+from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.paths import sqlite_file, writable_dir
+
+if TYPE_CHECKING:
+    from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,6 @@ class Registry:
         """``client`` replaces the ``MlflowClient`` built from ``settings`` (tests pass a
         real client whose calls can fail on purpose)."""
         _quiet_mlflow()
-        import mlflow
         from mlflow import MlflowClient
 
         self.settings = settings
@@ -111,12 +113,6 @@ class Registry:
             check_reachable(self.tracking_uri, settings.mlflow.timeout_s)
             if settings.registry_uri != self.tracking_uri:
                 check_reachable(settings.registry_uri, settings.mlflow.timeout_s)
-        before = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(settings.registry_uri)
-        if os.environ.get("MLFLOW_TRACKING_URI") not in (None, before):
-            note_exported_tracking_uri(self.tracking_uri)
-        self.mlflow = mlflow
         self.client = client or MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
 
     # -- experiments -------------------------------------------------------------------
@@ -150,21 +146,23 @@ class Registry:
                 )
             all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
             all_tags.update(tags or {})
-            mv = self.client.create_model_version(
-                self.model_name,
-                source=source,
-                run_id=run_id,
-                tags={k: str(v) for k, v in all_tags.items()},
-                model_id=_logged_model_id(source),
-            )
+            # A SQL registry store (not a server) looks the logged model of the source up
+            # through the global tracking URI (MLflow 3.17, SqlAlchemyStore.create_model_version).
+            with _global_tracking_uri(self.tracking_uri):
+                mv = self.client.create_model_version(
+                    self.model_name,
+                    source=source,
+                    run_id=run_id,
+                    tags={k: str(v) for k, v in all_tags.items()},
+                    model_id=_logged_model_id(source),
+                )
         return self.get_version(int(mv.version))
 
     def _model_source(self, run_id: str, artifact: str) -> str:
         with mlflow_errors(f"run {run_id}"):
-            models = self.mlflow.search_logged_models(
+            models = self.client.search_logged_models(
                 experiment_ids=[self.client.get_run(run_id).info.experiment_id],
                 filter_string=f"source_run_id = '{run_id}' AND name = '{artifact}'",
-                output_format="list",
             )
         if not models:
             raise NotFoundError(f"run {run_id} has no logged model named {artifact!r}")
@@ -220,7 +218,64 @@ class Registry:
         )
 
     def model_uri(self, version: int) -> str:
+        """The version's name in MLflow (``models:/<name>/<N>``): for people and plain MLflow
+        clients configured with this registry; sentops itself loads through ``load_model``."""
         return f"models:/{self.model_name}/{version}"
+
+    # -- model artifacts ---------------------------------------------------------------
+    def log_model(self, run_id: str, model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any]) -> Any:
+        """Log ``model`` as the logged model ``model`` of run ``run_id``: the logged model is
+        created in the run's experiment with the run as its source and listed in the run's
+        outputs (the lineage the MLflow UI shows: run → logged model → version). Returns
+        MLflow's ``ModelInfo``; its ``model_uri`` (``models:/<model_id>``) is what ``register``
+        takes as the version's source."""
+        from sentiment_ops.pyfunc import MODEL_NAME, log_model
+
+        with mlflow_errors(f"log the model of run {run_id}"):
+            run = self.client.get_run(run_id)
+            logged = self.client.create_logged_model(
+                run.info.experiment_id,
+                name=MODEL_NAME,
+                source_run_id=run_id,
+                params={k: str(v) for k, v in run.data.params.items()},
+            )
+        with _global_tracking_uri(self.tracking_uri):
+            return log_model(model, work_dir, run_id=run_id, model_id=logged.model_id, extra_meta=extra_meta)
+
+    def download_uri(self, version: int) -> str:
+        """Where the artifacts of ``version`` live, as a location any MLflow artifact
+        repository reads without MLflow's global URIs (an ``mlflow-artifacts:`` location is
+        resolved against this registry's tracking server)."""
+        with mlflow_errors(f"model {self.model_name!r} version {version}"):
+            uri = self.client.get_model_version_download_uri(self.model_name, str(version))
+            model_id = _logged_model_id(uri)
+            if model_id is not None:
+                uri = self.client.get_logged_model(model_id).artifact_location
+        if uri.startswith("mlflow-artifacts:"):
+            from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+            uri = MlflowArtifactsRepository.resolve_uri(uri, self.tracking_uri)
+        return str(uri)
+
+    def load_model(self, version: int) -> SentimentModel:
+        """The ``SentimentModel`` of ``version``: its artifacts downloaded with this registry's
+        URIs into a temporary folder, loaded into memory through the logged pyfunc.
+        ModelLoadError when the version's files cannot be downloaded or loaded."""
+        from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
+
+        from sentiment_ops.pyfunc import load_pyfunc
+
+        uri, name = self.download_uri(version), self.model_uri(version)
+        with tempfile.TemporaryDirectory(prefix="sentops-model-") as tmp:
+            try:
+                local = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri)
+            except (MlflowException, OSError) as exc:  # the version exists; its files do not load
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelLoadError(f"cannot load {name}: {first}") from exc
+            model = load_pyfunc(local, name=name).model
+        assert model is not None  # load_pyfunc guarantees it
+        return model
 
     # -- aliases -----------------------------------------------------------------------
     def _registered_model(self) -> Any:
@@ -288,19 +343,23 @@ class Registry:
             log.warning("alias %r moved to v%s; confirming its record failed (%s)", alias, move.to_version, exc)
         return move.event(alias)
 
-    def promote(self, version: int, alias: str = "production") -> AliasEvent:
-        """Point ``alias`` at ``version`` and record the move (both, or neither)."""
+    def promote(self, version: int, alias: str | None = None) -> AliasEvent:
+        """Point ``alias`` (default: ``serve.alias``, the one the server follows) at
+        ``version`` and record the move (both, or neither)."""
+        alias = alias or self.settings.serve.alias
         self._check_version(version)
         log_, current = self._alias_log(alias)
         move = Move(_now(), current, version, "promote", back=log_.top)
         return self._move(log_, move)
 
-    def rollback(self, alias: str = "production") -> AliasEvent:
-        """Point ``alias`` back at the version it had before the current one.
+    def rollback(self, alias: str | None = None) -> AliasEvent:
+        """Point ``alias`` (default: ``serve.alias``) back at the version it had before the
+        current one.
 
         Promotions push onto a stack, rollbacks pop it, so repeated rollbacks walk back
         through history instead of bouncing between two versions. If the alias was moved
         outside sentops (e.g. the MLflow UI), it goes back to the last recorded version."""
+        alias = alias or self.settings.serve.alias
         log_, current = self._alias_log(alias)
         if current is None:
             raise NotFoundError(f"alias {alias!r} of model {self.model_name!r} is not set")
@@ -321,24 +380,35 @@ class Registry:
             self.client.delete_registered_model_alias(self.model_name, alias)
 
 
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking URI at ``uri`` for one call, then restore it.
+
+    MLflow 3.17 reads the global tracking URI, with no argument to replace it, in two calls
+    sentops makes: ``Model.log`` (behind ``mlflow.pyfunc.log_model``: ``_resolve_tracking_uri()``
+    and ``finalize_logged_model``), and the SQL registry store's ``create_model_version``,
+    which looks up the logged model of a ``models:/<model_id>`` source with a default
+    ``MlflowClient()``. ``Registry.log_model`` and ``Registry.register`` wrap exactly those
+    calls in this context manager: the one place where sentops sets that global,
+    through MLflow's own private ``_use_tracking_uri`` (kept to this function). That helper
+    also exports and, on the way out, unsets ``MLFLOW_TRACKING_URI``: the variable is put
+    back as it was, so a URI the user exported survives and none of ours leaks to settings
+    loaded later or to child processes. Not thread-safe (sentops logs models from one thread)."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """The git commit of the working tree (or 'unknown' outside a checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _logged_model_id(source: str) -> str | None:

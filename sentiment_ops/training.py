@@ -8,20 +8,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import yaml
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from sentiment_ops.config import Settings
+from sentiment_ops import lifecycle
+from sentiment_ops.alias_history import AliasEvent
+from sentiment_ops.config import Settings, TrainSettings
 from sentiment_ops.data import Corpus, Split, golden_test, load_corpus
-from sentiment_ops.evaluation import classification_metrics, classification_report, save_plots
+from sentiment_ops.evaluation import classification_metrics
+from sentiment_ops.lifecycle import ProgressFn, no_progress
 from sentiment_ops.modeling import (
-    Prediction,
     SentimentModel,
     choose_device,
     load_classifier,
@@ -30,42 +30,53 @@ from sentiment_ops.modeling import (
     resolve_base_model,
 )
 
+if TYPE_CHECKING:
+    from sentiment_ops.registry import Registry
+
 log = logging.getLogger(__name__)
-
-# progress(stage, done, total): the CLI draws it with rich; the library never prints.
-ProgressFn = Callable[[str, int, int], None]
-
-
-def _noop(stage: str, done: int, total: int) -> None:
-    return None
 
 
 @dataclass
 class FitOptions:
+    """How ``fine_tune`` runs. Its values come from the settings, never from defaults of
+    its own: ``from_train_settings`` (``sentops train``) or ``from_retrain_settings``."""
+
     epochs: float
     learning_rate: float
     batch_size: int
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    seed: int = 42
-    device: str = "auto"
+    eval_batch_size: int
+    warmup_ratio: float
+    weight_decay: float
+    seed: int
+    device: str
     # Batches of similar token length, in shuffled order: mixes of short tweets and long
     # reviews (retraining with replay) then pad far less. Off = the Trainer's random order.
-    length_buckets: bool = False
+    length_buckets: bool
 
     @classmethod
-    def from_train_settings(cls, cfg: Any) -> FitOptions:
+    def from_train_settings(cls, cfg: TrainSettings) -> FitOptions:
         """The options ``sentops train`` fine-tunes with (the ``train`` settings section)."""
         return cls(
             epochs=cfg.epochs,
             learning_rate=cfg.learning_rate,
             batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size,
             warmup_ratio=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay,
             seed=cfg.seed,
             device=cfg.device,
             length_buckets=cfg.length_buckets,
         )
+
+    @classmethod
+    def from_retrain_settings(cls, settings: Settings, epochs: float | None = None) -> FitOptions:
+        """The options ``sentops retrain`` fine-tunes with: ``train`` overlaid by the
+        ``retrain`` section (epochs, learning rate, length buckets)."""
+        opts = cls.from_train_settings(settings.train)
+        opts.epochs = settings.retrain.epochs if epochs is None else epochs
+        opts.learning_rate = settings.retrain.learning_rate
+        opts.length_buckets = settings.retrain.length_buckets
+        return opts
 
 
 @dataclass
@@ -76,6 +87,7 @@ class TrainResult:
     metrics: dict[str, float]
     train_seconds: float
     data: dict[str, Any] = field(default_factory=dict)
+    promoted: AliasEvent | None = None  # the move of serve.alias, with promote=True
 
 
 def cpu_bf16_supported() -> bool:
@@ -162,7 +174,7 @@ def fine_tune(
     train: Split,
     val: Split | None,
     opts: FitOptions,
-    progress: ProgressFn = _noop,
+    progress: ProgressFn = no_progress,
     on_metrics: Callable[[dict[str, float], int], None] | None = None,
 ) -> float:
     """Fine-tune ``model`` in place with the HF Trainer; returns the training seconds."""
@@ -182,7 +194,7 @@ def fine_tune(
             num_train_epochs=opts.epochs,
             learning_rate=opts.learning_rate,
             per_device_train_batch_size=opts.batch_size,
-            per_device_eval_batch_size=64,
+            per_device_eval_batch_size=opts.eval_batch_size,
             warmup_steps=opts.warmup_ratio,  # a float < 1 is a ratio of all steps
             weight_decay=opts.weight_decay,
             lr_scheduler_type="linear",
@@ -222,11 +234,6 @@ def fine_tune(
     return seconds
 
 
-def evaluate(model: SentimentModel, split: Split, batch_size: int = 64) -> tuple[dict[str, float], Prediction]:
-    pred = model.predict(split.texts, batch_size=batch_size, with_embeddings=True)
-    return classification_metrics(split.labels, pred.probabilities), pred
-
-
 def new_model(settings: Settings) -> tuple[SentimentModel, str]:
     cfg = settings.train
     path = resolve_base_model(cfg.base_model)
@@ -234,43 +241,6 @@ def new_model(settings: Settings) -> tuple[SentimentModel, str]:
     tok = load_tokenizer(path)
     clf = load_classifier(path)
     return SentimentModel(clf, tok, cfg.max_length, cfg.head_tokens), path
-
-
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
-
-def log_config_and_model(settings: Settings, model: SentimentModel, extra_meta: dict[str, Any]) -> Any:
-    """Inside an active run: log the resolved config and the pyfunc model; returns ModelInfo."""
-    import mlflow
-
-    from sentiment_ops.pyfunc import log_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        config_file = Path(tmp) / "resolved_config.yaml"
-        config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-        mlflow.log_artifact(str(config_file), "config")
-        return log_model(model, Path(tmp), extra_meta=extra_meta)
-
-
-def attach_reference(settings: Settings, client: Any, run_id: str, model: SentimentModel, progress: ProgressFn) -> None:
-    """Compute the model's reference embeddings for drift (with the serving backend: the
-    space the server will log) and log them to ``run_id``."""
-    from sentiment_ops.drift.reference import embed_and_log
-
-    if settings.train.reference_samples <= 0:
-        return
-    progress("reference", 0, 1)
-    embed_and_log(
-        client,
-        run_id,
-        model,
-        data=settings.drift.reference_data,
-        samples=settings.train.reference_samples,
-        backend=settings.serve.backend,
-        max_tokens=settings.serve.batch_max_tokens,
-    )
-    progress("reference", 1, 1)
 
 
 def distributed_rank() -> int:
@@ -282,41 +252,36 @@ def distributed_rank() -> int:
         return 0
 
 
-def _fine_tune_as_worker(settings: Settings, train_split: Split, val_split: Split, corpus: Corpus) -> TrainResult:
-    """A rank > 0 of a multi-process launch: the same data and the same seeded model as
-    rank 0, and its share of the distributed fine-tuning (the HF Trainer shards the batches).
-    Rank 0 alone evaluates, logs to MLflow and registers, so one launch = one run, one version.
-    Returns a result with an empty ``run_id``."""
-    cfg = settings.train
-    model, _ = new_model(settings)
-    seconds = fine_tune(model, train_split, val_split, FitOptions.from_train_settings(cfg))
-    return TrainResult(run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=corpus.describe())
+@dataclass
+class TrainData:
+    corpus: Corpus
+    train: Split
+    val: Split
+    test: Split
+    golden: Split  # the IMDB golden test (the test split itself when training on IMDB)
 
 
-def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
-    """``sentops train``: fine-tune, evaluate, log everything to MLflow, register."""
-    import mlflow
-
-    from sentiment_ops import __version__
-    from sentiment_ops.registry import Registry, check_reachable, git_commit
-
-    cfg = settings.train
-    check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work
+def load_train_data(cfg: TrainSettings, progress: ProgressFn = no_progress) -> TrainData:
+    """The splits ``train`` fine-tunes and scores on, sampled and cut as the settings say."""
     progress("data", 0, 1)
-    corpus: Corpus = load_corpus(cfg.data)
-    train_split = corpus.train.sample(cfg.max_samples, seed=cfg.seed)
-    val_split = corpus.validation.head(cfg.val_samples)
-    test_split = corpus.test.head(cfg.eval_samples)
-    golden = test_split if corpus.name == "imdb" else golden_test(cfg.eval_samples)
+    corpus = load_corpus(cfg.data)
+    test = corpus.test.head(cfg.eval_samples)
+    data = TrainData(
+        corpus=corpus,
+        train=corpus.train.sample(cfg.max_samples, seed=cfg.seed),
+        val=corpus.validation.head(cfg.val_samples),
+        test=test,
+        golden=test if corpus.name == "imdb" else golden_test(cfg.eval_samples),
+    )
     progress("data", 1, 1)
-    if distributed_rank() > 0:  # torchrun / accelerate launch: rank 0 alone logs and registers
-        return _fine_tune_as_worker(settings, train_split, val_split, corpus)
+    return data
 
-    registry = Registry(settings, check=False)
-    experiment_id = registry.experiment_id()
-    model, base_path = new_model(settings)
-    device = choose_device(cfg.device)
-    params: dict[str, Any] = {
+
+def _params(settings: Settings, data: TrainData, base_path: str, commit: str) -> dict[str, Any]:
+    from sentiment_ops import __version__
+
+    cfg = settings.train
+    return {
         "base_model": cfg.base_model,
         "base_model_path": base_path,
         "epochs": cfg.epochs,
@@ -326,80 +291,93 @@ def train(settings: Settings, progress: ProgressFn = _noop) -> TrainResult:
         "head_tokens": cfg.head_tokens,
         "length_buckets": cfg.length_buckets,
         "seed": cfg.seed,
-        "device": device,
+        "device": choose_device(cfg.device),
         "world_size": os.environ.get("WORLD_SIZE", "1"),  # processes (GPUs) under torchrun
         "data": cfg.data,
-        "data_source": corpus.source,
-        "train_size": len(train_split),
-        "validation_size": len(val_split),
-        "test_size": len(test_split),
-        "golden_size": len(golden),
-        "train_hash": train_split.hash,
-        "validation_hash": val_split.hash,
-        "test_hash": test_split.hash,
-        "golden_hash": golden.hash,
-        "git_commit": git_commit(),
+        "data_source": data.corpus.source,
+        "train_size": len(data.train),
+        "validation_size": len(data.val),
+        "test_size": len(data.test),
+        "golden_size": len(data.golden),
+        "train_hash": data.train.hash,
+        "validation_hash": data.val.hash,
+        "test_hash": data.test.hash,
+        "golden_hash": data.golden.hash,
+        "git_commit": commit,
         "sentops_version": __version__,
     }
-    tags = {
+
+
+def _tags(cfg: TrainSettings, data: TrainData, commit: str) -> dict[str, str]:
+    return {
         "sentops.kind": "train",
-        "sentops.git_commit": params["git_commit"],
+        "sentops.git_commit": commit,
         "sentops.data": cfg.data,
-        "sentops.train_hash": train_split.hash,
-        "sentops.golden_hash": golden.hash,
+        "sentops.train_hash": data.train.hash,
+        "sentops.golden_hash": data.golden.hash,
         "sentops.base_model": cfg.base_model,
     }
-    metrics: dict[str, float] = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{corpus.name}", tags=tags) as run:
-        mlflow.log_params(params)
 
-        def on_metrics(values: dict[str, float], step: int) -> None:
-            mlflow.log_metrics(values, step=step)
 
-        seconds = fine_tune(
-            model,
-            train_split,
-            val_split,
-            FitOptions.from_train_settings(cfg),
-            progress=progress,
-            on_metrics=on_metrics,
-        )
-        metrics["train_seconds"] = seconds
-        metrics["train_samples_per_second"] = len(train_split) * cfg.epochs / max(seconds, 1e-9)
+def _evaluate(
+    model: SentimentModel, data: TrainData, batch_size: int, run: lifecycle.TrackedRun, progress: ProgressFn
+) -> dict[str, float]:
+    """Validation, test and golden metrics; the test split's plots and report go to ``run``."""
+    progress("evaluate", 0, 2)
+    metrics = lifecycle.prefixed("val", lifecycle.evaluate(model, data.val, batch_size)[0])
+    progress("evaluate", 1, 2)
+    test_metrics, test_pred = lifecycle.evaluate(model, data.test, batch_size)
+    metrics.update(lifecycle.prefixed("test", test_metrics))
+    if data.golden is not data.test:
+        test_metrics = lifecycle.evaluate(model, data.golden, batch_size)[0]
+    metrics.update(lifecycle.prefixed("golden", test_metrics))
+    progress("evaluate", 2, 2)
+    lifecycle.log_evaluation(run, data.test, test_pred, f"{data.corpus.name} test")
+    return metrics
 
-        progress("evaluate", 0, 2)
-        val_metrics, _ = evaluate(model, val_split, cfg.eval_batch_size)
-        metrics.update(_prefixed("val", val_metrics))
-        progress("evaluate", 1, 2)
-        test_metrics, test_pred = evaluate(model, test_split, cfg.eval_batch_size)
-        metrics.update(_prefixed("test", test_metrics))
-        if golden is test_split:
-            metrics.update(_prefixed("golden", test_metrics))
-        else:
-            metrics.update(_prefixed("golden", evaluate(model, golden, cfg.eval_batch_size)[0]))
-        progress("evaluate", 2, 2)
-        mlflow.log_metrics(metrics)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = Path(tmp)
-            save_plots(test_split.labels, test_pred.probabilities, tmp_path / "plots", f"{corpus.name} test")
-            mlflow.log_artifacts(str(tmp_path / "plots"), "plots")
-            report = tmp_path / "classification_report.txt"
-            report.write_text(classification_report(test_split.labels, test_pred.probabilities))
-            mlflow.log_artifact(str(report), "reports")
-        progress("log model", 0, 1)
-        info = log_config_and_model(settings, model, {"data": cfg.data, "run_id": run.info.run_id})
-        progress("log model", 1, 1)
-        attach_reference(settings, registry.client, run.info.run_id, model, progress)
+def train(
+    settings: Settings, *, registry: Registry | None = None, promote: bool = False, progress: ProgressFn = no_progress
+) -> TrainResult:
+    """``sentops train``: fine-tune, evaluate, log everything to MLflow, register, and with
+    ``promote`` point ``serve.alias`` at the new version. ``registry`` defaults to the one
+    the settings name. Under ``torchrun`` a rank > 0 only fine-tunes (see ``_fine_tune_as_worker``)."""
+    from sentiment_ops.provenance import git_commit
+    from sentiment_ops.registry import Registry, check_reachable
 
-    version = None
-    if cfg.register_model:
-        version = registry.register(run.info.run_id, source=info.model_uri).version
+    cfg = settings.train
+    if registry is None:
+        check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work
+    data = load_train_data(cfg, progress)
+    if distributed_rank() > 0:  # torchrun / accelerate launch: rank 0 alone logs and registers
+        return _fine_tune_as_worker(settings, data)
+    registry = registry or Registry(settings, check=False)
+    model, base_path = new_model(settings)
+    commit = git_commit()
+    with lifecycle.tracked_run(registry, f"train-{data.corpus.name}", _tags(cfg, data, commit)) as run:
+        run.log_params(_params(settings, data, base_path, commit))
+        opts = FitOptions.from_train_settings(cfg)
+        seconds = fine_tune(model, data.train, data.val, opts, progress=progress, on_metrics=run.log_metrics)
+        metrics = {
+            "train_seconds": seconds,
+            "train_samples_per_second": len(data.train) * cfg.epochs / max(seconds, 1e-9),
+        }
+        metrics.update(_evaluate(model, data, cfg.eval_batch_size, run, progress))
+        run.log_metrics(metrics)
+        info = lifecycle.log_model(registry, run, settings, model, {"data": cfg.data, "run_id": run.run_id}, progress)
+        lifecycle.attach_reference(settings, registry, run.run_id, model, progress)
+    version = registry.register(run.run_id, source=info.model_uri).version if cfg.register_model else None
+    promoted = registry.promote(version) if promote and version is not None else None
+    return TrainResult(run.run_id, info.model_uri, version, metrics, seconds, data.corpus.describe(), promoted)
+
+
+def _fine_tune_as_worker(settings: Settings, data: TrainData) -> TrainResult:
+    """A rank > 0 of a multi-process launch: the same data and the same seeded model as
+    rank 0, and its share of the distributed fine-tuning (the HF Trainer shards the batches).
+    Rank 0 alone evaluates, logs to MLflow and registers, so one launch = one run, one version.
+    Returns a result with an empty ``run_id``."""
+    model, _ = new_model(settings)
+    seconds = fine_tune(model, data.train, data.val, FitOptions.from_train_settings(settings.train))
     return TrainResult(
-        run_id=run.info.run_id,
-        model_uri=info.model_uri,
-        version=version,
-        metrics=metrics,
-        train_seconds=seconds,
-        data=corpus.describe(),
+        run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=data.corpus.describe()
     )

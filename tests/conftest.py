@@ -29,17 +29,16 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     home = tmp_path / "home"
     monkeypatch.setenv("SENTOPS_HOME", str(home))
     yield home
-    _forget_mlflow_uris()
 
 
-def _forget_mlflow_uris() -> None:
-    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (called by ``Registry``) also write
-    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ. monkeypatch cannot undo what it
-    did not set, so a session fixture set up after the test would read that test's store as
-    if the user had configured it. Drop the variables (MLflow's in-process globals stay as they
-    were: some tests load ``models:/`` URIs through them)."""
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+@pytest.fixture()
+def plain_mlflow(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MLflow's own API (``mlflow.pyfunc.load_model("models:/…")``) pointed at this test's
+    home the way a user points it: ``MLFLOW_TRACKING_URI``. sentops never sets MLflow's
+    global URIs, so tests that go through plain MLflow ask for this."""
+    uri = load_settings().tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,13 @@ def test_train_logs_everything_and_registers(cli, trained: dict[str, Any], isola
     info = registry.get_version(1)
     assert info.run_id == trained["run_id"]
     assert info.tags["sentops.data"] == "imdb"
+    # lineage as the MLflow UI shows it: run → logged model → version
+    model_id = info.source.removeprefix("models:/")  # the SQL registry keeps no model_id column
+    logged = registry.client.get_logged_model(model_id)
+    assert logged.source_run_id == run.info.run_id and logged.experiment_id == run.info.experiment_id
+    assert str(logged.status) in ("READY", "LoggedModelStatus.READY") and logged.name == "model"
+    assert [o.model_id for o in run.outputs.model_outputs] == [model_id]
+    assert run.info.status == "FINISHED" and run.info.run_name == "train-imdb"
 
 
 def test_full_alias_lifecycle(cli, trained: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
@@ -134,6 +143,38 @@ def test_registry_unreachable(cli, tiny_env, monkeypatch: pytest.MonkeyPatch) ->
         assert result.exit_code == 69, result.output
         assert "unreachable" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+class _HealthOnly(http.server.BaseHTTPRequestHandler):
+    """A tracking server's front that answers /health while the API behind it is down."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_models_never_hides_a_failing_registry(cli, tiny_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """ "no versions yet" only for a model that does not exist; a registry whose API fails
+    behind a healthy /health is an error (69), not an empty list."""
+    assert cli("models").exit_code == 0 and "no versions" in cli("models").stdout
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HealthOnly)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_address[1]}")
+        result = cli("models")
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.exit_code == 69, result.output
+    assert "no versions" not in result.stdout and "unreachable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bad_data_writes_nothing(cli, tiny_env, tmp_path: Path, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]

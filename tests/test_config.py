@@ -97,21 +97,27 @@ def test_cli_config_show_json(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # 
     assert data["resolved"]["tracking_uri"].startswith("sqlite:///")
 
 
-def test_uri_exported_by_mlflow_is_not_read_back(
-    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; a second home loaded later in the
-    same process must get its own store, while a URI the user exported is still honoured."""
-    from sentiment_ops.registry import Registry
+def test_sentops_leaves_mlflow_global_uris_alone(cli, trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Training (which logs a model, the one call that needs MLflow's global tracking URI)
+    exports no MLFLOW_TRACKING_URI and keeps one the user exported: a second home loaded
+    later in the same process gets its own store, a user's URI is still honoured."""
+    import mlflow
 
     first = load_settings()
-    Registry(first)
-    assert os.environ["MLFLOW_TRACKING_URI"] == first.tracking_uri  # what MLflow does
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() != first.tracking_uri
     other = tmp_path / "other-home"
     monkeypatch.setenv("SENTOPS_HOME", str(other))
     assert load_settings().tracking_uri == f"sqlite:///{other / 'mlflow.db'}"
 
     user_uri = f"sqlite:///{tmp_path / 'user.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", user_uri)
-    Registry(load_settings())
+    assert cli("train", "--json").exit_code == 0
+    assert os.environ["MLFLOW_TRACKING_URI"] == user_uri
     assert load_settings().tracking_uri == user_uri
+    assert (tmp_path / "user.db").exists()
+
+
+def test_demo_section_in_default_yaml_is_the_builtin_one() -> None:
+    data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert data["demo"] == Settings().demo.model_dump(mode="json")

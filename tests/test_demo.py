@@ -3,12 +3,15 @@ real drift checks, labels through POST /feedback, retrain, gate, hot reload."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.demo import DemoOptions, ensure_production, run_demo
+from sentiment_ops.demo import DemoOptions, ServerProcess, ensure_production, run_demo
 from sentiment_ops.registry import Registry
 
 
@@ -30,18 +33,10 @@ def demo_env(tiny_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
-    settings = load_settings()
-    opts = DemoOptions(
-        train_samples=48,
-        max_length=64,
-        eval_samples=40,
-        imdb_traffic=40,
-        tweet_traffic=80,
-        labeled=70,
-        eval_tweets=30,
-        window=40,
-        out_dir=tmp_path / "demo",
-    )
+    small = {"train_samples": 48, "max_length": 64, "eval_samples": 40, "imdb_traffic": 40, "tweet_traffic": 80}
+    small.update({"labeled": 70, "eval_tweets": 30, "window": 40})
+    settings = load_settings(overrides={f"demo.{k}": v for k, v in small.items()})
+    opts = DemoOptions(out_dir=tmp_path / "demo")
     stages: list[str] = []
     report = run_demo(settings, opts, lambda stage, msg: stages.append(stage))
 
@@ -73,3 +68,21 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     # a second run reuses production instead of training again
     version, trained = ensure_production(settings, opts)
     assert (version, trained) == (report.production_after, False)
+
+
+def test_demo_server_serves_with_the_settings_it_was_given(
+    cli: Callable[..., Any], trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """``sentops --config x.yaml demo``: the server the demo starts follows the alias (and
+    uses the backend) of the YAML file, not the built-in defaults."""
+    assert cli("promote", "--version", "1", "--alias", "staging").exit_code == 0
+    config = tmp_path / "x.yaml"
+    config.write_text("serve:\n  alias: staging\n  backend: torch\n")
+    settings = load_settings(config)
+    server = ServerProcess(settings, log_path=tmp_path / "server.log")
+    try:
+        model = server.wait_ready(180)
+        assert model["alias"] == "staging" and model["version"] == 1
+        assert httpx.post(f"{server.base_url}/predict", json={"text": "fine"}, timeout=30).status_code == 200
+    finally:
+        server.stop()

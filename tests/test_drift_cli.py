@@ -18,7 +18,6 @@ from sentiment_ops.data import load_corpus
 from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import EXIT_DRIFT
 from sentiment_ops.inference.onnx import export_cache_dir
-from sentiment_ops.pyfunc import load_pyfunc
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
@@ -41,8 +40,7 @@ def log_served(
     of the serving backend (ONNX int8 by default, with the server's export cache), recorded
     as embedded by ``backend`` (None: a row from before the backend was recorded)."""
     registry = Registry(settings)
-    model = load_pyfunc(registry.model_uri(version)).model
-    assert model is not None
+    model = registry.load_model(version)
     info = registry.get_version(version)
     cache = export_cache_dir(settings.home, info.name, info.version, info.run_id)
     pred = embed_as_served(model, texts, settings.serve.backend, cache, settings.serve.batch_max_tokens)

@@ -114,6 +114,14 @@ def test_train_register_promote_rollback_models(stack: Stack, stack_env: dict[st
     assert sql_rows(stack.mlflow_db, "SELECT count(*) FROM runs")[0][0] == 2
     versions = sql_rows(stack.mlflow_db, "SELECT version, run_id FROM model_versions ORDER BY version")
     assert versions == [(1, stack.v1["run_id"]), (2, stack.v2_run["run_id"])]
+    # lineage: each version's source is the logged model of its run, in the run's experiment
+    lineage = sql_rows(
+        stack.mlflow_db,
+        "SELECT m.source_run_id, m.experiment_id = r.experiment_id "
+        "FROM model_versions v JOIN logged_models m ON v.source = 'models:/' || m.model_id "
+        "JOIN runs r ON r.run_uuid = m.source_run_id ORDER BY v.version",
+    )
+    assert lineage == [(stack.v1["run_id"], True), (stack.v2_run["run_id"], True)]
     # ... and the artifacts went through the server into its artifact folder
     (art_uri,) = sql_rows(stack.mlflow_db, f"SELECT artifact_uri FROM runs WHERE run_uuid = '{stack.v1['run_id']}'")[0]
     assert art_uri.startswith("mlflow-artifacts:")

@@ -12,7 +12,7 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.registry import Registry
 
 
-def test_pyfunc_through_registry(trained: dict[str, Any]) -> None:
+def test_pyfunc_through_registry(trained: dict[str, Any], plain_mlflow: str) -> None:
     registry = Registry(load_settings())
     model = mlflow.pyfunc.load_model("models:/sentiment-classifier/1")
     sig = model.metadata.signature

@@ -13,8 +13,9 @@ import pytest
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
+from sentiment_ops.errors import GateFailedError
 from sentiment_ops.registry import PARENT_TAG, Registry
-from sentiment_ops.retraining import PSEUDO_TAG, TRIGGER_TAG, gate
+from sentiment_ops.retraining import PSEUDO_TAG, TRIGGER_TAG, CandidateNotPromoted, gate, retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 MODEL = "sentiment-classifier"
@@ -160,6 +161,26 @@ def test_gate_never_promotes_a_failing_candidate(cli, production: Registry, monk
     result = cli("retrain")
     assert result.exit_code == 0, result.output
     assert production.alias_version("production") == 1 and production.alias_version("candidate") == 3
+
+
+def test_core_retrain_raises_with_its_result_when_not_promoted(production: Registry, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The library raises (GateFailedError, exit 5) when promotion was asked for and not
+    done; the error carries the full result, so callers still see the comparison. The
+    registry and the store are passed in."""
+    monkeypatch.setenv("SENTOPS_RETRAIN__MIN_F1_GAIN", "5")
+    _log_tweets(40, labeled=True)
+    settings = load_settings()
+    store = InferenceStore(settings.store_url)
+    try:
+        with pytest.raises(CandidateNotPromoted) as failed:
+            retrain(settings, registry=production, store=store, promote_if_better=True)
+    finally:
+        store.close()
+    assert isinstance(failed.value, GateFailedError) and failed.value.exit_code == 5
+    result = failed.value.result
+    assert result.version == 2 and not result.promoted and not result.gate.passed
+    assert "candidate version 2 was not promoted" in str(failed.value) and "F1 gain" in str(failed.value)
+    assert production.alias_version("candidate") == 2 and production.alias_version("production") == 1
 
 
 def test_promote_if_better_moves_production(cli, production: Registry, monkeypatch) -> None:  # type: ignore[no-untyped-def]

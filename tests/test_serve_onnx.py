@@ -67,7 +67,9 @@ def test_a_version_without_a_graph_is_exported_once_and_cached(
     assert cached[0].stat().st_mtime_ns == mtime
 
 
-def test_the_logged_graph_answers_as_the_export_at_load(home_with_model: dict[str, Any], tmp_path: Any) -> None:
+def test_the_logged_graph_answers_as_the_export_at_load(
+    home_with_model: dict[str, Any], tmp_path: Any, plain_mlflow: str
+) -> None:
     """Logged at training (tokenizers-only encoder) or exported by the server from the
     logged weights (transformers tokenizer): the same ids, the same logits and embeddings."""
     uri = "models:/sentiment-classifier/1"
@@ -84,7 +86,9 @@ def test_the_logged_graph_answers_as_the_export_at_load(home_with_model: dict[st
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-def test_onnx_gives_logits_and_embedding_in_one_pass(home_with_model: dict[str, Any], tmp_path: Any) -> None:
+def test_onnx_gives_logits_and_embedding_in_one_pass(
+    home_with_model: dict[str, Any], tmp_path: Any, plain_mlflow: str
+) -> None:
     model = load_pyfunc("models:/sentiment-classifier/1").model
     assert model is not None
     onnx = OnnxPredictor.from_model(model, tmp_path / "cache", threads=1)

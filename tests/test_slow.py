@@ -13,7 +13,9 @@ from sentiment_ops.data import golden_test
 
 
 @pytest.mark.slow
-def test_real_bundled_model_trains_registers_and_reloads(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_real_bundled_model_trains_registers_and_reloads(  # type: ignore[no-untyped-def]
+    cli, monkeypatch: pytest.MonkeyPatch, plain_mlflow: str
+) -> None:
     monkeypatch.setenv("SENTOPS_TRAIN__REFERENCE_SAMPLES", "32")
     monkeypatch.setenv("SENTOPS_TRAIN__VAL_SAMPLES", "32")
     result = cli("train", "--max-samples", "64", "--eval-samples", "48", "--max-length", "96", "--json", "--promote")

@@ -91,7 +91,7 @@ def _predict_pyfunc(model: Any, texts: list[str]) -> pd.DataFrame:
     return model.predict(pd.DataFrame({"text": texts}), params={"return_embedding": True})
 
 
-def test_logged_model_records_and_applies_its_normaliser(home_with_model: dict[str, Any]) -> None:
+def test_logged_model_records_and_applies_its_normaliser(home_with_model: dict[str, Any], plain_mlflow: str) -> None:
     model = mlflow.pyfunc.load_model("models:/sentiment-classifier/1")
     assert model.metadata.metadata["sentops"]["text_normalizer"] == {"name": "sentops.clean", "version": 1}
     inner = load_pyfunc("models:/sentiment-classifier/1").model

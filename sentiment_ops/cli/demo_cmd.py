@@ -14,9 +14,15 @@ def demo(
     ctx: typer.Context,
     fresh: bool = typer.Option(False, "--fresh", help="Train a new quick model even if production exists."),
     out: Path = typer.Option(Path("sentops-demo"), "--out", help="Folder for the picture and the server log."),
-    train_samples: int = typer.Option(3000, "--train-samples", help="IMDB reviews for the quick model."),
-    tweets: int = typer.Option(700, "--tweets", help="Tweets sent as drifted traffic."),
-    labeled: int = typer.Option(600, "--labeled", help="How many of them a (simulated) person labels."),
+    train_samples: int = typer.Option(
+        None, "--train-samples", min=1, help="IMDB reviews for the quick model (default: demo.train_samples, 3000)."
+    ),
+    tweets: int = typer.Option(
+        None, "--tweets", min=1, help="Tweets sent as drifted traffic (default: demo.tweet_traffic, 700)."
+    ),
+    labeled: int = typer.Option(
+        None, "--labeled", min=0, help="How many of them a (simulated) person labels (default: demo.labeled, 600)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Run the whole loop on bundled data: train → promote → serve → IMDB traffic (no drift)
@@ -24,13 +30,17 @@ def demo(
 
     Everything stays in the sentops home (open it with `mlflow ui`); the picture of the story
     goes to OUT/demo.png. About 13 minutes on 2 CPU cores (7 of them training the model).
+    What it trains and sends is the `demo` settings section (configs/default.yaml); the server
+    it starts serves with the same settings.
 
     Example: sentops demo --out /tmp/demo
     """
     from sentiment_ops.demo import DemoOptions, run_demo
 
-    settings = settings_from(ctx)
-    opts = DemoOptions(reuse=not fresh, out_dir=out, train_samples=train_samples, tweet_traffic=tweets, labeled=labeled)
+    settings = settings_from(
+        ctx, {"demo.train_samples": train_samples, "demo.tweet_traffic": tweets, "demo.labeled": labeled}
+    )
+    opts = DemoOptions(reuse=not fresh, out_dir=out)
 
     def stage(name: str, message: str) -> None:
         err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)

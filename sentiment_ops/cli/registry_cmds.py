@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from
+from sentiment_ops.errors import NotFoundError
 
 HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 give all
 
@@ -35,10 +36,10 @@ def register(
 def promote(
     ctx: typer.Context,
     version: int = typer.Option(..., "--version", help="Model version to point the alias at."),
-    alias: str = typer.Option("production", "--alias", help="Alias to move."),
+    alias: str = typer.Option(None, "--alias", help="Alias to move (default: serve.alias, production)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Point an alias (default: production) at a model version and record the move.
+    """Point an alias (default: serve.alias, production) at a model version and record the move.
 
     Example: sentops promote --version 3
     """
@@ -47,12 +48,12 @@ def promote(
         print_json(event.__dict__)
     else:
         frm = "(unset)" if event.from_version is None else f"v{event.from_version}"
-        console.print(f"{alias}: {frm} → [bold]v{event.to_version}[/bold]")
+        console.print(f"{event.alias}: {frm} → [bold]v{event.to_version}[/bold]")
 
 
 def rollback(
     ctx: typer.Context,
-    alias: str = typer.Option("production", "--alias", help="Alias to move back."),
+    alias: str = typer.Option(None, "--alias", help="Alias to move back (default: serve.alias, production)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias back at the version it had before (walks back through history).
@@ -63,7 +64,7 @@ def rollback(
     if as_json:
         print_json(event.__dict__)
     else:
-        console.print(f"{alias}: rolled back v{event.from_version} → [bold]v{event.to_version}[/bold]")
+        console.print(f"{event.alias}: rolled back v{event.from_version} → [bold]v{event.to_version}[/bold]")
 
 
 def models(
@@ -100,7 +101,7 @@ def models(
         return
     try:
         versions = registry.list_versions()
-    except Exception:  # noqa: BLE001 - an absent model simply has no versions
+    except NotFoundError:  # an absent model simply has no versions; any other error is shown
         versions = []
     if as_json:
         print_json([{k: v for k, v in info.to_dict().items() if k != "tags"} for info in versions])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from, stage_progress
-from sentiment_ops.errors import GateFailedError
+from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+
+if TYPE_CHECKING:
+    from sentiment_ops.retraining import RetrainResult
 
 ROWS = (
     ("golden IMDB accuracy", "golden_accuracy"),
@@ -68,44 +70,49 @@ def retrain(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     settings = settings_from(ctx)
+    from sentiment_ops.retraining import CandidateNotPromoted
     from sentiment_ops.retraining import retrain as run_retrain
 
-    with stage_progress(not as_json) as progress:
-        result = run_retrain(
-            settings,
-            window=window,
-            since=since,
-            replay_ratio=replay_ratio,
-            epochs=epochs,
-            promote_if_better=promote_if_better,
-            pseudo_label_threshold=pseudo_label_threshold,
-            triggered_by=triggered_by,
-            progress=progress,
-        )
+    try:
+        with stage_progress(not as_json) as progress:
+            result = run_retrain(
+                settings,
+                window=window,
+                since=since,
+                replay_ratio=replay_ratio,
+                epochs=epochs,
+                promote_if_better=promote_if_better,
+                pseudo_label_threshold=pseudo_label_threshold,
+                triggered_by=triggered_by,
+                progress=progress,
+            )
+    except CandidateNotPromoted as exc:
+        _render(exc.result, as_json)  # the comparison first; the error line (exit 5) after
+        raise
+    _render(result, as_json)
+
+
+def _render(result: RetrainResult, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
-    else:
-        m = result.metrics
-        table = Table(title=f"production v{result.parent_version} vs candidate v{result.version}")
-        table.add_column("metric")
-        for col in (f"production v{result.parent_version}", f"candidate v{result.version}", "change"):
-            table.add_column(col, justify="right")
-        for label, key in ROWS:
-            prod, cand = m.get(f"production_{key}"), m.get(f"candidate_{key}")
-            change = None if prod is None or cand is None else cand - prod
-            table.add_row(label, fmt(prod), fmt(cand), "–" if change is None else f"{change:+.4f}")
-        console.print(table)
-        d = result.data
-        console.print(
-            f"labels: {d['labels_real']} real"
-            + (f" + {d['labels_pseudo']} pseudo" if result.pseudo_labels else "")
-            + f" → {d['labels_train']} train / {d['labels_holdout']} hold-out; "
-            f"replay {d['replay_size']} rows of {d['replay_data']}; run {result.run_id}"
-        )
-        style = "green" if result.promoted or (result.gate.passed and not result.note) else "yellow"
-        console.print(f"[{style}]{result.summary()}[/{style}]", highlight=False)
-    if result.promote_requested and not result.promoted:
-        err_console.print(
-            f"[bold red]Error:[/bold red] candidate version {result.version} was not promoted", highlight=False
-        )
-        raise typer.Exit(GateFailedError.exit_code)
+        return
+    m = result.metrics
+    production, candidate = f"production v{result.parent_version}", f"candidate v{result.version}"
+    table = Table(title=f"{production} vs {candidate}")
+    table.add_column("metric")
+    for col in (production, candidate, "change"):
+        table.add_column(col, justify="right")
+    for label, key in ROWS:
+        prod, cand = m.get(f"production_{key}"), m.get(f"candidate_{key}")
+        change = None if prod is None or cand is None else cand - prod
+        table.add_row(label, fmt(prod), fmt(cand), "–" if change is None else f"{change:+.4f}")
+    console.print(table)
+    d = result.data
+    console.print(
+        f"labels: {d['labels_real']} real"
+        + (f" + {d['labels_pseudo']} pseudo" if result.pseudo_labels else "")
+        + f" → {d['labels_train']} train / {d['labels_holdout']} hold-out; "
+        f"replay {d['replay_size']} rows of {d['replay_data']}; run {result.run_id}"
+    )
+    style = "green" if result.promoted or (result.gate.passed and not result.note) else "yellow"
+    console.print(f"[{style}]{result.summary()}[/{style}]", highlight=False)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+
+if TYPE_CHECKING:
+    from sentiment_ops.training import TrainResult
 
 
 def train(
@@ -24,7 +28,7 @@ def train(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     config: Path = typer.Option(None, "--config", help="YAML settings file (overrides the global one)."),
     register: bool = typer.Option(None, "--register/--no-register", help="Register a model version."),
-    promote: bool = typer.Option(False, "--promote", help="Point the production alias at the new version."),
+    promote: bool = typer.Option(False, "--promote", help="Point serve.alias (production) at the new version."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fine-tune a sentiment classifier and track it in MLflow.
@@ -52,14 +56,9 @@ def train(
     from sentiment_ops.training import train as run_training
 
     with stage_progress(not as_json) as progress:
-        result = run_training(settings, progress=progress)
+        result = run_training(settings, promote=promote, progress=progress)
     if not result.run_id:  # a rank > 0 under torchrun / accelerate launch: rank 0 reports
         return
-    promoted = None
-    if promote and result.version is not None:
-        from sentiment_ops.registry import Registry
-
-        promoted = Registry(settings, check=False).promote(result.version, settings.serve.alias)
     if as_json:
         print_json(
             {
@@ -68,27 +67,28 @@ def train(
                 "version": result.version,
                 "metrics": result.metrics,
                 "data": result.data,
-                "promoted": promoted.__dict__ if promoted else None,
+                "promoted": result.promoted.__dict__ if result.promoted else None,
             }
         )
         return
+    _render(result, settings.mlflow.model_name)
+
+
+def _render(result: TrainResult, model_name: str) -> None:
+    columns = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
     table = Table(title="Evaluation")
     table.add_column("split")
-    for col in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
+    for col in columns:
         table.add_column(col, justify="right")
     for split in ("val", "test", "golden"):
-        table.add_row(
-            split,
-            *(
-                fmt(result.metrics.get(f"{split}_{c}"))
-                for c in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
-            ),
-        )
+        table.add_row(split, *(fmt(result.metrics.get(f"{split}_{c}")) for c in columns))
     console.print(table)
     console.print(f"run id: [bold]{result.run_id}[/bold]   train time: {result.train_seconds:.1f} s")
-    if result.version is not None:
-        console.print(f"registered [bold]{settings.mlflow.model_name}[/bold] version [bold]{result.version}[/bold]")
-        if promoted:
-            console.print(f"{promoted.alias}: v{promoted.from_version or '–'} → [bold]v{promoted.to_version}[/bold]")
-        else:
-            console.print(f"promote it with: sentops promote --version {result.version}")
+    if result.version is None:
+        return
+    console.print(f"registered [bold]{model_name}[/bold] version [bold]{result.version}[/bold]")
+    moved = result.promoted
+    if moved:
+        console.print(f"{moved.alias}: v{moved.from_version or '–'} → [bold]v{moved.to_version}[/bold]")
+    else:
+        console.print(f"promote it with: sentops promote --version {result.version}")

@@ -63,12 +63,9 @@ def embed_reference(
     """Embed held-out texts (the corpus's validation split, never its training split) with
     the version's own encoder and the serving backend (default ``serve.backend``), and log
     them as the reference of the version's run."""
-    from sentiment_ops.pyfunc import load_pyfunc
-
     registry = Registry(settings)
     info = resolve_version(registry, version, alias)
-    model = load_pyfunc(registry.model_uri(info.version)).model
-    assert model is not None  # load_pyfunc guarantees it
+    model = registry.load_model(info.version)
     backend = backend or settings.serve.backend
     return embed_and_log(
         registry.client,

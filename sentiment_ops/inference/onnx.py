@@ -160,13 +160,13 @@ def logged_predictor(model_uri: str, threads: int | None = None, max_length: int
     without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
     the weights) and loaded into memory. None when the version was logged without a graph."""
     import yaml
-    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from sentiment_ops.inference.text import TextEncoder
     from sentiment_ops.registry import mlflow_errors
 
     with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp, mlflow_errors(f"download {model_uri}"):
-        repo = ModelsArtifactRepository(model_uri)
+        repo = get_artifact_repository(model_uri)
         mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", tmp)).read_text())
         artifacts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
         graph, hf_model = artifacts.get("onnx_int8"), artifacts.get("hf_model")

@@ -176,7 +176,7 @@ class ModelHolder:
         predictor: Predictor | None = None
         if self.backend == "onnx":  # the graph logged with the version: no torch needed
             predictor = onnx_backend.logged_predictor(
-                registry.model_uri(info.version), onnx_threads(self.settings), self.settings.serve.max_length
+                registry.download_uri(info.version), onnx_threads(self.settings), self.settings.serve.max_length
             )
         if predictor is None:
             predictor = self._exported_predictor(registry, info)
@@ -198,15 +198,13 @@ class ModelHolder:
         without its graph is exported now and cached in the home."""
         try:
             from sentiment_ops.modeling import set_cpu_threads
-            from sentiment_ops.pyfunc import load_pyfunc
         except ImportError as exc:  # the serve image: no torch
             raise ModelLoadError(
                 f"version {info.version} was logged without its ONNX graph and this installation cannot "
                 f"export it ({exc}): serve it with the full image, or retrain it"
             ) from exc
         set_cpu_threads(self.settings.serve.torch_threads)
-        model = load_pyfunc(registry.model_uri(info.version)).model
-        assert model is not None  # load_pyfunc guarantees it
+        model = registry.load_model(info.version)
         if self.settings.serve.max_length:
             model.max_length = self.settings.serve.max_length
         cache = onnx_backend.export_cache_dir(self.settings.home, self.model_name, info.version, info.run_id)
