@@ -156,3 +156,18 @@ def test_only_serving_and_cli_import_serving() -> None:
             if name == "sentiment_ops.serving" or name.startswith("sentiment_ops.serving."):
                 offenders.append(f"{rel}: {name}")
     assert not offenders, offenders
+
+
+def test_core_never_imports_the_cli_toolkit() -> None:
+    """typer and rich belong to ``cli/``: the library raises and returns, the CLI renders."""
+    root = Path(sentiment_ops.__file__).resolve().parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "cli":
+            continue
+        package = ".".join(("sentiment_ops", *rel.parts[:-1]))
+        for name in _imported_modules(ast.parse(path.read_text()), package):
+            if name.split(".")[0] in ("typer", "rich", "click"):
+                offenders.append(f"{rel}: {name}")
+    assert not offenders, offenders
