@@ -1,0 +1,354 @@
+"""The Kubernetes manifests in deploy/k8s, checked without a cluster.
+
+- Every resource is validated against the Kubernetes API schemas, strictly (an unknown or
+  misspelt field fails), with PyPI ``kubernetes-validate`` (in the dev extra; its schemas
+  ship inside the wheel, so this runs offline), for the oldest Kubernetes the manifests need
+  (1.31: ``podFailurePolicy``) and the newest the validator knows.
+- Then the cross-references a schema cannot see: probes on the container's port and the
+  right paths, every environment variable a real sentops setting (fed to ``load_settings``),
+  the Secret's keys the token variables sentops reads, the HPA and the Services aimed at the
+  Deployment's pods, the CronJob running ``sentops drift`` (its exit-code wrapper run for
+  real), the shutdown grace against the server's own timeouts, and the images against the
+  Dockerfile targets, docs/deploy.md and docker-compose.yml.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_deploy_files import _instructions, _stage, _stages
+
+from sentiment_ops import errors
+from sentiment_ops.config import SECRET_ENV_VARS, load_settings
+from sentiment_ops.serving.store_writer import StoreWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+DOCKERFILE = ROOT / "Dockerfile"
+OLDEST_KUBERNETES = "1.31"  # podFailurePolicy is GA from 1.31
+SENTOPS_WORKLOADS = ("sentops-api", "sentops-drift", "sentops-db-upgrade")
+
+
+def _files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _resources() -> list[dict[str, Any]]:
+    return [doc for path in _files() for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _get(kind: str, name: str, resources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    found = [r for r in resources or _resources() if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def _pod_spec(resource: dict[str, Any]) -> dict[str, Any]:
+    spec = resource["spec"]
+    if resource["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def _workload(name: str) -> dict[str, Any]:
+    found = [r for r in _resources() if r["kind"] in ("Deployment", "Job", "CronJob") and r["metadata"]["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def _container(name: str) -> dict[str, Any]:
+    (container,) = _pod_spec(_workload(name))["containers"]
+    return container
+
+
+def _kustomization() -> dict[str, Any]:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def _image(container: dict[str, Any]) -> str:
+    """The image after kustomization.yaml's ``images`` (what `kubectl apply -k` deploys)."""
+    name = container["image"]
+    for entry in _kustomization().get("images", []):
+        if entry["name"] == name:
+            return f"{entry.get('newName', name)}:{entry['newTag']}"
+    return name
+
+
+def _secret_data(name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in _get("Secret", name)["stringData"].items()}
+
+
+def _environment(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the pod would get it (ConfigMaps, Secrets resolved)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_get("ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            env.update(_secret_data(source["secretRef"]["name"]))
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            data = _secret_data(ref["name"])
+            assert ref["key"] in data, f"{var['name']}: secret {ref['name']} has no key {ref['key']}"
+            env[var["name"]] = data[ref["key"]]
+    return env
+
+
+def _dockerfile_env(target: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in _stage(_instructions(DOCKERFILE.read_text()), target):
+        if word == "ENV":
+            env.update(re.findall(r"(\w+)=(\S+)", args))
+    return env
+
+
+# -- schema ------------------------------------------------------------------------------
+def test_kustomization_lists_every_manifest() -> None:
+    assert sorted(_kustomization()["resources"]) == [p.name for p in _files()]
+    namespaces = {r["metadata"].get("namespace") for r in _resources() if r["kind"] != "Namespace"}
+    assert namespaces == {_kustomization()["namespace"]} == {_get("Namespace", "sentops")["metadata"]["name"]}
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, "latest"])
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
+def test_manifest_is_valid_kubernetes(path: Path, version: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install -e .[dev] installs kubernetes-validate")
+    version = kv.latest_version() if version == "latest" else version
+    for doc in yaml.safe_load_all(path.read_text()):
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} at {where}: {exc.message}")
+
+
+def test_the_validator_rejects_broken_manifests() -> None:
+    """The check is real: a misspelt field, a wrong type and a bad HPA all fail."""
+    kv = pytest.importorskip("kubernetes_validate")
+    deployment = _workload("sentops-api")
+    misspelt = copy.deepcopy(deployment)
+    container = _pod_spec(misspelt)["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    wrong_type = copy.deepcopy(deployment)
+    _pod_spec(wrong_type)["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
+    hpa = copy.deepcopy(_get("HorizontalPodAutoscaler", "sentops-api"))
+    del hpa["spec"]["maxReplicas"]
+    for broken in (misspelt, wrong_type, hpa):
+        with pytest.raises(kv.ValidationError):
+            kv.validate(broken, OLDEST_KUBERNETES, strict=True)
+
+
+# -- the API ----------------------------------------------------------------------------
+def test_api_probes_use_ready_and_health_on_the_container_port() -> None:
+    api = _container("sentops-api")
+    (port,) = api["ports"]
+    args = api["args"]
+    assert args[0] == "serve" and int(args[args.index("--port") + 1]) == port["containerPort"]
+    assert str(port["containerPort"]) == _dockerfile_env("serve")["SENTOPS_SERVE__PORT"]
+
+    def target(probe: str) -> tuple[str, int]:
+        get = api[probe]["httpGet"]
+        resolved = port["containerPort"] if get["port"] == port["name"] else get["port"]
+        return get["path"], resolved
+
+    assert target("readinessProbe") == ("/ready", port["containerPort"])
+    assert target("livenessProbe") == ("/health", port["containerPort"])
+    # the model loads before the server listens: the startup probe covers that, on /health
+    assert target("startupProbe") == ("/health", port["containerPort"])
+    startup = api["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # compose's start_period
+
+
+def test_api_shutdown_grace_covers_the_drain_and_the_writer_flush() -> None:
+    pod = _pod_spec(_workload("sentops-api"))
+    serve_cmd = (ROOT / "sentiment_ops" / "cli" / "serve_cmd.py").read_text()
+    found = re.search(r"timeout_graceful_shutdown=(\d+)", serve_cmd)
+    assert found is not None, "sentops serve passes uvicorn a graceful-shutdown timeout"
+    uvicorn_drain = int(found.group(1))
+    writer_flush = inspect.signature(StoreWriter.close).parameters["timeout"].default
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + uvicorn_drain + writer_flush
+
+
+def test_api_resources_threads_and_user_match_the_image() -> None:
+    api = _container("sentops-api")
+    limits, requests = api["resources"]["limits"], api["resources"]["requests"]
+    assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
+    assert _environment(api)["SENTOPS_SERVE__TORCH_THREADS"] == str(limits["cpu"]), "threads = the CPU limit"
+    user = next(a for w, a in _stage(_instructions(DOCKERFILE.read_text()), "serve")[::-1] if w == "USER")
+    for name in SENTOPS_WORKLOADS:
+        pod = _pod_spec(_workload(name))
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" == user
+        (container,) = pod["containers"]
+        home = _environment(container)["SENTOPS_HOME"]
+        assert home == _dockerfile_env("serve")["SENTOPS_HOME"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {home, "/tmp"} <= mounts, f"{name}: the home and /tmp must be writable"
+
+
+def test_service_selects_the_deployments_pods() -> None:
+    for service_name, deployment_name in (("sentops-api", "sentops-api"), ("mlflow", "mlflow")):
+        service = _get("Service", service_name)
+        deployment = _workload(deployment_name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ports = {p["name"]: p["containerPort"] for c in _pod_spec(deployment)["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports or port["targetPort"] in ports.values()
+    pdb = _get("PodDisruptionBudget", "sentops-api")
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= _workload("sentops-api")["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_hpa_scales_the_api_deployment_on_cpu() -> None:
+    hpa = _get("HorizontalPodAutoscaler", "sentops-api")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    deployment = _workload("sentops-api")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert "cpu" in _container("sentops-api")["resources"]["requests"], "utilization is a share of the request"
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+
+
+# -- settings and secrets ------------------------------------------------------------------
+@pytest.mark.parametrize("workload", SENTOPS_WORKLOADS)
+def test_every_environment_variable_is_one_sentops_reads(workload: str) -> None:
+    env = _environment(_container(workload))
+    unknown = {k for k in env if not k.startswith("SENTOPS_") and k != "MLFLOW_TRACKING_URI"}
+    assert not unknown, f"sentops reads none of {sorted(unknown)}"
+    settings = load_settings(environ=env)  # an unknown SENTOPS_* setting raises ConfigError
+    assert settings.store_url.startswith("postgresql+psycopg://")
+    service = _get("Service", "mlflow")
+    assert settings.tracking_uri == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert settings.serve.backend == "onnx", "one backend for every sentops container; the serve image runs onnx"
+    assert _dockerfile_env("serve")["SENTOPS_SERVE__BACKEND"] == settings.serve.backend
+
+
+def test_token_secret_holds_the_token_variables_and_no_real_values() -> None:
+    tokens = _get("Secret", "sentops-tokens")
+    assert sorted(tokens["stringData"]) == sorted(SECRET_ENV_VARS)
+    assert set(tokens["stringData"].values()) == {""}, "placeholders only: real tokens never go into git"
+    refs = [s["secretRef"]["name"] for s in _container("sentops-api").get("envFrom", []) if "secretRef" in s]
+    assert refs == ["sentops-tokens"]
+    for name in ("sentops-drift", "sentops-db-upgrade"):
+        assert not set(SECRET_ENV_VARS) & set(_environment(_container(name))), "tokens are the API's alone"
+    db = _get("Secret", "sentops-db")["stringData"]
+    assert all("CHANGE-ME" in url for url in db.values()), "placeholder database URLs only"
+
+
+# -- jobs --------------------------------------------------------------------------------
+def _run_drift_wrapper(script: str, tmp_path: Path, code: int) -> subprocess.CompletedProcess[str]:
+    fake = tmp_path / "sentops"
+    fake.write_text(f'#!/bin/sh\necho "sentops $*"\nexit {code}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=10, check=False)
+
+
+def test_drift_cronjob_runs_sentops_drift_and_treats_drift_as_a_finding(tmp_path: Path) -> None:
+    cron = _workload("sentops-drift")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    drift = _container("sentops-drift")
+    assert drift["command"] == ["/bin/sh", "-c"]
+    (script,) = drift["args"]
+    assert "sentops drift --json" in script
+    # The wrapper, run for real over a stand-in `sentops`: the check ran → the Job succeeds
+    # (0 no drift, 3 drift detected, 4 too few predictions); anything else fails it.
+    assert errors.EXIT_DRIFT == 3
+    for code, job_exit, line in ((0, 0, "no drift"), (3, 0, "DRIFT DETECTED"), (4, 0, "not enough")):
+        result = _run_drift_wrapper(script, tmp_path, code)
+        assert (result.returncode, line in result.stdout) == (job_exit, True), result.stdout
+        assert "sentops drift --json" in result.stdout
+    job = cron["spec"]["jobTemplate"]["spec"]
+    (fail_now,) = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert fail_now["onExitCodes"]["containerName"] == drift["name"]
+    assert _pod_spec(cron)["restartPolicy"] == "Never"
+    codes = {c.exit_code for c in _error_classes()}
+    for code in (*fail_now["onExitCodes"]["values"], 69, 70, 1):
+        assert code in codes or code == 1
+        assert _run_drift_wrapper(script, tmp_path, code).returncode == code, "failures reach the Job"
+    assert 3 not in fail_now["onExitCodes"]["values"]
+
+
+def _error_classes() -> list[type[errors.SentopsError]]:
+    found, todo = [], [errors.SentopsError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_db_upgrade_job_migrates_with_the_apis_image() -> None:
+    job = _container("sentops-db-upgrade")
+    assert job["args"][:2] == ["db", "upgrade"]
+    assert "command" not in job, "the image's ENTRYPOINT (sentops) runs it"
+    assert _image(job) == _image(_container("sentops-api")), "the schema revision the replicas expect"
+
+
+# -- images ------------------------------------------------------------------------------
+def test_images_are_the_dockerfile_targets_as_deploy_md_and_compose_build_them() -> None:
+    stages = _stages(_instructions(DOCKERFILE.read_text()))
+    deploy_md = (ROOT / "docs" / "deploy.md").read_text()
+    built = {"full": "sentops:full", "serve": "sentops:serve"}
+    assert (
+        "docker build -t sentops:full ." in deploy_md and "docker build --target serve -t sentops:serve ." in deploy_md
+    )
+    assert set(built) <= set(stages)
+    wanted = {
+        "sentops-api": "serve",  # the API on ONNX, no torch
+        "sentops-db-upgrade": "serve",
+        "sentops-drift": "full",  # as compose's drift service
+        "mlflow": "full",  # client and server share one MLflow version
+    }
+    for workload, target in wanted.items():
+        assert _image(_container(workload)) == built[target], workload
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["x-sentops-image"]["build"]["target"] == "full"
+    for service in ("drift", "mlflow"):
+        assert compose["services"][service]["image"] == compose["x-sentops-image"]["image"]
+    names = {
+        c["image"]
+        for r in _resources()
+        if r["kind"] in ("Deployment", "Job", "CronJob")
+        for c in _pod_spec(r)["containers"]
+    }
+    assert names == {e["name"] for e in _kustomization()["images"]}
+
+
+def test_mlflow_server_reads_its_database_from_the_secret() -> None:
+    mlflow = _container("mlflow")
+    assert mlflow["command"] == ["mlflow"] and mlflow["args"][0] == "server"
+    args = mlflow["args"]
+    assert "--serve-artifacts" in args and "--backend-store-uri" not in args, "no password on the command line"
+    assert {v["name"] for v in mlflow["env"]} == {"MLFLOW_BACKEND_STORE_URI"}
+    destination = args[args.index("--artifacts-destination") + 1]
+    assert destination in {m["mountPath"] for m in mlflow["volumeMounts"]}
+    claim = _pod_spec(_workload("mlflow"))["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    _get("PersistentVolumeClaim", claim)
+    assert "mlflow:5000" in args[args.index("--allowed-hosts") + 1].split(",")
+    assert _environment(mlflow)["MLFLOW_BACKEND_STORE_URI"].endswith("/mlflow")
+    mlflow_cli = pytest.importorskip("mlflow.cli")
+    envvars = {p.envvar for p in mlflow_cli.server.params if p.envvar}
+    assert "MLFLOW_BACKEND_STORE_URI" in envvars, "mlflow server reads the URL from this variable"
