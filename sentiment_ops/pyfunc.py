@@ -192,20 +192,24 @@ def _log(
     # python_model is a file path (models from code: no cloudpickle); code_paths carries
     # this package (MLflow leaves out __pycache__), so the model imports it where sentops
     # is not installed.
-    return Model.log(
-        artifact_path=None,
-        name=MODEL_NAME,
-        flavor=mlflow.pyfunc,
-        run_id=run_id,
-        model_id=model_id,
-        python_model=str(MODEL_CODE),
-        code_paths=[str(Path(__file__).parent)],
-        artifacts=artifacts,
-        signature=signature,
-        input_example=example,
-        metadata=metadata,
-        pip_requirements=pip_requirements(),
-    )
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=model_id,
+            python_model=str(MODEL_CODE),
+            code_paths=[str(Path(__file__).parent)],
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+            pip_requirements=pip_requirements(),
+        )
+    finally:  # MLflow runs the model file at logging too, and loads the model to check the example
+        _forget_model_code(path, modules)
 
 
 def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
@@ -215,7 +219,7 @@ def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
     one): MLflow resolves a ``models:/`` or ``runs:/`` URI through its global URIs.
     ``name`` is what error messages call the model (default: ``model_uri``)."""
     name = name or model_uri
-    path = list(sys.path)
+    path, modules = list(sys.path), set(sys.modules)
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
         inner = loaded.unwrap_python_model()
@@ -224,9 +228,23 @@ def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
             f"cannot load {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
     finally:
-        # MLflow puts the model's code folder first on sys.path, for good: here sentiment_ops
-        # is imported already, and the folder is often a temporary download.
-        sys.path[:] = path
+        _forget_model_code(path, modules)
     if not isinstance(inner, SentimentPyfunc) or inner.model is None:
         raise ModelLoadError(f"{name} is not a sentops model")
     return inner
+
+
+def _forget_model_code(path: list[str], modules: set[str]) -> None:
+    """Undo what loading a model from code leaves behind in this process (MLflow 3.17):
+    the model's code folder first on ``sys.path`` (here sentiment_ops is imported already,
+    and the folder is often a temporary download), the model file as a ``code_model_<uuid>``
+    module, and ``mlflow.models.model.__mlflow_model__``, which would keep the last loaded
+    model (and its weights) alive after the caller let it go."""
+    sys.path[:] = path
+    for key in set(sys.modules) - modules:
+        if key.startswith("code_model_"):
+            del sys.modules[key]
+    from mlflow.models import model as mlflow_model_module
+
+    if getattr(mlflow_model_module, "__mlflow_model__", None) is not None:
+        mlflow_model_module.__mlflow_model__ = None

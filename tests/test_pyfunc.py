@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,7 +93,11 @@ def test_no_pickle_warning_and_pickled_versions_still_load(trained: dict[str, An
     from sentiment_ops.registry import _global_tracking_uri
 
     registry = Registry(load_settings())
+    path, modules = list(sys.path), set(sys.modules)
     model = registry.load_model(1)
+    # loading leaves no trace: code folder, model-file module, MLflow's last-model global
+    assert sys.path == path and not [m for m in set(sys.modules) - modules if m.startswith("code_model_")]
+    assert mlflow.models.model.__mlflow_model__ is None
     run_id = trained["run_id"]
     with mlflow_warnings() as messages:
         registry.log_model(run_id, model, tmp_path / "new", extra_meta={})
