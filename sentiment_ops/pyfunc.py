@@ -7,11 +7,21 @@ model metadata, ``metadata.sentops.text_normalizer``). Input: a ``text`` column 
 of strings). Output: ``label`` (0/1), ``label_name``, ``probability`` (of positive),
 ``confidence``; with ``params={"return_embedding": True}`` also ``embedding``, the pooled
 vector that drift monitoring compares.
+
+The model is logged the MLflow 3 way, as code: ``mlflow_model.py`` (the model file, which
+``mlflow.models.set_model``s a ``SentimentPyfunc``) plus this package as ``code_paths``, with
+``pip_requirements`` pinned to the versions that logged it. So it loads wherever MLflow,
+torch and transformers are installed, without ``sentiment_ops``: ``mlflow models serve``,
+``mlflow.pyfunc.spark_udf``, ``mlflow models build-docker``. Versions logged before that (a
+cloudpickled ``SentimentPyfunc``, ``code: null``) still load where sentops is installed: the
+pickle names this class by its module path, which stays.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,11 @@ from sentiment_ops.modeling import SentimentModel
 ARTIFACT_KEY = "hf_model"
 ONNX_ARTIFACT_KEY = "onnx_int8"  # the int8 graph that serve.backend onnx runs (no torch needed)
 MODEL_NAME = "model"  # name of the logged model inside a run
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")  # the models-from-code file
+# What the loaded model imports (sentiment_ops travels as code_paths): pinned in its
+# requirements to the versions that logged it. onnxruntime is not here: predict runs torch;
+# the logged int8 graph is for `sentops serve` with serve.backend onnx.
+PREDICT_DISTRIBUTIONS = ("mlflow", "torch", "transformers", "tokenizers", "numpy", "pandas")
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +128,12 @@ def log_model(
         model_output=prediction_frame(pred, with_embedding=False),
         params={"return_embedding": False},
     )
-    from sentiment_ops import __version__
-
     metadata = {"sentops": {textnorm.META_KEY: model.normalizer.spec.to_dict()}}
     artifacts = {ARTIFACT_KEY: str(folder)}
     onnx_dir = export_onnx(folder, work_dir / ONNX_ARTIFACT_KEY)
     if onnx_dir is not None:
         artifacts[ONNX_ARTIFACT_KEY] = str(onnx_dir)
-    return _log(artifacts, signature, example, __version__, metadata, run_id=run_id, model_id=model_id)
+    return _log(artifacts, signature, example, metadata, run_id=run_id, model_id=model_id)
 
 
 def export_onnx(folder: Path, dest: Path) -> Path | None:
@@ -139,11 +152,34 @@ def export_onnx(folder: Path, dest: Path) -> Path | None:
     return dest
 
 
+def pip_requirements() -> list[str]:
+    """``name==version`` for each distribution the predict path imports, as installed here.
+
+    A local version label is dropped: torch reports ``2.13.0+cpu``, a label only PyTorch's
+    own wheel index carries. ``torch==2.13.0`` matches ``2.13.0+cpu`` too (PEP 440: a pin
+    without a label matches any label), so the requirement resolves from PyPI as it is and
+    still installs the CPU build where the installer is given PyTorch's CPU index or a folder
+    holding that wheel; pinned with ``+cpu`` it would be unresolvable on plain PyPI."""
+    reqs = []
+    for name in PREDICT_DISTRIBUTIONS:
+        # mlflow-skinny: the same client without the tracking server's extras
+        dist = "mlflow-skinny" if name == "mlflow" and _installed(name) is None else name
+        pinned = _installed(dist)
+        reqs.append(f"{dist}=={pinned}" if pinned else dist)
+    return reqs
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return version(dist).split("+")[0]
+    except PackageNotFoundError:
+        return None
+
+
 def _log(
     artifacts: dict[str, str],
     signature: Any,
     example: pd.DataFrame,
-    version: str,
     metadata: dict[str, Any],
     *,
     run_id: str,
@@ -153,25 +189,27 @@ def _log(
 
     # Model.log is what mlflow.pyfunc.log_model calls (with flavor=mlflow.pyfunc); only it
     # takes run_id=, which links the logged model to a run that is not the active one.
-    return Model.log(
-        artifact_path=None,
-        name=MODEL_NAME,
-        flavor=mlflow.pyfunc,
-        run_id=run_id,
-        model_id=model_id,
-        python_model=SentimentPyfunc(),
-        artifacts=artifacts,
-        signature=signature,
-        input_example=example,
-        metadata=metadata,
-        pip_requirements=[
-            f"sentiment-ops=={version}",
-            "torch",
-            "transformers",
-            "pandas",
-            "numpy",
-        ],
-    )
+    # python_model is a file path (models from code: no cloudpickle); code_paths carries
+    # this package (MLflow leaves out __pycache__), so the model imports it where sentops
+    # is not installed.
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=model_id,
+            python_model=str(MODEL_CODE),
+            code_paths=[str(Path(__file__).parent)],
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+            pip_requirements=pip_requirements(),
+        )
+    finally:  # MLflow runs the model file at logging too, and loads the model to check the example
+        _forget_model_code(path, modules)
 
 
 def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
@@ -181,6 +219,7 @@ def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
     one): MLflow resolves a ``models:/`` or ``runs:/`` URI through its global URIs.
     ``name`` is what error messages call the model (default: ``model_uri``)."""
     name = name or model_uri
+    path, modules = list(sys.path), set(sys.modules)
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
         inner = loaded.unwrap_python_model()
@@ -188,6 +227,24 @@ def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
         raise ModelLoadError(
             f"cannot load {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
+    finally:
+        _forget_model_code(path, modules)
     if not isinstance(inner, SentimentPyfunc) or inner.model is None:
         raise ModelLoadError(f"{name} is not a sentops model")
     return inner
+
+
+def _forget_model_code(path: list[str], modules: set[str]) -> None:
+    """Undo what loading a model from code leaves behind in this process (MLflow 3.17):
+    the model's code folder first on ``sys.path`` (here sentiment_ops is imported already,
+    and the folder is often a temporary download), the model file as a ``code_model_<uuid>``
+    module, and ``mlflow.models.model.__mlflow_model__``, which would keep the last loaded
+    model (and its weights) alive after the caller let it go."""
+    sys.path[:] = path
+    for key in set(sys.modules) - modules:
+        if key.startswith("code_model_"):
+            del sys.modules[key]
+    from mlflow.models import model as mlflow_model_module
+
+    if getattr(mlflow_model_module, "__mlflow_model__", None) is not None:
+        mlflow_model_module.__mlflow_model__ = None

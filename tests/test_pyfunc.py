@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import yaml
 
 from sentiment_ops.config import load_settings
+from sentiment_ops.pyfunc import pip_requirements
 from sentiment_ops.registry import Registry
 
 
@@ -31,6 +38,92 @@ def test_pyfunc_through_registry(trained: dict[str, Any], plain_mlflow: str) -> 
     assert emb.shape == (3, 32)
     np.testing.assert_allclose(with_emb["probability"], out["probability"], rtol=1e-6)
     assert registry.get_version(1).source.startswith("models:/")
+
+
+def test_logged_as_code_with_pinned_requirements(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Models from code: the model file and the package as code, nothing pickled; the
+    requirements pin what the predict path imports, and nothing pip cannot resolve."""
+    from mlflow.artifacts import download_artifacts
+
+    registry = Registry(load_settings())
+    local = Path(download_artifacts(artifact_uri=registry.download_uri(1), dst_path=str(tmp_path)))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    conf = mlmodel["flavors"]["python_function"]
+    assert conf["code"] == "code" and conf["model_code_path"].endswith("mlflow_model.py")
+    assert "python_model" not in conf and not list(local.glob("*.pkl"))
+    assert (local / "code" / "sentiment_ops" / "pyfunc.py").is_file()
+    assert not list((local / "code").rglob("__pycache__"))
+    assert set(conf["artifacts"]) == {"hf_model", "onnx_int8"}  # the int8 graph travels too
+    assert mlmodel["metadata"]["sentops"]["text_normalizer"] == {"name": "sentops.clean", "version": 1}
+
+    reqs = (local / "requirements.txt").read_text().split()
+    assert reqs == pip_requirements()
+    assert [r.split("==")[0] for r in reqs] == ["mlflow", "torch", "transformers", "tokenizers", "numpy", "pandas"]
+    assert all("==" in r and "+" not in r for r in reqs), reqs  # torch 2.13.0+cpu → torch==2.13.0
+    assert not any(r.startswith("sentiment") for r in reqs)
+
+
+@contextmanager
+def mlflow_warnings() -> Iterator[list[str]]:
+    """What MLflow's pyfunc logger warns meanwhile (tests quiet it to ERROR; it does not
+    propagate to pytest's handler)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("mlflow.pyfunc"), Collect(logging.WARNING)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_no_pickle_warning_and_pickled_versions_still_load(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Logging warns no more about CloudPickle; a version logged the old way (a cloudpickled
+    SentimentPyfunc, no code) still loads, as the same model."""
+    from mlflow.models import Model
+
+    from sentiment_ops.pyfunc import ARTIFACT_KEY, SentimentPyfunc
+    from sentiment_ops.registry import _global_tracking_uri
+
+    registry = Registry(load_settings())
+    path, modules = list(sys.path), set(sys.modules)
+    model = registry.load_model(1)
+    # loading leaves no trace: code folder, model-file module, MLflow's last-model global
+    assert sys.path == path and not [m for m in set(sys.modules) - modules if m.startswith("code_model_")]
+    assert mlflow.models.model.__mlflow_model__ is None
+    run_id = trained["run_id"]
+    with mlflow_warnings() as messages:
+        registry.log_model(run_id, model, tmp_path / "new", extra_meta={})
+    assert not [m for m in messages if "CloudPickle" in m], messages
+
+    # the format of earlier versions, as pyfunc._log wrote it
+    folder = model.save(tmp_path / "old" / ARTIFACT_KEY)
+    old_id = registry.client.create_logged_model(registry.experiment_id(), name="old", source_run_id=run_id).model_id
+    with _global_tracking_uri(registry.tracking_uri), mlflow_warnings() as messages:
+        info = Model.log(
+            artifact_path=None,
+            name="old",
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=old_id,
+            python_model=SentimentPyfunc(),
+            artifacts={ARTIFACT_KEY: str(folder)},
+            pip_requirements=["sentiment-ops==0.1.0", "torch", "transformers", "pandas", "numpy"],
+        )
+    assert [m for m in messages if "CloudPickle" in m]  # what the check above would have seen
+    version = registry.register(run_id, source=info.model_uri).version
+    old = registry.load_model(version)
+    texts = ["great movie<br />really", "terrible plot", "meh"]
+    a, b = model.predict(texts, with_embeddings=False), old.predict(texts, with_embeddings=False)
+    assert a.labels.tolist() == b.labels.tolist()
+    np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-6)
 
 
 def test_import_does_not_nag_about_type_hints() -> None:
