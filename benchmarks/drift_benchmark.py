@@ -331,6 +331,7 @@ def end_to_end_seconds(
                     0.5,
                     0.5,
                     embedding=imdb["emb"][i],
+                    backend=backend,  # the embedding space: drift compares only rows of the reference's
                 )
                 for i in range(size)
             ]
