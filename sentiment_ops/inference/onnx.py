@@ -165,6 +165,7 @@ def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
 
     from sentiment_ops.registry import mlflow_errors
 
+    Path(dest).mkdir(parents=True, exist_ok=True)
     with mlflow_errors(f"download {model_uri}"):
         repo = get_artifact_repository(model_uri)
         mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", str(dest))).read_text())
