@@ -16,10 +16,12 @@ import pytest
 
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
+from sentiment_ops.errors import DataError
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.passes import Prediction, forward_grouped
 from sentiment_ops.registry import Registry
-from sentiment_ops.scoring import InProcessEngine, ScoreProgress, score_file
+from sentiment_ops.scoring import InProcessEngine, ScoreProgress, output_schema, score_file
+from sentiment_ops.scoring.partial import PartialRun
 from sentiment_ops.scoring.reader import read_chunks
 
 COLUMNS = ["row", "label", "label_name", "probability", "confidence"]
@@ -77,6 +79,29 @@ def test_jsonl_and_chunks(tmp_path: Path) -> None:
     assert [c.last_row for c in chunks] == [2, 4, 5]
     resumed = list(read_chunks(path, "review", chunk_rows=2, skip_rows=2))
     assert [c.rows for c in resumed] == [[4], [5]]
+
+
+def test_a_missing_text_column_is_one_data_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", ["fine"], column="body")
+    with pytest.raises(DataError, match=r"no column 'text' .*id, body.*--text-column"):
+        list(read_chunks(path))
+    with pytest.raises(DataError, match=r"unsupported file type \.xlsx"):
+        list(read_chunks(tmp_path / "in.xlsx"))
+
+
+def test_a_partial_run_resumes_only_with_the_same_key(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    first = PartialRun(out, {"input": 1, "version": 1})
+    first.open()
+    first.add(output_schema(None).empty_table(), 10, {"rows": 10}, [])
+    same = PartialRun(out, {"input": 1, "version": 1})
+    same.open()
+    assert same.resumed and same.last_row == 10
+    other = PartialRun(out, {"input": 1, "version": 2})  # another model version: start over
+    other.open()
+    assert not other.resumed and other.last_row == 0 and not list(other.dir.glob("part-*"))
+    other.finish(output_schema(None))
+    assert pq.read_table(out).num_rows == 0 and not other.dir.exists()
 
 
 # -- end to end -------------------------------------------------------------------------------
