@@ -57,28 +57,21 @@ def score(
     """
     settings = settings_from(ctx)
     from sentiment_ops.scoring import score_file
-    from sentiment_ops.store import InferenceStore
 
-    store = InferenceStore(settings.store_url, store_text=settings.store.store_text) if log else None
-    try:
-        with _progress_bar(not as_json) as progress:
-            summary = score_file(
-                settings,
-                input_file,
-                output,
-                version=version,
-                alias=alias,
-                text_column=text_column,
-                embedding=embedding,
-                log=log,
-                workers=workers,
-                backend=backend,
-                store=store,
-                progress=progress,
-            )
-    finally:
-        if store is not None:
-            store.close()
+    with _progress_bar(not as_json) as progress:
+        summary = score_file(
+            settings,
+            input_file,
+            output,
+            version=version,
+            alias=alias,
+            text_column=text_column,
+            embedding=embedding,
+            log=log,
+            workers=workers,
+            backend=backend,
+            progress=progress,
+        )
     if as_json:
         print_json(summary.to_dict())
     else:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from sentiment_ops.config import Settings
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.errors import DataError, ModelLoadError
+from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
 from sentiment_ops.inference.onnx import download_logged
 from sentiment_ops.inference.passes import Prediction
 from sentiment_ops.predictors import exported_predictor, resolve_version
@@ -36,7 +36,7 @@ from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
 from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
-from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
 
 CHUNK_ROWS = 16_384  # rows per chunk: the unit of memory, of the output's parts and of resuming
 # Texts per engine batch, at most. A chunk is sorted by length before it is cut into batches,
@@ -209,10 +209,14 @@ def score_file(
     embeddings) also go to the inference store as ``source='batch'`` rows. ``engine``
     (default: the local one, ``open_engine``) runs the forward passes.
 
-    Raises DataError (unreadable input), NotFoundError, ModelLoadError; bad rows do not
-    raise: see ``ScoreSummary.raise_for_errors``."""
+    ``store``: where ``log`` writes (default: ``settings.store_url``, opened and closed here).
+
+    Raises DataError (unreadable input), NotFoundError, ModelLoadError, ConfigError (an
+    unknown backend); bad rows do not raise: see ``ScoreSummary.raise_for_errors``."""
     input_path, output = Path(input_path), Path(output)
     kind = input_kind(input_path)
+    if backend not in (None, "onnx", "torch"):
+        raise ConfigError(f"unknown backend {backend!r} (onnx | torch)")
     if output.suffix.lower() != ".parquet":
         raise DataError(f"{output}: the output is Parquet; name it .parquet")
     registry = registry or Registry(settings)
@@ -222,40 +226,32 @@ def score_file(
     key.update(text_column=text_column, embedding=embedding, log=log)
     run = PartialRun(output, key)
     run.open()
-    summary = ScoreSummary(
-        str(input_path),
-        str(output),
-        info.name,
-        info.version,
-        None if version is not None else alias or settings.serve.alias,
-        backend,
-        workers=0,
-        resumed_rows=run.last_row,
-        errors=list(run.state["errors"]),
-    )
+    who = None if version is not None else alias or settings.serve.alias
+    summary = ScoreSummary(str(input_path), str(output), info.name, info.version, who, backend, workers=0)
+    summary.resumed_rows, summary.errors = run.last_row, list(run.state["errors"])
     counts = {"rows": run.last_row, "scored": 0, "bad": 0, "logged": 0, "dim": None, **run.state["counts"]}
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
-        own_engine = engine is None
-        engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
-        summary.workers = engine.workers
-        sink = _ChunkSink(
-            run, summary, counts, embedding, store if log else None, progress, input_size(input_path, kind)
-        )
-        try:
-            scored_now = sink.consume(engine, read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row))
-        except BrokenProcessPool as exc:
-            raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
-        finally:
-            if own_engine:
-                engine.close()
+    own_store = log and store is None
+    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if log else None
+    sink = _ChunkSink(run, summary, counts, embedding, log_to, progress, input_size(input_path, kind))
+    chunks = read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
+            own_engine = engine is None
+            engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
+            summary.workers = engine.workers
+            try:
+                scored_now = sink.consume(engine, chunks)
+            except BrokenProcessPool as exc:
+                raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
+            finally:
+                if own_engine:
+                    engine.close()
+    finally:
+        if own_store and log_to is not None:
+            log_to.close()
     run.finish(output_schema(counts["dim"] if embedding else None))
-    summary.rows, summary.scored, summary.bad, summary.logged = (
-        counts["rows"],
-        counts["scored"],
-        counts["bad"],
-        counts["logged"],
-    )
+    summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
     summary.seconds = time.perf_counter() - start
     summary.texts_per_s = scored_now / summary.seconds if summary.seconds > 0 else 0.0
     return summary
