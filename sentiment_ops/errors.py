@@ -6,7 +6,8 @@ Library code raises these; the CLI maps each to one red line and an exit code
     SentopsError                      exit 1   anything expected that went wrong
     ├── ConfigError                   exit 2   invalid setting, unknown key, bad YAML
     ├── DataError                     exit 65  unreadable / empty / malformed dataset
-    │   └── feedback.BadRowsError     exit 65  bad rows in a feedback file (the good ones applied)
+    │   ├── feedback.BadRowsError     exit 65  bad rows in a feedback file (the good ones applied)
+    │   └── scoring.BadScoreRowsError exit 65  bad rows in a file to score (the good ones written)
     ├── NotFoundError                 exit 66  unknown model version, run, alias, id
     ├── RegistryUnavailableError      exit 69  MLflow tracking / registry unreachable
     ├── StoreError                    exit 70  inference store failure

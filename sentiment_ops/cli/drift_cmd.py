@@ -60,6 +60,9 @@ def drift(
     alpha: float = typer.Option(None, "--alpha", help="Significance level of the drift test (default: 0.01)."),
     permutations: int = typer.Option(None, "--permutations", min=10, help="Test permutations (default: 500)."),
     method: str = typer.Option(None, "--method", help="What decides: mmd_nn (default), mmd, or cosine (seed rule)."),
+    source: str = typer.Option(
+        "api", "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
     plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
@@ -71,6 +74,9 @@ def drift(
     - p-value: a calibrated permutation test of MMD² and nearest-reference distance; it decides the status.
     - Positive share: the predicted-label mix of the window vs the reference's (label shift).
     - The texts of the window farthest from the reference.
+
+    --source batch checks the rows `sentops score --log` wrote instead of served traffic
+    (a batch never mixes into the served window).
 
     Each check is recorded in the inference store and as metrics of an MLflow run
     (experiment '<experiment>-monitoring'). --history lists them, --plot draws them.
@@ -101,7 +107,11 @@ def drift(
                 console.print(f"plot written to {plot}")
         return
 
-    report = check.run_drift_check(settings, alias=alias, version=version, window=window, permutations=permutations)
+    if source not in ("api", "batch"):
+        raise typer.BadParameter(f"{source!r} is not api or batch", param_hint="--source")
+    report = check.run_drift_check(
+        settings, alias=alias, version=version, window=window, permutations=permutations, source=source
+    )
     if as_json:
         print_json(report.to_dict())
     else:
@@ -116,6 +126,7 @@ def _status(flag: bool) -> str:
 
 def _report_tables(r: dict[str, Any]) -> None:
     who = f"{r['model_name']} v{r['model_version']}" + (f" ({r['alias']})" if r.get("alias") else "")
+    who += " batch predictions" if r.get("source") == "batch" else ""
     table = Table(title=f"Drift check: {who}", show_header=True)
     table.add_column("check")
     table.add_column("value", justify="right")

@@ -16,6 +16,7 @@ from sentiment_ops.cli import (
     feedback_cmd,
     registry_cmds,
     retrain_cmd,
+    score_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -69,6 +70,7 @@ app.command("embed-reference")(drift_cmd.embed_reference)
 app.command()(drift_cmd.drift)
 app.command()(demo_cmd.demo)
 app.command()(retrain_cmd.retrain)
+app.command()(score_cmd.score)
 
 
 def run() -> None:

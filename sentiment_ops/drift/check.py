@@ -25,31 +25,15 @@ from sentiment_ops.config import Settings
 from sentiment_ops.drift.detectors import DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
-from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, NotFoundError
+from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError
 from sentiment_ops.inference.onnx import export_cache_dir
-from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.predictors import resolve_version
+from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
 
 log = logging.getLogger(__name__)
 
 CHECK_SEED = 0  # permutation seed: the same window and reference give the same p-value
-
-
-def resolve_version(registry: Registry, version: int | None, alias: str | None) -> VersionInfo:
-    """A version by number, or the version an alias points to (with a clear message)."""
-    if version is not None:
-        info = registry.get_version(version)
-    else:
-        alias = alias or registry.settings.serve.alias
-        try:
-            info = registry.version_for_alias(alias)
-        except NotFoundError as exc:
-            raise NotFoundError(
-                f"alias {alias!r} of model {registry.model_name!r} is not set (sentops promote --version N)"
-            ) from exc
-    if not info.run_id:
-        raise NotFoundError(f"model {info.name!r} version {info.version} has no MLflow run")
-    return info
 
 
 def embed_reference(
@@ -132,8 +116,10 @@ def run_drift_check(
     method: str | None = None,
     record: bool = True,
     store: InferenceStore | None = None,
+    source: str = "api",
 ) -> DriftReport:
-    """Compare the last ``window`` served predictions of a version with its reference.
+    """Compare the last ``window`` served predictions of a version with its reference
+    (``source="batch"``: the last rows ``sentops score --log`` wrote instead).
 
     Raises NotFoundError (unknown alias/version, or no reference: run
     ``sentops embed-reference``), NotEnoughDataError (fewer than ``drift.min_rows`` logged
@@ -145,13 +131,14 @@ def run_drift_check(
     store = store or open_store(settings.store_url, settings.store.store_text)
     try:
         backend = settings.serve.backend  # the space of the reference compared with
-        rows = served_window(store, settings, info.version, opts.window, backend)
+        rows = served_window(store, settings, info.version, opts.window, backend, source)
         with tempfile.TemporaryDirectory() as tmp:
             # the reference embedded by the backend that served the window
             ref = download_reference(registry.client, str(info.run_id), Path(tmp), backend)
         report = compare(ref, rows, settings, opts, info.version)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)
+        report.source = source
         if record:
             check_id = store.record_drift_check(registry.model_name, info.version, report.to_dict())
             report.check_id = check_id
@@ -163,16 +150,19 @@ def run_drift_check(
 
 
 def served_window(
-    store: InferenceStore, settings: Settings, version: int, window: int, backend: str
+    store: InferenceStore, settings: Settings, version: int, window: int, backend: str, source: str = "api"
 ) -> list[PredictionRecord]:
-    """The version's last ``window`` served rows embedded by ``backend`` (NotEnoughDataError
-    below ``drift.min_rows``; DataError when another backend served them)."""
+    """The version's last ``window`` rows from ``source`` embedded by ``backend``
+    (NotEnoughDataError below ``drift.min_rows``; DataError when another backend served them)."""
     model_name = settings.mlflow.model_name
-    rows = [r for r in store.window(model_name, version, window, backend=backend) if r.embedding is not None]
+    rows = [
+        r for r in store.window(model_name, version, window, backend=backend, source=source) if r.embedding is not None
+    ]
     if len(rows) < settings.drift.min_rows:
-        _check_embedding_space(store, model_name, version, window, backend, len(rows))
+        _check_embedding_space(store, model_name, version, window, backend, len(rows), source)
+        kind = "" if source == "api" else f"{source} "
         raise NotEnoughDataError(
-            f"only {len(rows)} logged predictions with embeddings for {model_name!r} "
+            f"only {len(rows)} logged {kind}predictions with embeddings for {model_name!r} "
             f"version {version} (need at least {settings.drift.min_rows}, window {window}); "
             "serve more traffic or lower drift.min_rows"
         )
@@ -215,12 +205,12 @@ def compare(
 
 
 def _check_embedding_space(
-    store: InferenceStore, model_name: str, version: int, window: int, backend: str, matching: int
+    store: InferenceStore, model_name: str, version: int, window: int, backend: str, matching: int, source: str = "api"
 ) -> None:
     """One line when the recent traffic of a version was embedded in another space than the
     reference: DataError for another backend, NotEnoughDataError when the only other rows
     are of unknown backend (logged before the store recorded it). Those rows are left out."""
-    others = {b: n for b, n in store.backend_counts(model_name, version, window).items() if b != backend}
+    others = {b: n for b, n in store.backend_counts(model_name, version, window, source).items() if b != backend}
     if not others:
         return
     held = ", ".join(

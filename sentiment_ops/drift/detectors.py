@@ -133,6 +133,7 @@ class DriftReport:
     model_name: str | None = None
     model_version: int | None = None
     alias: str | None = None
+    source: str = "api"  # whose rows: "api" (served) or "batch" (sentops score --log)
     created_at: str | None = None
     reference: dict[str, Any] = field(default_factory=dict)
     check_id: int | None = None  # id of the check in the inference store, once recorded

@@ -155,26 +155,40 @@ class OnnxPredictor:
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 
-def logged_predictor(model_uri: str, threads: int | None = None, max_length: int | None = None) -> OnnxPredictor | None:
-    """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
-    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
-    the weights) and loaded into memory. None when the version was logged without a graph."""
+def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
+    """The int8 graph of a model version logged with it (``onnx_int8``), downloaded to
+    ``dest`` with what ``TextEncoder`` reads (the tokenizer files and ``sentops.json``, not
+    the weights): ``(model folder, graph file)``. None when the version was logged without
+    a graph. Batch scoring downloads once and opens one session per worker process."""
     import yaml
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from sentiment_ops.inference.text import TextEncoder
     from sentiment_ops.registry import mlflow_errors
 
-    with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp, mlflow_errors(f"download {model_uri}"):
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    with mlflow_errors(f"download {model_uri}"):
         repo = get_artifact_repository(model_uri)
-        mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", tmp)).read_text())
+        mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", str(dest))).read_text())
         artifacts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
         graph, hf_model = artifacts.get("onnx_int8"), artifacts.get("hf_model")
         if not graph or not hf_model:
             return None
-        graph_dir = Path(repo.download_artifacts(graph["path"], tmp))
+        graph_dir = Path(repo.download_artifacts(graph["path"], str(dest)))
         for item in repo.list_artifacts(hf_model["path"]):
             if not item.is_dir and not item.path.endswith(WEIGHT_SUFFIXES):
-                repo.download_artifacts(item.path, tmp)
-        encoder = TextEncoder(Path(tmp) / hf_model["path"], max_length=max_length)
-        return OnnxPredictor(encoder, graph_dir / ONNX_FILE, threads)
+                repo.download_artifacts(item.path, str(dest))
+    return Path(dest) / hf_model["path"], graph_dir / ONNX_FILE
+
+
+def logged_predictor(model_uri: str, threads: int | None = None, max_length: int | None = None) -> OnnxPredictor | None:
+    """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
+    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
+    the weights) and loaded into memory. None when the version was logged without a graph."""
+    from sentiment_ops.inference.text import TextEncoder
+
+    with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp:
+        found = download_logged(model_uri, Path(tmp))
+        if found is None:
+            return None
+        model_dir, graph = found
+        return OnnxPredictor(TextEncoder(model_dir, max_length=max_length), graph, threads)

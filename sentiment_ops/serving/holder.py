@@ -16,18 +16,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError
-from sentiment_ops.inference import onnx as onnx_backend
+from sentiment_ops.errors import NotFoundError, SentopsError
 from sentiment_ops.inference.passes import Predictor
+from sentiment_ops.predictors import predictor_for
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
-
-if TYPE_CHECKING:  # torch: only the torch backend, and the ONNX export of an old version
-    from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -70,12 +66,6 @@ def inference_workers(settings: Settings) -> int:
 def onnx_threads(settings: Settings) -> int:
     cores = settings.serve.torch_threads or os.cpu_count() or 1
     return max(1, cores // inference_workers(settings))
-
-
-def build_predictor(model: SentimentModel, backend: str, cache_dir: Path, threads: int | None = None) -> Predictor:
-    if backend == "onnx":
-        return onnx_backend.OnnxPredictor.from_model(model, cache_dir, threads)
-    return model
 
 
 class ModelHolder:
@@ -173,13 +163,15 @@ class ModelHolder:
         return True
 
     def _load_version(self, registry: Registry, info: VersionInfo) -> LoadedModel:
-        predictor: Predictor | None = None
-        if self.backend == "onnx":  # the graph logged with the version: no torch needed
-            predictor = onnx_backend.logged_predictor(
-                registry.download_uri(info.version), onnx_threads(self.settings), self.settings.serve.max_length
-            )
-        if predictor is None:
-            predictor = self._exported_predictor(registry, info)
+        predictor = predictor_for(
+            registry,
+            info,
+            self.backend,
+            threads=onnx_threads(self.settings),
+            torch_threads=self.settings.serve.torch_threads,
+            max_length=self.settings.serve.max_length,
+            home=self.settings.home,
+        )
         for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
             predictor.forward_ids(predictor.encode(texts))
         return LoadedModel(
@@ -192,23 +184,6 @@ class ModelHolder:
             loaded_at=utcnow(),
             predictor=predictor,
         )
-
-    def _exported_predictor(self, registry: Registry, info: VersionInfo) -> Predictor:
-        """The logged model through its pyfunc (torch); for ``onnx``, a version logged
-        without its graph is exported now and cached in the home."""
-        try:
-            from sentiment_ops.modeling import set_cpu_threads
-        except ImportError as exc:  # the serve image: no torch
-            raise ModelLoadError(
-                f"version {info.version} was logged without its ONNX graph and this installation cannot "
-                f"export it ({exc}): serve it with the full image, or retrain it"
-            ) from exc
-        set_cpu_threads(self.settings.serve.torch_threads)
-        model = registry.load_model(info.version)
-        if self.settings.serve.max_length:
-            model.max_length = self.settings.serve.max_length
-        cache = onnx_backend.export_cache_dir(self.settings.home, self.model_name, info.version, info.run_id)
-        return build_predictor(model, self.backend, cache, onnx_threads(self.settings))
 
     def _failed(self, version: int | None, message: str) -> bool:
         failure = ReloadFailure(version=version, error=" ".join(message.split())[:500], at=utcnow())

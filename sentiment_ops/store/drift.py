@@ -20,19 +20,27 @@ class DriftLog(Database):
     """The served rows drift compares with the reference, and the ``drift_checks`` table."""
 
     def window(
-        self, model_name: str, model_version: int | None, size: int, backend: str | None = None
+        self,
+        model_name: str,
+        model_version: int | None,
+        size: int,
+        backend: str | None = None,
+        source: str = "api",
     ) -> list[PredictionRecord]:
-        """The most recent ``size`` served predictions of a model version, oldest first;
-        with ``backend``, only those embedded by that serving backend."""
-        q = _recent_served(sa.select(predictions), model_name, model_version, size)
+        """The most recent ``size`` predictions of a model version from ``source`` (``api``:
+        served; ``batch``: ``sentops score --log``), oldest first; with ``backend``, only
+        those embedded by that backend."""
+        q = _recent_served(sa.select(predictions), model_name, model_version, size, source)
         if backend is not None:
             q = q.where(predictions.c.backend == backend)
         return [record_of(r) for r in reversed(self._select(q))]
 
-    def backend_counts(self, model_name: str, model_version: int | None, size: int) -> dict[str | None, int]:
-        """How the most recent ``size`` served predictions of a version split by backend
-        (None = rows logged before the backend was recorded)."""
-        sub = _recent_served(sa.select(predictions.c.backend), model_name, model_version, size).subquery()
+    def backend_counts(
+        self, model_name: str, model_version: int | None, size: int, source: str = "api"
+    ) -> dict[str | None, int]:
+        """How the most recent ``size`` predictions of a version from ``source`` split by
+        backend (None = rows logged before the backend was recorded)."""
+        sub = _recent_served(sa.select(predictions.c.backend), model_name, model_version, size, source).subquery()
         q = sa.select(sub.c.backend, sa.func.count()).group_by(sub.c.backend)
         return {r[0]: int(r[1]) for r in self._select(q)}
 
@@ -74,11 +82,12 @@ class DriftLog(Database):
         return out
 
 
-def _recent_served(q: Any, model_name: str, model_version: int | None, size: int) -> Any:
-    """``q`` narrowed to the ``size`` most recent served (``source='api'``) rows of a model
-    (and version), newest first: the drift window and its backend split read the same rows."""
+def _recent_served(q: Any, model_name: str, model_version: int | None, size: int, source: str = "api") -> Any:
+    """``q`` narrowed to the ``size`` most recent rows of a model (and version) from
+    ``source`` (``api``: served), newest first: the drift window and its backend split read
+    the same rows."""
     q = (
-        q.where(predictions.c.model_name == model_name, predictions.c.source == "api")
+        q.where(predictions.c.model_name == model_name, predictions.c.source == source)
         .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
         .limit(size)
     )

@@ -1,0 +1,86 @@
+"""The predictor of a registered model version, for every consumer that runs one outside a
+training run: the server's holder (``serving.holder``) and batch scoring (``scoring``),
+and ``resolve_version`` (a version by number or alias, as drift, scoring and the reference
+name it). Imports neither torch nor onnxruntime.
+
+``onnx``: the int8 graph logged with the version, run without torch
+(``inference.onnx.logged_predictor``); a version logged without its graph is exported at
+load and cached in the home (``inference.onnx.export_cache_dir``), which needs torch.
+``torch``: the logged model itself (fp32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentiment_ops.errors import ModelLoadError, NotFoundError
+from sentiment_ops.inference import onnx as onnx_backend
+from sentiment_ops.inference.passes import Predictor
+from sentiment_ops.registry import Registry, VersionInfo
+
+
+def predictor_for(
+    registry: Registry,
+    info: VersionInfo,
+    backend: str,
+    *,
+    threads: int | None = None,
+    torch_threads: int | None = None,
+    max_length: int | None = None,
+    home: Path | None = None,
+) -> Predictor:
+    """The predictor of ``info``'s version: ``threads`` per ONNX session, ``torch_threads``
+    for torch (the torch backend, or the export of a version logged without its graph);
+    ``max_length`` overrides the training one. Raises ModelLoadError."""
+    if backend == "onnx":  # the graph logged with the version: no torch needed
+        predictor = onnx_backend.logged_predictor(registry.download_uri(info.version), threads, max_length)
+        if predictor is not None:
+            return predictor
+    return exported_predictor(
+        registry, info, backend, threads=threads, torch_threads=torch_threads, max_length=max_length, home=home
+    )
+
+
+def exported_predictor(
+    registry: Registry,
+    info: VersionInfo,
+    backend: str,
+    *,
+    threads: int | None = None,
+    torch_threads: int | None = None,
+    max_length: int | None = None,
+    home: Path | None = None,
+) -> Predictor:
+    """The logged model through torch; for ``onnx``, a version logged without its graph is
+    exported now and cached under ``home`` (the registry's home by default)."""
+    try:
+        from sentiment_ops.modeling import set_cpu_threads
+    except ImportError as exc:  # the serve image: no torch
+        raise ModelLoadError(
+            f"version {info.version} was logged without its ONNX graph and this installation cannot "
+            f"export it ({exc}): use the full image, or retrain it"
+        ) from exc
+    set_cpu_threads(torch_threads)
+    model = registry.load_model(info.version)
+    if max_length:
+        model.max_length = max_length
+    if backend != "onnx":
+        return model
+    cache = onnx_backend.export_cache_dir(home or registry.settings.home, info.name, info.version, info.run_id)
+    return onnx_backend.OnnxPredictor.from_model(model, cache, threads)
+
+
+def resolve_version(registry: Registry, version: int | None, alias: str | None) -> VersionInfo:
+    """A version by number, or the version an alias points to (with a clear message)."""
+    if version is not None:
+        info = registry.get_version(version)
+    else:
+        alias = alias or registry.settings.serve.alias
+        try:
+            info = registry.version_for_alias(alias)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"alias {alias!r} of model {registry.model_name!r} is not set (sentops promote --version N)"
+            ) from exc
+    if not info.run_id:
+        raise NotFoundError(f"model {info.name!r} version {info.version} has no MLflow run")
+    return info

@@ -1,0 +1,31 @@
+"""Batch inference on one machine (``sentops score``): a CSV, JSONL or Parquet file of
+texts → a Parquet file of predictions, in bounded memory, on every core, resumable.
+
+    reader.py    the input in bounded chunks; bad rows with their lines
+    engine.py    where forward passes run: worker processes (ONNX) or in process; the seam
+                 a distributed engine plugs into
+    partial.py   the output in progress: parts, state, resume, the final rename
+    run.py       score_file: the above strung together, --log to the inference store"""
+
+from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
+from sentiment_ops.scoring.run import (
+    BadScoreRowsError,
+    ScoreProgress,
+    ScoreSummary,
+    open_engine,
+    output_schema,
+    score_file,
+)
+
+__all__ = [
+    "BadScoreRowsError",
+    "Engine",
+    "InProcessEngine",
+    "OnnxFiles",
+    "ProcessEngine",
+    "ScoreProgress",
+    "ScoreSummary",
+    "open_engine",
+    "output_schema",
+    "score_file",
+]

@@ -1,0 +1,357 @@
+"""``score_file``: a file of texts → a Parquet file of predictions, on one machine.
+
+Reading (``reader``: bounded chunks, bad rows with their lines), the forward passes (an
+``engine.Engine``: worker processes by default), the partial output and resuming
+(``partial.PartialRun``) and logging to the inference store (``--log``, ``source='batch'``,
+read by ``sentops drift --source batch``) are separate; this module strings them together.
+
+Output columns: ``row`` (the data row number in the input, 1-based, header not counted),
+``label`` (0/1), ``label_name``, ``probability`` (of positive), ``confidence`` (of the
+label), and with ``embedding=True`` the mean-pooled ``embedding``. Bad rows are not in
+the output; ``ScoreSummary`` counts them and keeps the first ``MAX_ERRORS_KEPT``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sentiment_ops.config import Settings
+from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
+from sentiment_ops.inference.onnx import download_logged
+from sentiment_ops.inference.passes import Prediction
+from sentiment_ops.predictors import exported_predictor, resolve_version
+from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
+from sentiment_ops.scoring.partial import PartialRun, fingerprint
+from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
+from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+
+CHUNK_ROWS = 16_384  # rows per chunk: the unit of memory, of the output's parts and of resuming
+# Texts per engine batch, at most. A chunk is sorted by length before it is cut into batches,
+# so each batch holds texts of about one length and its passes (grouped by token length
+# within the batch, ``serve.batch_max_tokens`` each) carry little padding. With several
+# workers a small chunk (the last one) is cut finer, so that no worker waits for another.
+BATCH_TEXTS = 512
+BATCHES_PER_WORKER = 4  # of a small chunk
+MAX_ERRORS_KEPT = 1_000  # bad rows listed in the summary (all are counted)
+SOURCE = "batch"  # the store's ``source`` of logged rows (``sentops drift --source batch``)
+
+
+@dataclass
+class ScoreProgress:
+    rows: int  # data rows read, good and bad (resumed ones included)
+    scored: int  # rows scored by this run
+    bad: int
+    position: int  # of ``total``: bytes (CSV, JSONL) or rows (Parquet)
+    total: int
+
+
+@dataclass
+class ScoreSummary:
+    input: str
+    output: str
+    model_name: str
+    model_version: int
+    alias: str | None
+    backend: str
+    workers: int
+    rows: int = 0  # data rows of the input, good and bad
+    scored: int = 0  # rows in the output
+    bad: int = 0
+    resumed_rows: int = 0  # data rows a previous run had already done
+    logged: int = 0  # rows written to the inference store (--log)
+    seconds: float = 0.0
+    texts_per_s: float = 0.0  # rows scored by this run per second of this run
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"line", "message"}, the first MAX_ERRORS_KEPT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def raise_for_errors(self) -> None:
+        """``BadScoreRowsError`` (exit 65) when some rows were bad; the output holds the others."""
+        if self.bad:
+            raise BadScoreRowsError(self)
+
+
+class BadScoreRowsError(DataError):
+    """Some rows of the input could not be scored; the output holds the good ones."""
+
+    def __init__(self, summary: ScoreSummary) -> None:
+        self.summary = summary
+        super().__init__(
+            f"{summary.bad} bad row(s) in {summary.input}; the {summary.scored} good ones are in {summary.output}"
+        )
+
+
+def output_schema(dim: int | None) -> pa.Schema:
+    fields = [
+        pa.field("row", pa.int64()),
+        pa.field("label", pa.int64()),
+        pa.field("label_name", pa.string()),
+        pa.field("probability", pa.float64()),
+        pa.field("confidence", pa.float64()),
+    ]
+    if dim is not None:
+        fields.append(pa.field("embedding", pa.list_(pa.float32(), dim)))
+    return pa.schema(fields)
+
+
+def _table(rows: list[int], pred: Prediction, embedding: bool) -> pa.Table:
+    columns: dict[str, Any] = {
+        "row": pa.array(rows, pa.int64()),
+        "label": pa.array(pred.labels, pa.int64()),
+        "label_name": pa.array([LABEL_NAMES[i] for i in pred.labels], pa.string()),
+        "probability": pa.array(pred.probabilities, pa.float64()),
+        "confidence": pa.array(pred.confidences, pa.float64()),
+    }
+    dim = None
+    if embedding:
+        emb = np.ascontiguousarray(pred.embeddings if pred.embeddings is not None else np.zeros((len(rows), 0)))
+        dim = int(emb.shape[1])
+        columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)
+    return pa.table(columns, schema=output_schema(dim))
+
+
+def batch_size(texts: int, workers: int) -> int:
+    if workers <= 1:
+        return BATCH_TEXTS
+    return max(16, min(BATCH_TEXTS, -(-texts // (workers * BATCHES_PER_WORKER))))
+
+
+@dataclass
+class _Pending:
+    """A chunk whose batches are with the engine: its length order and the results so far."""
+
+    chunk: Chunk
+    order: np.ndarray  # chunk positions, shortest text first: the order of the batches
+    batches_left: int
+    preds: list[Prediction] = field(default_factory=list)
+
+    def prediction(self) -> Prediction:
+        """The results put back in the chunk's order."""
+        pred = _concat(self.preds)
+        labels, probs = np.empty_like(pred.labels), np.empty_like(pred.probabilities)
+        labels[self.order], probs[self.order] = pred.labels, pred.probabilities
+        emb = None
+        if pred.embeddings is not None:
+            emb = np.empty_like(pred.embeddings)
+            emb[self.order] = pred.embeddings
+        return Prediction(labels, probs, emb)
+
+
+def _concat(preds: list[Prediction]) -> Prediction:
+    embs = [p.embeddings for p in preds if p.embeddings is not None and len(p.labels)]
+    return Prediction(
+        labels=np.concatenate([p.labels for p in preds]) if preds else np.zeros(0, np.int64),
+        probabilities=np.concatenate([p.probabilities for p in preds]) if preds else np.zeros(0),
+        embeddings=np.concatenate(embs) if embs else None,
+    )
+
+
+def open_engine(
+    registry: Registry, info: VersionInfo, settings: Settings, backend: str, workers: int, tmp: Path
+) -> Engine:
+    """The local engine: ``workers`` processes on the logged int8 graph, or one predictor
+    in this process (torch, a version logged without its graph, or one worker)."""
+    cores = os.cpu_count() or 1
+    max_tokens, max_length = settings.serve.batch_max_tokens, settings.serve.max_length
+    if backend == "onnx":
+        found = download_logged(registry.download_uri(info.version), tmp)
+        if found is not None:
+            threads = max(1, cores // workers)
+            files = OnnxFiles(found[0], found[1], max_length, threads)
+            return (
+                ProcessEngine(files, workers, max_tokens) if workers > 1 else InProcessEngine(files.build(), max_tokens)
+            )
+    predictor = exported_predictor(
+        registry, info, backend, threads=cores, torch_threads=cores, max_length=max_length, home=settings.home
+    )
+    return InProcessEngine(predictor, max_tokens, backend)
+
+
+ProgressFn = Callable[[ScoreProgress], None]
+
+
+def score_file(
+    settings: Settings,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    version: int | None = None,
+    alias: str | None = None,
+    text_column: str = "text",
+    embedding: bool = False,
+    log: bool = False,
+    workers: int | None = None,
+    backend: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    registry: Registry | None = None,
+    engine: Engine | None = None,
+    store: InferenceStore | None = None,
+    progress: ProgressFn | None = None,
+) -> ScoreSummary:
+    """Score every row of ``input_path`` (CSV, JSONL, Parquet) with a model version
+    (``version``, or the one ``alias`` points to; default ``serve.alias``) into the Parquet
+    file ``output``, which appears only when complete. A rerun after an interruption
+    resumes after the last finished chunk. ``log``: the predictions (with their
+    embeddings) also go to the inference store as ``source='batch'`` rows. ``engine``
+    (default: the local one, ``open_engine``) runs the forward passes.
+
+    ``store``: where ``log`` writes (default: ``settings.store_url``, opened and closed here).
+
+    Raises DataError (unreadable input), NotFoundError, ModelLoadError, ConfigError (an
+    unknown backend); bad rows do not raise: see ``ScoreSummary.raise_for_errors``."""
+    input_path, output = Path(input_path), Path(output)
+    kind = input_kind(input_path)
+    if backend not in (None, "onnx", "torch"):
+        raise ConfigError(f"unknown backend {backend!r} (onnx | torch)")
+    if output.suffix.lower() != ".parquet":
+        raise DataError(f"{output}: the output is Parquet; name it .parquet")
+    registry = registry or Registry(settings)
+    info = resolve_version(registry, version, alias)
+    backend = backend or (engine.backend if engine is not None else settings.serve.backend)
+    key = {"input": fingerprint(input_path), "model": info.name, "version": info.version, "backend": backend}
+    key.update(text_column=text_column, embedding=embedding, log=log)
+    run = PartialRun(output, key)
+    run.open()
+    who = None if version is not None else alias or settings.serve.alias
+    summary = ScoreSummary(str(input_path), str(output), info.name, info.version, who, backend, workers=0)
+    summary.resumed_rows, summary.errors = run.last_row, list(run.state["errors"])
+    counts = {"rows": run.last_row, "scored": 0, "bad": 0, "logged": 0, "dim": None, **run.state["counts"]}
+    start = time.perf_counter()
+    own_store = log and store is None
+    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if log else None
+    sink = _ChunkSink(run, summary, counts, embedding, log_to, progress, input_size(input_path, kind))
+    chunks = read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
+            own_engine = engine is None
+            engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
+            summary.workers = engine.workers
+            try:
+                scored_now = sink.consume(engine, chunks)
+            except BrokenProcessPool as exc:
+                raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
+            finally:
+                if own_engine:
+                    engine.close()
+    finally:
+        if own_store and log_to is not None:
+            log_to.close()
+    run.finish(output_schema(counts["dim"] if embedding else None))
+    summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
+    summary.seconds = time.perf_counter() - start
+    summary.texts_per_s = scored_now / summary.seconds if summary.seconds > 0 else 0.0
+    return summary
+
+
+class _ChunkSink:
+    """Predictions back to their chunks, in order; each finished chunk is logged (with
+    ``store``), written as a part and counted in the state."""
+
+    def __init__(
+        self,
+        run: PartialRun,
+        summary: ScoreSummary,
+        counts: dict[str, Any],
+        embedding: bool,
+        store: InferenceStore | None,
+        progress: ProgressFn | None,
+        total: int,
+    ) -> None:
+        self.run, self.summary, self.counts = run, summary, counts
+        self.embedding, self.store, self.progress, self.total = embedding, store, progress, total
+        self.pending: deque[_Pending] = deque()
+        self.position = 0
+        self.scored_now = 0
+        self.workers = 1
+
+    def _batches(self, chunks: Iterator[Chunk]) -> Iterator[list[str]]:
+        for chunk in chunks:
+            order = np.argsort(np.fromiter((len(t) for t in chunk.texts), np.int64, len(chunk.texts)), kind="stable")
+            size = batch_size(len(order), self.workers)
+            batches = [[chunk.texts[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
+            self.pending.append(_Pending(chunk, order, len(batches)))
+            yield from batches
+
+    def consume(self, engine: Engine, chunks: Iterator[Chunk]) -> int:
+        self.workers = engine.workers
+        for pred in engine.predict(self._batches(chunks)):
+            self._flush()
+            head = self.pending[0]
+            head.preds.append(pred)
+            head.batches_left -= 1
+            self.scored_now += len(pred.labels)
+            self._report(head.chunk, sum(len(p.labels) for p in head.preds))
+            self._flush()
+        self._flush()
+        return self.scored_now
+
+    def _report(self, chunk: Chunk, done: int) -> None:
+        if self.progress is None:
+            return
+        share = done / len(chunk.texts) if chunk.texts else 1.0
+        position = self.position + int((chunk.position - self.position) * share)
+        c = self.counts
+        rows = c["rows"] + int((chunk.last_row - c["rows"]) * share)
+        self.progress(ScoreProgress(rows, self.scored_now, c["bad"], position, self.total))
+
+    def _flush(self) -> None:
+        while self.pending and self.pending[0].batches_left == 0:
+            done = self.pending.popleft()
+            self._finish(done.chunk, done.prediction())
+
+    def _finish(self, chunk: Chunk, pred: Prediction) -> None:
+        c = self.counts
+        if self.store is not None and chunk.texts:
+            c["logged"] += self._log(chunk, pred)
+        if self.embedding and pred.embeddings is not None and c["dim"] is None:
+            c["dim"] = int(pred.embeddings.shape[1])
+        c["rows"], c["scored"], c["bad"] = chunk.last_row, c["scored"] + len(chunk.texts), c["bad"] + len(chunk.errors)
+        room = MAX_ERRORS_KEPT - len(self.summary.errors)
+        self.summary.errors.extend({"line": e.line, "message": e.message} for e in chunk.errors[: max(0, room)])
+        if chunk.texts:
+            table = _table(chunk.rows, pred, self.embedding)
+        else:  # every row of the chunk was bad: an empty part keeps the state's count of parts simple
+            table = output_schema(c["dim"] if self.embedding else None).empty_table()
+        self.run.add(table, chunk.last_row, dict(c), self.summary.errors)
+        self.position = chunk.position
+        if self.progress is not None:
+            self.progress(ScoreProgress(c["rows"], self.scored_now, c["bad"], chunk.position, self.total))
+
+    def _log(self, chunk: Chunk, pred: Prediction) -> int:
+        """The chunk's predictions as ``source='batch'`` rows. Ids are derived from the run's
+        key and the row number, so a chunk logged again after a crash is not logged twice."""
+        assert self.store is not None
+        s = self.summary
+        namespace = uuid.uuid5(uuid.NAMESPACE_URL, repr(sorted(self.run.key.items())))
+        records = [
+            PredictionRecord(
+                model_name=s.model_name,
+                model_version=s.model_version,
+                text=text,
+                prediction=int(pred.labels[i]),
+                probability=float(pred.probabilities[i]),
+                confidence=float(pred.confidences[i]),
+                embedding=None if pred.embeddings is None else pred.embeddings[i],
+                alias=s.alias,
+                source=SOURCE,
+                backend=s.backend,
+                id=uuid.uuid5(namespace, str(row)).hex,
+            )
+            for i, (row, text) in enumerate(zip(chunk.rows, chunk.texts, strict=True))
+        ]
+        self.store.add_predictions(records, skip_existing=True)
+        return len(records)
