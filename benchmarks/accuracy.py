@@ -36,6 +36,7 @@ def main() -> None:
     quiet_third_party()
     home = args.home or tempfile.mkdtemp(prefix="sentops-bench-")
     settings = load_settings(args.config, {"home": home, "train.eval_samples": None})
+    load_before = os.getloadavg()
     start = time.perf_counter()
     result = train(settings)
     total = time.perf_counter() - start
@@ -64,6 +65,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "date": datetime.now(UTC).date().isoformat(),
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "command": " ".join(
             [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SENTOPS_TRAIN__")]
             + ["python benchmarks/accuracy.py"]
