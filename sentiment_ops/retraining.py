@@ -19,18 +19,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sentiment_ops import textnorm
 from sentiment_ops.config import Settings
 from sentiment_ops.data import Split, golden_test, load_corpus
-from sentiment_ops.errors import ConfigError, GateFailedError, NotEnoughDataError, NotFoundError
+from sentiment_ops.errors import ConfigError, GateFailedError, NotFoundError
+from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
+from sentiment_ops.gate import GateDecision, gate
 from sentiment_ops.lifecycle import ProgressFn, no_progress
-from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
+from sentiment_ops.store import InferenceStore
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import SentimentModel
@@ -39,143 +38,6 @@ if TYPE_CHECKING:
 
 PSEUDO_TAG = "sentops.pseudo_labels"
 TRIGGER_TAG = "sentops.triggered_by"
-MIN_PSEUDO_HOLDOUT = 10  # real labels needed before pseudo-label mode keeps a hold-out
-_EPS = 1e-9  # float slack so a gain of exactly δ passes
-
-
-@dataclass
-class GateDecision:
-    passed: bool
-    f1_gain: float | None  # candidate minus production F1 on the new-domain hold-out
-    golden_acc_drop: float  # production minus candidate accuracy on the golden hold-out
-    min_f1_gain: float
-    max_acc_drop: float
-    reasons: list[str] = field(default_factory=list)  # why it failed (empty when passed)
-
-
-def gate(
-    *,
-    candidate_new_f1: float | None,
-    production_new_f1: float | None,
-    candidate_golden_acc: float,
-    production_golden_acc: float,
-    min_f1_gain: float,
-    max_acc_drop: float,
-) -> GateDecision:
-    """Champion/challenger: pass only if new-domain F1 rises by ≥ ``min_f1_gain`` and
-    golden accuracy falls by ≤ ``max_acc_drop``. No new-domain hold-out → fail."""
-    reasons = []
-    drop = production_golden_acc - candidate_golden_acc
-    gain = None
-    if candidate_new_f1 is None or production_new_f1 is None:
-        reasons.append("no new-domain hold-out with real labels to compare on")
-    else:
-        gain = candidate_new_f1 - production_new_f1
-        if gain < min_f1_gain - _EPS:
-            reasons.append(f"new-domain F1 gain {gain:+.4f} is below the required {min_f1_gain:+.4f}")
-    if drop > max_acc_drop + _EPS:
-        reasons.append(f"golden accuracy drop {drop:.4f} exceeds the allowed {max_acc_drop:.4f}")
-    return GateDecision(not reasons, gain, drop, min_f1_gain, max_acc_drop, reasons)
-
-
-@dataclass
-class FeedbackData:
-    train: Split  # new-domain training rows (real labels, plus pseudo-labels if asked)
-    holdout: Split  # real labels only
-    real: int  # distinct labeled texts found
-    pseudo: int  # distinct confident predictions used as labels
-    skipped_no_text: int  # rows logged without their text (store_text off)
-
-
-def _distinct(records: list[PredictionRecord], labels: list[int], skip: set[str]) -> dict[str, tuple[str, int]]:
-    """hash of the normalised text → (text as sent, label); rows are oldest first, so the
-    newest label wins. Texts that differ only in markup or whitespace are one text to the
-    model (``textnorm``): counted once, never one in training and one in the hold-out."""
-    out: dict[str, tuple[str, int]] = {}
-    for rec, label in zip(records, labels, strict=True):
-        h = text_hash(textnorm.clean(rec.text or ""))
-        if h not in skip:
-            out[h] = (rec.text, label)
-    return out
-
-
-def _as_split(rows: list[tuple[str, int]]) -> Split:
-    return Split([t for t, _ in rows], np.asarray([lbl for _, lbl in rows], dtype=np.int64))
-
-
-def _concat(*splits: Split) -> Split:
-    return Split([t for s in splits for t in s.texts], np.concatenate([s.labels for s in splits]).astype(np.int64))
-
-
-def _split(rows: list[tuple[str, int]], fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, seeded train / hold-out split."""
-    from sklearn.model_selection import train_test_split
-
-    texts, labels = [t for t, _ in rows], np.asarray([lbl for _, lbl in rows], dtype=np.int64)
-    idx = np.arange(len(rows))
-    try:
-        tr, ho = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
-    except ValueError:  # a class too small to stratify: plain seeded split
-        tr, ho = train_test_split(idx, test_size=fraction, random_state=seed)
-    tr, ho = np.sort(tr), np.sort(ho)
-    return Split([texts[i] for i in tr], labels[tr]), Split([texts[i] for i in ho], labels[ho])
-
-
-def feedback_data(
-    store: InferenceStore,
-    settings: Settings,
-    *,
-    window: int | None = None,
-    since: datetime | None = None,
-    pseudo_label_threshold: float | None = None,
-) -> FeedbackData:
-    """The new-domain training rows and hold-out, from the store's labeled rows."""
-    cfg, model_name = settings.retrain, settings.mlflow.model_name
-    labeled = store.rows(since=since, limit=window, labeled=True, model_name=model_name)
-    with_text = [r for r in labeled if r.text]
-    real = _distinct(with_text, [int(r.feedback_label or 0) for r in with_text], set())
-    skipped = len(labeled) - len(with_text)
-    pseudo: dict[str, tuple[str, int]] = {}
-    if pseudo_label_threshold is not None:
-        served = store.rows(since=since, limit=window, labeled=False, source="api", model_name=model_name)
-        confident = [
-            r for r in served if r.text and r.prediction is not None and (r.confidence or 0.0) >= pseudo_label_threshold
-        ]
-        pseudo = _distinct(confident, [int(r.prediction or 0) for r in confident], set(real))
-    found = len(real) + len(pseudo)
-    if found < cfg.min_labels:
-        what = f"{len(real)} labeled texts" + (
-            f" and {len(pseudo)} predictions with confidence ≥ {pseudo_label_threshold}"
-            if pseudo_label_threshold
-            else ""
-        )
-        raise NotEnoughDataError(
-            f"found {what} (need at least {cfg.min_labels}); add labels with `sentops feedback import` "
-            "or POST /feedback, or lower retrain.min_labels"
-        )
-    all_labels = {lbl for _, lbl in [*real.values(), *pseudo.values()]}
-    if len(all_labels) < 2:
-        raise NotEnoughDataError(f"all {found} labels are {sorted(all_labels)}: retraining needs both classes")
-    real_rows = list(real.values())
-    if pseudo_label_threshold is not None and len(real_rows) < MIN_PSEUDO_HOLDOUT:
-        # Too few real labels to judge anything: all of them train, and the gate will
-        # refuse (pseudo-labels cannot judge the model that made them).
-        train_real, holdout = _as_split(real_rows), _as_split([])
-    else:
-        train_real, holdout = _split(real_rows, cfg.holdout_fraction, settings.train.seed)
-    train = _concat(train_real, _as_split(list(pseudo.values())))
-    return FeedbackData(train, holdout, len(real), len(pseudo), skipped)
-
-
-def replay_data_name(settings: Settings, parent_tags: dict[str, str]) -> str:
-    """Which corpus to replay: the setting, else what the parent was trained on."""
-    if settings.retrain.replay_data:
-        return settings.retrain.replay_data
-    for key in ("sentops.replay_data", "sentops.data"):
-        value = parent_tags.get(key)
-        if value and value != "feedback":
-            return value
-    return settings.train.data
 
 
 @dataclass
@@ -319,7 +181,7 @@ def _production(registry: Registry, alias: str) -> VersionInfo:
 def _with_replay(settings: Settings, fb: FeedbackData, parent: VersionInfo, req: RetrainRequest) -> RetrainData:
     name = replay_data_name(settings, parent.tags)
     replay = load_corpus(name).train.sample(round(req.replay_ratio * len(fb.train)), seed=settings.train.seed)
-    return RetrainData(fb, name, replay, _concat(fb.train, replay), golden_test(settings.retrain.golden_samples))
+    return RetrainData(fb, name, replay, concat(fb.train, replay), golden_test(settings.retrain.golden_samples))
 
 
 def _score(

@@ -1,0 +1,44 @@
+"""The champion/challenger gate of ``sentops retrain``: a candidate replaces production only
+when its new-domain F1 rises by at least ``retrain.min_f1_gain`` and its golden accuracy falls
+by at most ``retrain.max_acc_drop`` (docs/retraining.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+_EPS = 1e-9  # float slack so a gain of exactly δ passes
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    f1_gain: float | None  # candidate minus production F1 on the new-domain hold-out
+    golden_acc_drop: float  # production minus candidate accuracy on the golden hold-out
+    min_f1_gain: float
+    max_acc_drop: float
+    reasons: list[str] = field(default_factory=list)  # why it failed (empty when passed)
+
+
+def gate(
+    *,
+    candidate_new_f1: float | None,
+    production_new_f1: float | None,
+    candidate_golden_acc: float,
+    production_golden_acc: float,
+    min_f1_gain: float,
+    max_acc_drop: float,
+) -> GateDecision:
+    """Champion/challenger: pass only if new-domain F1 rises by ≥ ``min_f1_gain`` and
+    golden accuracy falls by ≤ ``max_acc_drop``. No new-domain hold-out → fail."""
+    reasons = []
+    drop = production_golden_acc - candidate_golden_acc
+    gain = None
+    if candidate_new_f1 is None or production_new_f1 is None:
+        reasons.append("no new-domain hold-out with real labels to compare on")
+    else:
+        gain = candidate_new_f1 - production_new_f1
+        if gain < min_f1_gain - _EPS:
+            reasons.append(f"new-domain F1 gain {gain:+.4f} is below the required {min_f1_gain:+.4f}")
+    if drop > max_acc_drop + _EPS:
+        reasons.append(f"golden accuracy drop {drop:.4f} exceeds the allowed {max_acc_drop:.4f}")
+    return GateDecision(not reasons, gain, drop, min_f1_gain, max_acc_drop, reasons)
