@@ -92,5 +92,12 @@ class GateFailedError(SentopsError):
     exit_code = 5
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none): what a
+    ``SentopsError`` quotes of the third-party error it wraps."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 EXIT_OK = 0
 EXIT_DRIFT = 3

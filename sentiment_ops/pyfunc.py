@@ -33,7 +33,7 @@ from mlflow.pyfunc import PythonModel
 
 from sentiment_ops import textnorm
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.errors import DataError, ModelLoadError
+from sentiment_ops.errors import DataError, ModelLoadError, first_line
 from sentiment_ops.inference.passes import Prediction
 from sentiment_ops.modeling import SentimentModel
 
@@ -224,9 +224,7 @@ def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:
         loaded = mlflow.pyfunc.load_model(model_uri)
         inner = loaded.unwrap_python_model()
     except Exception as exc:
-        raise ModelLoadError(
-            f"cannot load {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from exc
+        raise ModelLoadError(f"cannot load {name}: {first_line(exc)}") from exc
     finally:
         _forget_model_code(path, modules)
     if not isinstance(inner, SentimentPyfunc) or inner.model is None:

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
+from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError, first_line
 from sentiment_ops.paths import sqlite_file, writable_dir
 
 if TYPE_CHECKING:
@@ -271,8 +271,7 @@ class Registry:
             try:
                 local = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri)
             except (MlflowException, OSError) as exc:  # the version exists; its files do not load
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ModelLoadError(f"cannot load {name}: {first}") from exc
+                raise ModelLoadError(f"cannot load {name}: {first_line(exc)}") from exc
             model = load_pyfunc(local, name=name).model
         assert model is not None  # load_pyfunc guarantees it
         return model

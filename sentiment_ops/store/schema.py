@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from sentiment_ops import migrations
-from sentiment_ops.errors import StoreError, StoreRowError, StoreSchemaError, StoreUnavailableError
+from sentiment_ops.errors import StoreError, StoreRowError, StoreSchemaError, StoreUnavailableError, first_line
 from sentiment_ops.paths import sqlite_file, sqlite_hint, writable_dir
 
 metadata = sa.MetaData()
@@ -260,11 +260,6 @@ def store_error(what: str, exc: SQLAlchemyError) -> StoreError:
     if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
         return StoreRowError(message)  # SQLAlchemy could not bind a value
     return StoreUnavailableError(message)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
