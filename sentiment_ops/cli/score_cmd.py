@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,11 +18,26 @@ if TYPE_CHECKING:
 MAX_ERRORS_SHOWN = 20
 
 
+class ScoreEngine(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
 def score(
     ctx: typer.Context,
-    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file of texts.")],
+    input_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT", help="CSV, JSONL or Parquet file of texts (with --spark: any URI Spark reads)."
+        ),
+    ],
     *,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write (replaced when complete).")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Parquet file to write (replaced when complete; with --spark a Parquet folder)."
+        ),
+    ],
     text_column: Annotated[str, typer.Option("--text-column", help="Column (field) holding the texts.")] = "text",
     alias: Annotated[
         str | None, typer.Option("--alias", help="Score with the version this alias points to (default: production).")
@@ -39,6 +54,18 @@ def score(
         bool,
         typer.Option("--log", help="Also log the predictions to the inference store (sentops drift --source batch)."),
     ] = False,
+    engine: Annotated[
+        ScoreEngine,
+        typer.Option("--engine", help="local: this machine's cores; spark: a Spark job (mlflow.pyfunc.spark_udf)."),
+    ] = ScoreEngine.local,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark",
+            metavar="MASTER",
+            help="Run on Spark at this master URL (local[2], spark://HOST:7077, yarn); implies --engine spark.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
 ) -> None:
     """Score a file of texts too big for the API into a Parquet file of predictions.
@@ -50,12 +77,34 @@ def score(
     after the last finished chunk. Bad rows (empty text, undecodable bytes, control
     characters, malformed records) are reported with their line numbers and left out.
 
+    With --spark MASTER (or --engine spark under spark-submit) the job runs on Apache Spark
+    through MLflow's spark_udf over the logged model, Parquet (or CSV, JSONL) in and a
+    Parquet folder out; no resume and no --log there (docs/scoring.md).
+
     Example: sentops score reviews.csv --output scores.parquet --log
 
     Exit codes: 0 every row scored · 65 some rows bad (the others are written) or the input
     unreadable · 66 unknown alias/version · 70 store error (--log) · 71 model cannot be loaded.
     """
     settings = settings_from(ctx)
+    if spark_master is not None or engine is ScoreEngine.spark:
+        from sentiment_ops.scoring.spark import score_on_spark, unsupported
+
+        unsupported(log=log, workers=workers, backend=backend)
+        err_console.print(f"scoring on Spark ({spark_master or 'the session spark-submit made, else local[*]'})")
+        summary = score_on_spark(
+            settings,
+            str(input_file),
+            str(output),
+            master=spark_master,
+            version=version,
+            alias=alias,
+            text_column=text_column,
+            embedding=embedding,
+        )
+        print_json(summary.to_dict()) if as_json else _print_summary(summary)
+        summary.raise_for_errors()
+        return
     from sentiment_ops.scoring import score_file
 
     with _progress_bar(not as_json) as progress:

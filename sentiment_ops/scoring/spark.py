@@ -1,0 +1,286 @@
+"""``sentops score --spark MASTER``: the same job on Apache Spark, through MLflow's own
+``mlflow.pyfunc.spark_udf`` over the self-contained logged model.
+
+The model version is downloaded once on the driver with the registry's own URIs and handed
+to ``spark_udf`` as a local folder; ``spark_udf`` ships it to the executors (``SparkFiles``)
+and each Python worker loads it as plain MLflow would: the logged model carries its code
+(``code_paths``) and pinned requirements, so the executors need mlflow, torch and
+transformers but not ``sentiment_ops``. ``env_manager`` is ``local`` (the executors' own
+Python); a cluster whose workers lack those packages can pass ``virtualenv``.
+
+Input: Parquet, CSV (header row) or JSON Lines, read by Spark (a file, a folder of parts, or
+any URI the cluster reads: ``hdfs://``, ``s3a://``, ``dbfs:/``). Output: a Parquet folder
+(Spark's parts) with the columns of ``sentops score`` (``row``, ``label``, ``label_name``,
+``probability``, ``confidence``; ``embedding`` on request). ``row`` is the row's 1-based
+position in the order Spark reads the input, which is the file's order for one file. The
+rows the local path calls bad (no or blank text, a control character) are counted and left
+out the same way, with the same messages; the first ``MAX_ERRORS_KEPT`` are listed by row.
+A local output appears only when complete (written beside it, then renamed); on a cluster
+file system Spark's own committer makes the folder complete (``_SUCCESS``). Spark retries
+failed tasks itself, so there is no resume; ``--log`` to the inference store is for the local
+engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from sentiment_ops.config import Settings
+from sentiment_ops.errors import ConfigError, DataError, ModelLoadError, first_line
+from sentiment_ops.predictors import resolve_version
+from sentiment_ops.registry import Registry
+from sentiment_ops.scoring.reader import row_problem
+from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreSummary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+BACKEND = "pyfunc"  # what runs on the executors: the logged model's own predict (torch)
+# The Java regex of store.text_problem's rule (C0 controls but tab/LF/CR, and DEL): rows it
+# matches are bad, as in the local path. Lone surrogates cannot reach Spark (its strings are
+# UTF-8), so the other half of the rule has nothing to find here.
+CONTROL_REGEX = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F]"
+RESULT_TYPE = "label long, label_name string, probability double, confidence double"
+# one bit more than Spark's 33 record bits: monotonically_increasing_id = partition << 33 | index
+_RECORD_BITS = 33
+
+
+def unsupported(*, log: bool, workers: int | None, backend: str | None) -> None:
+    """ConfigError for the local engine's options that mean nothing on Spark."""
+    given = [name for name, value in (("--log", log), ("--workers", workers), ("--backend", backend)) if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: not with --engine spark (Spark sizes its own workers and runs the logged model's "
+            "predict; --log is for the local engine)"
+        )
+
+
+def spark_session(master: str | None, app_name: str) -> SparkSession:
+    """A session on ``master`` (``local[2]``, ``spark://host:7077``, ``yarn``, …); with
+    ``master`` None, the active one (a notebook's), else one on the master ``spark-submit``
+    was given (PySpark's default, ``local[*]``, under plain Python). Under a local master
+    the workers are this Python, and each executor core runs one, so their torch gets
+    ``cores // workers`` threads each instead of all the cores each."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigError("--spark needs pyspark: pip install 'sentiment-ops[spark]' (and a Java 17+ runtime)") from exc
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        return active
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+    if master is not None:  # else spark-submit's --master, or PySpark's default local[*]
+        builder = builder.master(master)
+    if master is not None and master.startswith("local"):
+        # the workers run this Python (its packages) unless PYSPARK_PYTHON says otherwise;
+        # PySpark reads only the variable, at session start
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        slots = _local_slots(master)
+        threads = max(1, (os.cpu_count() or 1) // slots)
+        builder = builder.config("spark.executorEnv.OMP_NUM_THREADS", str(threads))
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # Py4J / Java start-up errors: one line
+        raise ConfigError(f"cannot start Spark on {master or 'the default master'!r}: {first_line(exc)}") from exc
+
+
+def _local_slots(master: str) -> int:
+    inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+    inner = inner.split(",")[0]
+    return os.cpu_count() or 1 if inner == "*" else max(1, int(inner)) if inner.isdigit() else 1
+
+
+def read_input(spark: SparkSession, path: str, text_column: str) -> DataFrame:
+    """The input as a one-column (``text``) DataFrame, in the order Spark reads it."""
+    from pyspark.sql import functions as F
+
+    kind = _kind(path)
+    reader = spark.read
+    try:
+        if kind == "parquet":
+            df = reader.parquet(path)
+        elif kind == "csv":
+            df = reader.option("header", True).option("multiLine", True).option("escape", '"').csv(path)
+        else:
+            df = reader.json(path)
+    except Exception as exc:  # AnalysisException (no such path, bad file): one line
+        raise DataError(f"{path}: Spark cannot read it: {first_line(exc)}") from exc
+    if text_column not in df.columns:
+        raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(df.columns) or 'none'})")
+    return df.select(F.col(text_column).cast("string").alias("text"))
+
+
+def _kind(path: str) -> str:
+    name = path.rstrip("/").lower()
+    for suffix, kind in ((".parquet", "parquet"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl")):
+        if name.endswith(suffix):
+            return kind
+    return "parquet"  # a folder of parts, as Spark writes them
+
+
+def numbered(df: DataFrame) -> tuple[DataFrame, int]:
+    """``df`` with ``row`` (1-based, in read order) and the row count, without a shuffle and
+    without sending rows through Python: one pass counts each partition's rows, and a row's
+    number is its partition's offset plus its index within the partition (both from
+    ``monotonically_increasing_id``)."""
+    from pyspark.sql import functions as F
+
+    df = df.withColumn("_pid", F.spark_partition_id()).withColumn("_mid", F.monotonically_increasing_id())
+    counts = sorted((r["_pid"], r["count"]) for r in df.groupBy("_pid").count().collect())
+    offsets: list[Any] = []
+    total = 0
+    for pid, count in counts:
+        offsets += [F.lit(pid), F.lit(total)]
+        total += count
+    if not counts:
+        return df.withColumn("row", F.lit(0).cast("long")).drop("_pid", "_mid"), 0
+    offset = F.element_at(F.create_map(*offsets), F.col("_pid"))
+    index = F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), _RECORD_BITS)
+    return df.withColumn("row", (offset + index + 1).cast("long")).drop("_pid", "_mid"), total
+
+
+def bad_row(text: Column) -> Column:
+    """True where the local path's ``row_problem`` finds a problem Spark can see."""
+    from pyspark.sql import functions as F
+
+    return text.isNull() | (F.trim(text) == "") | text.rlike(CONTROL_REGEX)
+
+
+def score_on_spark(
+    settings: Settings,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    master: str | None = None,
+    version: int | None = None,
+    alias: str | None = None,
+    text_column: str = "text",
+    embedding: bool = False,
+    registry: Registry | None = None,
+    spark: SparkSession | None = None,
+) -> ScoreSummary:
+    """Score ``input_path`` with a model version on Spark into the Parquet folder ``output``.
+
+    Raises ConfigError (no pyspark, Spark does not start), DataError (unreadable input, no
+    such column), NotFoundError, ModelLoadError; bad rows do not raise (see
+    ``ScoreSummary.raise_for_errors``)."""
+    src, dest = str(input_path), str(output)
+    registry = registry or Registry(settings)
+    info = resolve_version(registry, version, alias)
+    who = None if version is not None else alias or settings.serve.alias
+    own = spark is None and (master is not None or _active() is None)  # a session made here is stopped here
+    session = spark or spark_session(master, f"sentops score {info.name} v{info.version}")
+    try:
+        return _score(session, registry, info.version, src, dest, text_column, embedding, who)
+    finally:
+        if own:
+            session.stop()
+
+
+def _active() -> SparkSession | None:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
+
+
+def _score(
+    session: SparkSession,
+    registry: Registry,
+    version: int,
+    src: str,
+    dest: str,
+    text_column: str,
+    embedding: bool,
+    who: str | None,
+) -> ScoreSummary:
+    summary = ScoreSummary(
+        src, dest, registry.model_name, version, who, BACKEND, session.sparkContext.defaultParallelism
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sentops-spark-") as tmp:
+        model_dir = _download(registry, version, Path(tmp))
+        df, summary.rows = numbered(read_input(session, src, text_column))
+        df = df.withColumn("_bad", bad_row(df["text"])).cache()
+        try:
+            bad = df.filter("_bad").select("row", "text").orderBy("row").limit(MAX_ERRORS_KEPT).collect()
+            summary.bad = df.filter("_bad").count()
+            summary.errors = [{"line": r["row"], "message": row_problem(r["text"]) or "bad row"} for r in bad]
+            udf = _udf(session, model_dir, embedding)
+            good = df.filter(~df["_bad"])
+            if good.rdd.getNumPartitions() < summary.workers:  # one small file is one partition: spread it
+                good = good.repartition(summary.workers)
+            scored = good.withColumn("p", udf("text"))
+            columns = ["row", "p.label", "p.label_name", "p.probability", "p.confidence"]
+            with _complete_when_done(dest) as write_to:
+                scored.select(*columns, *(["p.embedding"] if embedding else [])).write.mode("overwrite").parquet(
+                    write_to
+                )
+        finally:
+            df.unpersist()
+    summary.scored = summary.rows - summary.bad
+    summary.seconds = time.perf_counter() - start
+    summary.texts_per_s = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
+    return summary
+
+
+def _download(registry: Registry, version: int, tmp: Path) -> str:
+    from mlflow.artifacts import download_artifacts
+
+    try:
+        return download_artifacts(
+            artifact_uri=registry.download_uri(version), dst_path=str(tmp), tracking_uri=registry.tracking_uri
+        )
+    except Exception as exc:  # any artifact store error: one line
+        raise ModelLoadError(f"cannot download {registry.model_uri(version)}: {first_line(exc)}") from exc
+
+
+def _udf(spark: SparkSession, model_dir: str, embedding: bool) -> Any:
+    import mlflow.pyfunc
+
+    result_type = RESULT_TYPE + (", embedding array<double>" if embedding else "")
+    try:
+        return mlflow.pyfunc.spark_udf(
+            spark,
+            model_dir,
+            result_type=result_type,
+            env_manager="local",
+            params={"return_embedding": True} if embedding else None,
+        )
+    except Exception as exc:  # MLflow cannot read the model: one line
+        raise ModelLoadError(f"cannot make a Spark UDF of the model: {first_line(exc)}") from exc
+
+
+@contextmanager
+def _complete_when_done(dest: str) -> Iterator[str]:
+    """Where Spark writes: beside a local ``dest``, renamed over it when the write succeeded
+    (the old output, if any, replaced); a cluster URI is written in place."""
+    parsed = urlparse(dest)
+    if parsed.scheme not in ("", "file"):
+        yield dest
+        return
+    final = Path(parsed.path if parsed.scheme else dest)
+    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield str(partial)
+        if final.is_dir():
+            shutil.rmtree(final)
+        elif final.exists():
+            final.unlink()
+        partial.rename(final)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""``sentops score --spark local[2]``: the batch job on a real Apache Spark (pyspark from PyPI,
+a Java runtime from Debian's packages: scripts/ci_services.sh) through MLflow's own
+``spark_udf`` over the logged model, against the local path on the same texts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.data import load_corpus
+
+N_TEXTS = 2_000
+# rows the local path calls bad, planted at known positions (1-based rows)
+BAD = {7: "", 500: "   ", 1_234: "fine until \x07 the bell", 1_999: "DEL \x7f here"}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None and not os.environ.get("CI"),
+    reason="no Java runtime (scripts/ci_services.sh installs one; CI fails instead of skipping)",
+)
+
+
+@pytest.fixture()
+def production(cli: Callable[..., Any], trained: dict[str, Any]) -> Settings:
+    result = cli("promote", "--version", "1", "--json")
+    assert result.exit_code == 0, result.output
+    return load_settings()
+
+
+def corpus(n: int) -> list[str]:
+    """Raw review texts (markup and all), cycled to ``n``, with the BAD rows planted."""
+    c = load_corpus("imdb")
+    pool = c.train.texts + c.test.texts
+    texts = [pool[i % len(pool)] for i in range(n)]
+    for row, text in BAD.items():
+        if row <= n:
+            texts[row - 1] = text
+    return texts
+
+
+def test_spark_local2_scores_2000_texts_as_the_local_path(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    texts = corpus(N_TEXTS)
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": list(range(N_TEXTS)), "review": texts}), src)
+
+    # the local engine on the same fp32 weights the logged pyfunc runs (torch)
+    local_out = tmp_path / "local.parquet"
+    result = cli("score", str(src), "-o", str(local_out), "--text-column", "review", "--backend", "torch", "--json")
+    assert result.exit_code == 65, result.output  # bad rows: the good ones are written
+    local = json.loads(result.stdout)
+
+    spark_out = tmp_path / "spark.parquet"
+    result = cli("score", str(src), "-o", str(spark_out), "--text-column", "review", "--spark", "local[2]", "--json")
+    assert result.exit_code == 65, result.output
+    on_spark = json.loads(result.stdout)
+
+    assert (on_spark["rows"], on_spark["scored"], on_spark["bad"]) == (N_TEXTS, N_TEXTS - len(BAD), len(BAD))
+    assert on_spark["backend"] == "pyfunc" and on_spark["workers"] == 2 and on_spark["model_version"] == 1
+    # the same bad rows with the same messages as the local path
+    assert on_spark["errors"] == local["errors"]
+    assert [e["line"] for e in on_spark["errors"]] == sorted(BAD)
+
+    assert spark_out.is_dir() and not list(tmp_path.glob(".spark.parquet.*.partial"))
+    got = pq.read_table(spark_out).to_pandas().sort_values("row").reset_index(drop=True)
+    want = pq.read_table(local_out).to_pandas().sort_values("row").reset_index(drop=True)
+    assert list(got.columns) == ["row", "label", "label_name", "probability", "confidence"]
+    assert got["row"].tolist() == [r for r in range(1, N_TEXTS + 1) if r not in BAD]
+    assert got["row"].tolist() == want["row"].tolist()
+    # spark.rows_match: every label equal to the local path's
+    assert (got["label"] == want["label"]).all()
+    assert (got["label_name"] == want["label_name"]).all()
+    np.testing.assert_allclose(got["probability"], want["probability"], atol=1e-5)
+
+
+def test_spark_embedding_and_a_rerun_replaces_the_output(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus(30)))
+    out = tmp_path / "out.parquet"
+    for _ in range(2):  # the second run replaces the first's folder, rows not doubled
+        result = cli("score", str(src), "-o", str(out), "--spark", "local[2]", "--embedding", "--json")
+        assert result.exit_code == 65, result.output  # row 7 is blank
+    table = pq.read_table(out).to_pandas()
+    assert sorted(table["row"]) == [r for r in range(1, 31) if r != 7]
+    dims = {len(e) for e in table["embedding"]}
+    assert len(dims) == 1 and dims.pop() > 0
+
+
+def test_spark_refuses_the_local_engine_options_and_missing_columns(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"review": ["a fine film"]}), src)
+    result = cli("score", str(src), "-o", str(tmp_path / "o.parquet"), "--spark", "local[1]", "--log")
+    assert result.exit_code == 2
+    assert "--log: not with --engine spark" in result.output
+    result = cli("score", str(src), "-o", str(tmp_path / "o.parquet"), "--spark", "local[1]")
+    assert result.exit_code == 65
+    assert "no column 'text' (columns: review)" in result.output
+    assert not (tmp_path / "o.parquet").exists()
