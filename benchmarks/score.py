@@ -20,9 +20,18 @@ repeated to ``--n`` rows, written as one CSV.
 - ``pyfunc``: ``mlflow.pyfunc.load_model("models:/NAME/V").predict`` in batches of
   ``--pyfunc-batch`` in one process, on the first ``--pyfunc-n`` texts (it is a rate; the
   whole set would take long on CPU).
+- ``spark``: ``sentops score in.parquet --spark local[2]`` (``--spark-master``) on the first
+  ``--spark-n`` texts, end to end (session start, model shipping, scoring, writing):
+  ``scored / wall seconds``. ``rows_match``: the share of rows whose label equals
+  ``sentops score --backend torch`` on the same texts (the same fp32 model; 1.0 expected);
+  ``agrees_with_int8``: the share equal to the int8 ``local`` run's labels on those rows.
+
+``--parts spark`` (or any subset of local,ceiling,pyfunc,spark) runs only those parts and
+updates them in an existing score.json, each part with its own load average.
 
 Writes benchmarks/results/score.json (``local.texts_per_s``, ``ceiling.texts_per_s``,
-``pyfunc.texts_per_s``, the ratios, the load average before and after). Target: local ≥ 90 %
+``pyfunc.texts_per_s``, ``spark.rows_match``, ``spark.texts_per_s``, the ratios, the load
+average before and after). Target: local ≥ 90 %
 of the ceiling and at least 3 times pyfunc."""
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "score.json"
-TOKEN_BUDGETS = (256, 384, 768, 1536)  # candidate padded tokens per pass for the ceiling
+TOKEN_BUDGETS = (256, 384, 768, 1536)
+ALL_PARTS = {"local", "ceiling", "pyfunc", "spark"}  # candidate padded tokens per pass for the ceiling
 
 
 def corpus_texts(n: int) -> list[str]:
@@ -159,6 +169,55 @@ def run_pyfunc(tracking_uri: str, registry_uri: str, model_uri: str, texts: list
     return {"texts_per_s": round(len(texts) / (time.perf_counter() - t), 1), "texts": len(texts), "batch": batch}
 
 
+def _score_json(home: Path, src: Path, out: Path, *extra: str) -> tuple[dict[str, Any], float]:
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(src), "--output", str(out), "--json", *extra]
+    t = time.perf_counter()
+    env = {**os.environ, "SENTOPS_HOME": str(home)}
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode not in (0, 65):
+        raise SystemExit(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), wall
+
+
+def run_spark(home: Path, texts: list[str], tmp: Path, master: str, int8_out: Path | None) -> dict[str, Any]:
+    """The first texts through Spark, against the torch local path (and the int8 run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp / "spark-in.parquet"
+    pq.write_table(pa.table({"text": texts}), src)
+    load_before = os.getloadavg()
+    summary, wall = _score_json(home, src, tmp / "spark-out.parquet", "--spark", master)
+    load_after = os.getloadavg()
+    torch_summary, torch_wall = _score_json(home, src, tmp / "torch-out.parquet", "--backend", "torch")
+
+    def labels(path: Path, limit: int) -> dict[int, int]:
+        t = pq.read_table(path, columns=["row", "label"]).to_pydict()
+        return {r: lab for r, lab in zip(t["row"], t["label"], strict=True) if r <= limit}
+
+    got = labels(tmp / "spark-out.parquet", len(texts))
+    want = labels(tmp / "torch-out.parquet", len(texts))
+    result = {
+        "master": master,
+        "texts": len(texts),
+        "texts_per_s": round(summary["scored"] / wall, 1),
+        "wall_s": round(wall, 2),
+        "command_texts_per_s": round(summary["texts_per_s"], 1),
+        "workers": summary["workers"],
+        "bad_rows": summary["bad"],
+        "rows_match": round(sum(got.get(r) == lab for r, lab in want.items()) / max(len(want), 1), 4),
+        "rows_compared": len(want),
+        "torch_local_texts_per_s": round(torch_summary["scored"] / torch_wall, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+    }
+    if int8_out is not None and int8_out.exists():
+        int8 = labels(int8_out, len(texts))
+        result["agrees_with_int8"] = round(sum(got.get(r) == lab for r, lab in int8.items()) / max(len(int8), 1), 4)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", required=True, type=Path)
@@ -169,8 +228,12 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=3000, help="texts on which the ceiling's layout is picked")
     ap.add_argument("--pyfunc-n", type=int, default=3000)
     ap.add_argument("--pyfunc-batch", type=int, default=256)
+    ap.add_argument("--spark-n", type=int, default=2000)
+    ap.add_argument("--spark-master", default="local[2]")
+    ap.add_argument("--parts", default="local,ceiling,pyfunc,spark", help="comma-separated subset to run")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
 
     from sentiment_ops.cli.common import quiet_third_party
     from sentiment_ops.config import load_settings
@@ -195,31 +258,39 @@ def main() -> None:
             raise SystemExit(f"version {info.version} was logged without its int8 graph: retrain or re-log it")
         files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
 
-        local = run_local(home, csv_path, tmp / "out.parquet", args.n, args.workers)
-        ceiling = run_ceiling(files, texts, args.probe)
-        pyfunc = run_pyfunc(
-            settings.tracking_uri,
-            settings.registry_uri,
-            registry.model_uri(info.version),
-            texts[: args.pyfunc_n],
-            args.pyfunc_batch,
-        )
+        result: dict[str, Any] = json.loads(args.output.read_text()) if parts != ALL_PARTS else {}
+        if "local" in parts:
+            result["local"] = run_local(home, csv_path, tmp / "out.parquet", args.n, args.workers)
+        if "ceiling" in parts:
+            result["ceiling"] = run_ceiling(files, texts, args.probe)
+        if "pyfunc" in parts:
+            result["pyfunc"] = run_pyfunc(
+                settings.tracking_uri,
+                settings.registry_uri,
+                registry.model_uri(info.version),
+                texts[: args.pyfunc_n],
+                args.pyfunc_batch,
+            )
+        if "spark" in parts:
+            int8 = tmp / "out.parquet" if "local" in parts else None
+            result["spark"] = run_spark(home, texts[: args.spark_n], tmp, args.spark_master, int8)
 
-    result = {
+    now = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "model": {"name": info.name, "version": info.version},
-        "n": args.n,
-        "texts": "bundled IMDB + Rotten Tomatoes, raw, shuffled (seed 0), repeated to n",
-        "local": local,
-        "ceiling": ceiling,
-        "pyfunc": pyfunc,
-        "local_over_ceiling": round(local["texts_per_s"] / ceiling["texts_per_s"], 3),
-        "local_over_pyfunc": round(local["texts_per_s"] / pyfunc["texts_per_s"], 2),
-        "targets": {"local_over_ceiling": 0.9, "local_over_pyfunc": 3.0},
     }
+    if parts == ALL_PARTS:
+        result.update(now, n=args.n, texts="bundled IMDB + Rotten Tomatoes, raw, shuffled (seed 0), repeated to n")
+    else:
+        result.setdefault("updated", []).append({**now, "parts": sorted(parts), "n": args.n})
+    local, ceiling, pyfunc = (result.get(k) for k in ("local", "ceiling", "pyfunc"))
+    if local and ceiling and pyfunc:
+        result["local_over_ceiling"] = round(local["texts_per_s"] / ceiling["texts_per_s"], 3)
+        result["local_over_pyfunc"] = round(local["texts_per_s"] / pyfunc["texts_per_s"], 2)
+    result["targets"] = {"local_over_ceiling": 0.9, "local_over_pyfunc": 3.0, "spark_rows_match": 1.0}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
