@@ -212,8 +212,11 @@ def run_spark(home: Path, texts: list[str], tmp: Path, master: str, int8_out: Pa
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
     }
-    if int8_out is not None and int8_out.exists():
-        int8 = labels(int8_out, len(texts))
+    if int8_out is None or not int8_out.exists():  # no local run in this invocation: score the subset
+        int8_out = tmp / "int8-out.parquet"
+        _score_json(home, src, int8_out)
+    int8 = labels(int8_out, len(texts))
+    if int8:
         result["agrees_with_int8"] = round(sum(got.get(r) == lab for r, lab in int8.items()) / max(len(int8), 1), 4)
     return result
 
