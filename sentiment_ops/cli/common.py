@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -19,12 +20,52 @@ from typer.core import TyperGroup
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.errors import SentopsError
 
+# `sentops train --config` and `sentops serve --config/-c` came before the global option and
+# still work, hidden: `sentops --config FILE <command>` is the one documented spelling.
+LEGACY_CONFIG_HELP = "YAML settings file: same as the global --config/-c (kept for old scripts)."
+
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+LIST_ITEM = ("- ", "* ", "• ")
+
+
+def reflow(text: str | None) -> str | None:
+    """Help text with one line per paragraph (and per list item): docstrings wrap at the
+    source's line length, the terminal wraps at its own width, and typer keeps the
+    docstring's line breaks, which then fall in mid-sentence. A paragraph that starts with
+    ``\\b`` (click's "do not rewrap" marker) is kept as written."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith(LIST_ITEM):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_all(command: Any) -> None:
+    command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_all(sub)
+
+
 class SentopsGroup(TyperGroup):
-    """Maps every ``SentopsError`` to one red line on stderr and its exit code."""
+    """The root group: maps every ``SentopsError`` to one red line on stderr and its exit
+    code, and reflows every command's help text (``reflow``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_all(self)
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context is not click.Context
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ def _param_line(p: Any) -> str | None:
     names = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
     help_text = " ".join((p.help or "").split())
     extra = []
+    choices = _choices(p)
+    if choices:
+        extra.append("one of " + ", ".join(f"`{c}`" for c in choices))
     if p.required:
         extra.append("required")
     elif p.default not in (None, False, ()) and not callable(p.default):
@@ -35,6 +39,14 @@ def _param_line(p: Any) -> str | None:
         extra.append(f"env: `{p.envvar}`")
     suffix = f" ({'; '.join(extra)})" if extra else ""
     return f"- {names}: {help_text}{suffix}".rstrip()
+
+
+def _choices(p: Any) -> list[str]:
+    """The values of an enum option (typer keeps the annotation on the parameter)."""
+    annotation = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(member.value) for member in annotation]
+    return []
 
 
 def _walk(cmd: Any, path: list[str], out: list[str]) -> None:

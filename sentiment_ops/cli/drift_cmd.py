@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from sentiment_ops.cli.choices import Backend, DriftMethod, DriftSource, value
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
 from sentiment_ops.errors import EXIT_DRIFT
 
@@ -15,10 +16,14 @@ from sentiment_ops.errors import EXIT_DRIFT
 def embed_reference(
     ctx: typer.Context,
     version: int = typer.Option(None, "--version", help="Model version (default: the one --alias points to)."),
-    alias: str = typer.Option(None, "--alias", help="Alias used without --version (default: production)."),
+    alias: str = typer.Option(
+        None, "--alias", help="Alias used without --version (default: serve.alias setting, production)."
+    ),
     data: str = typer.Option(None, "--data", help="Corpus whose validation split is embedded (default: imdb)."),
     samples: int = typer.Option(None, "--samples", min=2, help="Texts to embed (default: 1000)."),
-    backend: str = typer.Option(None, "--backend", help="torch or onnx: as the server runs (default: serve.backend)."),
+    backend: Backend = typer.Option(
+        None, "--backend", help="Embed as the server runs (default: serve.backend setting, onnx)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the reference metadata as JSON."),
 ) -> None:
     """Embed held-out texts with a model version's own encoder and store them as that
@@ -33,7 +38,7 @@ def embed_reference(
     Exit codes: 0 ok · 65 bad data · 66 unknown version/alias · 71 model cannot be loaded.
     """
     settings = settings_from(
-        ctx, {"drift.reference_data": data, "drift.reference_samples": samples, "serve.backend": backend}
+        ctx, {"drift.reference_data": data, "drift.reference_samples": samples, "serve.backend": value(backend)}
     )
     from sentiment_ops.drift.check import embed_reference as run_embed
 
@@ -55,13 +60,19 @@ def embed_reference(
 def drift(
     ctx: typer.Context,
     window: int = typer.Option(None, "--window", min=2, help="Last N served predictions to check (default: 500)."),
-    alias: str = typer.Option(None, "--alias", help="Alias whose version is checked (default: production)."),
+    alias: str = typer.Option(
+        None, "--alias", help="Alias whose version is checked (default: serve.alias setting, production)."
+    ),
     version: int = typer.Option(None, "--version", help="Check this version instead of an alias."),
     alpha: float = typer.Option(None, "--alpha", help="Significance level of the drift test (default: 0.01)."),
     permutations: int = typer.Option(None, "--permutations", min=10, help="Test permutations (default: 500)."),
-    method: str = typer.Option(None, "--method", help="What decides: mmd_nn (default), mmd, or cosine (seed rule)."),
-    source: str = typer.Option(
-        "api", "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
+    method: DriftMethod = typer.Option(
+        None,
+        "--method",
+        help="What decides the status; cosine is the seed's rule (default: drift.method setting, mmd_nn).",
+    ),
+    source: DriftSource = typer.Option(
+        DriftSource.api, "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
@@ -88,7 +99,7 @@ def drift(
     (run `sentops embed-reference`) or unknown alias/version · 2 invalid setting ·
     69 registry unreachable · 70 store error · 1 other errors.
     """
-    overrides: dict[str, Any] = {"drift.method": method}
+    overrides: dict[str, Any] = {"drift.method": value(method)}
     if alpha is not None:
         overrides["drift.alpha"] = alpha
     settings = settings_from(ctx, overrides)
@@ -107,10 +118,8 @@ def drift(
                 console.print(f"plot written to {plot}")
         return
 
-    if source not in ("api", "batch"):
-        raise typer.BadParameter(f"{source!r} is not api or batch", param_hint="--source")
     report = check.run_drift_check(
-        settings, alias=alias, version=version, window=window, permutations=permutations, source=source
+        settings, alias=alias, version=version, window=window, permutations=permutations, source=source.value
     )
     if as_json:
         print_json(report.to_dict())

@@ -35,7 +35,7 @@ app = typer.Typer(
     epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion [bash|zsh|fish|pwsh]
 )
 
 
@@ -48,7 +48,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    config: Path = typer.Option(None, "--config", "-c", envvar="SENTOPS_CONFIG", help="YAML settings file."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="SENTOPS_CONFIG",
+        help="YAML settings file, for any command: sentops -c FILE COMMAND.",
+    ),
     home: Path = typer.Option(None, "--home", help="Sentops home folder (env SENTOPS_HOME)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),

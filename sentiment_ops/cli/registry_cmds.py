@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -36,10 +38,10 @@ def register(
 def promote(
     ctx: typer.Context,
     version: int = typer.Option(..., "--version", help="Model version to point the alias at."),
-    alias: str = typer.Option(None, "--alias", help="Alias to move (default: serve.alias, production)."),
+    alias: str = typer.Option(None, "--alias", help="Alias to move (default: serve.alias setting, production)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Point an alias (default: serve.alias, production) at a model version and record the move.
+    """Point an alias at a model version and record the move.
 
     Example: sentops promote --version 3
     """
@@ -53,7 +55,7 @@ def promote(
 
 def rollback(
     ctx: typer.Context,
-    alias: str = typer.Option(None, "--alias", help="Alias to move back (default: serve.alias, production)."),
+    alias: str = typer.Option(None, "--alias", help="Alias to move back (default: serve.alias setting, production)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias back at the version it had before (walks back through history).
@@ -80,6 +82,10 @@ def models(
 ) -> None:
     """List model versions with aliases, golden-test accuracy / F1 and lineage.
 
+    A model that does not exist yet (nothing trained and registered under mlflow.model_name)
+    is an error (66), like a registry that cannot be reached (69): an empty list means the
+    model exists and has no versions.
+
     Example: sentops models --json; sentops models --history production --last 20
     """
     registry = _registry(ctx)
@@ -99,15 +105,14 @@ def models(
         if len(events) < total:
             console.print(f"{total - len(events)} earlier moves not shown: --last 0 shows all, --json prints all")
         return
-    try:
-        versions = registry.list_versions()
-    except NotFoundError:  # an absent model simply has no versions; any other error is shown
-        versions = []
+    versions = registry.list_versions()
+    if not versions:  # a model that is not there is an error, not an empty list
+        _require_model(registry)
     if as_json:
         print_json([{k: v for k, v in info.to_dict().items() if k != "tags"} for info in versions])
         return
     if not versions:
-        console.print(f"no versions of {registry.model_name!r} yet: run `sentops train`")
+        console.print(f"model {registry.model_name!r} has no versions yet: run `sentops train`")
         return
     table = Table(title=registry.model_name)
     for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
@@ -124,3 +129,11 @@ def models(
             str(v.parent_version or "–"),
         )
     console.print(table)
+
+
+def _require_model(registry: Any) -> None:
+    """NotFoundError (exit 66) when the registered model does not exist, with the next step."""
+    try:
+        registry._registered_model()
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc}: train and register one with `sentops train`, or set mlflow.model_name") from exc

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from sentiment_ops.cli.common import console, settings_from
+from sentiment_ops.cli.choices import Backend, value
+from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, settings_from
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.paths import writable_dir
 
@@ -20,10 +21,16 @@ def serve(
     *,
     host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8000).")] = None,
-    alias: Annotated[str | None, typer.Option("--alias", help="Model alias to serve (default production).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Model alias to serve (default: serve.alias setting, production).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True, help=LEGACY_CONFIG_HELP)] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="torch, or onnx (int8: the graph logged with the version).")
+        Backend | None,
+        typer.Option(
+            "--backend",
+            help="onnx: the int8 graph logged with the version; torch: fp32 (default: serve.backend setting, onnx).",
+        ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
 ) -> None:
@@ -40,7 +47,7 @@ def serve(
     if config is not None:
         ctx.find_root().obj["config"] = config
     settings = settings_from(
-        ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
+        ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": value(backend)}
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
     # Check the home and open the store here, not in the app's startup: a home that cannot

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.choices import Device, value
+from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, fmt, print_json, settings_from, stage_progress
 
 if TYPE_CHECKING:
     from sentiment_ops.training import TrainResult
@@ -25,8 +26,8 @@ def train(
     base_model: str = typer.Option(None, "--base-model", help="'minilm' (bundled), a HF id or a local path."),
     data: str = typer.Option(None, "--data", help="imdb | rotten_tomatoes | tweets | FILE | hf:NAME"),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
-    config: Path = typer.Option(None, "--config", help="YAML settings file (overrides the global one)."),
+    device: Device = typer.Option(None, "--device", help="Where to train (default: train.device setting, auto)."),
+    config: Path = typer.Option(None, "--config", hidden=True, help=LEGACY_CONFIG_HELP),
     register: bool = typer.Option(None, "--register/--no-register", help="Register a model version."),
     promote: bool = typer.Option(False, "--promote", help="Point serve.alias (production) at the new version."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -49,7 +50,7 @@ def train(
             "train.base_model": base_model,
             "train.data": data,
             "train.seed": seed,
-            "train.device": device,
+            "train.device": value(device),
             "train.register_model": register,
         },
     )
