@@ -88,6 +88,8 @@ ENUM_OPTIONS = {
     (("embed-reference",), "--backend"): choices.Backend,
     (("drift",), "--method"): choices.DriftMethod,
     (("drift",), "--source"): choices.DriftSource,
+    (("score",), "--backend"): choices.Backend,
+    (("score",), "--engine"): choices.ScoreEngine,
 }
 
 

@@ -39,6 +39,13 @@ class DriftSource(StrEnum):
     batch = "batch"
 
 
+class ScoreEngine(StrEnum):
+    """Where ``sentops score`` runs: this machine's cores, or a Spark job."""
+
+    local = "local"
+    spark = "spark"
+
+
 def value(choice: StrEnum | None) -> str | None:
     """The plain string the library and the settings take (None stays None: the setting decides)."""
     return None if choice is None else choice.value

@@ -5,22 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sentiment_ops.cli.choices import Backend, ScoreEngine, value
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
 
 if TYPE_CHECKING:
     from sentiment_ops.scoring import ScoreProgress, ScoreSummary
 
 MAX_ERRORS_SHOWN = 20
-
-
-class ScoreEngine(StrEnum):
-    local = "local"
-    spark = "spark"
 
 
 def score(
@@ -40,14 +35,17 @@ def score(
     ],
     text_column: Annotated[str, typer.Option("--text-column", help="Column (field) holding the texts.")] = "text",
     alias: Annotated[
-        str | None, typer.Option("--alias", help="Score with the version this alias points to (default: production).")
+        str | None,
+        typer.Option(
+            "--alias", help="Score with the version this alias points to (default: serve.alias setting, production)."
+        ),
     ] = None,
     version: Annotated[int | None, typer.Option("--version", help="Score with this model version instead.")] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Worker processes (default: one per core).")
     ] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="onnx (int8, default: serve.backend) or torch (fp32).")
+        Backend | None, typer.Option("--backend", help="onnx (int8, default: serve.backend) or torch (fp32).")
     ] = None,
     embedding: Annotated[bool, typer.Option("--embedding", help="Also write each text's embedding.")] = False,
     log: Annotated[
@@ -90,7 +88,7 @@ def score(
     if spark_master is not None or engine is ScoreEngine.spark:
         from sentiment_ops.scoring.spark import score_on_spark, unsupported
 
-        unsupported(log=log, workers=workers, backend=backend)
+        unsupported(log=log, workers=workers, backend=value(backend))
         err_console.print(f"scoring on Spark ({spark_master or 'the session spark-submit made, else local[*]'})")
         summary = score_on_spark(
             settings,
@@ -118,7 +116,7 @@ def score(
             embedding=embedding,
             log=log,
             workers=workers,
-            backend=backend,
+            backend=value(backend),
             progress=progress,
         )
     if as_json:
