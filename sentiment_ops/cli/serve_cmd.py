@@ -26,6 +26,9 @@ def serve(
         str | None, typer.Option("--backend", help="torch, or onnx (int8: the graph logged with the version).")
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id.")
+    ] = None,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -35,12 +38,20 @@ def serve(
     Example: sentops serve --port 8000 --alias production
     """
     from sentiment_ops.serving import create_app
+    from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
     if config is not None:
         ctx.find_root().obj["config"] = config
     settings = settings_from(
-        ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": backend}
+        ctx,
+        {
+            "serve.host": host,
+            "serve.port": port,
+            "serve.alias": alias,
+            "serve.backend": backend,
+            "serve.log_format": log_format,
+        },
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
     # Check the home and open the store here, not in the app's startup: a home that cannot
@@ -61,6 +72,7 @@ def serve(
             workers=1,
             access_log=access_log,
             log_level=settings.log_level.lower(),
+            log_config=log_config(settings.serve.log_format, settings.log_level),
             timeout_graceful_shutdown=30,
         )
     finally:
