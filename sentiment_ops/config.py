@@ -109,6 +109,9 @@ class ServeSettings(_Section):
     store_queue_max: int = Field(20_000, ge=1)
     torch_threads: int | None = None  # null = number of cores
     max_length: int | None = None  # null = the model's training max_length
+    # "text": uvicorn's lines; "json": one JSON object per line (ts, level, logger, message,
+    # request_id) for log shippers (docs/serving.md#logs).
+    log_format: Literal["text", "json"] = "text"
 
 
 class DriftSettings(_Section):

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,10 +351,12 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: f
     return server
 
 
-def start_sentops_serve(env: Mapping[str, str], log: Path, timeout: float = 120) -> ServerProcess:
-    """``sentops serve`` on a free port; returns once /ready says a model is loaded."""
+def start_sentops_serve(
+    env: Mapping[str, str], log: Path, timeout: float = 120, args: Sequence[str] = ()
+) -> ServerProcess:
+    """``sentops serve`` (with ``args``) on a free port; returns once /ready says a model is loaded."""
     port = free_port()
-    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_child_env(env), start_new_session=True)
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)

@@ -85,6 +85,7 @@ def test_the_completion_script_completes(words: str, expected: list[str]) -> Non
 ENUM_OPTIONS = {
     (("train",), "--device"): choices.Device,
     (("serve",), "--backend"): choices.Backend,
+    (("serve",), "--log-format"): choices.LogFormat,
     (("embed-reference",), "--backend"): choices.Backend,
     (("drift",), "--method"): choices.DriftMethod,
     (("drift",), "--source"): choices.DriftSource,
@@ -125,6 +126,7 @@ def test_a_wrong_choice_exits_2_with_the_list(path: tuple[str, ...], option: str
     [
         (choices.Device, TrainSettings.model_fields["device"]),
         (choices.Backend, ServeSettings.model_fields["backend"]),
+        (choices.LogFormat, ServeSettings.model_fields["log_format"]),
         (choices.DriftMethod, DriftSettings.model_fields["method"]),
     ],
 )

@@ -227,6 +227,47 @@ def test_env_example_documents_every_variable_and_takes_effect(tmp_path: Path) -
     assert resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "change-me"
 
 
+def _binds(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path → host path of a resolved service's bind mounts."""
+    return {v["target"]: Path(v["source"]) for v in service.get("volumes", []) if v["type"] == "bind"}
+
+
+def test_monitoring_profile_scrapes_the_api_and_provisions_the_dashboard() -> None:
+    """`--profile monitoring` adds Prometheus and Grafana, wired to each other and to the API
+    (what they show is checked against a real server in tests/test_observability.py)."""
+    resolved = _compose_config(None, "--profile", "monitoring")
+    services = resolved["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    assert all(services[s]["profiles"] == ["monitoring"] for s in ("prometheus", "grafana"))
+    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+        (published,) = services[name]["ports"]
+        assert (published["host_ip"], published["target"]) == ("127.0.0.1", port)  # this machine only
+    # Prometheus: its config and rules mounted where the config says; it scrapes every replica
+    prom = _binds(services["prometheus"])
+    config = yaml.safe_load(prom["/etc/prometheus/prometheus.yml"].read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert yaml.safe_load(prom["/etc/prometheus/alerts.yml"].read_text())["groups"][0]["rules"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "sentops-api"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["api"] and sd["type"] == "A"
+    assert str(sd["port"]) in services["api"]["expose"]
+    assert job["metrics_path"] == "/metrics"
+    # Grafana: the datasource points at the Prometheus service; the dashboard uses that datasource
+    graf = _binds(services["grafana"])
+    provisioning = graf["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "sentops.yml").read_text())["providers"]
+    dashboards = graf[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "sentops.json").read_text())
+    used = {p["datasource"]["uid"] for p in dashboard["panels"]} | {
+        t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]
+    }
+    assert used == {source["uid"]}
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/sentops.json"
+
+
 # -- Dockerfile ----------------------------------------------------------------------------
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
@@ -423,6 +464,7 @@ def test_build_context_builds_the_package(tmp_path: Path) -> None:
     # the store's migrations travel with the package (`sentops db upgrade` needs them)
     assert {"sentiment_ops/migrations/env.py", "sentiment_ops/migrations/versions/0001_initial.py"} <= set(names)
     assert "sentiment_ops/migrations/versions/0002_backend_dead_letters.py" in names
+    assert "sentiment_ops/migrations/versions/0003_prediction_request_id.py" in names
     assert "sentops = sentiment_ops.cli.main:run" in entry_points
 
 

@@ -39,6 +39,13 @@ class DriftSource(StrEnum):
     batch = "batch"
 
 
+class LogFormat(StrEnum):
+    """``serve.log_format``: plain text lines, or one JSON object per line."""
+
+    text = "text"
+    json = "json"
+
+
 class ScoreEngine(StrEnum):
     """Where ``sentops score`` runs: this machine's cores, or a Spark job."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sentiment_ops.cli.choices import Backend, value
+from sentiment_ops.cli.choices import Backend, LogFormat, value
 from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, settings_from
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.paths import writable_dir
@@ -33,6 +33,10 @@ def serve(
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
+    ] = None,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -42,12 +46,20 @@ def serve(
     Example: sentops serve --port 8000 --alias production
     """
     from sentiment_ops.serving import create_app
+    from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
     if config is not None:
         ctx.find_root().obj["config"] = config
     settings = settings_from(
-        ctx, {"serve.host": host, "serve.port": port, "serve.alias": alias, "serve.backend": value(backend)}
+        ctx,
+        {
+            "serve.host": host,
+            "serve.port": port,
+            "serve.alias": alias,
+            "serve.backend": value(backend),
+            "serve.log_format": value(log_format),
+        },
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
     # Check the home and open the store here, not in the app's startup: a home that cannot
@@ -68,6 +80,7 @@ def serve(
             workers=1,
             access_log=access_log,
             log_level=settings.log_level.lower(),
+            log_config=log_config(settings.serve.log_format, settings.log_level),
             timeout_graceful_shutdown=30,
         )
     finally:

@@ -24,6 +24,7 @@ from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.holder import ModelHolder, inference_workers
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
+from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
 from sentiment_ops.serving.routes import ServingState, build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter
@@ -48,7 +49,7 @@ def create_app(
     """Build the app. ``registry`` and ``store`` may be passed in (tests, embedding);
     by default they are opened from ``settings`` when the app starts."""
     serve = settings.serve
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(settings.mlflow.model_name, serve.backend)
     holder = ModelHolder(settings, registry, listener=metrics)
     writer = StoreWriter(
         store,
@@ -67,6 +68,7 @@ def create_app(
         workers=inference_workers(settings),
     )
     state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
+    metrics.watch_drift(lambda: state.store, settings.mlflow.model_name)
     own_store = store is None
 
     @asynccontextmanager
@@ -110,6 +112,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
 
 
@@ -139,5 +142,10 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+    # Starlette answers this outside every middleware: the request id is set here again
+    request_id = getattr(request.state, "request_id", None)
+    log.error(
+        "unexpected error on %s %s", request.method, request.url.path, exc_info=exc, extra={"request_id": request_id}
+    )
+    headers = {HEADER: request_id} if request_id else None
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500, headers=headers)

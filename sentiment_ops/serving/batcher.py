@@ -59,6 +59,7 @@ class _Item:
     text: str
     future: asyncio.Future[Result]
     t0: float
+    request_id: str | None = None  # the HTTP request's, stored with its row
 
 
 class MicroBatcher:
@@ -109,13 +110,14 @@ class MicroBatcher:
             self._task = None
         self._executor.shutdown(wait=True)
 
-    async def predict(self, texts: list[str]) -> list[Result]:
+    async def predict(self, texts: list[str], request_id: str | None = None) -> list[Result]:
+        """Predict ``texts``; their rows are stored with ``request_id`` (one per HTTP request)."""
         if self.holder.current is None:
             raise ModelUnavailableError()
         assert self._queue is not None, "batcher not started"
         loop = asyncio.get_running_loop()
         now = self._clock()
-        items = [_Item(t, loop.create_future(), now) for t in texts]
+        items = [_Item(t, loop.create_future(), now, request_id) for t in texts]
         for item in items:
             self._queue.put_nowait(item)
         return list(await asyncio.gather(*(i.future for i in items)))
@@ -208,6 +210,7 @@ class MicroBatcher:
                 backend=model.backend,  # the embedding space, so drift compares like with like
                 latency_ms=(done - items[i].t0) * 1000.0,
                 created_at=created,
+                request_id=items[i].request_id,
             )
             records.append(rec)
             results.append(

@@ -1,28 +1,62 @@
 """Prometheus metrics of one app, in its own ``CollectorRegistry`` (two apps in one
 process, as in tests, never share counters), and the ASGI middleware that counts
-requests by endpoint and outcome."""
+requests by endpoint and outcome.
+
+Besides the serving metrics the registry holds the process and GC collectors of
+``prometheus_client``, ``sentops_build_info`` (sentops version, model name and version,
+backend: follows a hot reload) and the drift results read from the store at each scrape
+(``DriftCollector``)."""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
+from sentiment_ops import __version__
 from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.errors import StoreError
 from sentiment_ops.serving.holder import LoadedModel, ReloadFailure
+from sentiment_ops.store import DriftLog
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ServingMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DriftCollector", "MetricsMiddleware", "ServingMetrics"]
+
+log = logging.getLogger("sentiment_ops.serving")
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, model_name: str = "", backend: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, …
+        GCCollector(registry=r)  # CPython: python_gc_objects_collected_total, …
+        self.build_info = Info(
+            "sentops_build",
+            "sentops version, and the model (name, version: empty when none is loaded) and backend it serves.",
+            registry=r,
+        )
+        self._model_name = model_name
+        self._backend = backend
+        self._set_build_info(None)
         self.requests = Counter(
             "sentops_requests",
             "HTTP requests by endpoint and outcome (2xx/4xx/5xx).",
@@ -76,7 +110,18 @@ class ServingMetrics:
         self.store_up.set(1)
 
     # -- hooks (called from the holder, the writer, the batcher) ------------------------
+    def _set_build_info(self, model: LoadedModel | None) -> None:
+        self.build_info.info(
+            {
+                "version": __version__,
+                "model_name": model.name if model else self._model_name,
+                "model_version": str(model.version) if model else "",
+                "backend": model.backend if model else self._backend,
+            }
+        )
+
     def model_loaded(self, model: LoadedModel) -> None:
+        self._set_build_info(model)
         self.model_version.clear()
         self.model_version.labels(model.name, model.alias, model.backend).set(model.version)
         self.model_loaded_at.set(model.loaded_at.timestamp())
@@ -99,10 +144,67 @@ class ServingMetrics:
     def rows_rejected(self, n: int) -> None:
         self.store_rejected.inc(n)
 
+    def watch_drift(self, store: Callable[[], DriftLog | None], model_name: str) -> None:
+        """Expose the drift checks of ``model_name`` that ``store()`` holds."""
+        self.registry.register(DriftCollector(store, model_name))
+
     def render(self, pending_rows: int, store_up: bool = True) -> bytes:
         self.store_pending.set(pending_rows)
         self.store_up.set(1 if store_up else 0)
         return generate_latest(self.registry)
+
+
+class DriftCollector(Collector):
+    """The last drift check of each model version (the ``DRIFT_VERSIONS`` newest versions
+    checked), read from the store at each scrape: whichever process ran the check
+    (``sentops drift``, a cron job, another replica), every replica shows it, and an alert
+    rule can fire on it. A store that cannot be read leaves these out of the scrape (logged
+    once per outage) and every other metric in."""
+
+    def __init__(self, store: Callable[[], DriftLog | None], model_name: str) -> None:
+        self._store = store
+        self.model_name = model_name
+        self._failing = False
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # the families depend on the store: nothing to check at register time
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store()
+        if store is None:
+            return
+        try:
+            checks = store.latest_drift_checks(self.model_name, DRIFT_VERSIONS)
+        except StoreError as exc:
+            if not self._failing:
+                log.warning("drift metrics left out of /metrics: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
+        labels = ["model_name", "model_version"]
+        p_value = GaugeMetricFamily(
+            "sentops_drift_p_value", "p-value of the last drift check of a model version.", labels=labels
+        )
+        detected = GaugeMetricFamily(
+            "sentops_drift_detected", "1 when the last drift check of a model version found drift.", labels=labels
+        )
+        window = GaugeMetricFamily(
+            "sentops_drift_window_rows", "Served predictions the last drift check compared.", labels=labels
+        )
+        at = GaugeMetricFamily(
+            "sentops_drift_check_timestamp_seconds", "When the last drift check of a model version ran.", labels=labels
+        )
+        for check in checks:
+            values = [self.model_name, "" if check["model_version"] is None else str(check["model_version"])]
+            if check["p_value"] is not None and not math.isnan(check["p_value"]):
+                p_value.add_metric(values, float(check["p_value"]))
+            detected.add_metric(values, 1.0 if check["drift"] else 0.0)
+            window.add_metric(values, float(check["n_rows"]))
+            at.add_metric(values, check["created_at"].timestamp())
+        yield from (p_value, detected, window, at)
+
+
+DRIFT_VERSIONS = 10  # model versions with drift series on /metrics, newest first
 
 
 def _outcome(status: int) -> str:

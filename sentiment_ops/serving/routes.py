@@ -60,8 +60,14 @@ def get_store(state: Annotated[ServingState, Depends(get_state)]) -> InferenceSt
     return state.store
 
 
+def get_request_id(request: Request) -> str | None:
+    """This request's id (``RequestIdMiddleware``: the client's X-Request-Id or a new one)."""
+    return getattr(request.state, "request_id", None)
+
+
 State = Annotated[ServingState, Depends(get_state)]
 Store = Annotated[InferenceStore, Depends(get_store)]
+RequestId = Annotated[str | None, Depends(get_request_id)]
 
 E422: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body cannot be parsed (not UTF-8)."},
@@ -111,16 +117,17 @@ def _unavailable(state: ServingState) -> HTTPException:
     )
 
 
-async def _predict(state: ServingState, texts: list[str]) -> list[Result]:
+async def _predict(state: ServingState, texts: list[str], request_id: str | None = None) -> list[Result]:
     """Predict, with room held in the store's write-behind queue first: a request that the
-    store could not take is refused (503) before any work, never answered and then lost."""
+    store could not take is refused (503) before any work, never answered and then lost.
+    Every row of the request is stored with its ``request_id``."""
     try:
         state.writer.reserve(len(texts))
     except QueueFullError as exc:
         state.metrics.rows_rejected(len(texts))
         raise HTTPException(503, str(exc), headers={"Retry-After": STORE_RETRY_AFTER_S}) from None
     try:
-        return await state.batcher.predict(texts)
+        return await state.batcher.predict(texts, request_id)
     except ModelUnavailableError:
         raise _unavailable(state) from None
     finally:
@@ -194,22 +201,22 @@ def predict_router(models: RequestModels, max_items: int, predict_token: str | N
     BatchPredictRequest = models.batch
 
     @router.post("/predict", response_model=PredictResponse, responses=responses)
-    async def predict(body: PredictRequest, state: State) -> Response:  # type: ignore[valid-type]
+    async def predict(body: PredictRequest, state: State, request_id: RequestId) -> Response:  # type: ignore[valid-type]
         """Classify one text; the prediction is logged (use its `id` for /feedback)."""
-        results = await _predict(state, [body.text])  # type: ignore[attr-defined]
+        results = await _predict(state, [body.text], request_id)  # type: ignore[attr-defined]
         return JSONResponse(result_dict(results[0]))
 
     @router.post("/predict/batch", response_model=BatchPredictResponse, responses=responses)
-    async def predict_batch(body: BatchPredictRequest, state: State) -> Response:  # type: ignore[valid-type]
+    async def predict_batch(body: BatchPredictRequest, state: State, request_id: RequestId) -> Response:  # type: ignore[valid-type]
         """Classify up to `serve.max_batch_items` texts in one request."""
-        results = await _predict(state, list(body.texts))  # type: ignore[attr-defined]
+        results = await _predict(state, list(body.texts), request_id)  # type: ignore[attr-defined]
         return JSONResponse({"predictions": [result_dict(r) for r in results]})
 
     @router.post("/invocations", response_model=InvocationsResponse, responses=responses)
-    async def invocations(state: State, body: Annotated[dict[str, Any], Body()]) -> Response:
+    async def invocations(state: State, request_id: RequestId, body: Annotated[dict[str, Any], Body()]) -> Response:
         """The MLflow scoring protocol (`dataframe_split`, `dataframe_records`, `inputs`, `instances`)."""
         texts = invocation_texts(body, max_items, state.settings.serve.max_text_chars)
-        results = await _predict(state, texts)
+        results = await _predict(state, texts, request_id)
         return JSONResponse({"predictions": [invocation_dict(r) for r in results]})
 
     return router
@@ -280,10 +287,11 @@ def ops_router() -> APIRouter:
 
     @router.get("/metrics", response_class=Response, responses=prometheus)
     async def metrics(state: State) -> Response:
-        """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version."""
-        return Response(
-            state.metrics.render(state.writer.pending, state.writer.store_up), media_type=CONTENT_TYPE_LATEST
-        )
+        """Prometheus metrics: requests, latency, batch sizes, predictions by label, model version,
+        build info, process and GC, the last drift check of each version (docs/serving.md)."""
+        # in a thread: the drift series are read from the store at each scrape
+        body = await run_in_threadpool(state.metrics.render, state.writer.pending, state.writer.store_up)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 

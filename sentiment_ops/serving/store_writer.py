@@ -248,13 +248,24 @@ class StoreWriter:
         try:
             self.store.add_dead_letters([("prediction", error, dead_letter(record))])
         except StoreRowError as exc:  # cannot happen for ASCII JSON; never silent if it does
-            log.error("inference store refused prediction %s and its dead letter: %s / %s", record.id, error, exc)
+            log.error(
+                "inference store refused prediction %s and its dead letter: %s / %s",
+                record.id,
+                error,
+                exc,
+                extra={"request_id": record.request_id},
+            )
             self._done(lost=1)
             return True
         except StoreError as exc:
             self._failed(1, exc)
             return False
-        log.warning("inference store refused prediction %s (kept in dead_letters): %s", record.id, error)
+        log.warning(
+            "inference store refused prediction %s (kept in dead_letters): %s",
+            record.id,
+            error,
+            extra={"request_id": record.request_id},  # the log line of the request that asked for it
+        )
         self._done(dead=1)
         if self._on_dead_letter is not None:
             self._on_dead_letter(1)

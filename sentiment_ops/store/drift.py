@@ -1,7 +1,8 @@
 """What the drift check reads and writes: the window of recent served predictions of a
 model version (``window``), how that window splits by serving backend
 (``backend_counts``), and the history of drift checks (``record_drift_check``,
-``drift_history``)."""
+``drift_history``, and the last check of each version for ``/metrics``:
+``latest_drift_checks``)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,29 @@ class DriftLog(Database):
                 return int(key[0])
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record drift check: {first_line(exc)}") from exc
+
+    def latest_drift_checks(self, model_name: str, versions: int = 10) -> list[dict[str, Any]]:
+        """The last check of each of the ``versions`` newest checked versions of a model
+        (newest version first; ``details`` left out): what ``/metrics`` shows."""
+        newest = (
+            sa.select(sa.func.max(drift_checks.c.id).label("id"))
+            .where(drift_checks.c.model_name == model_name)
+            .group_by(drift_checks.c.model_version)
+            .subquery()
+        )
+        cols = [c for c in drift_checks.c if c.name != "details"]
+        q = (
+            sa.select(*cols)
+            .where(drift_checks.c.id.in_(sa.select(newest.c.id)))
+            .order_by(drift_checks.c.model_version.desc().nulls_last())
+            .limit(versions)
+        )
+        out = []
+        for r in self._select(q):
+            d = dict(r._mapping)
+            d["created_at"] = as_utc(d["created_at"])
+            out.append(d)
+        return out
 
     def drift_history(self, model_name: str, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
         """The ``limit`` most recent checks of a model (of one ``version`` when given),

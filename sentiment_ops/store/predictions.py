@@ -51,6 +51,7 @@ class PredictionRecord:
     created_at: datetime = field(default_factory=utcnow)
     feedback_label: int | None = None
     feedback_at: datetime | None = None
+    request_id: str | None = None  # the HTTP request that asked for it (X-Request-Id)
 
 
 class PredictionLog(Database):
@@ -96,6 +97,7 @@ class PredictionLog(Database):
             "feedback_label": r.feedback_label,
             "feedback_at": as_utc(r.feedback_at),
             "backend": r.backend,
+            "request_id": r.request_id,
         }
 
     def add_dead_letters(self, letters: Sequence[tuple[str, str, str]]) -> int:
@@ -134,6 +136,15 @@ class PredictionLog(Database):
             q = q.where(predictions.c.source == source)
         return int(self._select(q)[0][0])
 
+    def for_request(self, request_id: str) -> list[PredictionRecord]:
+        """The rows stored for one HTTP request (its ``X-Request-Id``), oldest first."""
+        q = (
+            sa.select(predictions)
+            .where(predictions.c.request_id == request_id)
+            .order_by(predictions.c.created_at, predictions.c.id)
+        )
+        return [record_of(r) for r in self._select(q)]
+
     def get(self, prediction_id: str) -> PredictionRecord:
         rows = self._select(sa.select(predictions).where(predictions.c.id == prediction_id))
         if not rows:
@@ -161,6 +172,7 @@ def record_of(row: Any) -> PredictionRecord:
         backend=m["backend"],
         feedback_label=m["feedback_label"],
         feedback_at=as_utc(m["feedback_at"]),
+        request_id=m["request_id"],
     )
 
 
@@ -176,6 +188,7 @@ def dead_letter(record: PredictionRecord) -> str:
             "alias": record.alias,
             "backend": record.backend,
             "source": record.source,
+            "request_id": record.request_id,
             "text": record.text,
             "prediction": record.prediction,
             "probability": record.probability,

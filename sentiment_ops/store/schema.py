@@ -49,7 +49,11 @@ predictions = sa.Table(
     # The embedding space: the serving backend (torch | onnx) that computed the embedding.
     # NULL for rows logged before sentops recorded it (unknown: drift leaves them out).
     sa.Column("backend", sa.String(20), nullable=True),
+    # The X-Request-Id of the HTTP request that asked for it (one id on every row of a batch
+    # request); NULL for rows from before, and for batch scoring and imports.
+    sa.Column("request_id", sa.String(128), nullable=True),
     sa.Index("ix_predictions_model", "model_name", "model_version", "created_at"),
+    sa.Index("ix_predictions_request_id", "request_id"),
 )
 
 # Rows the store refused (a PostgreSQL DataError or IntegrityError), kept instead of lost:
