@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "score.json"
-TOKEN_BUDGETS = (256, 384, 768, 1536)
-ALL_PARTS = {"local", "ceiling", "pyfunc", "spark"}  # candidate padded tokens per pass for the ceiling
+TOKEN_BUDGETS = (256, 384, 768, 1536)  # candidate padded tokens per pass for the ceiling
+ALL_PARTS = {"local", "ceiling", "pyfunc", "spark"}
+MODEL_ARGS: list[str] = []  # --version N or --alias A for every sentops score run (set by main)
 
 
 def corpus_texts(n: int) -> list[str]:
@@ -76,6 +77,7 @@ def write_csv(texts: list[str], path: Path) -> Path:
 
 def run_local(home: Path, csv_path: Path, out: Path, n: int, workers: int | None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(csv_path), "--output", str(out), "--json"]
+    cmd += MODEL_ARGS
     if workers:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "SENTOPS_HOME": str(home)}
@@ -171,6 +173,7 @@ def run_pyfunc(tracking_uri: str, registry_uri: str, model_uri: str, texts: list
 
 def _score_json(home: Path, src: Path, out: Path, *extra: str) -> tuple[dict[str, Any], float]:
     cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(src), "--output", str(out), "--json", *extra]
+    cmd += MODEL_ARGS
     t = time.perf_counter()
     env = {**os.environ, "SENTOPS_HOME": str(home)}
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
@@ -237,6 +240,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
+    MODEL_ARGS[:] = ["--version", str(args.version)] if args.version else ["--alias", args.alias]
 
     from sentiment_ops.cli.common import quiet_third_party
     from sentiment_ops.config import load_settings
