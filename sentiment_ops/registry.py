@@ -277,17 +277,23 @@ class Registry:
         return model
 
     # -- aliases -----------------------------------------------------------------------
-    def _registered_model(self) -> Any:
+    def registered_model(self) -> Any:
+        """MLflow's RegisteredModel: NotFoundError (66) only when the model is absent; an
+        unreachable registry is RegistryUnavailableError (69), not "does not exist"."""
+        from mlflow.exceptions import MlflowException
+
         with mlflow_errors(f"model {self.model_name!r}"):
             try:
                 return self.client.get_registered_model(self.model_name)
-            except Exception as exc:
-                raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                    raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
+                raise
 
     def _alias_log(self, alias: str) -> tuple[AliasLog, int | None]:
         """The alias's history (an unconfirmed move settled against the alias) and the
         version the alias points at: one read of the registered model."""
-        rm = self._registered_model()
+        rm = self.registered_model()
         raw = (rm.aliases or {}).get(alias)
         current = int(raw) if raw is not None else None
         log_ = AliasLog(alias, dict(rm.tags or {}))

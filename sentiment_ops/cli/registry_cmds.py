@@ -134,6 +134,6 @@ def models(
 def _require_model(registry: Any) -> None:
     """NotFoundError (exit 66) when the registered model does not exist, with the next step."""
     try:
-        registry._registered_model()
+        registry.registered_model()
     except NotFoundError as exc:
         raise NotFoundError(f"{exc}: train and register one with `sentops train`, or set mlflow.model_name") from exc
