@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from
+
+StageFn = Callable[[str, str], None]
+ProgressFn = Callable[[str, int, int], None]
+
+
+@contextmanager
+def _demo_display(bars: bool) -> Iterator[tuple[StageFn, ProgressFn]]:
+    """Phase lines on stderr and, with ``bars``, a progress bar per training stage (steps
+    done / total, elapsed, time left) that stays on screen above the next lines."""
+
+    def stage(name: str, message: str) -> None:
+        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
+
+    if not bars:
+        yield stage, lambda stage, done, total: None
+        return
+    tasks: dict[str, TaskID] = {}
+    columns = (
+        TextColumn("  [bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as display:
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = display.add_task(name, total=max(total, 1))
+            display.update(tasks[name], completed=done, total=max(total, 1))
+
+        yield stage, progress
 
 
 def demo(
@@ -42,10 +87,8 @@ def demo(
     )
     opts = DemoOptions(reuse=not fresh, out_dir=out)
 
-    def stage(name: str, message: str) -> None:
-        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
-
-    report = run_demo(settings, opts, stage)
+    with _demo_display(not as_json) as (stage, progress):
+        report = run_demo(settings, opts, stage, progress)
     if as_json:
         print_json(report.to_dict())
         return
