@@ -95,16 +95,6 @@ def took(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
-def prefixed_progress(progress: ProgressFn, prefix: str) -> ProgressFn:
-    """``progress`` with ``prefix`` before each stage name: the retraining's "train" bar is
-    then a bar of its own, not the first training's bar moving again."""
-
-    def update(stage: str, done: int, total: int) -> None:
-        progress(f"{prefix}{stage}", done, total)
-
-    return update
-
-
 def ensure_production(
     settings: Settings,
     opts: DemoOptions,
@@ -396,8 +386,7 @@ def _drift_and_labels(story: _Story, client: httpx.Client, traffic: _Traffic, to
 
 
 def _retrain(story: _Story, check_id: str | None) -> None:
-    """Retrain with replay and gate, promoting when the gate passes (progress bars prefixed
-    ``re``: "retrain", "reevaluate", …)."""
+    """Retrain with replay and gate, promoting when the gate passes."""
     from sentiment_ops.retraining import CandidateNotPromoted, retrain
 
     demo, report = story.settings.demo, story.report
@@ -408,7 +397,7 @@ def _retrain(story: _Story, check_id: str | None) -> None:
             promote_if_better=True,
             triggered_by=check_id,
             replay_ratio=demo.replay_ratio,
-            progress=prefixed_progress(story.progress, "re"),
+            progress=story.progress,
         )
     except CandidateNotPromoted as exc:  # a refused candidate is part of the story
         result = exc.result

@@ -47,21 +47,29 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     small.update({"labeled": 70, "eval_tweets": 30, "window": 40})
     settings = load_settings(overrides={f"demo.{k}": v for k, v in small.items()})
     opts = DemoOptions(out_dir=tmp_path / "demo")
-    lines: list[tuple[str, str]] = []
-    bars: dict[str, tuple[int, int]] = {}
+    events: list[tuple[str, ...]] = []  # phase lines and progress updates, in order
     report = run_demo(
         settings,
         opts,
-        lambda stage, msg: lines.append((stage, msg)),
-        lambda stage, done, total: bars.__setitem__(stage, (done, total)),
+        lambda stage, msg: events.append(("line", stage, msg)),
+        lambda stage, done, total: events.append(("bar", stage, f"{done}/{total}")),
     )
+    lines = [(e[1], e[2]) for e in events if e[0] == "line"]
     stages = [stage for stage, _ in lines]
 
     assert report.trained_new_model and report.production_before == 1
     assert {"model", "serve", "traffic", "drift", "labels", "measure", "retrain", "gate"} <= set(stages)
-    # the training and the retraining report their steps, each to the end, as bars of their own
-    assert bars["train"][0] == bars["train"][1] > 0 and bars["retrain"][0] == bars["retrain"][1] > 0
-    assert {"evaluate", "reevaluate", "log model", "relog model"} <= set(bars)
+    # the training and the retraining report their steps to the end, each within its phase
+    model_done = events.index(next(e for e in events if e[:2] == ("line", "model") and "took" in e[2]))
+    retrain_start, gate = (
+        events.index(next(e for e in events if e[1] == "retrain")),
+        events.index(next(e for e in events if e[1] == "gate")),
+    )
+    for phase in (events[:model_done], events[retrain_start:gate]):
+        train_bar = [e[2] for e in phase if e[:2] == ("bar", "train")]
+        done, total = train_bar[-1].split("/")
+        assert len(train_bar) > 1 and done == total != "0"
+        assert {"evaluate", "log model"} <= {e[1] for e in phase if e[0] == "bar"}
     # each phase's last line says how long it took
     for stage in ("model", "drift", "measure", "gate"):
         assert any("took" in msg for s, msg in lines if s == stage), (stage, lines)

@@ -26,16 +26,9 @@ ProgressFn = Callable[[str, int, int], None]
 
 @contextmanager
 def _demo_display(bars: bool) -> Iterator[tuple[StageFn, ProgressFn]]:
-    """Phase lines on stderr and, with ``bars``, a progress bar per training stage (steps
-    done / total, elapsed, time left) that stays on screen above the next lines."""
-
-    def stage(name: str, message: str) -> None:
-        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
-
-    if not bars:
-        yield stage, lambda stage, done, total: None
-        return
-    tasks: dict[str, TaskID] = {}
+    """Phase lines on stderr and, with ``bars``, a progress bar per step of the training
+    and the retraining (steps done / total, elapsed, time left), right under the phase line
+    that started them: each phase line ends the bars before it, which stay on screen."""
     columns = (
         TextColumn("  [bold]{task.description:<12}"),
         BarColumn(),
@@ -45,14 +38,30 @@ def _demo_display(bars: bool) -> Iterator[tuple[StageFn, ProgressFn]]:
         TextColumn("left"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as display:
+    live: list[Progress] = []  # the bars of the current phase, while there are some
+    tasks: dict[str, TaskID] = {}
 
-        def progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = display.add_task(name, total=max(total, 1))
-            display.update(tasks[name], completed=done, total=max(total, 1))
+    def close_bars() -> None:
+        if live:
+            live.pop().stop()
+            tasks.clear()
 
-        yield stage, progress
+    def stage(name: str, message: str) -> None:
+        close_bars()
+        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
+
+    def progress(name: str, done: int, total: int) -> None:
+        if not live:
+            live.append(Progress(*columns, console=err_console, transient=False))
+            live[0].start()
+        if name not in tasks:
+            tasks[name] = live[0].add_task(name, total=max(total, 1))
+        live[0].update(tasks[name], completed=done, total=max(total, 1))
+
+    try:
+        yield stage, (progress if bars else lambda name, done, total: None)
+    finally:
+        close_bars()
 
 
 def demo(
