@@ -32,8 +32,11 @@ from sentiment_ops.config import DemoSettings, Settings
 from sentiment_ops.data import Split, load_corpus
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.evaluation import classification_metrics
+from sentiment_ops.lifecycle import ProgressFn, no_progress
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sentiment_ops.registry import Registry
 
 StageFn = Callable[[str, str], None]  # (stage, message)
@@ -59,6 +62,7 @@ class DemoReport:
     trained_new_model: bool = False
     drift_imdb: dict[str, Any] = field(default_factory=dict)
     drift_tweets: dict[str, Any] = field(default_factory=dict)
+    drift_after: dict[str, Any] = field(default_factory=dict)  # the new version on tweets, after the reload
     labels_posted: int = 0
     retrain: dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
@@ -85,10 +89,21 @@ def demo_train_settings(settings: Settings) -> Settings:
     return quick
 
 
+def took(seconds: float) -> str:
+    """A duration as a phase line shows it: ``42 s``, ``7 min 05 s``."""
+    whole = round(seconds)
+    return f"{seconds:.1f} s" if seconds < 60 else f"{whole // 60} min {whole % 60:02d} s"
+
+
 def ensure_production(
-    settings: Settings, opts: DemoOptions, stage: StageFn = _quiet, registry: Registry | None = None
+    settings: Settings,
+    opts: DemoOptions,
+    stage: StageFn = _quiet,
+    registry: Registry | None = None,
+    progress: ProgressFn = no_progress,
 ) -> tuple[int, bool]:
-    """The production version: reused when there is one (and ``reuse``), else trained now."""
+    """The production version: reused when there is one (and ``reuse``), else trained now
+    (``progress`` follows the training's steps)."""
     from sentiment_ops.registry import Registry
     from sentiment_ops.training import train
 
@@ -99,10 +114,12 @@ def ensure_production(
         stage("model", f"reusing {settings.mlflow.model_name} v{current} ({alias})")
         return current, False
     stage("model", f"training a quick model on {settings.demo.train_samples} IMDB reviews")
-    result = train(demo_train_settings(settings), registry=registry, promote=True)
+    start = time.monotonic()
+    result = train(demo_train_settings(settings), registry=registry, promote=True, progress=progress)
     if result.version is None:
         raise SentopsError("the demo needs a registered model (train.register_model is false)")
-    stage("model", f"v{result.version} golden accuracy {result.metrics['golden_accuracy']:.3f} → {alias}")
+    golden = result.metrics["golden_accuracy"]
+    stage("model", f"v{result.version} golden accuracy {golden:.3f} → {alias} (took {took(time.monotonic() - start)})")
     return result.version, True
 
 
@@ -213,45 +230,83 @@ def drift_summary(report: Any) -> dict[str, Any]:
     }
 
 
-def draw_story(settings: Settings, report: DemoReport, path: Path) -> Path:
-    """Drift p-values / cosine distance over the checks, and tweet accuracy / F1 before vs after."""
-    import matplotlib
+P_FLOOR = 1e-3  # the p-value axis starts here; smaller p-values are drawn on it
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from sentiment_ops.store import InferenceStore
+def story_checks(report: DemoReport) -> list[tuple[str, dict[str, Any]]]:
+    """The drift checks of this run, in order, each named by the traffic it saw."""
+    named = [("IMDB", report.drift_imdb), ("tweets", report.drift_tweets), ("after reload", report.drift_after)]
+    return [(name, check) for name, check in named if check]
 
-    history = InferenceStore(settings.store_url).drift_history(settings.mlflow.model_name)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    if history:
-        xs = list(range(1, len(history) + 1))
-        ax1.plot(xs, [h["p_value"] for h in history], "o-", label="drift test p-value (permutation)")
-        ax1.plot(xs, [h["cosine_distance"] for h in history], "s--", label="cosine distance (seed)")
-        ax1.axhline(settings.drift.alpha, color="red", lw=0.8, label=f"alpha {settings.drift.alpha}")
-        for x, h in zip(xs, history, strict=True):
-            ax1.annotate("drift" if h["drift"] else "ok", (x, h["p_value"]), textcoords="offset points", xytext=(4, 6))
-        ax1.set_yscale("symlog", linthresh=1e-3)
-        ax1.set_xlabel("drift check")
-        ax1.legend(fontsize=8)
-    ax1.set_title("Drift checks over time")
+
+def story_figure(report: DemoReport, alpha: float) -> Figure:
+    """The picture of one demo run: left, the p-value of each drift check on a log axis
+    (``P_FLOOR`` to 1) with the ``alpha`` line, the cosine distance on a second axis, and
+    where the promotion and the reload happened; right, tweet accuracy / F1 before vs after."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    checks = story_checks(report)
+    xs = list(range(1, len(checks) + 1))
+    legend_on = ax1
+    if checks:
+        p_values = [max(float(c["p_value"]), P_FLOOR) for _, c in checks]
+        ax1.plot(xs, p_values, "o-", color="C0", label="drift test p-value", clip_on=False)
+        for x, p, (_, c) in zip(xs, p_values, checks, strict=True):
+            ax1.annotate("drift" if c["drift"] else "ok", (x, p), textcoords="offset points", xytext=(5, 5))
+        cosine = ax1.twinx()
+        cosine.plot(xs, [c["cosine_distance"] for _, c in checks], "s--", color="C2", label="cosine distance")
+        cosine.set_ylabel("cosine distance to the reference", color="C2")
+        cosine.set_ylim(bottom=0)
+        legend_on = cosine  # drawn last, so the legend is not hidden under its line
+    ax1.axhline(alpha, color="red", lw=0.8, label=f"alpha {alpha}")
+    _mark_promotion(ax1, report, len(checks))
+    ax1.set_yscale("log")
+    ax1.set_ylim(P_FLOOR, 1.0)
+    ax1.set_ylabel("p-value (log scale)")
+    ax1.set_xticks(xs, [name for name, _ in checks])
+    ax1.set_xlim(0.5, max(len(checks), 1) + 0.5)
+    ax1.set_xlabel("drift check, by the traffic it saw")
+    handles = [h for ax in fig.axes if ax is not ax2 for h in ax.get_legend_handles_labels()[0]]
+    legend_on.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    ax1.set_title("Drift checks over the demo")
+    _before_after_bars(ax2, report)
+    fig.tight_layout()
+    return fig
+
+
+def _mark_promotion(ax: Any, report: DemoReport, n_checks: int) -> None:
+    """Vertical lines after the tweet check (number 2): the promotion, then the reload."""
+    if not report.promoted or n_checks < 2:
+        return
+    version = report.retrain.get("version")
+    ax.axvline(2.33, color="C1", ls=":", label=f"promoted v{version}")
+    reload_s = "" if report.reload_seconds is None else f" ({report.reload_seconds:.1f} s)"
+    ax.axvline(2.67, color="C4", ls="-.", label=f"server reloaded{reload_s}")
+
+
+def _before_after_bars(ax: Any, report: DemoReport) -> None:
     names = ["accuracy", "f1"]
     before = [report.tweets_before.get(n, 0.0) for n in names]
     after = [report.tweets_after.get(n, 0.0) for n in names]
     pos = np.arange(len(names))
-    ax2.bar(pos - 0.2, before, 0.4, label=f"before (v{report.production_before})")
-    ax2.bar(pos + 0.2, after, 0.4, label=f"after (v{report.production_after})")
+    ax.bar(pos - 0.2, before, 0.4, label=f"before (v{report.production_before})")
+    ax.bar(pos + 0.2, after, 0.4, label=f"after (v{report.production_after})")
     for i in range(len(names)):
-        ax2.text(pos[i] - 0.2, before[i] + 0.01, f"{before[i]:.3f}", ha="center", fontsize=8)
-        ax2.text(pos[i] + 0.2, after[i] + 0.01, f"{after[i]:.3f}", ha="center", fontsize=8)
-    ax2.set_xticks(pos, ["tweet accuracy", "tweet F1"])
-    ax2.set_ylim(0, 1.05)
-    ax2.legend(fontsize=8)
-    ax2.set_title("Served model on held-out tweets")
-    fig.tight_layout()
+        ax.text(pos[i] - 0.2, before[i] + 0.01, f"{before[i]:.3f}", ha="center", fontsize=8)
+        ax.text(pos[i] + 0.2, after[i] + 0.01, f"{after[i]:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(pos, ["tweet accuracy", "tweet F1"])
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Served model on held-out tweets")
+
+
+def draw_story(settings: Settings, report: DemoReport, path: Path) -> Path:
+    """``story_figure`` of ``report`` saved as a PNG at ``path``."""
+    fig = story_figure(report, settings.drift.alpha)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -263,12 +318,15 @@ class _Story:
     settings: Settings
     report: DemoReport
     stage: StageFn
+    progress: ProgressFn = no_progress
     clock: float = field(default_factory=time.monotonic)
 
-    def lap(self, name: str) -> None:
+    def lap(self, name: str) -> str:
+        """Record the phase ``name`` as ended now; returns "took …" for its last line."""
         now = time.monotonic()
         self.report.seconds[name] = round(now - self.clock, 1)
         self.clock = now
+        return f"took {took(self.report.seconds[name])}"
 
 
 @dataclass
@@ -288,54 +346,59 @@ class _Traffic:
 
 
 def _send_and_check(
-    story: _Story, client: httpx.Client, split: Split, what: tuple[str, str], window: int
+    story: _Story, client: httpx.Client, split: Split, what: str, window: int
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """Send ``split`` (``what``: its name, the traffic's name) through the API, then run a
-    drift check on the served window."""
+    """Send ``split`` (``what``: its name) through the API, then run a drift check on the
+    served window."""
     from sentiment_ops.drift.check import run_drift_check
 
-    story.stage("traffic", f"{len(split)} {what[0]} → /predict/batch")
+    story.stage("traffic", f"{len(split)} {what} → /predict/batch")
     preds = send_traffic(client, split.texts)
     story.report.sent_rows += len(split)
     time.sleep(1.0)  # the store writer flushes in the background
     check = run_drift_check(story.settings, alias=story.settings.serve.alias, window=window)
-    story.stage("drift", f"{what[1]} traffic: {'DRIFT' if check.drift else 'no drift'} (p = {check.p_value:.3f})")
     return check, preds
+
+
+def _drift_line(traffic: str, check: Any, took_: str) -> str:
+    return f"{traffic} traffic: {'DRIFT' if check.drift else 'no drift'} (p = {check.p_value:.3f}; {took_})"
 
 
 def _drift_and_labels(story: _Story, client: httpx.Client, traffic: _Traffic, token: str) -> str | None:
     """IMDB traffic (no drift), tweet traffic (drift), labels, tweets measured; returns the
     id of the drift check that triggers the retraining."""
     demo, report = story.settings.demo, story.report
-    check, _ = _send_and_check(
-        story, client, traffic.imdb, ("IMDB reviews", "IMDB"), min(demo.window, len(traffic.imdb))
-    )
+    check, _ = _send_and_check(story, client, traffic.imdb, "IMDB reviews", min(demo.window, len(traffic.imdb)))
     report.drift_imdb = drift_summary(check)
-    story.lap("imdb traffic + drift")
-    check, preds = _send_and_check(story, client, traffic.tweets, ("tweets", "tweet"), demo.window)
+    story.stage("drift", _drift_line("IMDB", check, story.lap("imdb traffic + drift")))
+    check, preds = _send_and_check(story, client, traffic.tweets, "tweets", demo.window)
     report.drift_tweets = drift_summary(check)
-    story.lap("tweet traffic + drift")
+    story.stage("drift", _drift_line("tweet", check, story.lap("tweet traffic + drift")))
     n = min(demo.labeled, len(preds))
     report.labels_posted = post_labels(client, preds[:n], traffic.tweets.labels[:n], token)
     story.stage("labels", f"a person labelled {n} tweets (POST /feedback)")
     report.tweets_before = score_through_api(client, traffic.held_out)
     report.sent_rows += len(traffic.held_out)
-    f1 = report.tweets_before["f1"]
-    story.stage(
-        "measure", f"served v{report.production_before} on {len(traffic.held_out)} held-out tweets: F1 {f1:.3f}"
-    )
-    story.lap("labels + measure")
+    f1, n_out = report.tweets_before["f1"], len(traffic.held_out)
+    took_ = story.lap("labels + measure")
+    story.stage("measure", f"served v{report.production_before} on {n_out} held-out tweets: F1 {f1:.3f} ({took_})")
     return check.check_id
 
 
-def _retrain_and_reload(story: _Story, client: httpx.Client, traffic: _Traffic, check_id: str | None) -> None:
-    """Retrain with replay, gate, promote when it passes; the server reloads; tweets measured."""
+def _retrain(story: _Story, check_id: str | None) -> None:
+    """Retrain with replay and gate, promoting when the gate passes."""
     from sentiment_ops.retraining import CandidateNotPromoted, retrain
 
     demo, report = story.settings.demo, story.report
     story.stage("retrain", "fine-tuning from production on the labels + IMDB replay")
     try:
-        result = retrain(story.settings, promote_if_better=True, triggered_by=check_id, replay_ratio=demo.replay_ratio)
+        result = retrain(
+            story.settings,
+            promote_if_better=True,
+            triggered_by=check_id,
+            replay_ratio=demo.replay_ratio,
+            progress=story.progress,
+        )
     except CandidateNotPromoted as exc:  # a refused candidate is part of the story
         result = exc.result
     report.retrain = {
@@ -346,28 +409,52 @@ def _retrain_and_reload(story: _Story, client: httpx.Client, traffic: _Traffic, 
         "metrics": result.metrics,
     }
     report.promoted = result.promoted
-    story.stage("gate", result.summary())
-    story.lap("retrain + gate")
-    if result.promoted:
-        report.reload_seconds = round(wait_for_version(client, result.version, demo.reload_timeout_s), 1)
-        story.stage(
-            "reload", f"the server serves v{result.version} ({report.reload_seconds:.1f} s after the alias moved)"
-        )
+    story.stage("gate", f"{result.summary()} ({story.lap('retrain + gate')})")
+
+
+def _check_after_reload(story: _Story, window: int) -> None:
+    """A drift check of the new version on the held-out tweets it has just served (none when
+    they are fewer than ``drift.min_rows``)."""
+    from sentiment_ops.drift.check import run_drift_check
+    from sentiment_ops.errors import NotEnoughDataError
+
+    time.sleep(1.0)  # the store writer flushes in the background
+    try:
+        check = run_drift_check(story.settings, alias=story.settings.serve.alias, window=window)
+    except NotEnoughDataError as exc:
+        story.stage("drift", f"no check after the reload: {exc}")
+        return
+    story.report.drift_after = drift_summary(check)
+    story.stage("drift", _drift_line(f"v{story.report.production_after} tweet", check, story.lap("drift after reload")))
+
+
+def _reload_and_measure(story: _Story, client: httpx.Client, traffic: _Traffic) -> None:
+    """The server reloads the promoted version; tweets measured through the API again."""
+    demo, report = story.settings.demo, story.report
+    version = report.retrain["version"]
+    if report.promoted:
+        report.reload_seconds = round(wait_for_version(client, version, demo.reload_timeout_s), 1)
+        story.stage("reload", f"the server serves v{version} ({report.reload_seconds:.1f} s after the alias moved)")
     report.production_after = int(client.get("/model").json()["version"])
     report.tweets_after = score_through_api(client, traffic.held_out)
     report.sent_rows += len(traffic.held_out)
-    story.stage("measure", f"served v{report.production_after}: F1 {report.tweets_after['f1']:.3f}")
-    story.lap("reload + measure")
+    took_ = story.lap("reload + measure")
+    story.stage("measure", f"served v{report.production_after}: F1 {report.tweets_after['f1']:.3f} ({took_})")
+    if report.promoted:
+        _check_after_reload(story, min(demo.window, len(traffic.held_out)))
 
 
-def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> DemoReport:
-    """The whole story (see the module docstring), with the ``demo`` settings."""
+def run_demo(
+    settings: Settings, opts: DemoOptions, stage: StageFn = _quiet, progress: ProgressFn = no_progress
+) -> DemoReport:
+    """The whole story (see the module docstring), with the ``demo`` settings; ``progress``
+    follows the training and the retraining step by step."""
     from sentiment_ops.store import InferenceStore
 
-    story = _Story(settings, DemoReport(), stage)
+    story = _Story(settings, DemoReport(), stage, progress)
     report = story.report
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    report.production_before, report.trained_new_model = ensure_production(settings, opts, stage)
+    report.production_before, report.trained_new_model = ensure_production(settings, opts, stage, progress=progress)
     story.lap("model")
     traffic = _Traffic.load(settings.demo)
     store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
@@ -378,10 +465,11 @@ def run_demo(settings: Settings, opts: DemoOptions, stage: StageFn = _quiet) -> 
             stage("serve", f"starting sentops serve on {server.base_url}")
             server.wait_ready(settings.demo.startup_timeout_s)
             report.base_url = server.base_url
-            story.lap("serve")
+            stage("serve", f"ready ({story.lap('serve')})")
             with httpx.Client(base_url=server.base_url, timeout=60) as client:
                 check_id = _drift_and_labels(story, client, traffic, server.feedback_token)
-                _retrain_and_reload(story, client, traffic, check_id)
+                _retrain(story, check_id)
+                _reload_and_measure(story, client, traffic)
         finally:
             server.stop()
         report.stored_rows = store.count(settings.mlflow.model_name, source="api") - rows_before

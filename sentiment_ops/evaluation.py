@@ -72,3 +72,34 @@ def save_plots(labels: np.ndarray, probabilities: np.ndarray, out_dir: Path, tit
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
+
+
+def save_comparison_plot(scores: dict[str, dict[str, float]], path: Path, labels: tuple[str, str]) -> Path:
+    """Production vs candidate on each hold-out: grouped accuracy and F1 bars. ``scores``
+    maps ``<who>_<hold-out>`` (who: production, candidate; hold-out: golden, new) to metrics;
+    ``labels`` names the two models in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    holdouts = [h for h in ("golden", "new") if f"production_{h}" in scores and f"candidate_{h}" in scores]
+    names = {"golden": "golden IMDB", "new": "new-domain"}
+    groups = [(h, m) for h in holdouts for m in ("accuracy", "f1")]
+    pos = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for offset, who, label in ((-0.2, "production", labels[0]), (0.2, "candidate", labels[1])):
+        values = [scores[f"{who}_{h}"][m] for h, m in groups]
+        ax.bar(pos + offset, values, 0.4, label=label)
+        for x, v in zip(pos + offset, values, strict=True):
+            ax.text(x, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(pos, [f"{names[h]}\n{'F1' if m == 'f1' else m}" for h, m in groups])
+    ax.set_ylim(0, 1.2)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.set_title("Before / after: production vs candidate on the hold-outs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

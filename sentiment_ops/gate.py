@@ -42,3 +42,15 @@ def gate(
     if drop > max_acc_drop + _EPS:
         reasons.append(f"golden accuracy drop {drop:.4f} exceeds the allowed {max_acc_drop:.4f}")
     return GateDecision(not reasons, gain, drop, min_f1_gain, max_acc_drop, reasons)
+
+
+def describe(decision: GateDecision) -> str:
+    """The decision and its numbers in one line, for people (a model version's description)."""
+    gain = "no new-domain hold-out" if decision.f1_gain is None else f"new-domain F1 gain {decision.f1_gain:+.4f}"
+    numbers = (
+        f"{gain} (required ≥ {decision.min_f1_gain:+.4f}), golden accuracy drop "
+        f"{decision.golden_acc_drop:+.4f} (allowed ≤ {decision.max_acc_drop:.4f})"
+    )
+    if decision.passed:
+        return f"gate passed: {numbers}"
+    return f"gate failed ({'; '.join(decision.reasons)}): {numbers}"

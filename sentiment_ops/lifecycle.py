@@ -6,10 +6,11 @@ real local ones. MLflow is written through its client (``registry.client``), nev
 the fluent API's global run and URIs.
 
     tracked_run(registry, name, tags)      an MLflow run; FINISHED, or FAILED on an error
-    TrackedRun.log_params / log_metrics / log_artifacts / log_text
+    TrackedRun.log_params / log_metrics / log_datasets / log_artifacts / log_text
     evaluate(model, split, batch_size)     metrics and predictions of the model on a split
     log_evaluation(run, split, pred, title)  plots and classification report of a split
     log_model(registry, run, settings, model, meta)  the resolved config and the pyfunc model
+    log_model_metrics(run, model_id, metrics, datasets)  final metrics, on the model page too
     attach_reference(settings, registry, run_id, model)  drift reference embeddings
 
 Registering and promoting are ``Registry.register`` and ``Registry.promote``.
@@ -18,6 +19,7 @@ Registering and promoting are ``Registry.register`` and ``Registry.promote``.
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +48,31 @@ def no_progress(stage: str, done: int, total: int) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class LoggedSplit:
+    """A split as the run page lists it among the run's dataset inputs: ``name``, its
+    content hash as the digest, and ``context`` ("training", "validation", "golden", "test")."""
+
+    name: str
+    context: str
+    split: Split
+    source: str  # where the rows came from (a bundled corpus, a file, the feedback labels)
+
+    def dataset_input(self) -> Any:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        profile = {"num_rows": len(self.split), "label_counts": self.split.label_counts()}
+        dataset = Dataset(
+            name=self.name,
+            digest=self.split.hash,
+            source_type="sentops",
+            source=json.dumps({"uri": self.source}),
+            profile=json.dumps(profile),
+        )
+        return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, self.context)])
+
+
 @dataclass
 class TrackedRun:
     """One MLflow run, written through ``client``."""
@@ -60,13 +87,27 @@ class TrackedRun:
         for start in range(0, len(items), _MAX_PARAMS):
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        *,
+        model_id: str | None = None,
+        dataset: LoggedSplit | None = None,
+    ) -> None:
+        """Log ``metrics`` to the run; with ``model_id`` also to that logged model (its page
+        shows them), as measured on ``dataset`` when given."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, step) for k, v in metrics.items()]
+        name, digest = (dataset.name, dataset.split.hash) if dataset else (None, None)
+        items = [Metric(str(k), float(v), now, step, model_id, name, digest) for k, v in metrics.items()]
         for start in range(0, len(items), _MAX_METRICS):
             self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_METRICS])
+
+    def log_datasets(self, splits: list[LoggedSplit]) -> None:
+        """The run's dataset inputs (the "Datasets used" of the run page)."""
+        self.client.log_inputs(self.run_id, datasets=[s.dataset_input() for s in splits])
 
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
@@ -107,16 +148,18 @@ def prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
-def log_evaluation(run: TrackedRun, split: Split, pred: Prediction, title: str) -> None:
+def log_evaluation(run: TrackedRun, split: Split, pred: Prediction, title: str, subdir: str | None = None) -> None:
     """Confusion matrix, ROC and PR curves (``plots/``) and the classification report
-    (``reports/``) of ``pred`` on ``split``."""
+    (``reports/``) of ``pred`` on ``split`` (in ``plots/<subdir>/`` and ``reports/<subdir>/``
+    with ``subdir``)."""
+    under = f"/{subdir}" if subdir else ""
     with tempfile.TemporaryDirectory() as tmp:
         plots, reports = Path(tmp) / "plots", Path(tmp) / "reports"
         save_plots(split.labels, pred.probabilities, plots, title)
-        run.log_artifacts(plots, "plots")
+        run.log_artifacts(plots, f"plots{under}")
         reports.mkdir()
         (reports / "classification_report.txt").write_text(classification_report(split.labels, pred.probabilities))
-        run.log_artifacts(reports, "reports")
+        run.log_artifacts(reports, f"reports{under}")
 
 
 def log_model(
@@ -138,6 +181,26 @@ def log_model(
         info = registry.log_model(run.run_id, model, Path(tmp), extra_meta)
     progress("log model", 1, 1)
     return info
+
+
+def log_model_metrics(
+    run: TrackedRun, model_id: str, metrics: Mapping[str, float], datasets: Mapping[str, LoggedSplit | None]
+) -> None:
+    """Log the run's final ``metrics``, those of the logged model ``model_id`` linked to it:
+    a metric whose name starts with ``<prefix>_`` for a key of ``datasets`` is the model's,
+    measured on that dataset (``None``: on no one dataset); the others are the run's only.
+
+    Called after ``log_model``: MLflow's ``log_model`` links the run's step-0 metrics that
+    already exist to the model, without their dataset, and a metric can be linked once."""
+    groups: dict[str | None, dict[str, float]] = {}
+    for key, value in metrics.items():
+        prefix = next((p for p in sorted(datasets, key=len, reverse=True) if key.startswith(f"{p}_")), None)
+        groups.setdefault(prefix, {})[key] = value
+    for prefix, values in groups.items():
+        if prefix is None:
+            run.log_metrics(values)
+        else:
+            run.log_metrics(values, model_id=model_id, dataset=datasets[prefix])
 
 
 def attach_reference(

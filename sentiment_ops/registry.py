@@ -131,9 +131,15 @@ class Registry:
 
     # -- versions ----------------------------------------------------------------------
     def register(
-        self, run_id: str, tags: dict[str, str] | None = None, source: str | None = None, artifact: str = "model"
+        self,
+        run_id: str,
+        tags: dict[str, str] | None = None,
+        source: str | None = None,
+        artifact: str = "model",
+        description: str | None = None,
     ) -> VersionInfo:
-        """Register the model logged by ``run_id`` as a new version."""
+        """Register the model logged by ``run_id`` as a new version (with ``description``,
+        the text the MLflow UI shows on the version's page)."""
         with mlflow_errors(f"run {run_id}"):
             run = self.client.get_run(run_id)
         source = source or self._model_source(run_id, artifact)
@@ -155,6 +161,7 @@ class Registry:
                     run_id=run_id,
                     tags={k: str(v) for k, v in all_tags.items()},
                     model_id=_logged_model_id(source),
+                    description=description,
                 )
         return self.get_version(int(mv.version))
 

@@ -27,12 +27,13 @@ from sentiment_ops.config import Settings
 from sentiment_ops.data import Split, golden_test, load_corpus
 from sentiment_ops.errors import ConfigError, GateFailedError, NotFoundError
 from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
-from sentiment_ops.gate import GateDecision, gate
+from sentiment_ops.gate import GateDecision, describe, gate
 from sentiment_ops.lifecycle import ProgressFn, no_progress
 from sentiment_ops.store import InferenceStore
 
 if TYPE_CHECKING:
-    from sentiment_ops.modeling import SentimentModel
+    from sentiment_ops.lifecycle import LoggedSplit, TrackedRun
+    from sentiment_ops.modeling import Prediction, SentimentModel
     from sentiment_ops.registry import Registry, VersionInfo
     from sentiment_ops.training import FitOptions
 
@@ -186,15 +187,61 @@ def _with_replay(settings: Settings, fb: FeedbackData, parent: VersionInfo, req:
 
 def _score(
     who: str, model: SentimentModel, data: RetrainData, batch_size: int, progress: ProgressFn, steps: tuple[int, int]
-) -> dict[str, dict[str, float]]:
-    """``<who>_golden`` and (with a hold-out) ``<who>_new`` metrics of ``model``."""
+) -> tuple[dict[str, dict[str, float]], dict[str, Prediction]]:
+    """``<who>_golden`` and (with a hold-out) ``<who>_new`` metrics of ``model``, and its
+    predictions on each hold-out (``golden``, ``new``)."""
     from sentiment_ops.lifecycle import evaluate
 
-    scores = {f"{who}_golden": evaluate(model, data.golden, batch_size)[0]}
+    scores, preds = {}, {}
+    scores[f"{who}_golden"], preds["golden"] = evaluate(model, data.golden, batch_size)
     if len(data.feedback.holdout):
-        scores[f"{who}_new"] = evaluate(model, data.feedback.holdout, batch_size)[0]
+        scores[f"{who}_new"], preds["new"] = evaluate(model, data.feedback.holdout, batch_size)
     progress("evaluate", *steps)
-    return scores
+    return scores, preds
+
+
+def logged_splits(data: RetrainData) -> dict[str, LoggedSplit]:
+    """The retrain run's dataset inputs by metric prefix: the feedback labels and the replay
+    rows (training), the new-domain hold-out (validation) and the golden hold-out."""
+    from sentiment_ops.lifecycle import LoggedSplit
+
+    fb = data.feedback
+    store = "feedback labels from the inference store"
+    out = {
+        "feedback": LoggedSplit("feedback-train", "training", fb.train, store),
+        "replay": LoggedSplit(f"{data.replay_name}-replay", "training", data.replay, f"{data.replay_name} train split"),
+        "candidate_golden": LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
+    }
+    out["golden"] = out["candidate_golden"]
+    if len(fb.holdout):
+        out["candidate_new"] = LoggedSplit("feedback-holdout", "validation", fb.holdout, store)
+    return out
+
+
+def version_description(
+    data: RetrainData, parent: VersionInfo, metrics: dict[str, float], decision: GateDecision
+) -> str:
+    """What the MLflow UI shows on the version's page: the data, the scores of both models
+    on both hold-outs, and the gate's decision with its numbers."""
+    fb = data.feedback
+    labels = f"{len(fb.train)} feedback labels" + (f" ({fb.pseudo} of them pseudo-labels)" if fb.pseudo else "")
+    lines = [
+        f"Retrained by `sentops retrain` from version {parent.version} on {labels} "
+        f"+ {len(data.replay)} {data.replay_name} replay rows (train `{data.train.hash}`).",
+        "",
+        f"Golden IMDB hold-out ({len(data.golden)} rows): accuracy {metrics['candidate_golden_accuracy']:.4f} "
+        f"(production {metrics['production_golden_accuracy']:.4f}), F1 {metrics['candidate_golden_f1']:.4f} "
+        f"(production {metrics['production_golden_f1']:.4f}).",
+    ]
+    if "candidate_new_f1" in metrics:
+        lines.append(
+            f"New-domain hold-out ({len(fb.holdout)} labels): accuracy {metrics['candidate_new_accuracy']:.4f} "
+            f"(production {metrics['production_new_accuracy']:.4f}), F1 {metrics['candidate_new_f1']:.4f} "
+            f"(production {metrics['production_new_f1']:.4f})."
+        )
+    gate_line = describe(decision)
+    lines += ["", f"{gate_line[:1].upper()}{gate_line[1:]}."]
+    return "\n".join(lines)
 
 
 def _run_tags(data: RetrainData, parent: VersionInfo, req: RetrainRequest, triggered_by: Any) -> dict[str, str]:
@@ -278,6 +325,90 @@ def _tags(values: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None}
 
 
+@dataclass
+class _Job:
+    """What the retraining run works with."""
+
+    settings: Settings
+    registry: Registry
+    data: RetrainData
+    parent: VersionInfo
+    req: RetrainRequest
+    progress: ProgressFn
+
+
+@dataclass
+class _Logged:
+    """The retraining run, once it has ended."""
+
+    run_id: str
+    model_uri: str  # the logged model (models:/<model_id>), the version's source
+    metrics: dict[str, float]
+    decision: GateDecision
+    seconds: float
+
+
+def _tracked_retrain(
+    job: _Job,
+    model: SentimentModel,
+    scores: dict[str, dict[str, float]],
+    triggered_by: Any,
+) -> _Logged:
+    """The MLflow run of one retraining: fine-tune ``model`` (production's weights) in place,
+    score it, compare it with production's ``scores`` (gate), and log the datasets, metrics
+    (linked to the logged model), plots, the model and its reference embeddings."""
+    from sentiment_ops import lifecycle
+    from sentiment_ops.training import fine_tune
+
+    settings, data, parent, req, progress = job.settings, job.data, job.parent, job.req, job.progress
+    bs, steps = settings.train.eval_batch_size, 4 if len(data.feedback.holdout) else 2
+    splits = logged_splits(data)
+    tags = _run_tags(data, parent, req, triggered_by)
+    with lifecycle.tracked_run(job.registry, f"retrain-from-v{parent.version}", tags) as run:
+        run.log_params(_run_params(settings, data, parent, req, model))
+        run.log_datasets(list({id(s): s for s in splits.values()}.values()))
+        seconds = fine_tune(model, data.train, None, req.fit, progress=progress, on_metrics=run.log_metrics)
+        after_scores, after = _score("candidate", model, data, bs, progress, (steps, steps))
+        scores = {**scores, **after_scores}
+        metrics, decision = _compare(scores, settings)
+        metrics["train_seconds"] = seconds
+        run.log_text(
+            json.dumps({"gate": asdict(decision), "data": data.describe()}, indent=2), "retrain/comparison.json"
+        )
+        _log_plots(run, data, scores, after, parent.version)
+        info = lifecycle.log_model(
+            job.registry, run, settings, model, {"data": "feedback", "run_id": run.run_id}, progress
+        )
+        linked: dict[str, LoggedSplit | None] = {**splits, "train": None}  # train_seconds: on no one split
+        lifecycle.log_model_metrics(run, info.model_id, metrics, linked)
+        lifecycle.attach_reference(settings, job.registry, run.run_id, model, progress)
+    return _Logged(run.run_id, info.model_uri, metrics, decision, seconds)
+
+
+def _log_plots(
+    run: TrackedRun, data: RetrainData, scores: dict[str, dict[str, float]], after: dict[str, Prediction], parent: int
+) -> None:
+    """The candidate's confusion matrix, ROC and PR curves, as a train run logs them
+    (``plots/``: on the new-domain hold-out, or the golden one without it; ``plots/golden/``),
+    and the before/after comparison of production and candidate (``plots/before_after.png``)."""
+    import tempfile
+    from pathlib import Path
+
+    from sentiment_ops.evaluation import save_comparison_plot
+    from sentiment_ops.lifecycle import log_evaluation
+
+    if "new" in after:
+        log_evaluation(run, data.feedback.holdout, after["new"], "new-domain hold-out")
+        log_evaluation(run, data.golden, after["golden"], "golden IMDB", subdir="golden")
+    else:
+        log_evaluation(run, data.golden, after["golden"], "golden IMDB")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_comparison_plot(
+            scores, Path(tmp) / "before_after.png", (f"production (v{parent})", "candidate (retrained)")
+        )
+        run.log_artifacts(path.parent, "plots")
+
+
 def retrain(
     settings: Settings,
     *,
@@ -296,9 +427,7 @@ def retrain(
     the ones the settings name. Raises NotEnoughDataError (too few labels, nothing
     registered), NotFoundError (no production version) and, with ``promote_if_better``,
     CandidateNotPromoted when the candidate was registered but not promoted."""
-    from sentiment_ops import lifecycle
     from sentiment_ops.registry import PARENT_TAG, Registry
-    from sentiment_ops.training import fine_tune
 
     req = RetrainRequest.from_settings(settings, window, since, replay_ratio, epochs, pseudo_label_threshold)
     production, candidate = settings.serve.alias, settings.retrain.candidate_alias
@@ -313,28 +442,18 @@ def retrain(
     progress("load model", 1, 1)
     bs, steps = settings.train.eval_batch_size, 4 if len(fb.holdout) else 2
     progress("evaluate", 0, steps)
-    scores = _score("production", model, data, bs, progress, (steps // 2, steps))
-    with lifecycle.tracked_run(
-        registry, f"retrain-from-v{parent.version}", _run_tags(data, parent, req, triggered_by)
-    ) as run:
-        run.log_params(_run_params(settings, data, parent, req, model))
-        seconds = fine_tune(model, data.train, None, req.fit, progress=progress, on_metrics=run.log_metrics)
-        scores.update(_score("candidate", model, data, bs, progress, (steps, steps)))
-        metrics, decision = _compare(scores, settings)
-        metrics["train_seconds"] = seconds
-        run.log_metrics(metrics)
-        run.log_text(
-            json.dumps({"gate": asdict(decision), "data": data.describe()}, indent=2), "retrain/comparison.json"
-        )
-        info = lifecycle.log_model(registry, run, settings, model, {"data": "feedback", "run_id": run.run_id}, progress)
-        lifecycle.attach_reference(settings, registry, run.run_id, model, progress)
-    version = registry.register(run.run_id, tags={PARENT_TAG: str(parent.version)}, source=info.model_uri).version
+    scores, _ = _score("production", model, data, bs, progress, (steps // 2, steps))
+    logged = _tracked_retrain(_Job(settings, registry, data, parent, req, progress), model, scores, triggered_by)
+    decision, metrics, seconds = logged.decision, logged.metrics, logged.seconds
+    description = version_description(data, parent, metrics, decision)
+    tags = {PARENT_TAG: str(parent.version)}
+    version = registry.register(logged.run_id, tags=tags, source=logged.model_uri, description=description).version
     registry.promote(version, candidate)
     promoted, note = False, ""
     if promote_if_better and decision.passed:
         promoted, note = _promote_if_unchanged(registry, version, parent.version, production)
     result = RetrainResult(
-        run_id=run.run_id,
+        run_id=logged.run_id,
         version=version,
         parent_version=parent.version,
         model_uri=registry.model_uri(version),

@@ -145,7 +145,7 @@ class _Trainer(Trainer):
 
 
 class _Callback(TrainerCallback):
-    def __init__(self, progress: ProgressFn, on_metrics: Callable[[dict[str, float], int], None]) -> None:
+    def __init__(self, progress: ProgressFn, on_metrics: Callable[[dict[str, float], int], object]) -> None:
         self.progress, self.on_metrics = progress, on_metrics
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -175,7 +175,7 @@ def fine_tune(
     val: Split | None,
     opts: FitOptions,
     progress: ProgressFn = no_progress,
-    on_metrics: Callable[[dict[str, float], int], None] | None = None,
+    on_metrics: Callable[[dict[str, float], int], object] | None = None,
 ) -> float:
     """Fine-tune ``model`` in place with the HF Trainer; returns the training seconds."""
     device = choose_device(opts.device)
@@ -319,6 +319,34 @@ def _tags(cfg: TrainSettings, data: TrainData, commit: str) -> dict[str, str]:
     }
 
 
+def logged_splits(data: TrainData) -> dict[str, lifecycle.LoggedSplit]:
+    """The run's dataset inputs by metric prefix: training, validation, golden (and the
+    test split when it is not the golden one)."""
+    name, source = data.corpus.name, data.corpus.source
+    out = {
+        "train": lifecycle.LoggedSplit(f"{name}-train", "training", data.train, source),
+        "val": lifecycle.LoggedSplit(f"{name}-validation", "validation", data.val, source),
+        "golden": lifecycle.LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
+    }
+    out["test"] = (
+        out["golden"] if data.golden is data.test else lifecycle.LoggedSplit(f"{name}-test", "test", data.test, source)
+    )
+    return out
+
+
+def version_description(cfg: TrainSettings, data: TrainData, metrics: dict[str, float]) -> str:
+    """What the MLflow UI shows on the version's page: the data and the golden scores."""
+    text = (
+        f"Trained by `sentops train` from `{cfg.base_model}` on {len(data.train)} rows of {data.corpus.name} "
+        f"(train split `{data.train.hash}`, {cfg.epochs:g} epoch(s)).\n\n"
+        f"Golden IMDB test ({len(data.golden)} rows, `{data.golden.hash}`): "
+        f"accuracy {metrics['golden_accuracy']:.4f}, F1 {metrics['golden_f1']:.4f}."
+    )
+    if data.golden is not data.test:
+        text += f" {data.corpus.name} test: accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}."
+    return text
+
+
 def _evaluate(
     model: SentimentModel, data: TrainData, batch_size: int, run: lifecycle.TrackedRun, progress: ProgressFn
 ) -> dict[str, float]:
@@ -354,8 +382,10 @@ def train(
     registry = registry or Registry(settings, check=False)
     model, base_path = new_model(settings)
     commit = git_commit()
+    splits = logged_splits(data)
     with lifecycle.tracked_run(registry, f"train-{data.corpus.name}", _tags(cfg, data, commit)) as run:
         run.log_params(_params(settings, data, base_path, commit))
+        run.log_datasets(list({id(s): s for s in splits.values()}.values()))
         opts = FitOptions.from_train_settings(cfg)
         seconds = fine_tune(model, data.train, data.val, opts, progress=progress, on_metrics=run.log_metrics)
         metrics = {
@@ -363,10 +393,13 @@ def train(
             "train_samples_per_second": len(data.train) * cfg.epochs / max(seconds, 1e-9),
         }
         metrics.update(_evaluate(model, data, cfg.eval_batch_size, run, progress))
-        run.log_metrics(metrics)
         info = lifecycle.log_model(registry, run, settings, model, {"data": cfg.data, "run_id": run.run_id}, progress)
+        lifecycle.log_model_metrics(run, info.model_id, metrics, splits)
         lifecycle.attach_reference(settings, registry, run.run_id, model, progress)
-    version = registry.register(run.run_id, source=info.model_uri).version if cfg.register_model else None
+    version = None
+    if cfg.register_model:
+        description = version_description(cfg, data, metrics)
+        version = registry.register(run.run_id, source=info.model_uri, description=description).version
     promoted = registry.promote(version) if promote and version is not None else None
     return TrainResult(run.run_id, info.model_uri, version, metrics, seconds, data.corpus.describe(), promoted)
 

@@ -11,7 +11,17 @@ import httpx
 import pytest
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.demo import DemoOptions, ServerProcess, ensure_production, run_demo
+from sentiment_ops.demo import (
+    P_FLOOR,
+    DemoOptions,
+    DemoReport,
+    ServerProcess,
+    draw_story,
+    ensure_production,
+    run_demo,
+    story_checks,
+    story_figure,
+)
 from sentiment_ops.registry import Registry
 
 
@@ -37,11 +47,32 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     small.update({"labeled": 70, "eval_tweets": 30, "window": 40})
     settings = load_settings(overrides={f"demo.{k}": v for k, v in small.items()})
     opts = DemoOptions(out_dir=tmp_path / "demo")
-    stages: list[str] = []
-    report = run_demo(settings, opts, lambda stage, msg: stages.append(stage))
+    events: list[tuple[str, ...]] = []  # phase lines and progress updates, in order
+    report = run_demo(
+        settings,
+        opts,
+        lambda stage, msg: events.append(("line", stage, msg)),
+        lambda stage, done, total: events.append(("bar", stage, f"{done}/{total}")),
+    )
+    lines = [(e[1], e[2]) for e in events if e[0] == "line"]
+    stages = [stage for stage, _ in lines]
 
     assert report.trained_new_model and report.production_before == 1
     assert {"model", "serve", "traffic", "drift", "labels", "measure", "retrain", "gate"} <= set(stages)
+    # the training and the retraining report their steps to the end, each within its phase
+    model_done = events.index(next(e for e in events if e[:2] == ("line", "model") and "took" in e[2]))
+    retrain_start, gate = (
+        events.index(next(e for e in events if e[1] == "retrain")),
+        events.index(next(e for e in events if e[1] == "gate")),
+    )
+    for phase in (events[:model_done], events[retrain_start:gate]):
+        train_bar = [e[2] for e in phase if e[:2] == ("bar", "train")]
+        done, total = train_bar[-1].split("/")
+        assert len(train_bar) > 1 and done == total != "0"
+        assert {"evaluate", "log model"} <= {e[1] for e in phase if e[0] == "bar"}
+    # each phase's last line says how long it took
+    for stage in ("model", "drift", "measure", "gate"):
+        assert any("took" in msg for s, msg in lines if s == stage), (stage, lines)
     # every prediction sent through the API was stored, none lost
     assert report.sent_rows == 40 + 80 + 30 + 30
     assert report.stored_rows == report.sent_rows
@@ -64,6 +95,9 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     assert registry.alias_version("production") == candidate
     assert set(report.tweets_before) == {"accuracy", "f1", "version"}
     assert Path(report.picture or "").stat().st_size > 10_000
+    # the new version was checked for drift on the tweets it served after the reload
+    assert report.drift_after["check_id"] not in (None, report.drift_tweets["check_id"])
+    assert [name for name, _ in story_checks(report)] == ["IMDB", "tweets", "after reload"]
 
     # a second run reuses production instead of training again
     version, trained = ensure_production(settings, opts)
@@ -86,3 +120,54 @@ def test_demo_server_serves_with_the_settings_it_was_given(
         assert httpx.post(f"{server.base_url}/predict", json={"text": "fine"}, timeout=30).status_code == 200
     finally:
         server.stop()
+
+
+def _report(promoted: bool) -> DemoReport:
+    """A report as ``run_demo`` fills it: a p-value of 0 (below the axis) on the tweets."""
+    check = {"mmd2": 0.01, "n_rows": 300}
+    report = DemoReport(
+        production_before=1,
+        production_after=2 if promoted else 1,
+        drift_imdb={**check, "drift": False, "p_value": 0.42, "cosine_distance": 0.02, "check_id": "a"},
+        drift_tweets={**check, "drift": True, "p_value": 0.0, "cosine_distance": 0.31, "check_id": "b"},
+        retrain={"version": 2, "gate_passed": promoted},
+        promoted=promoted,
+        reload_seconds=1.5 if promoted else None,
+        tweets_before={"accuracy": 0.61, "f1": 0.58},
+        tweets_after={"accuracy": 0.74, "f1": 0.73} if promoted else {"accuracy": 0.61, "f1": 0.58},
+    )
+    if promoted:
+        report.drift_after = {**check, "drift": True, "p_value": 0.002, "cosine_distance": 0.3, "check_id": "c"}
+    return report
+
+
+def test_story_picture_axes(tmp_path: Path) -> None:
+    fig = story_figure(_report(promoted=True), alpha=0.01)
+    drift, bars = fig.axes[0], fig.axes[1]
+    assert drift.get_yscale() == "log"
+    assert drift.get_ylim() == pytest.approx((P_FLOOR, 1.0))
+    # checks are integers named by the traffic they saw
+    assert list(drift.get_xticks()) == [1, 2, 3]
+    assert [t.get_text() for t in drift.get_xticklabels()] == ["IMDB", "tweets", "after reload"]
+    # no negative p-values on the axis, and a p-value of 0 sits on its floor, not below it
+    p_line = next(line for line in drift.get_lines() if line.get_label() == "drift test p-value")
+    assert list(p_line.get_ydata()) == [0.42, P_FLOOR, 0.002]
+    alpha = next(line for line in drift.get_lines() if line.get_label() == "alpha 0.01")
+    assert list(alpha.get_ydata()) == [0.01, 0.01]
+    # the promotion and the reload are marked between the tweet check and the one after
+    marks = {line.get_label(): line.get_xdata()[0] for line in drift.get_lines()}
+    assert 2 < marks["promoted v2"] < marks["server reloaded (1.5 s)"] < 3
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["tweet accuracy", "tweet F1"]
+    assert {p.get_height() for p in bars.patches} == {0.61, 0.58, 0.74, 0.73}
+    settings = load_settings()
+    path = draw_story(settings, _report(promoted=True), tmp_path / "demo.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_story_picture_without_promotion() -> None:
+    fig = story_figure(_report(promoted=False), alpha=0.05)
+    drift = fig.axes[0]
+    assert [t.get_text() for t in drift.get_xticklabels()] == ["IMDB", "tweets"]
+    assert drift.get_xlim() == (0.5, 2.5)
+    labels = {line.get_label() for line in drift.get_lines()}
+    assert "alpha 0.05" in labels and not any(str(label).startswith(("promoted", "server")) for label in labels)

@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from
+
+StageFn = Callable[[str, str], None]
+ProgressFn = Callable[[str, int, int], None]
+
+
+@contextmanager
+def _demo_display(bars: bool) -> Iterator[tuple[StageFn, ProgressFn]]:
+    """Phase lines on stderr and, with ``bars``, a progress bar per step of the training
+    and the retraining (steps done / total, elapsed, time left), right under the phase line
+    that started them: each phase line ends the bars before it, which stay on screen."""
+    columns = (
+        TextColumn("  [bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    live: list[Progress] = []  # the bars of the current phase, while there are some
+    tasks: dict[str, TaskID] = {}
+
+    def close_bars() -> None:
+        if live:
+            live.pop().stop()
+            tasks.clear()
+
+    def stage(name: str, message: str) -> None:
+        close_bars()
+        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
+
+    def progress(name: str, done: int, total: int) -> None:
+        if not live:
+            live.append(Progress(*columns, console=err_console, transient=False))
+            live[0].start()
+        if name not in tasks:
+            tasks[name] = live[0].add_task(name, total=max(total, 1))
+        live[0].update(tasks[name], completed=done, total=max(total, 1))
+
+    try:
+        yield stage, (progress if bars else lambda name, done, total: None)
+    finally:
+        close_bars()
 
 
 def demo(
@@ -42,10 +96,8 @@ def demo(
     )
     opts = DemoOptions(reuse=not fresh, out_dir=out)
 
-    def stage(name: str, message: str) -> None:
-        err_console.print(f"[bold cyan]{name:<8}[/bold cyan] {message}", highlight=False)
-
-    report = run_demo(settings, opts, stage)
+    with _demo_display(not as_json) as (stage, progress):
+        report = run_demo(settings, opts, stage, progress)
     if as_json:
         print_json(report.to_dict())
         return
