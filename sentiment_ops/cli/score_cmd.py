@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,12 +20,7 @@ MAX_ERRORS_SHOWN = 20
 
 def score(
     ctx: typer.Context,
-    input_file: Annotated[
-        str,
-        typer.Argument(
-            metavar="INPUT", help="CSV, JSONL or Parquet file of texts (with --spark: any URI Spark reads)."
-        ),
-    ],
+    input_file: Annotated[str, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file (or Spark URI).")],
     *,
     output: Annotated[
         str,
@@ -75,9 +70,8 @@ def score(
     after the last finished chunk. Bad rows (empty text, undecodable bytes, control
     characters, malformed records) are reported with their line numbers and left out.
 
-    With --spark MASTER (or --engine spark under spark-submit) the job runs on Apache Spark
-    through MLflow's spark_udf over the logged model, Parquet (or CSV, JSONL) in and a
-    Parquet folder out; no resume and no --log there (docs/scoring.md).
+    With --spark MASTER (or --engine spark under spark-submit) it runs on Apache Spark through
+    MLflow's spark_udf over the logged model into a Parquet folder (docs/scoring.md).
 
     Example: sentops score reviews.csv --output scores.parquet --log
 
@@ -85,44 +79,20 @@ def score(
     unreadable · 66 unknown alias/version · 70 store error (--log) · 71 model cannot be loaded.
     """
     settings = settings_from(ctx)
+    model: dict[str, Any] = {"version": version, "alias": alias, "text_column": text_column, "embedding": embedding}
     if spark_master is not None or engine is ScoreEngine.spark:
         from sentiment_ops.scoring.spark import score_on_spark, unsupported
 
         unsupported(log=log, workers=workers, backend=value(backend))
         err_console.print(f"scoring on Spark ({spark_master or 'the session spark-submit made, else local[*]'})")
-        summary = score_on_spark(
-            settings,
-            str(input_file),
-            str(output),
-            master=spark_master,
-            version=version,
-            alias=alias,
-            text_column=text_column,
-            embedding=embedding,
-        )
-        print_json(summary.to_dict()) if as_json else _print_summary(summary)
-        summary.raise_for_errors()
-        return
-    from sentiment_ops.scoring import score_file
-
-    with _progress_bar(not as_json) as progress:
-        summary = score_file(
-            settings,
-            input_file,
-            output,
-            version=version,
-            alias=alias,
-            text_column=text_column,
-            embedding=embedding,
-            log=log,
-            workers=workers,
-            backend=value(backend),
-            progress=progress,
-        )
-    if as_json:
-        print_json(summary.to_dict())
+        summary = score_on_spark(settings, input_file, output, master=spark_master, **model)
     else:
-        _print_summary(summary)
+        from sentiment_ops.scoring import score_file
+
+        with _progress_bar(not as_json) as progress:
+            local: dict[str, Any] = {"log": log, "workers": workers, "backend": value(backend), "progress": progress}
+            summary = score_file(settings, input_file, output, **local, **model)
+    print_json(summary.to_dict()) if as_json else _print_summary(summary)
     summary.raise_for_errors()  # bad rows: SentopsGroup prints the one error line, exit 65
 
 
