@@ -92,7 +92,9 @@ def export_cmd(
         typer.Option("--select", help="Choose the texts worth labeling first (unlabeled, one row per text)."),
     ] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="How many texts --select chooses (default 100).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of --select's random choices (default 0).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Seed of --select's random choices (default 0).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Export served predictions as id,text,prediction,confidence,label for labeling.

@@ -119,6 +119,8 @@ def choose_to_label(
         raise DataError(f"the number of texts to choose must be at least 1, got {n}")
     if window is not None and window < 1:
         raise DataError(f"window must be at least 1, got {window}")
+    if seed < 0:
+        raise DataError(f"seed must be 0 or more, got {seed}")
     registry = registry or Registry(settings)
     info = resolve_version(registry, version, None)
     queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, window or DEFAULT_POOL)
