@@ -21,9 +21,9 @@ from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import DataError
-from sentiment_ops.labeling import Strategy, select
+from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.labeling.strategies import kmeans, margins
+from sentiment_ops.labeling.strategies import kmeans, margins, select
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
-from sentiment_ops.labeling.strategies import Strategy
+from sentiment_ops.labeling import Strategy
 
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings

@@ -3,12 +3,27 @@
     strategies.py  random | uncertain | novel | mixed over a pool (pure numpy, seeded)
     queue.py       the pool from the store's served window, the reference, the export
 
-Only the strategies are imported here (the CLI lists them in its help without loading the
-store or MLflow); the queue is ``sentiment_ops.labeling.queue``.
+Only the names of the strategies live here (the CLI lists them in its help without loading
+numpy, the store or MLflow); the ranking is ``labeling.strategies.select``, the queue
+``labeling.queue.choose_to_label``.
 """
 
 from __future__ import annotations
 
-from sentiment_ops.labeling.strategies import Pick, Strategy, select
+from enum import StrEnum
 
-__all__ = ["Pick", "Strategy", "select"]
+
+class Strategy(StrEnum):
+    """How texts to label are chosen (``sentops feedback export --select``, ``/label``)."""
+
+    RANDOM = "random"
+    UNCERTAIN = "uncertain"
+    NOVEL = "novel"
+    MIXED = "mixed"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return self in (Strategy.NOVEL, Strategy.MIXED)
+
+
+__all__ = ["Strategy"]

@@ -30,7 +30,8 @@ from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.drift.reference import download_reference
 from sentiment_ops.errors import DataError
 from sentiment_ops.feedback import ExportSummary, write_export
-from sentiment_ops.labeling.strategies import Strategy, select
+from sentiment_ops.labeling import Strategy
+from sentiment_ops.labeling.strategies import select
 from sentiment_ops.predictors import resolve_version
 from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash

@@ -18,25 +18,13 @@ rows happened to come in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from sentiment_ops.labeling import Strategy
+
 MAX_CLUSTERS = 200  # k-means clusters at most (mixed): beyond, a pick goes round-robin
 KMEANS_ITERATIONS = 50  # Lloyd steps at most; it usually settles in 10-20
-
-
-class Strategy(StrEnum):
-    """How texts to label are chosen (``sentops feedback export --select``, ``/label``)."""
-
-    RANDOM = "random"
-    UNCERTAIN = "uncertain"
-    NOVEL = "novel"
-    MIXED = "mixed"
-
-    @property
-    def needs_embeddings(self) -> bool:
-        return self in (Strategy.NOVEL, Strategy.MIXED)
 
 
 @dataclass(frozen=True)

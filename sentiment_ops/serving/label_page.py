@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.errors import DataError, NotFoundError, RegistryUnavailableError, StoreError
+from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.labeling.strategies import Strategy
 from sentiment_ops.serving.routes import E401, E403, E404, E422, State, Store, _unavailable, bearer_guard
 from sentiment_ops.serving.schemas import ErrorResponse
 
