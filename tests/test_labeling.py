@@ -216,3 +216,30 @@ def test_cli_export_select(
     assert bad.exit_code == 2 and "random" in bad.output and "mixed" in bad.output
     stray = cli("feedback", "export", "--n", "5", str(out))
     assert stray.exit_code == 2 and "--select" in stray.output
+
+
+def test_embedding_strategies_use_only_the_serving_backend(
+    settings: Settings,
+    store: InferenceStore,
+    model: Any,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Rows embedded by torch are not compared in the ONNX space; novel without an ONNX
+    reference says what to run (exit 66)."""
+    serve(store, model, load_corpus("tweets").test.texts[:20])
+    monkeypatch.setenv("SENTOPS_SERVE__BACKEND", "onnx")
+    out_file = str(tmp_path / "x.jsonl")
+    out = cli("feedback", "export", "--select", "mixed", "--n", "5", out_file, "--json")
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["rows"] == 0 and summary["no_embedding"] == 20 and summary["pool"] == 0
+    assert (
+        json.loads(cli("feedback", "export", "--select", "uncertain", "--n", "5", out_file, "--json").stdout)["rows"]
+        == 5
+    )  # no embeddings needed
+    novel = cli("feedback", "export", "--select", "novel", "--n", "5", out_file)
+    assert novel.exit_code == 66
+    assert "no reference embeddings for the onnx serving backend" in novel.stderr
+    assert "sentops embed-reference" in " ".join(novel.stderr.split())

@@ -124,9 +124,11 @@ def choose_to_label(
         raise DataError(f"seed must be 0 or more, got {seed}")
     registry = registry or Registry(settings)
     info = resolve_version(registry, version, None)
+    backend = settings.serve.backend
+    # novel: a version without a reference is a setup problem to report, whatever the window holds
+    reference = _reference(registry, str(info.run_id), backend) if strategy is Strategy.NOVEL else None
     queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, window or DEFAULT_POOL)
     rows = candidate_rows(store, queue, since)
-    backend = settings.serve.backend
     if strategy.needs_embeddings:
         usable = [r for r in rows if r.embedding is not None and r.backend == backend]
         queue.no_embedding, rows = len(rows) - len(usable), usable
@@ -135,19 +137,21 @@ def choose_to_label(
         return queue
     probabilities = np.array([0.5 if r.probability is None else r.probability for r in rows], dtype=np.float64)
     embeddings = np.vstack([np.asarray(r.embedding) for r in rows]) if strategy.needs_embeddings else None
-    reference = None
-    if strategy is Strategy.NOVEL:
-        with tempfile.TemporaryDirectory() as tmp:
-            reference = download_reference(registry.client, str(info.run_id), Path(tmp), backend).embeddings
-        assert embeddings is not None
-        if reference.shape[1] != embeddings.shape[1]:
-            raise DataError(
-                f"the served embeddings have {embeddings.shape[1]} dimensions but the reference of version "
-                f"{info.version} has {reference.shape[1]}: run `sentops embed-reference --version {info.version}`"
-            )
+    if reference is not None and embeddings is not None and reference.shape[1] != embeddings.shape[1]:
+        raise DataError(
+            f"the served embeddings have {embeddings.shape[1]} dimensions but the reference of version "
+            f"{info.version} has {reference.shape[1]}: run `sentops embed-reference --version {info.version}`"
+        )
     picks = select(strategy, n, seed, probabilities=probabilities, embeddings=embeddings, reference=reference)
     queue.items = [QueueItem(rows[p.index], p.score, p.cluster) for p in picks]
     return queue
+
+
+def _reference(registry: Registry, run_id: str, backend: str) -> np.ndarray:
+    """The reference embeddings of ``backend`` logged with the run (NotFoundError naming
+    ``sentops embed-reference`` when there are none)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return download_reference(registry.client, run_id, Path(tmp), backend).embeddings
 
 
 @dataclass
