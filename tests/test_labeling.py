@@ -243,3 +243,27 @@ def test_embedding_strategies_use_only_the_serving_backend(
     assert novel.exit_code == 66
     assert "no reference embeddings for the onnx serving backend" in novel.stderr
     assert "sentops embed-reference" in " ".join(novel.stderr.split())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def test_store_undo_and_labeled_texts(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What the queue and the page's undo need from the store, on SQLite and PostgreSQL."""
+    from sentiment_ops.errors import NotFoundError
+    from sentiment_ops.store import text_hash
+
+    url = f"sqlite:///{tmp_path / 'store.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    st = InferenceStore(url)
+    try:
+        served = [PredictionRecord("m", 1, f"text {i}", 1, 0.6, 0.6) for i in range(3)]
+        st.add_predictions([*served, *records_from(["imported text"], [0], "m")])
+        assert st.set_feedback(served[0].id, 0) is True
+        hashes = [text_hash(t) for t in ("text 0", "text 1", "imported text", "never seen")]
+        assert st.labeled_hashes(hashes) == {text_hash("text 0"), text_hash("imported text")}
+        assert st.clear_feedback(served[0].id) is True
+        assert st.get(served[0].id).feedback_label is None and st.get(served[0].id).feedback_at is None
+        assert st.clear_feedback(served[0].id) is False  # nothing to undo twice
+        assert st.labeled_hashes(hashes) == {text_hash("imported text")}
+        with pytest.raises(NotFoundError):
+            st.clear_feedback("nope")
+    finally:
+        st.close()
