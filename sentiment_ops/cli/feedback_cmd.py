@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
+from sentiment_ops.labeling import Strategy
 
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.feedback import ImportSummary
+    from sentiment_ops.labeling.queue import SelectionExport
     from sentiment_ops.store import InferenceStore
 
 app = typer.Typer(help="Import true labels, export predictions to label.", no_args_is_help=True)
@@ -77,33 +79,80 @@ def export_cmd(
     *,
     unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only predictions without a label yet.")] = False,
     window: Annotated[
-        int | None, typer.Option("--window", min=1, help="Only the N most recent matching predictions.")
+        int | None,
+        typer.Option(
+            "--window", min=1, help="Only the N most recent matching predictions (with --select: chosen from; 5000)."
+        ),
     ] = None,
     since: Annotated[
         datetime | None, typer.Option("--since", help="Only predictions logged since this date/time (UTC).")
+    ] = None,
+    select: Annotated[
+        Strategy | None,
+        typer.Option("--select", help="Choose the texts worth labeling first (unlabeled, one row per text)."),
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="How many texts --select chooses (default 100).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Seed of --select's random choices (default 0).")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Export served predictions as id,text,prediction,confidence,label for labeling.
 
     Fill in the label column and import the file back with `sentops feedback import`.
+    With --select, the N unlabeled texts the production version served that are worth a
+    person's time, in the order to label them: random, uncertain (closest to the decision
+    boundary), novel (farthest from the drift reference) or mixed (the most uncertain of
+    each cluster of the served embeddings, so the labels are not near-duplicates).
 
-    Example: sentops feedback export --unlabeled --window 500 to_label.csv
+    Example: sentops feedback export --select mixed --n 200 to_label.csv
     """
-    from sentiment_ops.feedback import export_feedback
-
+    if select is None and (n is not None or seed is not None):
+        raise typer.BadParameter("--n and --seed go with --select", param_hint="--n / --seed")
     settings, store = _store(ctx)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     try:
-        summary = export_feedback(
-            store, file, unlabeled=unlabeled, window=window, since=since, model_name=settings.mlflow.model_name
-        )
+        if select is not None:
+            from sentiment_ops.labeling.queue import export_selection
+
+            chosen = export_selection(
+                settings, store, file, select, n or 100, seed=seed or 0, window=window, since=since
+            )
+        else:
+            from sentiment_ops.feedback import export_feedback
+
+            summary = export_feedback(
+                store, file, unlabeled=unlabeled, window=window, since=since, model_name=settings.mlflow.model_name
+            )
     finally:
         store.close()
+    if select is not None:
+        _print_selection(chosen, as_json)
+        return
     if as_json:
         print_json(summary.to_dict())
         return
     console.print(f"wrote [bold]{summary.rows}[/bold] predictions to {summary.path}")
     if summary.skipped_no_text:
         console.print(f"left out {summary.skipped_no_text} predictions logged without their text (store_text off)")
+
+
+def _print_selection(chosen: SelectionExport, as_json: bool) -> None:
+    if as_json:
+        print_json(chosen.to_dict())
+        return
+    q = chosen.queue
+    console.print(
+        f"wrote [bold]{chosen.export.rows}[/bold] texts chosen by {q.strategy} (seed {q.seed}) from "
+        f"{q.pool} unlabeled served texts of version {q.version} to {chosen.export.path}"
+    )
+    left_out = {
+        "already labeled": q.labeled,
+        "repeated texts": q.duplicates,
+        "logged without text": q.no_text,
+        "without an embedding of the serving backend": q.no_embedding,
+    }
+    parts = [f"{count} {why}" for why, count in left_out.items() if count]
+    if parts:
+        console.print(f"left out of the last {q.window} predictions: " + ", ".join(parts))

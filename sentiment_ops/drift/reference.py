@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,8 +25,10 @@ from sentiment_ops.data import LABEL_NAMES, load_corpus
 from sentiment_ops.errors import NotFoundError
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.inference.passes import POOLING, Prediction, Predictor, forward_grouped
-from sentiment_ops.modeling import SentimentModel
 from sentiment_ops.registry import mlflow_errors
+
+if TYPE_CHECKING:  # torch: not imported for reading a reference (the serve image has none)
+    from sentiment_ops.modeling import SentimentModel
 
 ARTIFACT_DIR = "reference"
 BACKENDS = ("torch", "onnx")
@@ -90,6 +92,8 @@ def _onnx_predictor(model: SentimentModel, onnx_dir: Path, tmp: Path, threads: i
     if not (onnx_dir / ONNX_FILE).exists():
         # Export from the saved weights, as the server does (it loads the logged model):
         # a model fresh out of the Trainer does not always trace (seen: ComplexDouble).
+        from sentiment_ops.modeling import SentimentModel
+
         model = SentimentModel.from_dir(model.save(tmp / "hf_model"))
     return OnnxPredictor.from_model(model, onnx_dir, threads)
 

@@ -23,6 +23,7 @@ from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.holder import ModelHolder, inference_workers
+from sentiment_ops.serving.label_page import label_router
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
 from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
 from sentiment_ops.serving.routes import ServingState, build_router
@@ -108,6 +109,7 @@ def create_app(
             predict_token=os.environ.get(PREDICT_TOKEN_ENV) or None,
         )
     )
+    app.include_router(label_router(os.environ.get(FEEDBACK_TOKEN_ENV) or None))  # /label: the labeling page
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

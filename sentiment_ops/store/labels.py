@@ -1,8 +1,9 @@
 """What feedback and retraining read and write: true labels on logged predictions
-(``set_feedback`` from ``POST /feedback``, ``set_feedback_many`` and ``imported_labels``
-from ``sentops feedback import``, ``records_from`` for labeled texts never served), and the
-rows, labeled or not, that retraining learns from and ``sentops feedback export`` writes
-out (``rows``)."""
+(``set_feedback`` from ``POST /feedback``, ``clear_feedback`` from the labeling page's undo,
+``set_feedback_many`` and ``imported_labels`` from ``sentops feedback import``,
+``records_from`` for labeled texts never served), the texts that already hold a label
+(``labeled_hashes``: what label selection leaves out), and the rows, labeled or not, that
+retraining learns from and ``sentops feedback export`` writes out (``rows``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,37 @@ class FeedbackLabels(Database):
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write feedback: {first_line(exc)}") from exc
         return True
+
+    def clear_feedback(self, prediction_id: str) -> bool:
+        """Remove the label of a logged prediction (an undo: the row is unlabeled again, as
+        served). Returns False when it held none."""
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(predictions.c.feedback_label).where(predictions.c.id == prediction_id)
+                ).first()
+                if row is None:
+                    raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
+                if row.feedback_label is None:
+                    return False
+                conn.execute(
+                    predictions.update()
+                    .where(predictions.c.id == prediction_id)
+                    .values(feedback_label=None, feedback_at=None)
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write feedback: {first_line(exc)}") from exc
+        return True
+
+    def labeled_hashes(self, hashes: Iterable[str]) -> set[str]:
+        """The text hashes among ``hashes`` that hold a label on any row (served or imported)."""
+        out: set[str] = set()
+        for chunk in chunks(list(dict.fromkeys(hashes)), CHUNK):
+            q = sa.select(predictions.c.text_hash).where(
+                predictions.c.text_hash.in_(chunk), predictions.c.feedback_label.is_not(None)
+            )
+            out.update(r.text_hash for r in self._select(q))
+        return out
 
     def set_feedback_many(self, items: Sequence[tuple[str, int]]) -> list[str]:
         """Record many labels in one transaction, in order. Returns one status per item:

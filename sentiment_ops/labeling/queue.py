@@ -1,0 +1,183 @@
+"""The labeling queue: what a person should label next, chosen from the served window.
+
+``choose_to_label`` reads the most recent ``window`` predictions the version behind
+``serve.alias`` served (the drift check's window, read the same way), keeps the ones worth
+asking about and ranks them by a ``Strategy`` (``labeling.strategies``):
+
+* only rows that kept their text (``store.store_text``) and hold no label;
+* one row per distinct text (the newest), and no text that holds a label on any row
+  already (served twice, or imported with ``sentops feedback import``);
+* ``novel`` and ``mixed`` use the embeddings the server logged, so only rows embedded by
+  the serving backend (``serve.backend``) take part; ``novel`` compares them with that
+  backend's reference, logged with the version's run (``drift.reference``).
+
+``export_selection`` writes the queue as a file people label (``sentops feedback export
+--select``); the labeling page (``serving.label_page``) serves it one text at a time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentiment_ops.config import Settings
+from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.drift.reference import download_reference
+from sentiment_ops.errors import DataError
+from sentiment_ops.feedback import ExportSummary, write_export
+from sentiment_ops.labeling import Strategy
+from sentiment_ops.labeling.strategies import select
+from sentiment_ops.predictors import resolve_version
+from sentiment_ops.registry import Registry
+from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
+from sentiment_ops.store.schema import as_utc
+
+DEFAULT_POOL = 5000  # the most recent served predictions chosen from
+
+
+@dataclass
+class QueueItem:
+    record: PredictionRecord
+    score: float  # the strategy's score (see strategies.Pick)
+    cluster: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": r.id,
+            "text": r.text,
+            "prediction": r.prediction,
+            "label": None if r.prediction is None else LABEL_NAMES[r.prediction],
+            "probability": None if r.probability is None else round(float(r.probability), 4),
+            "confidence": None if r.confidence is None else round(float(r.confidence), 4),
+            "score": round(self.score, 6),
+            "cluster": self.cluster,
+        }
+
+
+@dataclass
+class LabelQueue:
+    strategy: Strategy
+    seed: int
+    model_name: str
+    version: int
+    window: int
+    pool: int = 0  # rows that could be chosen
+    labeled: int = 0  # left out: labeled (this row, or the same text on another row)
+    duplicates: int = 0  # left out: an older row of the same text
+    no_text: int = 0  # left out: logged without its text
+    no_embedding: int = 0  # left out (novel, mixed): no embedding of the serving backend
+    items: list[QueueItem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "items"}
+        out["strategy"] = str(self.strategy)
+        out["items"] = [i.to_dict() for i in self.items]
+        return out
+
+
+def candidate_rows(store: InferenceStore, queue: LabelQueue, since: datetime | None = None) -> list[PredictionRecord]:
+    """The window's rows worth asking about (see the module docstring), oldest first;
+    what was left out is counted in ``queue``."""
+    rows = store.window(queue.model_name, queue.version, queue.window, source="api")
+    cutoff = as_utc(since)
+    if cutoff is not None:
+        rows = [r for r in rows if r.created_at >= cutoff]
+    with_text = [r for r in rows if r.text]
+    queue.no_text = len(rows) - len(with_text)
+    newest: dict[str, PredictionRecord] = {}
+    for r in with_text:  # oldest first: the newest row of a text wins
+        newest[text_hash(r.text)] = r
+    labeled = store.labeled_hashes(newest)
+    out = [r for h, r in newest.items() if h not in labeled and r.feedback_label is None]
+    queue.labeled = sum(1 for r in with_text if r.feedback_label is not None or text_hash(r.text) in labeled)
+    queue.duplicates = len(with_text) - queue.labeled - len(out)
+    return sorted(out, key=lambda r: (r.created_at, r.id))
+
+
+def choose_to_label(
+    settings: Settings,
+    store: InferenceStore,
+    strategy: Strategy | str,
+    n: int,
+    *,
+    seed: int = 0,
+    window: int | None = None,
+    since: datetime | None = None,
+    version: int | None = None,
+    registry: Registry | None = None,
+) -> LabelQueue:
+    """The ``n`` served texts to label first, by ``strategy``, from the last ``window``
+    (default ``DEFAULT_POOL``) predictions of ``version`` (default: the one behind
+    ``serve.alias``). Deterministic for a given store, window and ``seed``."""
+    strategy = Strategy(strategy)
+    if n < 1:
+        raise DataError(f"the number of texts to choose must be at least 1, got {n}")
+    if window is not None and window < 1:
+        raise DataError(f"window must be at least 1, got {window}")
+    if seed < 0:
+        raise DataError(f"seed must be 0 or more, got {seed}")
+    registry = registry or Registry(settings)
+    info = resolve_version(registry, version, None)
+    backend = settings.serve.backend
+    # novel: a version without a reference is a setup problem to report, whatever the window holds
+    reference = _reference(registry, str(info.run_id), backend) if strategy is Strategy.NOVEL else None
+    queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, window or DEFAULT_POOL)
+    rows = candidate_rows(store, queue, since)
+    if strategy.needs_embeddings:
+        usable = [r for r in rows if r.embedding is not None and r.backend == backend]
+        queue.no_embedding, rows = len(rows) - len(usable), usable
+    queue.pool = len(rows)
+    if not rows:
+        return queue
+    probabilities = np.array([0.5 if r.probability is None else r.probability for r in rows], dtype=np.float64)
+    embeddings = np.vstack([np.asarray(r.embedding) for r in rows]) if strategy.needs_embeddings else None
+    if reference is not None and embeddings is not None and reference.shape[1] != embeddings.shape[1]:
+        raise DataError(
+            f"the served embeddings have {embeddings.shape[1]} dimensions but the reference of version "
+            f"{info.version} has {reference.shape[1]}: run `sentops embed-reference --version {info.version}`"
+        )
+    picks = select(strategy, n, seed, probabilities=probabilities, embeddings=embeddings, reference=reference)
+    queue.items = [QueueItem(rows[p.index], p.score, p.cluster) for p in picks]
+    return queue
+
+
+def _reference(registry: Registry, run_id: str, backend: str) -> np.ndarray:
+    """The reference embeddings of ``backend`` logged with the run (NotFoundError naming
+    ``sentops embed-reference`` when there are none)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return download_reference(registry.client, run_id, Path(tmp), backend).embeddings
+
+
+@dataclass
+class SelectionExport:
+    export: ExportSummary
+    queue: LabelQueue
+
+    def to_dict(self) -> dict[str, Any]:
+        q = self.queue.to_dict()
+        q.pop("items")
+        return {**self.export.to_dict(), **q}
+
+
+def export_selection(
+    settings: Settings,
+    store: InferenceStore,
+    path: str | Path,
+    strategy: Strategy | str,
+    n: int,
+    *,
+    seed: int = 0,
+    window: int | None = None,
+    since: datetime | None = None,
+) -> SelectionExport:
+    """``choose_to_label`` written as a feedback file (``id,text,prediction,confidence,label``),
+    in the order to label; import it back with ``sentops feedback import``."""
+    queue = choose_to_label(settings, store, strategy, n, seed=seed, window=window, since=since)
+    summary = write_export(path, [i.record for i in queue.items])
+    return SelectionExport(summary, queue)

@@ -1,0 +1,141 @@
+"""The labeling page: ``GET /label`` serves one static page (``static/label.html``: plain
+HTML and a little JavaScript, no build step) where a person labels served texts one at a
+time, in the order a strategy chose them (``sentiment_ops.labeling``).
+
+The page itself holds no data and is public; everything it reads or writes needs the
+label-writer token (``SENTOPS_FEEDBACK_TOKEN``), which the page asks for and keeps in the
+tab's ``sessionStorage``:
+
+* ``GET /label/queue?select=mixed&n=50&seed=0``: the texts to label next, with the model's
+  guess and confidence (``labeling.queue.choose_to_label`` over the served window);
+* labels go through ``POST /feedback`` itself (the same handler and store call: a second
+  label of the same text replaces the first, the same label twice writes nothing);
+* ``POST /label/undo`` ``{"id"}``: the label of that prediction is removed (the row is
+  unlabeled again, as served).
+"""
+
+# No ``from __future__ import annotations``: FastAPI must see the real classes.
+
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from sentiment_ops.errors import DataError, NotFoundError, RegistryUnavailableError, StoreError
+from sentiment_ops.labeling import Strategy
+from sentiment_ops.labeling.queue import choose_to_label
+from sentiment_ops.serving.routes import E401, E403, E404, E422, State, Store, _unavailable, bearer_guard
+from sentiment_ops.serving.schemas import ErrorResponse
+
+MAX_QUEUE = 500  # texts one queue request may ask for
+MAX_SEED = 2**32 - 1
+QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No reference embeddings for `novel` (sentops embed-reference)."},
+    503: {"model": ErrorResponse, "description": "No model is loaded yet, or the store or registry is unavailable."},
+}
+
+
+class QueueItemResponse(BaseModel):
+    id: str
+    text: str
+    prediction: int | None
+    label: str | None = Field(description="The model's guess: negative or positive.")
+    probability: float | None
+    confidence: float | None
+    score: float = Field(description="uncertain, mixed: |P(positive) - 0.5|; novel: distance to the reference.")
+    cluster: int | None
+
+
+class QueueResponse(BaseModel):
+    strategy: Strategy
+    seed: int
+    model_name: str
+    version: int
+    window: int
+    pool: int = Field(description="Unlabeled served texts chosen from.")
+    labeled: int
+    duplicates: int
+    no_text: int
+    no_embedding: int
+    items: list[QueueItemResponse]
+
+
+class UndoRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=64, description="The prediction whose label is removed.")
+
+
+class UndoResponse(BaseModel):
+    id: str
+    cleared: bool = Field(description="False when the prediction held no label.")
+
+
+@cache
+def page_html() -> str:
+    return resources.files("sentiment_ops.serving").joinpath("static/label.html").read_text(encoding="utf-8")
+
+
+def label_router(feedback_token: str | None) -> APIRouter:
+    """/label (the page, public) and its data endpoints behind SENTOPS_FEEDBACK_TOKEN."""
+    guard = bearer_guard(
+        feedback_token,
+        "SENTOPS_FEEDBACK_TOKEN",
+        "The label-writer token: labels train the next model.",
+        "labeling is disabled: set SENTOPS_FEEDBACK_TOKEN on the server",
+    )
+    router = APIRouter(tags=["label"])
+    guarded = [Depends(guard)]
+
+    @router.get("/label", response_class=HTMLResponse)
+    async def label_page() -> HTMLResponse:
+        """The labeling page (it asks for the label-writer token; its data calls need it)."""
+        return HTMLResponse(page_html(), headers={"Cache-Control": "no-store"})
+
+    @router.get(
+        "/label/queue", response_model=QueueResponse, dependencies=guarded, responses={**E401, **E403, **QUEUE_ERRORS}
+    )
+    async def label_queue(
+        state: State,
+        store: Store,
+        select: Strategy = Strategy.MIXED,
+        n: Annotated[int, Query(ge=1, le=MAX_QUEUE)] = 50,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> dict[str, Any]:
+        """The unlabeled served texts to label next, chosen by `select` (see `sentops feedback export --select`)."""
+        current = state.holder.current
+        if current is None:
+            raise _unavailable(state)
+        await run_in_threadpool(state.writer.flush, 10.0)  # predictions still queued for the store
+        try:
+            queue = await run_in_threadpool(
+                choose_to_label, state.settings, store, select, n, seed=seed, version=current.version
+            )
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except (StoreError, RegistryUnavailableError) as exc:
+            raise HTTPException(503, str(exc)) from None
+        return queue.to_dict()
+
+    @router.post(
+        "/label/undo",
+        response_model=UndoResponse,
+        dependencies=guarded,
+        responses={**E422, **E401, **E403, **E404, 503: QUEUE_ERRORS[503]},
+    )
+    async def label_undo(body: UndoRequest, store: Store) -> UndoResponse:
+        """Remove the label of a logged prediction (the page's undo)."""
+        try:
+            cleared = await run_in_threadpool(store.clear_feedback, body.id)
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, str(exc)) from None
+        return UndoResponse(id=body.id, cleared=cleared)
+
+    return router
