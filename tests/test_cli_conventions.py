@@ -17,10 +17,10 @@ import typer
 from typer.testing import CliRunner
 
 from sentiment_ops.cli import choices
-from sentiment_ops.labeling import Strategy
 from sentiment_ops.cli.main import EPILOG, app
 from sentiment_ops.config import DriftSettings, ServeSettings, TrainSettings, load_settings
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError
+from sentiment_ops.labeling import Strategy
 
 runner = CliRunner()
 LIST_ITEM = ("- ", "* ", "• ")
