@@ -52,6 +52,9 @@ class DemoOptions:
 
     reuse: bool = True  # reuse the production model when there is one
     out_dir: Path = field(default_factory=lambda: Path("sentops-demo"))
+    # which served tweets the simulated person labels: a labeling.Strategy; "random" labels the
+    # first ones sent (the tweets are shuffled), as the demo did before active selection
+    labels_from: str = "mixed"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class DemoReport:
     drift_tweets: dict[str, Any] = field(default_factory=dict)
     drift_after: dict[str, Any] = field(default_factory=dict)  # the new version on tweets, after the reload
     labels_posted: int = 0
+    labels_from: str = ""  # the strategy that chose them
     retrain: dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
     reload_seconds: float | None = None
@@ -320,6 +324,8 @@ class _Story:
     stage: StageFn
     progress: ProgressFn = no_progress
     clock: float = field(default_factory=time.monotonic)
+    labels_from: str = "mixed"  # DemoOptions.labels_from
+    store: Any = None  # the inference store the server writes (InferenceStore)
 
     def lap(self, name: str) -> str:
         """Record the phase ``name`` as ended now; returns "took …" for its last line."""
@@ -375,14 +381,39 @@ def _drift_and_labels(story: _Story, client: httpx.Client, traffic: _Traffic, to
     report.drift_tweets = drift_summary(check)
     story.stage("drift", _drift_line("tweet", check, story.lap("tweet traffic + drift")))
     n = min(demo.labeled, len(preds))
-    report.labels_posted = post_labels(client, preds[:n], traffic.tweets.labels[:n], token)
-    story.stage("labels", f"a person labelled {n} tweets (POST /feedback)")
+    chosen, labels = _choose_labels(story, preds, traffic.tweets.labels, n)
+    report.labels_posted, report.labels_from = post_labels(client, chosen, labels, token), story.labels_from
+    story.stage(
+        "labels",
+        f"a person labelled {report.labels_posted} of the {len(preds)} tweets served, chosen by "
+        f"{story.labels_from} selection (POST /feedback)",
+    )
     report.tweets_before = score_through_api(client, traffic.held_out)
     report.sent_rows += len(traffic.held_out)
     f1, n_out = report.tweets_before["f1"], len(traffic.held_out)
     took_ = story.lap("labels + measure")
     story.stage("measure", f"served v{report.production_before} on {n_out} held-out tweets: F1 {f1:.3f} ({took_})")
     return check.check_id
+
+
+def _choose_labels(
+    story: _Story, preds: list[dict[str, Any]], truth: np.ndarray, n: int
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The ``n`` served tweets the simulated person labels, and their true labels: the first
+    ``n`` sent for ``random`` (the corpus is shuffled), else ``labeling``'s choice among the
+    tweets just served (the store's window of the production version)."""
+    from sentiment_ops.labeling import Strategy
+    from sentiment_ops.labeling.queue import choose_to_label
+
+    strategy = Strategy(story.labels_from)
+    if strategy is Strategy.RANDOM or n == 0 or story.store is None:
+        return preds[:n], truth[:n]
+    queue = choose_to_label(
+        story.settings, story.store, strategy, n, window=len(preds), version=story.report.production_before
+    )
+    picked = {item.record.id for item in queue.items}
+    rows = [(p, label) for p, label in zip(preds, truth.tolist(), strict=True) if p["id"] in picked]
+    return [p for p, _ in rows], np.array([label for _, label in rows], dtype=np.int64)
 
 
 def _retrain(story: _Story, check_id: str | None) -> None:
@@ -458,6 +489,7 @@ def run_demo(
     story.lap("model")
     traffic = _Traffic.load(settings.demo)
     store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
+    story.labels_from, story.store = opts.labels_from, store
     try:
         rows_before = store.count(settings.mlflow.model_name, source="api")
         server = ServerProcess(settings, log_path=opts.out_dir / "server.log")

@@ -93,6 +93,7 @@ ENUM_OPTIONS = {
     (("score",), "--backend"): choices.Backend,
     (("score",), "--engine"): choices.ScoreEngine,
     (("feedback", "export"), "--select"): Strategy,
+    (("demo",), "--labels-from"): Strategy,
 }
 
 

@@ -23,6 +23,7 @@ from sentiment_ops.demo import (
     story_figure,
 )
 from sentiment_ops.registry import Registry
+from sentiment_ops.store import InferenceStore
 
 
 @pytest.fixture()
@@ -76,7 +77,12 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     # every prediction sent through the API was stored, none lost
     assert report.sent_rows == 40 + 80 + 30 + 30
     assert report.stored_rows == report.sent_rows
-    assert report.labels_posted == 70
+    # the person labelled the tweets the mixed (active) selection chose among those served,
+    # and each label landed on its served row
+    assert report.labels_posted == 70 and report.labels_from == "mixed"
+    assert any("chosen by mixed selection" in msg for s, msg in lines if s == "labels")
+    served = InferenceStore(settings.store_url).window(settings.mlflow.model_name, 1, 10_000, source="api")
+    assert sum(r.feedback_label is not None for r in served) == 70
     # tweets after IMDB traffic are a real shift, even for a random tiny encoder
     assert report.drift_tweets["drift"] is True
     assert report.drift_imdb["check_id"] is not None and report.drift_tweets["check_id"] is not None

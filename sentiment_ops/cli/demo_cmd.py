@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from
+from sentiment_ops.labeling import Strategy
 
 StageFn = Callable[[str, str], None]
 ProgressFn = Callable[[str, int, int], None]
@@ -77,6 +78,11 @@ def demo(
     labeled: int = typer.Option(
         None, "--labeled", min=0, help="How many of them a (simulated) person labels (default: demo.labeled, 600)."
     ),
+    labels_from: Strategy = typer.Option(
+        Strategy.MIXED,
+        "--labels-from",
+        help="Which served tweets the person labels: an active selection, or random (the first ones sent).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Run the whole loop on bundled data: train → promote → serve → IMDB traffic (no drift)
@@ -94,7 +100,7 @@ def demo(
     settings = settings_from(
         ctx, {"demo.train_samples": train_samples, "demo.tweet_traffic": tweets, "demo.labeled": labeled}
     )
-    opts = DemoOptions(reuse=not fresh, out_dir=out)
+    opts = DemoOptions(reuse=not fresh, out_dir=out, labels_from=labels_from.value)
 
     with _demo_display(not as_json) as (stage, progress):
         report = run_demo(settings, opts, stage, progress)
@@ -111,7 +117,7 @@ def demo(
     table.add_row(
         "tweet traffic", f"drift={report.drift_tweets.get('drift')}  p={fmt(report.drift_tweets.get('p_value'), 3)}"
     )
-    table.add_row("labels posted", str(report.labels_posted))
+    table.add_row("labels posted", f"{report.labels_posted} (chosen by {report.labels_from} selection)")
     table.add_row("gate", str(report.retrain.get("summary", "")))
     table.add_row("hot reload", "–" if report.reload_seconds is None else f"{report.reload_seconds:.1f} s")
     table.add_row(
