@@ -40,6 +40,33 @@ def test_pyfunc_through_registry(trained: dict[str, Any], plain_mlflow: str) -> 
     assert registry.get_version(1).source.startswith("models:/")
 
 
+def test_model_config_onnx_runs_the_logged_int8_graph(trained: dict[str, Any], plain_mlflow: str) -> None:
+    """``model_config={"backend": "onnx"}``: plain MLflow runs the graph ``sentops serve`` runs
+    (its numbers, not the torch weights'), with embeddings on request; a wrong backend is a
+    load error naming the choices."""
+    import pytest
+
+    from sentiment_ops.errors import ModelLoadError
+    from sentiment_ops.inference import onnx as onnx_backend
+    from sentiment_ops.inference.passes import forward_grouped
+
+    texts = ["great movie", "terrible plot, dull and long", "meh", "an <b>uneven</b> but moving film 🎬"]
+    registry = Registry(load_settings())
+    served = onnx_backend.logged_predictor(registry.download_uri(1), threads=1)
+    assert served is not None
+    want = forward_grouped(served, served.encode(texts), max_tokens=384)
+    model = mlflow.pyfunc.load_model("models:/sentiment-classifier/1", model_config={"backend": "onnx", "threads": 1})
+    out = model.predict(pd.DataFrame({"text": texts}), params={"return_embedding": True})
+    np.testing.assert_allclose(out["probability"], want.probabilities, atol=1e-6)
+    assert out["label"].tolist() == want.labels.tolist()
+    assert want.embeddings is not None
+    np.testing.assert_allclose(np.array(out["embedding"].tolist()), want.embeddings, atol=1e-5)
+    torch_out = mlflow.pyfunc.load_model("models:/sentiment-classifier/1").predict(pd.DataFrame({"text": texts}))
+    assert not np.array_equal(torch_out["probability"].to_numpy(), out["probability"].to_numpy())  # int8 ≠ fp32
+    with pytest.raises(ModelLoadError, match="torch \\(default\\) or onnx"):
+        mlflow.pyfunc.load_model("models:/sentiment-classifier/1", model_config={"backend": "tensorrt"})
+
+
 def test_logged_as_code_with_pinned_requirements(trained: dict[str, Any], tmp_path: Path) -> None:
     """Models from code: the model file and the package as code, nothing pickled; the
     requirements pin what the predict path imports, and nothing pip cannot resolve."""

@@ -66,7 +66,8 @@ def test_spark_local2_scores_2000_texts_as_the_local_path(
     on_spark = json.loads(result.stdout)
 
     assert (on_spark["rows"], on_spark["scored"], on_spark["bad"]) == (N_TEXTS, N_TEXTS - len(BAD), len(BAD))
-    assert on_spark["backend"] == "pyfunc" and on_spark["workers"] == 2 and on_spark["model_version"] == 1
+    assert (on_spark["engine"], on_spark["backend"], on_spark["workers"]) == ("spark", "torch", 2)
+    assert on_spark["model_version"] == 1
     # the same bad rows with the same messages as the local path
     assert on_spark["errors"] == local["errors"]
     assert [e["line"] for e in on_spark["errors"]] == sorted(BAD)
@@ -96,6 +97,29 @@ def test_spark_embedding_and_a_rerun_replaces_the_output(
     assert sorted(table["row"]) == [r for r in range(1, 31) if r != 7]
     dims = {len(e) for e in table["embedding"]}
     assert len(dims) == 1 and dims.pop() > 0
+
+
+def test_spark_backend_onnx_runs_the_int8_graph_as_the_local_path(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    """``--backend onnx`` on Spark: the logged int8 graph through the pyfunc's model_config,
+    the local default's model."""
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": corpus(300)}), src)
+    outs = {}
+    for engine, extra in (("local", ["--workers", "1"]), ("spark", ["--spark", "local[2]", "--backend", "onnx"])):
+        out = tmp_path / f"{engine}.parquet"
+        result = cli("score", str(src), "-o", str(out), "--json", *extra)
+        assert result.exit_code == 65, result.output  # row 7 is blank
+        assert json.loads(result.stdout)["backend"] == "onnx"
+        outs[engine] = pq.read_table(out).to_pandas().sort_values("row").reset_index(drop=True)
+    got, want = outs["spark"], outs["local"]
+    assert got["row"].tolist() == want["row"].tolist()
+    # int8 activations are quantised per pass, and the passes group other texts on Spark:
+    # close, not equal (as the server's micro-batches against sentops score)
+    np.testing.assert_allclose(got["probability"], want["probability"], atol=2e-3)
+    clear = (want["probability"] - 0.5).abs() > 2e-3
+    assert (got["label"][clear] == want["label"][clear]).all()
 
 
 def test_spark_refuses_the_local_engine_options_and_missing_columns(

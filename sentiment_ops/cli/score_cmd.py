@@ -40,7 +40,8 @@ def score(
         int | None, typer.Option("--workers", min=1, help="Worker processes (default: one per core).")
     ] = None,
     backend: Annotated[
-        Backend | None, typer.Option("--backend", help="onnx (int8, default: serve.backend) or torch (fp32).")
+        Backend | None,
+        typer.Option("--backend", help="onnx (int8, default: serve.backend; on Spark: torch) or torch (fp32)."),
     ] = None,
     embedding: Annotated[bool, typer.Option("--embedding", help="Also write each text's embedding.")] = False,
     log: Annotated[
@@ -83,9 +84,9 @@ def score(
     if spark_master is not None or engine is ScoreEngine.spark:
         from sentiment_ops.scoring.spark import score_on_spark, unsupported
 
-        unsupported(log=log, workers=workers, backend=value(backend))
+        unsupported(log=log, workers=workers)
         err_console.print(f"scoring on Spark ({spark_master or 'the session spark-submit made, else local[*]'})")
-        summary = score_on_spark(settings, input_file, output, master=spark_master, **model)
+        summary = score_on_spark(settings, input_file, output, master=spark_master, backend=value(backend), **model)
     else:
         from sentiment_ops.scoring import score_file
 
@@ -127,7 +128,8 @@ def _print_summary(s: ScoreSummary) -> None:
     resumed = f" (resumed after row {s.resumed_rows:,})" if s.resumed_rows else ""
     console.print(
         f"{s.rows:,} rows{resumed}: [bold]{s.scored:,} scored[/bold], {s.bad:,} bad → {s.output} "
-        f"({s.model_name} v{s.model_version}, {s.backend}, {s.workers} worker(s), {s.texts_per_s:,.0f} texts/s)"
+        f"({s.model_name} v{s.model_version}, {s.backend}{' on Spark' if s.engine == 'spark' else ''}, "
+        f"{s.workers} worker(s), {s.texts_per_s:,.0f} texts/s)"
     )
     if s.logged:
         console.print(f"logged {s.logged:,} predictions to the inference store (sentops drift --source batch)")

@@ -75,6 +75,7 @@ class ScoreSummary:
     seconds: float = 0.0
     texts_per_s: float = 0.0  # rows scored by this run per second of this run
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"line", "message"}, the first MAX_ERRORS_KEPT
+    engine: str = "local"  # local, or spark (--spark: ``line`` is then the row in Spark's read order)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
