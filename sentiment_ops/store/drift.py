@@ -83,12 +83,7 @@ class DriftLog(Database):
             .order_by(drift_checks.c.model_version.desc().nulls_last())
             .limit(versions)
         )
-        out = []
-        for r in self._select(q):
-            d = dict(r._mapping)
-            d["created_at"] = as_utc(d["created_at"])
-            out.append(d)
-        return out
+        return self._select_dicts(q)
 
     def drift_history(self, model_name: str, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
         """The ``limit`` most recent checks of a model (of one ``version`` when given),

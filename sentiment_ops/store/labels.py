@@ -20,6 +20,14 @@ from sentiment_ops.store.schema import Database, as_utc, chunks, first_line, pre
 CHUNK = 500  # ids per IN (...) list
 
 
+def _label_of(conn: sa.Connection, prediction_id: str) -> int | None:
+    """The label a logged prediction holds (None: none yet); NotFoundError when no such row."""
+    row = conn.execute(sa.select(predictions.c.feedback_label).where(predictions.c.id == prediction_id)).first()
+    if row is None:
+        raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
+    return row.feedback_label  # type: ignore[no-any-return]
+
+
 class FeedbackLabels(Database):
     """Labels on the ``predictions`` rows, and the rows read back for labeling and training."""
 
@@ -29,12 +37,7 @@ class FeedbackLabels(Database):
         _check_label(label)
         try:
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(predictions.c.feedback_label).where(predictions.c.id == prediction_id)
-                ).first()
-                if row is None:
-                    raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
-                if row.feedback_label == label:
+                if _label_of(conn, prediction_id) == label:
                     return False
                 conn.execute(
                     predictions.update()
@@ -50,12 +53,7 @@ class FeedbackLabels(Database):
         served). Returns False when it held none."""
         try:
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(predictions.c.feedback_label).where(predictions.c.id == prediction_id)
-                ).first()
-                if row is None:
-                    raise NotFoundError(f"no logged prediction with id {prediction_id!r}")
-                if row.feedback_label is None:
+                if _label_of(conn, prediction_id) is None:
                     return False
                 conn.execute(
                     predictions.update()

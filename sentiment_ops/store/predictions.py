@@ -119,12 +119,7 @@ class PredictionLog(Database):
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent refused rows, newest first."""
         q = sa.select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
-        out = []
-        for r in self._select(q):
-            d = dict(r._mapping)
-            d["created_at"] = as_utc(d["created_at"])
-            out.append(d)
-        return out
+        return self._select_dicts(q)
 
     def count(self, model_name: str | None = None, model_version: int | None = None, source: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(predictions)

@@ -239,6 +239,15 @@ class Database:
         except SQLAlchemyError as exc:
             raise store_error("cannot read inference store", exc) from exc
 
+    def _select_dicts(self, query: Any) -> list[dict[str, Any]]:
+        """``_select`` as plain dicts, ``created_at`` as an aware UTC datetime."""
+        out = []
+        for r in self._select(query):
+            d = dict(r._mapping)
+            d["created_at"] = as_utc(d["created_at"])
+            out.append(d)
+        return out
+
 
 def _schema_lock(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
