@@ -270,6 +270,54 @@ def test_cli_serve_runs_uvicorn(home_with_model: dict[str, Any], tmp_path: Path)
     assert InferenceStore(load_settings().store_url).count() == 1
 
 
+def test_cli_serve_workers_answer_and_store_from_every_process(home_with_model: dict[str, Any]) -> None:
+    """`sentops serve --workers 2`: two processes on one port, each with its own model and
+    store writer; every 2xx of either becomes a row once the server has stopped."""
+    promote(1)
+    port = free_port()
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--port", str(port), "--workers", "2"]
+    cmd += ["--backend", "torch"]  # the tiny model's ONNX export is not what this test is about
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    answered: dict[int, float] = {}  # process id -> its own count of 2xx /predict answers
+    sent = 0
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(url + "/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                return False
+
+        wait_for(ready, timeout=120, interval=0.3)
+
+        def predict(i: int) -> int:
+            with httpx.Client(timeout=30) as c:  # a new connection: either process may take it
+                return c.post(url + "/predict", json={"text": f"review number {i}"}).status_code
+
+        def both_answered() -> bool:
+            nonlocal sent
+            with ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(predict, range(sent, sent + 16))) == {200}
+            sent += 16
+            for _ in range(20):  # scrape on new connections until each process has said its count
+                with httpx.Client(timeout=10) as c:
+                    text = c.get(url + "/metrics").text
+                pid = int(_metric(text, "sentops_process_id"))
+                answered[pid] = _metric(text, 'sentops_requests_total{endpoint="/predict",outcome="2xx"}')
+            return len(answered) == 2 and all(answered.values())
+
+        wait_for(both_answered, timeout=120, interval=0.1)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode in (0, -15), out
+    assert out.count("Application startup complete") == 2 and "Traceback" not in out
+    assert "with 2 worker processes" in out
+    assert InferenceStore(load_settings().store_url).count() == sent
+
+
 def test_cli_serve_rejects_a_bad_backend(cli: Any) -> None:
     result = cli("serve", "--backend", "tensorflow")
     assert result.exit_code == 2

@@ -1,8 +1,9 @@
-"""``sentops serve``: the model behind an alias, over HTTP (uvicorn, one worker)."""
+"""``sentops serve``: the model behind an alias, over HTTP (uvicorn; ``--workers N`` processes)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,15 @@ def serve(
         LogFormat | None,
         typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes on the port, each with its own model, store writer and alias polling "
+            "and cores / N threads.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -45,7 +55,9 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
+    from sentiment_ops.config import WORKER_SETTINGS_ENV
     from sentiment_ops.serving import create_app
+    from sentiment_ops.serving.app import worker_settings
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
@@ -67,17 +79,22 @@ def serve(
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
     writable_dir(settings.home)
     store = InferenceStore(settings.store_url, settings.store.store_text)
-    app = create_app(settings, store=store)
+    app: Any = create_app(settings, store=store) if workers == 1 else "sentiment_ops.serving.app:create_app_from_env"
+    if workers > 1:  # each worker process opens its own store; settings travel as JSON
+        store.close()
+        os.environ[WORKER_SETTINGS_ENV] = worker_settings(settings, workers).model_dump_json()
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
+        + (f" with {workers} worker processes" if workers > 1 else "")
     )
     try:
         serve_until_stopped(
             app,
+            factory=workers > 1,
             host=settings.serve.host,
             port=settings.serve.port,
-            workers=1,
+            workers=workers,
             access_log=access_log,
             log_level=settings.log_level.lower(),
             log_config=log_config(settings.serve.log_format, settings.log_level),

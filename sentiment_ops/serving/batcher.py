@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from datetime import datetime
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.inference.passes import forward_grouped
+from sentiment_ops.inference.passes import Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter
@@ -62,6 +63,53 @@ class _Item:
     request_id: str | None = None  # the HTTP request's, stored with its row
 
 
+class ThreadChooser:
+    """Whether a batch that runs alone takes the many-thread session (``solo``): measured,
+    not assumed. Idle cores make a lone pass faster on all of them; cores busy with other
+    work (another process, a neighbour's job) make the threads wait on each other, and then
+    one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
+    seconds per token of each choice (moving average), takes the cheaper one, and every
+    ``explore_every``-th time the other, so a change in the machine's load is noticed."""
+
+    def __init__(self, explore_every: int = 16, alpha: float = 0.2, min_samples: int = 3) -> None:
+        self.explore_every = explore_every
+        self.alpha = alpha
+        self.min_samples = min_samples
+        self._cost: dict[tuple[int, bool], float] = {}
+        self._samples: dict[tuple[int, bool], int] = {}
+        self._turn: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _bucket(tokens: int) -> int:
+        return max(1, tokens).bit_length()
+
+    def pick(self, tokens: int) -> bool:
+        """True: run on the many-thread session."""
+        b = self._bucket(tokens)
+        with self._lock:
+            turn = self._turn[b] = self._turn.get(b, 0) + 1
+            solo_n, one_n = self._samples.get((b, True), 0), self._samples.get((b, False), 0)
+            if min(solo_n, one_n) < self.min_samples:
+                return solo_n <= one_n
+            best = self._cost[(b, True)] <= self._cost[(b, False)]
+            return (not best) if turn % self.explore_every == 0 else best
+
+    def samples(self, tokens: int) -> tuple[int, int]:
+        """Batches of this size measured so far: (many-thread, one-thread)."""
+        b = self._bucket(tokens)
+        with self._lock:
+            return self._samples.get((b, True), 0), self._samples.get((b, False), 0)
+
+    def record(self, tokens: int, solo: bool, seconds: float) -> None:
+        key = (self._bucket(tokens), solo)
+        per_token = seconds / max(1, tokens)
+        with self._lock:
+            old = self._cost.get(key)
+            self._cost[key] = per_token if old is None else old + self.alpha * (per_token - old)
+            self._samples[key] = self._samples.get(key, 0) + 1
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -88,6 +136,7 @@ class MicroBatcher:
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sentops-infer")
+        self.chooser = ThreadChooser()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -149,15 +198,16 @@ class MicroBatcher:
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._run(batch))
+            alone = not self._running and queue.empty()  # no other pass now: every core is idle
+            task = asyncio.create_task(self._run(batch, alone))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item], alone: bool = False) -> None:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch)
+            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch, alone)
         except ModelUnavailableError as exc:
             self._fail(batch, exc)
             return
@@ -177,15 +227,27 @@ class MicroBatcher:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    def _infer(self, texts: list[str], items: list[_Item]) -> list[Result]:
-        """Runs in the inference thread."""
+    def _infer(self, texts: list[str], items: list[_Item], alone: bool = False) -> list[Result]:
+        """Runs in the inference thread; a batch that runs ``alone`` takes the predictor's
+        many-thread session where it has one (``OnnxPredictor.solo``)."""
         model = self.holder.current  # one reference for the whole batch: reloads never split it
         if model is None:
             raise ModelUnavailableError()
         t0 = time.perf_counter()
+        start = self._clock()
+        for item in items:
+            self.metrics.queue_wait.observe(max(0.0, start - item.t0))
         predictor = model.predictor
+        ids = predictor.encode(texts)
+        solo: Predictor = getattr(predictor, "solo", predictor)
+        choose = alone and solo is not predictor
+        tokens = sum(len(x) for x in ids)
+        use_solo = choose and self.chooser.pick(tokens)
+        t_pass = time.perf_counter()
+        pred = forward_grouped(solo if use_solo else predictor, ids, max_tokens=self.max_tokens)
+        if choose:
+            self.chooser.record(tokens, use_solo, time.perf_counter() - t_pass)
         n = len(texts)
-        pred = forward_grouped(predictor, predictor.encode(texts), max_tokens=self.max_tokens)
         emb = pred.embeddings
         assert emb is not None
         self.metrics.inference.observe(time.perf_counter() - t0)

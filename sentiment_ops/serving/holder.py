@@ -64,8 +64,21 @@ def inference_workers(settings: Settings) -> int:
 
 
 def onnx_threads(settings: Settings) -> int:
-    cores = settings.serve.torch_threads or os.cpu_count() or 1
-    return max(1, cores // inference_workers(settings))
+    """Intra-op threads of one pass when ``inference_workers`` passes run at once."""
+    return max(1, _cores(settings) // inference_workers(settings))
+
+
+def solo_threads(settings: Settings) -> int | None:
+    """Intra-op threads of a pass that runs alone (every core; ``serve.adaptive_threads``),
+    or None when there is no such second session (torch, one worker, the setting off)."""
+    cores = _cores(settings)
+    if settings.serve.backend != "onnx" or not settings.serve.adaptive_threads or cores <= onnx_threads(settings):
+        return None
+    return cores
+
+
+def _cores(settings: Settings) -> int:
+    return settings.serve.torch_threads or os.cpu_count() or 1
 
 
 class ModelHolder:
@@ -171,9 +184,13 @@ class ModelHolder:
             torch_threads=self.settings.serve.torch_threads,
             max_length=self.settings.serve.max_length,
             home=self.settings.home,
+            solo_threads=solo_threads(self.settings),
         )
+        solo = getattr(predictor, "solo", predictor)
         for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS, WARMUP_TEXTS * 4):
             predictor.forward_ids(predictor.encode(texts))
+            if solo is not predictor:
+                solo.forward_ids(predictor.encode(texts))
         return LoadedModel(
             name=self.model_name,
             version=info.version,

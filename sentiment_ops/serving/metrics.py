@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,6 +55,10 @@ class ServingMetrics:
             "sentops version, and the model (name, version: empty when none is loaded) and backend it serves.",
             registry=r,
         )
+        self.pid = Gauge(
+            "sentops_process_id", "The server process's id (which of `serve --workers` answered).", registry=r
+        )
+        self.pid.set(os.getpid())
         self._model_name = model_name
         self._backend = backend
         self._set_build_info(None)
@@ -75,6 +80,12 @@ class ServingMetrics:
         )
         self.inference = Histogram(
             "sentops_inference_seconds", "Model time per micro-batch.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "sentops_queue_wait_seconds",
+            "Per text: from its request's arrival at the batcher to the start of its micro-batch's passes.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.predictions = Counter("sentops_predictions", "Predictions by label.", ["label"], registry=r)
         for name in LABEL_NAMES:
