@@ -22,7 +22,7 @@ from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
-from sentiment_ops.serving.holder import ModelHolder, inference_workers
+from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
 from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
 from sentiment_ops.serving.routes import ServingState, build_router
@@ -79,6 +79,7 @@ def create_app(
         writer.store = state.store
         writer.start()
         await run_in_threadpool(holder.check)
+        freeze_heap()  # after the first model's load: see holder.freeze_heap
         holder.start_polling()
         await batcher.start()
         log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)

@@ -103,6 +103,12 @@ class ServingMetrics:
             "sentops_reload_failed_version", "Version of the last failed load (0 = none since).", registry=r
         )
         self.store_rows = Counter("sentops_store_rows_written", "Predictions written to the store.", registry=r)
+        self.store_write = Histogram(
+            "sentops_store_write_seconds",
+            "Seconds per batched insert of the store writer.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.store_errors = Counter("sentops_store_write_errors", "Failed store writes (retried).", registry=r)
         self.store_pending = Gauge("sentops_store_pending_rows", "Predictions waiting to be written.", registry=r)
         self.store_dead_letters = Counter(
@@ -143,8 +149,9 @@ class ServingMetrics:
         self.reloads.labels("failure").inc()
         self.reload_failed_version.set(failure.version or 0)
 
-    def rows_written(self, n: int, _seconds: float) -> None:
+    def rows_written(self, n: int, seconds: float) -> None:
         self.store_rows.inc(n)
+        self.store_write.observe(seconds)
 
     def store_error(self, _message: str) -> None:
         self.store_errors.inc()
