@@ -27,13 +27,18 @@ from datetime import datetime
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.inference.passes import Predictor, forward_grouped
+from sentiment_ops.inference.passes import Prediction, Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import PredictionRecord, utcnow
 
 log = logging.getLogger("sentiment_ops.serving")
+
+
+def _estimated_tokens(text: str) -> int:
+    """About how many tokens ``text`` is (4 characters a token), before it is tokenised."""
+    return len(text) // 4 + 2
 
 
 class ModelUnavailableError(RuntimeError):
@@ -135,6 +140,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._held: _Item | None = None  # taken off the queue, opens the next batch
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sentops-infer")
         self.chooser = ThreadChooser()
 
@@ -146,7 +152,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         """Finish what is queued, then stop (uvicorn has already drained connections)."""
         if self._queue is not None:
-            while not self._queue.empty():
+            while not self._queue.empty() or self._held is not None:
                 await asyncio.sleep(0.01)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -173,35 +179,56 @@ class MicroBatcher:
 
     async def _collect(self) -> None:
         assert self._queue is not None and self._slots is not None
-        queue = self._queue
-        loop = asyncio.get_running_loop()
         last_size = 1
         while True:
             await self._slots.acquire()  # an inference worker is free
-            batch = [await queue.get()]
-            # Wait for company only under load (the last batch was shared): a lone client
-            # never pays the wait, a busy server fills its batches.
-            deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
-            while len(batch) < self.max_size:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
+            batch = await self._form_batch(self._queue, last_size)
             last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
             if not batch:
                 self._slots.release()
                 continue
-            alone = not self._running and queue.empty()  # no other pass now: every core is idle
+            alone = not self._running and self._queue.empty() and self._held is None  # every core idle
             task = asyncio.create_task(self._run(batch, alone))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _form_batch(self, queue: asyncio.Queue[_Item], last_size: int) -> list[_Item]:
+        """The next batch, first come first served. Wait for company only under load (the
+        last batch was shared): a lone client never pays the wait, a busy server fills its
+        batches. With several inference workers a batch takes a fair share of what waits
+        (one worker must not take the whole queue while the other soon idles: its requests
+        would wait a long batch and the others a short one) and about one pass of
+        ``max_tokens`` (by an estimate of 4 characters a token): the workers then take the
+        waiting texts pass by pass, in order. A text that does not fit opens the next batch."""
+        loop = asyncio.get_running_loop()
+        first, self._held = self._held, None
+        batch = [first if first is not None else await queue.get()]
+        deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
+        limit = self.max_size
+        budget = None
+        if self.workers > 1:
+            limit = min(limit, max(1, -(-(len(batch) + queue.qsize()) // self.workers)))
+            budget = self.max_tokens
+        widest = _estimated_tokens(batch[0].text)
+        while len(batch) < limit:
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            tokens = max(widest, _estimated_tokens(item.text))
+            if budget is not None and (len(batch) + 1) * tokens > budget:
+                self._held = item
+                break
+            batch.append(item)
+            widest = tokens
+        return batch
 
     async def _run(self, batch: list[_Item], alone: bool = False) -> None:
         assert self._slots is not None
@@ -247,39 +274,44 @@ class MicroBatcher:
         pred = forward_grouped(solo if use_solo else predictor, ids, max_tokens=self.max_tokens)
         if choose:
             self.chooser.record(tokens, use_solo, time.perf_counter() - t_pass)
-        n = len(texts)
+        self.metrics.inference.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(texts))
+        results, records = self._package(model, items, pred)
+        self.writer.put(records)
+        for label_id, count in enumerate(np.bincount(pred.labels, minlength=2)[:2]):
+            if count:
+                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
+        return results
+
+    def _package(
+        self, model: LoadedModel, items: list[_Item], pred: Prediction
+    ) -> tuple[list[Result], list[PredictionRecord]]:
+        """The answers of a batch and their rows for the store."""
         emb = pred.embeddings
         assert emb is not None
-        self.metrics.inference.observe(time.perf_counter() - t0)
-        self.metrics.batch_size.observe(n)
         done = self._clock()
         created = utcnow()
         results: list[Result] = []
         records: list[PredictionRecord] = []
         confidences = pred.confidences
-        counts = np.bincount(pred.labels, minlength=2)
-        for i, text in enumerate(texts):
+        for i, item in enumerate(items):
             label = int(pred.labels[i])
             rec = PredictionRecord(
                 model_name=model.name,
                 model_version=model.version,
                 alias=model.alias,
-                text=text,
+                text=item.text,
                 prediction=label,
                 probability=float(pred.probabilities[i]),
                 confidence=float(confidences[i]),
                 embedding=emb[i],
                 backend=model.backend,  # the embedding space, so drift compares like with like
-                latency_ms=(done - items[i].t0) * 1000.0,
+                latency_ms=(done - item.t0) * 1000.0,
                 created_at=created,
-                request_id=items[i].request_id,
+                request_id=item.request_id,
             )
             records.append(rec)
             results.append(
-                Result(rec.id, created, text, label, float(pred.probabilities[i]), float(confidences[i]), model)
+                Result(rec.id, created, item.text, label, float(pred.probabilities[i]), float(confidences[i]), model)
             )
-        self.writer.put(records)
-        for label_id, count in enumerate(counts[:2]):
-            if count:
-                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
-        return results
+        return results, records
