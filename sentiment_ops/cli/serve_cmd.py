@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,13 @@ from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, settings_from
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.paths import writable_dir
 
+if TYPE_CHECKING:
+    from sentiment_ops.config import Settings
+    from sentiment_ops.store import InferenceStore
+
+WORKERS_HELP = (
+    "Server processes on the port, each with its own model, store writer and alias polling and cores / N threads."
+)
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when start-up (lifespan, bind) fails
 
 
@@ -38,15 +45,7 @@ def serve(
         LogFormat | None,
         typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
     ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="Server processes on the port, each with its own model, store writer and alias polling "
-            "and cores / N threads.",
-        ),
-    ] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)] = 1,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -55,9 +54,6 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
-    from sentiment_ops.config import WORKER_SETTINGS_ENV
-    from sentiment_ops.serving import create_app
-    from sentiment_ops.serving.app import worker_settings
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
@@ -79,10 +75,7 @@ def serve(
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
     writable_dir(settings.home)
     store = InferenceStore(settings.store_url, settings.store.store_text)
-    app: Any = create_app(settings, store=store) if workers == 1 else "sentiment_ops.serving.app:create_app_from_env"
-    if workers > 1:  # each worker process opens its own store; settings travel as JSON
-        store.close()
-        os.environ[WORKER_SETTINGS_ENV] = worker_settings(settings, workers).model_dump_json()
+    app = _app(settings, store, workers)
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
@@ -102,6 +95,20 @@ def serve(
         )
     finally:
         store.close()
+
+
+def _app(settings: Settings, store: InferenceStore, workers: int) -> Any:
+    """The app, or for ``workers`` > 1 the import string of the factory each worker process
+    calls: the settings travel as JSON and each worker opens its own store."""
+    from sentiment_ops.config import WORKER_SETTINGS_ENV
+    from sentiment_ops.serving import create_app
+    from sentiment_ops.serving.app import worker_settings
+
+    if workers == 1:
+        return create_app(settings, store=store)
+    store.close()
+    os.environ[WORKER_SETTINGS_ENV] = worker_settings(settings, workers).model_dump_json()
+    return "sentiment_ops.serving.app:create_app_from_env"
 
 
 def serve_until_stopped(app: Any, **options: Any) -> None:
