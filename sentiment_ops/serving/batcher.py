@@ -1,9 +1,11 @@
 """Micro-batching: concurrent requests share one forward pass, off the event loop.
 
 Each text becomes an item with a future. One collector task takes the first waiting
-item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed
-(the wait only when the previous batch held more than one text: a single client is
-never delayed), and hands the batch to a single inference thread. While that thread works, new requests
+item, gathers more in arrival order until ``batch_max_size`` items or ``batch_max_wait_ms``
+have passed (the wait only when the previous batch held more than one text: a single
+client is never delayed) and, with several inference threads, until the batch holds a
+fair share of what waits or about one pass of ``batch_max_tokens`` (``_form_batch``), and
+hands the batch to an inference thread. While that thread works, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
 tokenised, sorted by length and split where padding would add more than half the work
 or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
@@ -11,7 +13,9 @@ text (``inference.forward_grouped``). One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
 back to the waiting requests. With ``workers`` > 1 (ONNX backend) that many batches run
 at once, each forward pass on one thread: on 2 shared cores two single-threaded passes
-outrun one two-threaded pass (no cross-thread barrier per operator)."""
+outrun one two-threaded pass (no cross-thread barrier per operator). A batch that starts
+while nothing else runs may take the predictor's many-thread session instead, when that
+has been measured faster (``ThreadChooser``)."""
 
 from __future__ import annotations
 
