@@ -362,9 +362,20 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _served_ok(port: int, workers: int) -> int:
-    """2xx answers of /predict so far, from the servers' own counters (wrk does not count
-    the answers in flight when a cell ends; they are stored too): each worker process has
-    its own, so scrape on new connections until every process has answered."""
+    """2xx answers of /predict, from the servers' own counters (wrk does not count the
+    answers in flight when a cell ends; they are stored too), once they stop moving."""
+    last, now = -1, _count_ok(port, workers)
+    for _ in range(30):
+        if now == last:
+            break
+        time.sleep(1.0)
+        last, now = now, _count_ok(port, workers)
+    return now
+
+
+def _count_ok(port: int, workers: int) -> int:
+    """Each worker process has its own counters: scrape on new connections until every
+    process has answered."""
     counts: dict[str, int] = {}
     for _ in range(100 * workers):
         with httpx.Client(timeout=10) as client:
