@@ -4,6 +4,7 @@ model trained by `sentops train` and promoted with `sentops promote`."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -305,7 +306,8 @@ def test_cli_serve_workers_answer_and_store_from_every_process(home_with_model: 
                 with httpx.Client(timeout=10) as c:
                     text = c.get(url + "/metrics").text
                 pid = int(_metric(text, "sentops_process_id"))
-                answered[pid] = _metric(text, 'sentops_requests_total{endpoint="/predict",outcome="2xx"}')
+                ok = 'sentops_requests_total{endpoint="/predict",outcome="2xx"}'
+                answered[pid] = _metric(text, ok) if ok + " " in text else 0.0  # none yet here
             return len(answered) == 2 and all(answered.values())
 
         wait_for(both_answered, timeout=120, interval=0.1)
@@ -359,3 +361,20 @@ def test_shutdown_during_a_burst_loses_nothing(home_with_model: dict[str, Any], 
     ok = statuses.count(200)
     assert ok > 0 and set(statuses) <= {0, 200, 503}
     assert InferenceStore(load_settings().store_url).count() == ok
+
+
+def test_worker_processes_share_the_cores() -> None:
+    """`--workers N`: each process gets cores / N threads and no more passes at once than
+    threads, unless torch_threads is set; one worker keeps the settings as they are."""
+    from sentiment_ops.serving.app import worker_settings
+
+    base = load_settings(overrides={"serve.torch_threads": 8, "serve.inference_workers": 2})
+    assert worker_settings(base, 1) is base
+    four = load_settings(overrides={"serve.inference_workers": 2, "serve.torch_threads": None})
+    cores = os.cpu_count() or 1
+    per = worker_settings(four, 2).serve
+    assert per.torch_threads == max(1, cores // 2)
+    assert per.inference_workers == min(2, per.torch_threads)
+    kept = worker_settings(base, 4).serve  # set explicitly: kept per worker
+    assert (kept.torch_threads, kept.inference_workers) == (8, 2)
+    assert base.serve.torch_threads == 8 and four.serve.torch_threads is None  # the originals untouched
