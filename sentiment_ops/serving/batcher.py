@@ -40,6 +40,11 @@ from sentiment_ops.store import PredictionRecord, utcnow
 log = logging.getLogger("sentiment_ops.serving")
 
 
+# A lone batch of fewer tokens always runs on one thread: its operators are too small to
+# share (on 2 shared cores a lone short review, ~25 tokens, was served faster on one).
+SOLO_MIN_TOKENS = 64
+
+
 def _estimated_tokens(text: str) -> int:
     """About how many tokens ``text`` is (4 characters a token), before it is tokenised."""
     return len(text) // 4 + 2
@@ -80,7 +85,7 @@ class ThreadChooser:
     seconds per token of each choice (moving average), takes the cheaper one, and every
     ``explore_every``-th time the other, so a change in the machine's load is noticed."""
 
-    def __init__(self, explore_every: int = 16, alpha: float = 0.2, min_samples: int = 3) -> None:
+    def __init__(self, explore_every: int = 32, alpha: float = 0.2, min_samples: int = 3) -> None:
         self.explore_every = explore_every
         self.alpha = alpha
         self.min_samples = min_samples
@@ -271,8 +276,8 @@ class MicroBatcher:
         predictor = model.predictor
         ids = predictor.encode(texts)
         solo: Predictor = getattr(predictor, "solo", predictor)
-        choose = alone and solo is not predictor
         tokens = sum(len(x) for x in ids)
+        choose = alone and solo is not predictor and tokens >= SOLO_MIN_TOKENS
         use_solo = choose and self.chooser.pick(tokens)
         t_pass = time.perf_counter()
         pred = forward_grouped(solo if use_solo else predictor, ids, max_tokens=self.max_tokens)
