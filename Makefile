@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CUDA build. For GPUs see docs/install.md.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint typecheck docs bench-accuracy clean
+.PHONY: setup demo test test-fast lint typecheck docs bench-accuracy bench-serve clean
 
 $(BIN)/sentops: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,13 @@ docs: setup
 
 bench-accuracy: setup
 	$(BIN)/python benchmarks/accuracy.py
+
+# Serving load (docs/benchmarks.md): BENCH_HOME holds a trained, registered model (copied,
+# never written). The load generator is wrk, from Debian's packages.
+BENCH_HOME ?= $(HOME)/.sentops
+bench-serve: setup
+	command -v wrk >/dev/null || (apt-get install -y wrk || sudo apt-get install -y wrk)
+	flock /tmp/sentops-bench.lock $(BIN)/python benchmarks/serve_load.py --home $(BENCH_HOME) --seconds 20
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -135,13 +135,15 @@ def time_passes(files: Any, ids: list[list[int]], budget: int, processes: int, t
     return len(ids) / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
-def run_ceiling(files: Any, texts: list[str], probe: int) -> dict[str, Any]:
+def run_ceiling(files: Any, texts: list[str], probe: int, budgets: tuple[int, ...] = TOKEN_BUDGETS) -> dict[str, Any]:
+    """The graph alone on ``texts`` (tokenised beforehand): the best of ``budgets`` x
+    {one process with all cores, one 1-thread process per core}, picked on ``probe`` texts."""
     encoder = files.build().tokenizer_model
     ids = encoder.encode(texts)  # not timed: the ceiling has no tokenising and no I/O
     cores = os.cpu_count() or 1
     layouts = {(1, cores), (cores, 1)}
     trials = {}
-    for budget in TOKEN_BUDGETS:
+    for budget in budgets:
         for processes, threads in sorted(layouts):
             rate = time_passes(files, ids[:probe], budget, processes, threads)
             trials[f"{budget}tok_{processes}x{threads}"] = round(rate, 1)

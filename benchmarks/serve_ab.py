@@ -183,6 +183,8 @@ def main() -> None:
         a_rps = statistics.median(r["rps"] for r in sides["after"])
         b_p99 = statistics.median(r["p99_ms"] for r in sides["before"])
         a_p99 = statistics.median(r["p99_ms"] for r in sides["after"])
+        b_p50 = statistics.median(r["p50_ms"] for r in sides["before"])
+        a_p50 = statistics.median(r["p50_ms"] for r in sides["after"])
         summary[cell] = {
             "before_rps": round(b_rps, 1),
             "after_rps": round(a_rps, 1),
@@ -190,6 +192,10 @@ def main() -> None:
             "before_p99_ms": round(b_p99, 1),
             "after_p99_ms": round(a_p99, 1),
             "p99_ratio": round(a_p99 / b_p99, 3),
+            "before_p50_ms": round(b_p50, 1),
+            "after_p50_ms": round(a_p50, 1),
+            "before_p99_over_p50": round(b_p99 / b_p50, 2),
+            "after_p99_over_p50": round(a_p99 / a_p50, 2),
             "non_2xx": sum(r["non_2xx"] for s in sides.values() for r in s),
         }
     result = {
@@ -209,7 +215,8 @@ def main() -> None:
     for cell, s in summary.items():
         print(
             f"{cell:10} before {s['before_rps']:7.1f} after {s['after_rps']:7.1f} req/s ({s['rps_ratio']:.3f}x); "
-            f"p99 {s['before_p99_ms']:.0f} → {s['after_p99_ms']:.0f} ms ({s['p99_ratio']:.3f}x)"
+            f"p99 {s['before_p99_ms']:.0f} → {s['after_p99_ms']:.0f} ms ({s['p99_ratio']:.3f}x); "
+            f"p99/p50 {s['before_p99_over_p50']:.2f} → {s['after_p99_over_p50']:.2f}"
         )
 
 

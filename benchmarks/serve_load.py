@@ -1,17 +1,28 @@
-"""Serving load benchmark: `sentops serve` vs `mlflow models serve` on the same model.
+"""Serving load benchmark: `sentops serve` vs `mlflow models serve` and the model's own limit.
 
-    cp -r /tmp/bench-acc /tmp/serve-bench-home      # a home with a trained, registered model
-    flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home /tmp/serve-bench-home
+    flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home /tmp/acc-home [--quick]
 
-A closed-loop load generator (asyncio, one keep-alive HTTP/1.1 connection per client, a
-minimal hand-written client so that the generator spends as little as possible of the
-2 cores it shares with the server) at concurrency 1, 8 and 32, with short texts (Rotten
-Tomatoes test split) and long texts (IMDB golden split; the server truncates them as the
-model was trained), ``--seconds`` each (>= 20 for the recorded run). The baseline is
-`mlflow models serve --env-manager local` on the same version. After the sentops runs
-the server is stopped gracefully and its inference store must hold one row per 2xx
-(``lost_rows``). Finally a hot reload under an 8-client load: a new version is promoted
-and we record failed requests and the time until the new version answers.
+HOME holds a trained, registered model; it is copied, never written. The load comes from
+`wrk` (C, from Debian's ``wrk`` package: ``apt-get install wrk``), one thread, one keep-alive
+connection per client, with ``serve_load.lua`` posting the bodies of a file (one per line,
+cycled) and printing wrk's own latency percentiles and the answers by status. Texts: short
+(Rotten Tomatoes test split) and long (IMDB golden reviews; the server truncates them as the
+model was trained). For each server and kind: a warm-up (not recorded), then one cell per
+client count (1, 8, 32), ``--seconds`` each (>= 20 for the recorded run).
+
+- ``sentops``: ``sentops serve`` (``--workers`` N processes, default 1). Then the server is
+  stopped gracefully and its inference store must hold one row per 2xx (``lost_rows``).
+- ``hot_reload``: under 8 clients a new version is promoted; failed requests, the time until
+  the new version answers, answers from the old one after that.
+- ``mlflow_serve``: ``mlflow models serve --env-manager local`` on the same version.
+- ``ceiling``: the logged int8 graph alone on the same texts, tokenised beforehand, no HTTP
+  and no store, with the best grouping (``score.run_ceiling``: token budget per pass and one
+  process with all cores or one 1-thread process per core, picked on the texts once, then
+  timed on them cycled to 3,000). ``efficiency`` = served texts/s
+  at 32 clients (the highest client count) / ceiling texts/s, per kind.
+
+Every cell has ``p99_over_p50``; the JSON has the load average before and after.
+``--quick``: 5 s cells, 2 s warm-ups, a smaller ceiling search (a check, not a record).
 
 Writes benchmarks/results/serve_load.json.
 """
@@ -19,115 +30,94 @@ Writes benchmarks/results/serve_load.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).parent / "serve_load.lua"
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
 PY = sys.executable
 
 
-# -- a minimal keep-alive HTTP client --------------------------------------------------
-class Conn:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        chunked = False
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            if key.lower() == "content-length":
-                length = int(value)
-            elif key.lower() == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-        if chunked:
-            data = b""
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                chunk = await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-                data += chunk[:-2]
-            return status, data
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-async def closed_loop(
-    port: int, path: str, bodies: list[bytes], clients: int, seconds: float, on_body: Any = None
+# -- load ---------------------------------------------------------------------------------
+def wrk(
+    port: int, path: str, body_file: Path, clients: int, seconds: float, new_version: int | None = None
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    errors: list[str] = []
-    stop_at = time.perf_counter() + seconds
-
-    async def client(i: int) -> None:
-        conn = Conn("127.0.0.1", port)
-        n = i
-        while time.perf_counter() < stop_at:
-            body = bodies[n % len(bodies)]
-            n += clients
-            t = time.perf_counter()
-            try:
-                status, data = await conn.post(path, body)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                errors.append(repr(exc))
-                conn.close()
-                conn = Conn("127.0.0.1", port)
-                continue
-            latencies.append((time.perf_counter() - t) * 1000)
-            statuses[status] = statuses.get(status, 0) + 1
-            if on_body is not None and status == 200:
-                on_body(data)
-        conn.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - t0
-    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
-    lat = np.array(latencies) if latencies else np.array([np.nan])
+    """One closed-loop cell: ``clients`` keep-alive connections for ``seconds``."""
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(LUA)]
+    cmd += [f"http://127.0.0.1:{port}", "--", str(body_file), path]
+    if new_version is not None:
+        cmd.append(str(new_version))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    match = re.search(r"^LOAD_RESULT (.*)$", out.stdout, re.M)
+    if out.returncode != 0 or match is None:
+        sys.exit(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    res = json.loads(match.group(1))
+    ok = sum(v for k, v in res["statuses"].items() if k.startswith("2"))
+    elapsed = res["duration_us"] / 1e6
+    lat = res["latency_ms"]
     return {
         "rps": round(ok / elapsed, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 1),
-        "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "p99_ms": round(float(np.percentile(lat, 99)), 1),
-        "errors": len(errors) + (len(latencies) - ok),
-        "requests": len(latencies),
+        "p50_ms": round(lat["p50"], 1),
+        "p95_ms": round(lat["p95"], 1),
+        "p99_ms": round(lat["p99"], 1),
+        "p99_over_p50": round(lat["p99"] / max(lat["p50"], 1e-9), 2),
+        "max_ms": round(lat["max"], 1),
+        "errors": res["requests"] - ok + sum(res["socket_errors"].values()),
+        "non_2xx": res["requests"] - ok,
+        "socket_errors": res["socket_errors"],
+        "requests": res["requests"],
         "ok": ok,
         "seconds": round(elapsed, 1),
+        "old_after_new": res["old_after_new"],
     }
+
+
+def load_matrix(
+    port: int, path: str, files: dict[str, Path], levels: list[int], seconds: float, warmup: float
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for kind, body_file in files.items():
+        out[kind] = {}
+        wrk(port, path, body_file, 4, warmup)  # warm-up, not recorded
+        for c in levels:
+            r = wrk(port, path, body_file, c, seconds)
+            r.pop("old_after_new")
+            out[kind][f"c{c}"] = r
+            print(
+                f"  {kind:5s} c{c:<2d} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  p99 {r['p99_ms']:7.1f} "
+                f"({r['p99_over_p50']:.2f}x)  errors {r['errors']}",
+                flush=True,
+            )
+    return out
+
+
+def write_bodies(work: Path, texts: dict[str, list[str]]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """One file per kind of ``/predict`` bodies and one of ``/invocations`` bodies."""
+    ours, theirs = {}, {}
+    for kind, items in texts.items():
+        ours[kind] = work / f"{kind}.predict.jsonl"
+        ours[kind].write_text("".join(json.dumps({"text": t}) + "\n" for t in items))
+        theirs[kind] = work / f"{kind}.mlflow.jsonl"
+        theirs[kind].write_text(
+            "".join(json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t]]}}) + "\n" for t in items)
+        )
+    return ours, theirs
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -186,33 +176,93 @@ def run_cli(env: dict[str, str], *args: str) -> str:
 
 
 # -- phases -------------------------------------------------------------------------------
-def load_matrix(port: int, path: str, kinds: dict[str, list[bytes]], levels: list[int], seconds: float) -> dict:
-    out: dict[str, dict[str, Any]] = {}
-    total_ok = 0
-    for kind, bodies in kinds.items():
-        out[kind] = {}
-        asyncio.run(closed_loop(port, path, bodies, 4, 3.0))  # warm-up, not recorded
-        for c in levels:
-            r = asyncio.run(closed_loop(port, path, bodies, c, seconds))
-            out[kind][f"c{c}"] = r
-            total_ok += r["ok"]
-            print(
-                f"  {kind:5s} c{c:<2d} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  p99 {r['p99_ms']:7.1f}  "
-                f"errors {r['errors']}",
-                flush=True,
-            )
+def run_sentops(
+    env: dict[str, str], work: Path, files: dict[str, Path], args: argparse.Namespace, levels: list[int]
+) -> dict[str, Any]:
+    """The sentops matrix (and the hot reload), then a graceful stop and the row count."""
+    result: dict[str, Any] = {}
+    port = free_port()
+    cmd = sentops_cmd("serve", "--port", str(port), "--backend", args.backend)
+    if args.workers > 1:
+        cmd += ["--workers", str(args.workers)]
+    log = open(work / "sentops.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    served = 0
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+        print(f"sentops serve ({args.backend}, {args.workers} worker(s)) on :{port}", flush=True)
+        before = time.perf_counter()
+        result["sentops"] = load_matrix(port, "/predict", files, levels, args.seconds, args.warmup)
+        result["sentops_seconds"] = round(time.perf_counter() - before, 1)
+        if not args.skip_reload:
+            result["hot_reload"] = hot_reload(port, env, files["short"], args.version, args.reload_seconds)
+        served = _served_ok(port, args.workers)
+    finally:
+        stop(proc)
+        log.close()
+    rows = _rows(work / "inference.db")
+    result.update(stored_rows=rows, served_2xx=served, lost_rows=served - rows)
+    print(f"stored rows {rows}, 2xx predictions {served}, lost {served - rows}", flush=True)
+    return result
+
+
+def run_mlflow(
+    env: dict[str, str], work: Path, files: dict[str, Path], args: argparse.Namespace, levels: list[int]
+) -> dict[str, Any]:
+    port = free_port()
+    cmd = [str(Path(PY).parent / "mlflow"), "models", "serve", "--env-manager", "local"]
+    cmd += ["-m", f"models:/sentiment-classifier/{args.version}", "-p", str(port), "-h", "127.0.0.1"]
+    log = open(work / "mlflow.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ping", proc)
+        print(f"mlflow models serve on :{port}", flush=True)
+        return load_matrix(port, "/invocations", files, levels, args.seconds, args.warmup)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def run_ceilings(home: Path, version: int, texts: dict[str, list[str]], quick: bool) -> dict[str, Any]:
+    """``score.run_ceiling`` on each kind's texts, with the logged graph of ``version``."""
+    from score import TOKEN_BUDGETS, run_ceiling
+
+    from sentiment_ops.config import load_settings
+    from sentiment_ops.inference.onnx import download_logged
+    from sentiment_ops.registry import Registry
+    from sentiment_ops.scoring import OnnxFiles
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings = load_settings(overrides={"home": home})
+    with tempfile.TemporaryDirectory(prefix="sentops-load-graph-") as tmp:
+        found = download_logged(Registry(settings).download_uri(version), Path(tmp))
+        if found is None:
+            raise SystemExit(f"version {version} was logged without its int8 graph: no ceiling")
+        files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
+        budgets = (384, 1536) if quick else TOKEN_BUDGETS
+        out = {}
+        for kind, items in texts.items():
+            repeated = [items[i % len(items)] for i in range(max(len(items), 1000 if quick else 3000))]
+            out[kind] = run_ceiling(files, repeated, len(items), budgets)  # layout picked on the texts once
+            print(f"  ceiling {kind:5s} {out[kind]['texts_per_s']:7.1f} texts/s  {out[kind]['best']}", flush=True)
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--home", help="sentops home with a registered model (a copy: it is modified)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", help="sentops home with a registered model (copied, never written)")
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--reload-seconds", type=float, default=40.0)
     ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--texts", type=int, default=500, help="texts of each kind (cycled)")
     ap.add_argument("--backend", default=None, help="sentops backend (default: the serve.backend default)")
+    ap.add_argument("--workers", type=int, default=1, help="sentops serve --workers")
+    ap.add_argument("--quick", action="store_true", help="5 s cells, 2 s warm-ups, a smaller ceiling search")
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--skip-reload", action="store_true")
+    ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
     ap.add_argument("--render", default=None, help="print a results JSON as a markdown table and exit")
     args = ap.parse_args()
@@ -221,85 +271,35 @@ def main() -> None:
         return
     if not args.home:
         ap.error("--home is required")
-    home = Path(args.home).resolve()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    if args.quick:
+        args.seconds, args.warmup = min(args.seconds, 5.0), 2.0
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on these shared cores
     levels = [int(x) for x in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sentops-load-"))
-    store = work / "inference.db"
-    env = env_for(home, store)
+    home = work / "home"
+    shutil.copytree(Path(args.home).resolve(), home)  # promoted and registered into: a copy
+    env = env_for(home, work / "inference.db")
 
     sys.path.insert(0, str(ROOT))
     from sentiment_ops.config import Settings
     from sentiment_ops.data import golden_test, load_corpus
 
-    backend = args.backend or Settings().serve.backend
-    short = load_corpus("rotten_tomatoes").test.texts[:500]
-    long = golden_test(500).texts
-    as_predict = {k: [json.dumps({"text": t}).encode() for t in v] for k, v in (("short", short), ("long", long))}
-    as_mlflow = {
-        k: [json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t]]}}).encode() for t in v]
-        for k, v in (("short", short), ("long", long))
-    }
+    args.backend = args.backend or Settings().serve.backend
+    texts = {"short": load_corpus("rotten_tomatoes").test.texts[: args.texts], "long": golden_test(args.texts).texts}
+    ours, theirs = write_bodies(work, texts)
     run_cli(env, "promote", "--version", str(args.version))
-    result: dict[str, Any] = {"backend": backend, "model_version": args.version, "seconds_per_run": args.seconds}
-
-    # sentops serve ------------------------------------------------------------------------
-    port = free_port()
-    log = open(work / "sentops.log", "wb")
-    proc = subprocess.Popen(
-        sentops_cmd("serve", "--port", str(port), "--backend", backend), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    ok_total = 0
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/ready", proc)
-        print(f"sentops serve ({backend}) on :{port}", flush=True)
-        before = time.perf_counter()
-        matrix = load_matrix(port, "/predict", as_predict, levels, args.seconds)
-        result["sentops"] = matrix
-        result["sentops_seconds"] = round(time.perf_counter() - before, 1)
-        ok_total = _served_ok(port)
-        if not args.skip_reload:
-            result["hot_reload"] = hot_reload(port, env, as_predict["short"], args.version)
-            ok_total = _served_ok(port)
-    finally:
-        stop(proc)
-        log.close()
-    rows = _rows(store)
-    result["stored_rows"] = rows
-    result["served_2xx"] = ok_total
-    result["lost_rows"] = ok_total - rows
-    print(f"stored rows {rows}, 2xx predictions {ok_total}, lost {ok_total - rows}", flush=True)
-
-    # mlflow models serve ------------------------------------------------------------------
+    result: dict[str, Any] = {
+        "backend": args.backend,
+        "model_version": args.version,
+        "seconds_per_run": args.seconds,
+        "workers": args.workers,
+        "load_generator": "wrk -t1, one keep-alive connection per client (benchmarks/serve_load.lua)",
+    }
+    result.update(run_sentops(env, work, ours, args, levels))
     if not args.skip_mlflow:
-        port = free_port()
-        mlog = open(work / "mlflow.log", "wb")
-        mlflow_bin = str(Path(PY).parent / "mlflow")
-        proc = subprocess.Popen(
-            [
-                mlflow_bin,
-                "models",
-                "serve",
-                "--env-manager",
-                "local",
-                "-m",
-                f"models:/sentiment-classifier/{args.version}",
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-            ],
-            env=env,
-            stdout=mlog,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/ping", proc)
-            print(f"mlflow models serve on :{port}", flush=True)
-            result["mlflow_serve"] = load_matrix(port, "/invocations", as_mlflow, levels, args.seconds)
-        finally:
-            stop(proc)
-            mlog.close()
+        result["mlflow_serve"] = run_mlflow(env, work, theirs, args, levels)
         result["speedup_vs_mlflow"] = {
             kind: {
                 c: round(result["sentops"][kind][c]["rps"] / max(result["mlflow_serve"][kind][c]["rps"], 1e-9), 2)
@@ -307,50 +307,85 @@ def main() -> None:
             }
             for kind in result["sentops"]
         }
-
+    if not args.skip_ceiling:
+        result["ceiling"] = run_ceilings(home, args.version, texts, args.quick)
+        top = f"c{max(levels)}"
+        result["efficiency"] = {
+            kind: round(result["sentops"][kind][top]["rps"] / result["ceiling"][kind]["texts_per_s"], 3)
+            for kind in texts
+        }
+        result["efficiency_at"] = top
+    command = f"flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home HOME --seconds {args.seconds:g}"
+    command += "".join(f" {flag}" for flag, on in (("--quick", args.quick),) if on)
+    command += f" --workers {args.workers}" if args.workers > 1 else ""
     result.update(
         {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
             "load_average_before": load_before,
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).date().isoformat(),
-            "command": f"flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home HOME "
-            f"--seconds {args.seconds:g}" + (f" --backend {args.backend}" if args.backend else ""),
+            "command": command,
         }
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps({k: v for k, v in result.items() if k in ("lost_rows", "hot_reload", "speedup_vs_mlflow")}, indent=2)
-    )
+    keys = ("lost_rows", "hot_reload", "speedup_vs_mlflow", "efficiency", "load_average_before", "load_average_after")
+    print(json.dumps({k: v for k, v in result.items() if k in keys}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The results as the table in docs/benchmarks.md."""
     lines = [
-        "| texts | clients | sentops req/s | p50 / p95 / p99 ms | errors | mlflow req/s | p50 / p95 / p99 ms "
+        "| texts | clients | sentops req/s | p50 / p99 ms | p99/p50 | errors | mlflow req/s | p50 / p99 ms "
         "| errors | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = result.get("mlflow_serve", {})
     for kind in ("short", "long"):
         for c, r in result["sentops"][kind].items():
             b = base.get(kind, {}).get(c)
-            ours = f"{r['rps']} | {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | {r['errors']}"
-            theirs = f"{b['rps']} | {b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']} | {b['errors']}" if b else "– | – | –"
+            ratio = r.get("p99_over_p50") or r["p99_ms"] / max(r["p50_ms"], 1e-9)
+            ours = f"{r['rps']} | {r['p50_ms']} / {r['p99_ms']} | {ratio:.2f} | {r['errors']}"
+            theirs = f"{b['rps']} | {b['p50_ms']} / {b['p99_ms']} | {b['errors']}" if b else "– | – | –"
             speedup = f"{r['rps'] / b['rps']:.2f}x" if b else "–"
             lines.append(f"| {kind} | {c[1:]} | {ours} | {theirs} | {speedup} |")
+    if "ceiling" in result:
+        lines.append("")
+        for kind, ceil in result["ceiling"].items():
+            lines.append(
+                f"- {kind}: ceiling {ceil['texts_per_s']} texts/s ({ceil['best']}), served at "
+                f"{result.get('efficiency_at', 'c32')} = {result['efficiency'][kind]:.1%} of it"
+            )
     return "\n".join(lines)
 
 
-def _served_ok(port: int) -> int:
-    """2xx answers of /predict so far, from the server's own counter."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith('sentops_requests_total{endpoint="/predict",outcome="2xx"}'):
-            return int(float(line.split()[-1]))
-    return 0
+def _served_ok(port: int, workers: int) -> int:
+    """2xx answers of /predict, from the servers' own counters (wrk does not count the
+    answers in flight when a cell ends; they are stored too), once they stop moving."""
+    last, now = -1, _count_ok(port, workers)
+    for _ in range(30):
+        if now == last:
+            break
+        time.sleep(1.0)
+        last, now = now, _count_ok(port, workers)
+    return now
+
+
+def _count_ok(port: int, workers: int) -> int:
+    """Each worker process has its own counters: scrape on new connections until every
+    process has answered."""
+    counts: dict[str, int] = {}
+    for _ in range(100 * workers):
+        with httpx.Client(timeout=10) as client:
+            text = client.get(f"http://127.0.0.1:{port}/metrics").text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        pid = values.get("sentops_process_id", "one")
+        counts[pid] = int(float(values.get('sentops_requests_total{endpoint="/predict",outcome="2xx"}', 0)))
+        if len(counts) >= workers:
+            break
+    return sum(counts.values())
 
 
 def _rows(store: Path) -> int:
@@ -360,36 +395,37 @@ def _rows(store: Path) -> int:
         return int(db.execute("select count(*) from predictions").fetchone()[0])
 
 
-def hot_reload(port: int, env: dict[str, str], bodies: list[bytes], version: int) -> dict[str, Any]:
-    """8 clients on /predict; promote a new version of the same run; time the switch."""
+def hot_reload(port: int, env: dict[str, str], body_file: Path, version: int, seconds: float) -> dict[str, Any]:
+    """8 wrk clients on /predict; a new version of the same run is promoted after 5 s; a
+    probe asks every 50 ms which version answers."""
     info = json.loads(run_cli(env, "models", "--json"))
     run_id = next(v["run_id"] for v in info if v["version"] == version)
     new = json.loads(run_cli(env, "register", "--run-id", run_id, "--json"))["version"]
-    seen: list[tuple[float, int]] = []
-
-    def on_body(data: bytes) -> None:
-        seen.append((time.perf_counter(), json.loads(data)["model"]["version"]))
-
-    async def scenario() -> tuple[dict[str, Any], float, float]:
-        load = asyncio.create_task(closed_loop(port, "/predict", bodies, 8, 40.0, on_body))
-        await asyncio.sleep(5.0)
-        t_cmd = time.perf_counter()
-        await asyncio.to_thread(run_cli, env, "promote", "--version", str(new))
-        t_moved = time.perf_counter()
-        return await load, t_cmd, t_moved
-
-    stats, t_cmd, t_move = asyncio.run(scenario())
-    first_new = next((t for t, v in seen if v == new), None)
-    old_after = [t for t, v in seen if v != new and first_new is not None and t > first_new]
+    box: dict[str, Any] = {}
+    load = threading.Thread(target=lambda: box.update(wrk(port, "/predict", body_file, 8, seconds, new)))
+    load.start()
+    time.sleep(5.0)
+    t_cmd = time.perf_counter()
+    run_cli(env, "promote", "--version", str(new))
+    t_moved = time.perf_counter()
+    first_new = None
+    with httpx.Client(timeout=30) as client:
+        while load.is_alive():
+            r = client.post(f"http://127.0.0.1:{port}/predict", json={"text": "a probe of the hot reload"})
+            if first_new is None and r.status_code == 200 and r.json()["model"]["version"] == new:
+                first_new = time.perf_counter()
+            time.sleep(0.05)
+    load.join()
+    stats = box
     out = {
         "new_version": new,
         "requests": stats["requests"],
         "failed_requests": stats["errors"],
         # from the moment `sentops promote` returned (the alias has moved)
-        "seconds_to_new_version": None if first_new is None else round(first_new - t_move, 2),
-        # from the moment `sentops promote` was started (includes its own ~2 s start-up)
+        "seconds_to_new_version": None if first_new is None else round(first_new - t_moved, 2),
+        # from the moment `sentops promote` was started (includes its own start-up)
         "seconds_from_promote_command": None if first_new is None else round(first_new - t_cmd, 2),
-        "old_version_answers_after_switch": len(old_after),
+        "old_version_answers_after_switch": stats["old_after_new"],
         "p99_ms_during_reload": stats["p99_ms"],
     }
     print(f"  hot reload: {out}", flush=True)

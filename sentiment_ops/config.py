@@ -101,6 +101,10 @@ class ServeSettings(_Section):
     # (benchmarks/serve_passes.py): two 1-thread passes beat one 2-thread pass (short texts
     # +7 %, long texts +65 %): no cross-thread barrier per operator.
     inference_workers: int = Field(2, ge=1)
+    # A batch that runs while no other pass does (a lone request on an idle server) runs on
+    # a second ONNX session with one intra-op thread per core instead of cores /
+    # inference_workers: the idle cores serve it. Under load, single-thread passes side by side.
+    adaptive_threads: bool = True
     poll_interval_s: float = Field(5.0, gt=0)  # how often the alias is checked
     # Predictions waiting to be written to the inference store, at most: a 20 s store outage
     # at 1,000 predictions/s. Measured ~2.1 KB a row with short texts (1.5 KB for the 384-float
@@ -260,10 +264,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
 SECRET_ENV_VARS = ("SENTOPS_ADMIN_TOKEN", "SENTOPS_FEEDBACK_TOKEN", "SENTOPS_PREDICT_TOKEN")
 
 
+# The resolved settings (JSON) that `sentops serve --workers N` hands to its worker processes
+# (``serving.app.create_app_from_env``); not a setting itself.
+WORKER_SETTINGS_ENV = "SENTOPS_WORKER_SETTINGS"
+
+
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == "SENTOPS_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in ("SENTOPS_CONFIG", WORKER_SETTINGS_ENV):
             continue
         if key in SECRET_ENV_VARS:  # secrets stay out of settings (and out of logged configs)
             continue

@@ -27,16 +27,26 @@ def predictor_for(
     torch_threads: int | None = None,
     max_length: int | None = None,
     home: Path | None = None,
+    solo_threads: int | None = None,
 ) -> Predictor:
-    """The predictor of ``info``'s version: ``threads`` per ONNX session, ``torch_threads``
-    for torch (the torch backend, or the export of a version logged without its graph);
-    ``max_length`` overrides the training one. Raises ModelLoadError."""
+    """The predictor of ``info``'s version: ``threads`` per ONNX session (and a second
+    session of ``solo_threads`` for passes that run alone, ``OnnxPredictor.solo``),
+    ``torch_threads`` for torch (the torch backend, or the export of a version logged
+    without its graph); ``max_length`` overrides the training one. Raises ModelLoadError."""
     if backend == "onnx":  # the graph logged with the version: no torch needed
-        predictor = onnx_backend.logged_predictor(registry.download_uri(info.version), threads, max_length)
+        uri = registry.download_uri(info.version)
+        predictor = onnx_backend.logged_predictor(uri, threads, max_length, solo_threads)
         if predictor is not None:
             return predictor
     return exported_predictor(
-        registry, info, backend, threads=threads, torch_threads=torch_threads, max_length=max_length, home=home
+        registry,
+        info,
+        backend,
+        threads=threads,
+        torch_threads=torch_threads,
+        max_length=max_length,
+        home=home,
+        solo_threads=solo_threads,
     )
 
 
@@ -49,6 +59,7 @@ def exported_predictor(
     torch_threads: int | None = None,
     max_length: int | None = None,
     home: Path | None = None,
+    solo_threads: int | None = None,
 ) -> Predictor:
     """The logged model through torch; for ``onnx``, a version logged without its graph is
     exported now and cached under ``home`` (the registry's home by default)."""
@@ -66,7 +77,7 @@ def exported_predictor(
     if backend != "onnx":
         return model
     cache = onnx_backend.export_cache_dir(home or registry.settings.home, info.name, info.version, info.run_id)
-    return onnx_backend.OnnxPredictor.from_model(model, cache, threads)
+    return onnx_backend.OnnxPredictor.from_model(model, cache, threads, solo_threads)
 
 
 def resolve_version(registry: Registry, version: int | None, alias: str | None) -> VersionInfo:

@@ -4,6 +4,7 @@ model trained by `sentops train` and promoted with `sentops promote`."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -270,6 +271,55 @@ def test_cli_serve_runs_uvicorn(home_with_model: dict[str, Any], tmp_path: Path)
     assert InferenceStore(load_settings().store_url).count() == 1
 
 
+def test_cli_serve_workers_answer_and_store_from_every_process(home_with_model: dict[str, Any]) -> None:
+    """`sentops serve --workers 2`: two processes on one port, each with its own model and
+    store writer; every 2xx of either becomes a row once the server has stopped."""
+    promote(1)
+    port = free_port()
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--port", str(port), "--workers", "2"]
+    cmd += ["--backend", "torch"]  # the tiny model's ONNX export is not what this test is about
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    answered: dict[int, float] = {}  # process id -> its own count of 2xx /predict answers
+    sent = 0
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(url + "/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                return False
+
+        wait_for(ready, timeout=120, interval=0.3)
+
+        def predict(i: int) -> int:
+            with httpx.Client(timeout=30) as c:  # a new connection: either process may take it
+                return c.post(url + "/predict", json={"text": f"review number {i}"}).status_code
+
+        def both_answered() -> bool:
+            nonlocal sent
+            with ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(predict, range(sent, sent + 16))) == {200}
+            sent += 16
+            for _ in range(20):  # scrape on new connections until each process has said its count
+                with httpx.Client(timeout=10) as c:
+                    text = c.get(url + "/metrics").text
+                pid = int(_metric(text, "sentops_process_id"))
+                ok = 'sentops_requests_total{endpoint="/predict",outcome="2xx"}'
+                answered[pid] = _metric(text, ok) if ok + " " in text else 0.0  # none yet here
+            return len(answered) == 2 and all(answered.values())
+
+        wait_for(both_answered, timeout=120, interval=0.1)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode in (0, -15), out
+    assert out.count("Application startup complete") == 2 and "Traceback" not in out
+    assert "with 2 worker processes" in out
+    assert InferenceStore(load_settings().store_url).count() == sent
+
+
 def test_cli_serve_rejects_a_bad_backend(cli: Any) -> None:
     result = cli("serve", "--backend", "tensorflow")
     assert result.exit_code == 2
@@ -311,3 +361,20 @@ def test_shutdown_during_a_burst_loses_nothing(home_with_model: dict[str, Any], 
     ok = statuses.count(200)
     assert ok > 0 and set(statuses) <= {0, 200, 503}
     assert InferenceStore(load_settings().store_url).count() == ok
+
+
+def test_worker_processes_share_the_cores() -> None:
+    """`--workers N`: each process gets cores / N threads and no more passes at once than
+    threads, unless torch_threads is set; one worker keeps the settings as they are."""
+    from sentiment_ops.serving.app import worker_settings
+
+    base = load_settings(overrides={"serve.torch_threads": 8, "serve.inference_workers": 2})
+    assert worker_settings(base, 1) is base
+    four = load_settings(overrides={"serve.inference_workers": 2, "serve.torch_threads": None})
+    cores = os.cpu_count() or 1
+    per = worker_settings(four, 2).serve
+    assert per.torch_threads == max(1, cores // 2)
+    assert per.inference_workers == min(2, per.torch_threads)
+    kept = worker_settings(base, 4).serve  # set explicitly: kept per worker
+    assert (kept.torch_threads, kept.inference_workers) == (8, 2)
+    assert base.serve.torch_threads == 8 and four.serve.torch_threads is None  # the originals untouched

@@ -13,6 +13,7 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.serving.batcher import ThreadChooser
 
 TEXTS = [
     "A moving, beautifully acted film.",
@@ -164,3 +165,55 @@ def test_onnx_serving_needs_no_torch(home_with_model: dict[str, Any], tmp_path: 
     lines = result.stdout.strip().splitlines()
     assert lines[-2] == "onnx 1 200 True", result.stdout + result.stderr[-2000:]
     assert lines[-1] == "loaded: []"
+
+
+def test_the_many_thread_session_answers_as_the_one_thread_one(
+    home_with_model: dict[str, Any], plain_mlflow: str
+) -> None:
+    """``solo``: the same graph on every core, for a pass that runs alone: same answers."""
+    uri = "models:/sentiment-classifier/1"
+    one = onnx_backend.logged_predictor(uri, threads=1)
+    both = onnx_backend.logged_predictor(uri, threads=1, solo_threads=2)
+    assert one is not None and both is not None
+    assert one.solo is one  # no second session unless asked for more threads
+    assert both.solo is not both and both.solo.threads == 2
+    ids = both.encode([*TEXTS, "word " * 400])
+    for a, b in zip(both.forward_ids(ids), both.solo.forward_ids(ids), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_a_lone_request_tries_both_thread_layouts_with_the_same_answer(
+    home_with_model: dict[str, Any], running: list[Server]
+) -> None:
+    promote(1)
+    srv = start_server(serve_settings(backend="onnx", torch_threads=2, inference_workers=2))
+    running.append(srv)
+    text = TEXTS[2]
+    answers = set()
+    with srv.client() as c:
+        for _ in range(8):  # one at a time: each batch runs alone
+            r = c.post("/predict", json={"text": text})
+            assert r.status_code == 200, r.text
+            answers.add((r.json()["label"], round(r.json()["probability"], 4)))
+    predictor = srv.state.holder.current.predictor
+    assert predictor.threads == 1 and predictor.solo.threads == 2
+    tokens = len(predictor.encode([text])[0])
+    solo_n, one_n = srv.state.batcher.chooser.samples(tokens)
+    assert solo_n >= 3 and one_n >= 3  # measured both ways before settling
+    assert len(answers) == 1
+
+
+def test_the_thread_chooser_takes_the_cheaper_layout_and_keeps_checking() -> None:
+    chooser = ThreadChooser(explore_every=4, min_samples=2)
+    tried = []
+    for _ in range(4):
+        solo = chooser.pick(200)
+        chooser.record(200, solo, 0.010 if solo else 0.030)  # many threads 3x faster here
+        tried.append(solo)
+    assert sorted(tried) == [False, False, True, True]  # both measured first
+    picks = [chooser.pick(200) for _ in range(8)]
+    assert picks.count(True) == 6 and picks.count(False) == 2  # every 4th: the other one
+    for _ in range(20):
+        chooser.record(200, True, 0.090)  # the cores got busy: now the slower choice
+    assert [chooser.pick(200) for _ in range(3)] == [False, False, False]
+    assert chooser.samples(20) == (0, 0)  # short batches are measured on their own

@@ -1,10 +1,11 @@
-"""``sentops serve``: the model behind an alias, over HTTP (uvicorn, one worker)."""
+"""``sentops serve``: the model behind an alias, over HTTP (uvicorn; ``--workers N`` processes)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +14,13 @@ from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, settings_from
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.paths import writable_dir
 
+if TYPE_CHECKING:
+    from sentiment_ops.config import Settings
+    from sentiment_ops.store import InferenceStore
+
+WORKERS_HELP = (
+    "Server processes on the port, each with its own model, store writer and alias polling and cores / N threads."
+)
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when start-up (lifespan, bind) fails
 
 
@@ -37,6 +45,7 @@ def serve(
         LogFormat | None,
         typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
     ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)] = 1,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -45,7 +54,6 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
-    from sentiment_ops.serving import create_app
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
@@ -67,17 +75,19 @@ def serve(
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
     writable_dir(settings.home)
     store = InferenceStore(settings.store_url, settings.store.store_text)
-    app = create_app(settings, store=store)
+    app = _app(settings, store, workers)
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"
+        + (f" with {workers} worker processes" if workers > 1 else "")
     )
     try:
         serve_until_stopped(
             app,
+            factory=workers > 1,
             host=settings.serve.host,
             port=settings.serve.port,
-            workers=1,
+            workers=workers,
             access_log=access_log,
             log_level=settings.log_level.lower(),
             log_config=log_config(settings.serve.log_format, settings.log_level),
@@ -85,6 +95,20 @@ def serve(
         )
     finally:
         store.close()
+
+
+def _app(settings: Settings, store: InferenceStore, workers: int) -> Any:
+    """The app, or for ``workers`` > 1 the import string of the factory each worker process
+    calls: the settings travel as JSON and each worker opens its own store."""
+    from sentiment_ops.config import WORKER_SETTINGS_ENV
+    from sentiment_ops.serving import create_app
+    from sentiment_ops.serving.app import worker_settings
+
+    if workers == 1:
+        return create_app(settings, store=store)
+    store.close()
+    os.environ[WORKER_SETTINGS_ENV] = worker_settings(settings, workers).model_dump_json()
+    return "sentiment_ops.serving.app:create_app_from_env"
 
 
 def serve_until_stopped(app: Any, **options: Any) -> None:

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -108,31 +108,31 @@ def export_int8(model: SentimentModel, dest: Path) -> Path:
 
 
 class OnnxPredictor:
-    """A ``passes.Predictor`` like ``SentimentModel``: ``encode`` + ``forward_ids``."""
+    """A ``passes.Predictor`` like ``SentimentModel``: ``encode`` + ``forward_ids``.
+
+    ``threads``: intra-op threads of a pass. With ``solo_threads`` above it, a second
+    session of the same graph runs passes on that many threads (``solo``): the server uses
+    it for a batch that runs alone, so a lone request has every idle core, while under load
+    several single-thread passes run side by side."""
 
     backend = "onnx"
 
-    def __init__(self, model: Encoder, onnx_path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self, model: Encoder, onnx_path: Path, threads: int | None = None, solo_threads: int | None = None
+    ) -> None:
         self.tokenizer_model = model  # tokeniser and truncation settings stay the trained ones
         self.pad_id = model.pad_id
         self.path = onnx_path
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = max(1, threads or os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle worker threads must not spin: on a few cores they would steal the CPU that the
-        # event loop needs to parse the next requests.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelLoadError(f"cannot open ONNX model {onnx_path}: {exc}") from exc
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self.session = _session(onnx_path, self.threads)
+        self.solo: OnnxPredictor | _SoloView = self
+        if solo_threads is not None and solo_threads > self.threads:
+            self.solo = _SoloView(self, _session(onnx_path, solo_threads), solo_threads)
 
     @classmethod
-    def from_model(cls, model: SentimentModel, cache_dir: Path, threads: int | None = None) -> OnnxPredictor:
+    def from_model(
+        cls, model: SentimentModel, cache_dir: Path, threads: int | None = None, solo_threads: int | None = None
+    ) -> OnnxPredictor:
         path = cache_dir / ONNX_FILE
         if not path.exists():
             log.info("exporting %s to ONNX int8 (cached for next time)", cache_dir.name)
@@ -141,15 +141,55 @@ class OnnxPredictor:
             except Exception as exc:
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 raise ModelLoadError(f"cannot export the model to ONNX: {type(exc).__name__}: {exc}") from exc
-        return cls(model, path, threads)
+        return cls(model, path, threads, solo_threads)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer_model.encode(texts)
 
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        input_ids, mask = pad(batch, self.pad_id)
-        logits, pooled = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
-        return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
+        return _run(self.session, batch, self.pad_id)
+
+
+class _SoloView:
+    """The predictor's passes on its many-thread session (``OnnxPredictor.solo``)."""
+
+    backend = "onnx"
+
+    def __init__(self, base: OnnxPredictor, session: Any, threads: int) -> None:
+        self.base = base
+        self.session = session
+        self.threads = threads
+        self.pad_id = base.pad_id
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.base.encode(texts)
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        return _run(self.session, batch, self.pad_id)
+
+
+def _session(onnx_path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session of ``onnx_path`` with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads must not spin: on a few cores they would steal the CPU that the
+    # event loop needs to parse the next requests.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"cannot open ONNX model {onnx_path}: {exc}") from exc
+
+
+def _run(session: Any, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    input_ids, mask = pad(batch, pad_id)
+    logits, pooled = session.run(None, {"input_ids": input_ids, "attention_mask": mask})
+    return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -180,7 +220,9 @@ def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
     return Path(dest) / hf_model["path"], graph_dir / ONNX_FILE
 
 
-def logged_predictor(model_uri: str, threads: int | None = None, max_length: int | None = None) -> OnnxPredictor | None:
+def logged_predictor(
+    model_uri: str, threads: int | None = None, max_length: int | None = None, solo_threads: int | None = None
+) -> OnnxPredictor | None:
     """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
     without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
     the weights) and loaded into memory. None when the version was logged without a graph."""
@@ -191,4 +233,4 @@ def logged_predictor(model_uri: str, threads: int | None = None, max_length: int
         if found is None:
             return None
         model_dir, graph = found
-        return OnnxPredictor(TextEncoder(model_dir, max_length=max_length), graph, threads)
+        return OnnxPredictor(TextEncoder(model_dir, max_length=max_length), graph, threads, solo_threads)

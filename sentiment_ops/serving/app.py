@@ -18,11 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiment_ops import __version__
-from sentiment_ops.config import Settings
+from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
-from sentiment_ops.serving.holder import ModelHolder, inference_workers
+from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
 from sentiment_ops.serving.label_page import label_router
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
 from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
@@ -80,6 +80,7 @@ def create_app(
         writer.store = state.store
         writer.start()
         await run_in_threadpool(holder.check)
+        freeze_heap()  # after the first model's load: see holder.freeze_heap
         holder.start_polling()
         await batcher.start()
         log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)
@@ -116,6 +117,30 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
+
+
+def worker_settings(settings: Settings, workers: int) -> Settings:
+    """The settings of one of ``workers`` server processes: each gets cores / workers
+    threads (``serve.torch_threads``, unless set) and at most that many passes at once."""
+    if workers <= 1:
+        return settings
+    serve = settings.serve.model_copy()
+    per_worker = serve.torch_threads or max(1, (os.cpu_count() or 1) // workers)
+    serve.torch_threads = per_worker
+    serve.inference_workers = max(1, min(serve.inference_workers, per_worker))
+    return settings.model_copy(update={"serve": serve})
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker process of ``sentops serve --workers N`` (a uvicorn factory):
+    the settings the command resolved, as JSON in ``SENTOPS_WORKER_SETTINGS``. Each worker
+    has its own model, micro-batcher, store writer and alias poller."""
+    raw = os.environ.get(WORKER_SETTINGS_ENV)
+    if not raw:
+        raise RuntimeError(f"{WORKER_SETTINGS_ENV} is not set: start the workers with `sentops serve --workers N`")
+    settings = Settings.model_validate_json(raw)
+    logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
+    return create_app(settings)
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -1,9 +1,11 @@
 """Micro-batching: concurrent requests share one forward pass, off the event loop.
 
 Each text becomes an item with a future. One collector task takes the first waiting
-item, gathers more until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed
-(the wait only when the previous batch held more than one text: a single client is
-never delayed), and hands the batch to a single inference thread. While that thread works, new requests
+item, gathers more in arrival order until ``batch_max_size`` items or ``batch_max_wait_ms``
+have passed (the wait only when the previous batch held more than one text: a single
+client is never delayed) and, with several inference threads, until the batch holds a
+fair share of what waits or about one pass of ``batch_max_tokens`` (``_form_batch``), and
+hands the batch to an inference thread. While that thread works, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
 tokenised, sorted by length and split where padding would add more than half the work
 or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
@@ -11,12 +13,15 @@ text (``inference.forward_grouped``). One forward pass gives label,
 probability and the pooled embedding; the records go to the store writer, the results
 back to the waiting requests. With ``workers`` > 1 (ONNX backend) that many batches run
 at once, each forward pass on one thread: on 2 shared cores two single-threaded passes
-outrun one two-threaded pass (no cross-thread barrier per operator)."""
+outrun one two-threaded pass (no cross-thread barrier per operator). A batch that starts
+while nothing else runs may take the predictor's many-thread session instead, when that
+has been measured faster (``ThreadChooser``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +31,23 @@ from datetime import datetime
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
-from sentiment_ops.inference.passes import forward_grouped
+from sentiment_ops.inference.passes import Prediction, Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import PredictionRecord, utcnow
 
 log = logging.getLogger("sentiment_ops.serving")
+
+
+# A lone batch of fewer tokens always runs on one thread: its operators are too small to
+# share (on 2 shared cores a lone short review, ~25 tokens, was served faster on one).
+SOLO_MIN_TOKENS = 64
+
+
+def _estimated_tokens(text: str) -> int:
+    """About how many tokens ``text`` is (4 characters a token), before it is tokenised."""
+    return len(text) // 4 + 2
 
 
 class ModelUnavailableError(RuntimeError):
@@ -62,6 +77,53 @@ class _Item:
     request_id: str | None = None  # the HTTP request's, stored with its row
 
 
+class ThreadChooser:
+    """Whether a batch that runs alone takes the many-thread session (``solo``): measured,
+    not assumed. Idle cores make a lone pass faster on all of them; cores busy with other
+    work (another process, a neighbour's job) make the threads wait on each other, and then
+    one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
+    seconds per token of each choice (moving average), takes the cheaper one, and every
+    ``explore_every``-th time the other, so a change in the machine's load is noticed."""
+
+    def __init__(self, explore_every: int = 32, alpha: float = 0.2, min_samples: int = 3) -> None:
+        self.explore_every = explore_every
+        self.alpha = alpha
+        self.min_samples = min_samples
+        self._cost: dict[tuple[int, bool], float] = {}
+        self._samples: dict[tuple[int, bool], int] = {}
+        self._turn: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _bucket(tokens: int) -> int:
+        return max(1, tokens).bit_length()
+
+    def pick(self, tokens: int) -> bool:
+        """True: run on the many-thread session."""
+        b = self._bucket(tokens)
+        with self._lock:
+            turn = self._turn[b] = self._turn.get(b, 0) + 1
+            solo_n, one_n = self._samples.get((b, True), 0), self._samples.get((b, False), 0)
+            if min(solo_n, one_n) < self.min_samples:
+                return solo_n <= one_n
+            best = self._cost[(b, True)] <= self._cost[(b, False)]
+            return (not best) if turn % self.explore_every == 0 else best
+
+    def samples(self, tokens: int) -> tuple[int, int]:
+        """Batches of this size measured so far: (many-thread, one-thread)."""
+        b = self._bucket(tokens)
+        with self._lock:
+            return self._samples.get((b, True), 0), self._samples.get((b, False), 0)
+
+    def record(self, tokens: int, solo: bool, seconds: float) -> None:
+        key = (self._bucket(tokens), solo)
+        per_token = seconds / max(1, tokens)
+        with self._lock:
+            old = self._cost.get(key)
+            self._cost[key] = per_token if old is None else old + self.alpha * (per_token - old)
+            self._samples[key] = self._samples.get(key, 0) + 1
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -87,7 +149,9 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._held: _Item | None = None  # taken off the queue, opens the next batch
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sentops-infer")
+        self.chooser = ThreadChooser()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -97,7 +161,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         """Finish what is queued, then stop (uvicorn has already drained connections)."""
         if self._queue is not None:
-            while not self._queue.empty():
+            while not self._queue.empty() or self._held is not None:
                 await asyncio.sleep(0.01)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -124,40 +188,62 @@ class MicroBatcher:
 
     async def _collect(self) -> None:
         assert self._queue is not None and self._slots is not None
-        queue = self._queue
-        loop = asyncio.get_running_loop()
         last_size = 1
         while True:
             await self._slots.acquire()  # an inference worker is free
-            batch = [await queue.get()]
-            # Wait for company only under load (the last batch was shared): a lone client
-            # never pays the wait, a busy server fills its batches.
-            deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
-            while len(batch) < self.max_size:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
+            batch = await self._form_batch(self._queue, last_size)
             last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._run(batch))
+            alone = not self._running and self._queue.empty() and self._held is None  # every core idle
+            task = asyncio.create_task(self._run(batch, alone))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _form_batch(self, queue: asyncio.Queue[_Item], last_size: int) -> list[_Item]:
+        """The next batch, first come first served. Wait for company only under load (the
+        last batch was shared): a lone client never pays the wait, a busy server fills its
+        batches. With several inference workers a batch takes a fair share of what waits
+        (one worker must not take the whole queue while the other soon idles: its requests
+        would wait a long batch and the others a short one) and about one pass of
+        ``max_tokens`` (by an estimate of 4 characters a token): the workers then take the
+        waiting texts pass by pass, in order. A text that does not fit opens the next batch."""
+        loop = asyncio.get_running_loop()
+        first, self._held = self._held, None
+        batch = [first if first is not None else await queue.get()]
+        deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
+        limit = self.max_size
+        budget = None
+        if self.workers > 1:
+            limit = min(limit, max(1, -(-(len(batch) + queue.qsize()) // self.workers)))
+            budget = self.max_tokens
+        widest = _estimated_tokens(batch[0].text)
+        while len(batch) < limit:
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            tokens = max(widest, _estimated_tokens(item.text))
+            if budget is not None and (len(batch) + 1) * tokens > budget:
+                self._held = item
+                break
+            batch.append(item)
+            widest = tokens
+        return batch
+
+    async def _run(self, batch: list[_Item], alone: bool = False) -> None:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch)
+            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch, alone)
         except ModelUnavailableError as exc:
             self._fail(batch, exc)
             return
@@ -177,47 +263,64 @@ class MicroBatcher:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    def _infer(self, texts: list[str], items: list[_Item]) -> list[Result]:
-        """Runs in the inference thread."""
+    def _infer(self, texts: list[str], items: list[_Item], alone: bool = False) -> list[Result]:
+        """Runs in the inference thread; a batch that runs ``alone`` takes the predictor's
+        many-thread session where it has one (``OnnxPredictor.solo``)."""
         model = self.holder.current  # one reference for the whole batch: reloads never split it
         if model is None:
             raise ModelUnavailableError()
         t0 = time.perf_counter()
+        start = self._clock()
+        for item in items:
+            self.metrics.queue_wait.observe(max(0.0, start - item.t0))
         predictor = model.predictor
-        n = len(texts)
-        pred = forward_grouped(predictor, predictor.encode(texts), max_tokens=self.max_tokens)
+        ids = predictor.encode(texts)
+        solo: Predictor = getattr(predictor, "solo", predictor)
+        tokens = sum(len(x) for x in ids)
+        choose = alone and solo is not predictor and tokens >= SOLO_MIN_TOKENS
+        use_solo = choose and self.chooser.pick(tokens)
+        t_pass = time.perf_counter()
+        pred = forward_grouped(solo if use_solo else predictor, ids, max_tokens=self.max_tokens)
+        if choose:
+            self.chooser.record(tokens, use_solo, time.perf_counter() - t_pass)
+        self.metrics.inference.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(texts))
+        results, records = self._package(model, items, pred)
+        self.writer.put(records)
+        for label_id, count in enumerate(np.bincount(pred.labels, minlength=2)[:2]):
+            if count:
+                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
+        return results
+
+    def _package(
+        self, model: LoadedModel, items: list[_Item], pred: Prediction
+    ) -> tuple[list[Result], list[PredictionRecord]]:
+        """The answers of a batch and their rows for the store."""
         emb = pred.embeddings
         assert emb is not None
-        self.metrics.inference.observe(time.perf_counter() - t0)
-        self.metrics.batch_size.observe(n)
         done = self._clock()
         created = utcnow()
         results: list[Result] = []
         records: list[PredictionRecord] = []
         confidences = pred.confidences
-        counts = np.bincount(pred.labels, minlength=2)
-        for i, text in enumerate(texts):
+        for i, item in enumerate(items):
             label = int(pred.labels[i])
             rec = PredictionRecord(
                 model_name=model.name,
                 model_version=model.version,
                 alias=model.alias,
-                text=text,
+                text=item.text,
                 prediction=label,
                 probability=float(pred.probabilities[i]),
                 confidence=float(confidences[i]),
                 embedding=emb[i],
                 backend=model.backend,  # the embedding space, so drift compares like with like
-                latency_ms=(done - items[i].t0) * 1000.0,
+                latency_ms=(done - item.t0) * 1000.0,
                 created_at=created,
-                request_id=items[i].request_id,
+                request_id=item.request_id,
             )
             records.append(rec)
             results.append(
-                Result(rec.id, created, text, label, float(pred.probabilities[i]), float(confidences[i]), model)
+                Result(rec.id, created, item.text, label, float(pred.probabilities[i]), float(confidences[i]), model)
             )
-        self.writer.put(records)
-        for label_id, count in enumerate(counts[:2]):
-            if count:
-                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
-        return results
+        return results, records

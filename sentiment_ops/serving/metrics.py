@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,6 +55,10 @@ class ServingMetrics:
             "sentops version, and the model (name, version: empty when none is loaded) and backend it serves.",
             registry=r,
         )
+        self.pid = Gauge(
+            "sentops_process_id", "The server process's id (which of `serve --workers` answered).", registry=r
+        )
+        self.pid.set(os.getpid())
         self._model_name = model_name
         self._backend = backend
         self._set_build_info(None)
@@ -76,6 +81,12 @@ class ServingMetrics:
         self.inference = Histogram(
             "sentops_inference_seconds", "Model time per micro-batch.", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.queue_wait = Histogram(
+            "sentops_queue_wait_seconds",
+            "Per text: from its request's arrival at the batcher to the start of its micro-batch's passes.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter("sentops_predictions", "Predictions by label.", ["label"], registry=r)
         for name in LABEL_NAMES:
             self.predictions.labels(name)
@@ -92,6 +103,12 @@ class ServingMetrics:
             "sentops_reload_failed_version", "Version of the last failed load (0 = none since).", registry=r
         )
         self.store_rows = Counter("sentops_store_rows_written", "Predictions written to the store.", registry=r)
+        self.store_write = Histogram(
+            "sentops_store_write_seconds",
+            "Seconds per batched insert of the store writer.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.store_errors = Counter("sentops_store_write_errors", "Failed store writes (retried).", registry=r)
         self.store_pending = Gauge("sentops_store_pending_rows", "Predictions waiting to be written.", registry=r)
         self.store_dead_letters = Counter(
@@ -132,8 +149,9 @@ class ServingMetrics:
         self.reloads.labels("failure").inc()
         self.reload_failed_version.set(failure.version or 0)
 
-    def rows_written(self, n: int, _seconds: float) -> None:
+    def rows_written(self, n: int, seconds: float) -> None:
         self.store_rows.inc(n)
+        self.store_write.observe(seconds)
 
     def store_error(self, _message: str) -> None:
         self.store_errors.inc()

@@ -1,0 +1,100 @@
+"""The micro-batcher's batch formation, with a recording predictor in place of the model
+(what batches it is handed is the behaviour under test) and a real store writer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentiment_ops.serving.batcher import MicroBatcher
+from sentiment_ops.serving.holder import LoadedModel
+from sentiment_ops.serving.metrics import ServingMetrics
+from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.store import InferenceStore, utcnow
+
+
+class Recording:
+    """Encodes 4 characters a token; every text is positive; remembers each batch."""
+
+    pad_id = 0
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        with self._lock:
+            self.batches.append(list(texts))
+        time.sleep(0.02)  # a batch takes a while: the queue fills meanwhile
+        return [[1] * (len(t) // 4 + 2) for t in texts]
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        n = len(batch)
+        return np.tile(np.array([0.0, 2.0], np.float32), (n, 1)), np.ones((n, 4), np.float32)
+
+
+class Holder:
+    def __init__(self, predictor: Any) -> None:
+        self.current = LoadedModel("m", 1, "production", None, "test", "onnx", utcnow(), predictor)
+
+
+def serve_all(tmp_path: Path, texts: list[str], workers: int) -> tuple[list[Any], Recording, InferenceStore]:
+    predictor = Recording()
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inference.db'}")
+    writer = StoreWriter(store)
+    writer.start()
+    batcher = MicroBatcher(
+        Holder(predictor),  # type: ignore[arg-type]
+        writer,
+        ServingMetrics(),
+        max_size=32,
+        max_wait_ms=2.0,
+        max_tokens=384,
+        workers=workers,
+    )
+
+    async def run() -> list[Any]:
+        await batcher.start()
+        try:  # all requests arrive at once, in this order
+            return list(await asyncio.gather(*(batcher.predict([t], request_id=str(i)) for i, t in enumerate(texts))))
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(run())
+    writer.close()
+    return results, predictor, store
+
+
+def test_batches_keep_arrival_order_share_the_queue_and_run_long_texts_alone(tmp_path: Path) -> None:
+    texts = [f"short review {i}" for i in range(20)] + [f"long review {i} " + "word " * 400 for i in range(3)]
+    texts += [f"another short one {i}" for i in range(20)] + [f"late long one {i} " + "word " * 400 for i in range(3)]
+    results, predictor, store = serve_all(tmp_path, texts, workers=2)
+
+    assert [r[0].text for r in results] == texts and all(r[0].label == 1 for r in results)
+    position = {t: i for i, t in enumerate(texts)}
+    seen = sorted(position[t] for b in predictor.batches for t in b)
+    assert seen == list(range(len(texts)))  # every text once
+    for batch in predictor.batches:
+        where = [position[t] for t in batch]
+        # first come, first served: a batch is a run of consecutive arrivals, in order
+        assert where == list(range(where[0], where[0] + len(where)))
+        if any(len(t) > 1000 for t in batch):
+            assert len(batch) == 1  # a text of more than one pass's tokens goes alone
+        # a fair share: never more than half of what waited when the first batch formed
+        assert len(batch) <= (len(texts) + 1) // 2
+    assert store.count() == len(texts)
+
+
+def test_one_worker_takes_as_much_as_fits(tmp_path: Path) -> None:
+    """With one inference worker there is nobody to share with: batches fill up to
+    ``batch_max_size`` whatever their length (the passes are split in the thread)."""
+    texts = [f"short review {i}" for i in range(10)] + [f"long review {i} " + "word " * 400 for i in range(5)]
+    results, predictor, store = serve_all(tmp_path, texts, workers=1)
+    assert [r[0].text for r in results] == texts
+    assert predictor.batches[0] == texts
+    assert store.count() == len(texts)
