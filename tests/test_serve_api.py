@@ -100,6 +100,9 @@ def test_health_ready_model_and_metrics(home_with_model: dict[str, Any], running
             "/ready": "ops",
             "/model": "ops",
             "/metrics": "ops",
+            "/label": "label",
+            "/label/queue": "label",
+            "/label/undo": "label",
         }
         assert set(schema["paths"]["/feedback"]["post"]["responses"]) >= {"401", "403", "404", "422"}
 
