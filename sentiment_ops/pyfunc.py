@@ -108,9 +108,15 @@ class SentimentPyfunc(PythonModel):
     # enforces it on load either way, so opt out of the wrapping (and of the warning).
     _skip_type_hint_validation = True
 
+    # Class-level defaults too: a version logged before models from code is a cloudpickled
+    # instance, restored without __init__, so attributes added since must exist on the class.
+    model: SentimentModel | None = None
+    onnx: Any = None  # an inference.onnx.OnnxPredictor with model_config backend "onnx"
+    max_tokens: int = ONNX_MAX_TOKENS
+
     def __init__(self) -> None:
-        self.model: SentimentModel | None = None
-        self.onnx: Any = None  # an inference.onnx.OnnxPredictor with model_config backend "onnx"
+        self.model = None
+        self.onnx = None
         self.max_tokens = ONNX_MAX_TOKENS
 
     def load_context(self, context: Any) -> None:
