@@ -219,7 +219,7 @@ def _one_run(
     }
 
 
-def _curves(runs: list[dict[str, Any]], strategies: list[Strategy], sizes: list[int]) -> dict[str, Any]:
+def _curves(runs: list[dict[str, Any]], strategies: list[str], sizes: list[int]) -> dict[str, Any]:
     curves: dict[str, Any] = {}
     for strategy in strategies:
         points = []
@@ -250,7 +250,11 @@ def _labels_to_target(curves: dict[str, Any]) -> dict[str, int | None]:
 
 
 def _summary(args: argparse.Namespace, runs: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]:
-    curves = _curves(runs, args.strategies, args.sizes)
+    # every size and strategy run so far under this key, not only this invocation's: a run
+    # resumed with other --sizes/--strategies keeps the earlier curves
+    strategies = list(dict.fromkeys([*map(str, args.strategies), *(r["strategy"] for r in runs)]))
+    sizes = sorted({*args.sizes, *(r["labels"] for r in runs)})
+    curves = _curves(runs, strategies, sizes)
     to_target = _labels_to_target(curves)
     mixed, rand = to_target.get("mixed"), to_target.get("random")
     met = None if mixed is None and rand is None else mixed is not None and (rand is None or 2 * mixed <= rand)
