@@ -31,7 +31,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -39,7 +39,7 @@ from sentiment_ops.config import Settings
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError, first_line
 from sentiment_ops.predictors import resolve_version
 from sentiment_ops.registry import Registry
-from sentiment_ops.scoring.reader import row_problem
+from sentiment_ops.scoring.reader import KINDS, row_problem
 from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreSummary
 
 if TYPE_CHECKING:
@@ -85,9 +85,7 @@ def spark_session(master: str | None, app_name: str) -> SparkSession:
         # the workers run this Python (its packages) unless PYSPARK_PYTHON says otherwise;
         # PySpark reads only the variable, at session start
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        slots = _local_slots(master)
-        threads = max(1, (os.cpu_count() or 1) // slots)
-        builder = builder.config("spark.executorEnv.OMP_NUM_THREADS", str(threads))
+        builder = builder.config("spark.executorEnv.OMP_NUM_THREADS", str(_local_threads(master)))
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     try:
         return builder.getOrCreate()
@@ -95,10 +93,13 @@ def spark_session(master: str | None, app_name: str) -> SparkSession:
         raise ConfigError(f"cannot start Spark on {master or 'the default master'!r}: {first_line(exc)}") from exc
 
 
-def _local_slots(master: str) -> int:
-    inner = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
-    inner = inner.split(",")[0]
-    return os.cpu_count() or 1 if inner == "*" else max(1, int(inner)) if inner.isdigit() else 1
+def _local_threads(master: str) -> int:
+    """Threads per task under a local master: the cores shared by its slots (``local`` 1,
+    ``local[N]`` or ``local[N,retries]`` N, ``local[*]`` every core)."""
+    cores = os.cpu_count() or 1
+    inner = master[master.find("[") + 1 : master.find("]")].split(",", maxsplit=1)[0] if "[" in master else "1"
+    slots = cores if inner == "*" else max(1, int(inner)) if inner.isdigit() else 1
+    return max(1, cores // slots)
 
 
 def read_input(spark: SparkSession, path: str, text_column: str) -> DataFrame:
@@ -122,11 +123,10 @@ def read_input(spark: SparkSession, path: str, text_column: str) -> DataFrame:
 
 
 def _kind(path: str) -> str:
-    name = path.rstrip("/").lower()
-    for suffix, kind in ((".parquet", "parquet"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl")):
-        if name.endswith(suffix):
-            return kind
-    return "parquet"  # a folder of parts, as Spark writes them
+    """The local reader's suffixes (``reader.KINDS``), plus ``.json``; anything else is read
+    as Parquet (a folder of parts, as Spark writes them)."""
+    suffix = PurePosixPath(path.rstrip("/")).suffix.lower()
+    return {**KINDS, ".json": "jsonl"}.get(suffix, "parquet")
 
 
 def numbered(df: DataFrame) -> tuple[DataFrame, int]:
@@ -221,7 +221,7 @@ class _Job:
         if self.backend == "onnx":
             master = session.sparkContext.master or ""
             if master.startswith("local"):
-                threads = max(1, (os.cpu_count() or 1) // _local_slots(master))
+                threads = _local_threads(master)
             else:
                 threads = int(session.conf.get("spark.task.cpus", "1") or 1)
             config.update(threads=threads, batch_max_tokens=self.batch_max_tokens)
