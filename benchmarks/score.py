@@ -76,17 +76,8 @@ def write_csv(texts: list[str], path: Path) -> Path:
 
 
 def run_local(home: Path, csv_path: Path, out: Path, n: int, workers: int | None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(csv_path), "--output", str(out), "--json"]
-    cmd += MODEL_ARGS
-    if workers:
-        cmd += ["--workers", str(workers)]
-    env = {**os.environ, "SENTOPS_HOME": str(home)}
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t
-    if proc.returncode not in (0, 65):  # 65: bad rows (the raw corpus holds 2 texts with control characters)
-        raise SystemExit(f"sentops score failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads(proc.stdout)
+    # exit 65 is fine: bad rows (the raw corpus holds 2 texts with control characters)
+    summary, wall = _score_json(home, csv_path, out, *(["--workers", str(workers)] if workers else []))
     assert summary["scored"] + summary["bad"] == n, summary
     return {
         "texts_per_s": round(summary["scored"] / wall, 1),
@@ -96,6 +87,19 @@ def run_local(home: Path, csv_path: Path, out: Path, n: int, workers: int | None
         "workers": summary["workers"],
         "backend": summary["backend"],
     }
+
+
+def _score_json(home: Path, src: Path, out: Path, *extra: str) -> tuple[dict[str, Any], float]:
+    """``sentops score SRC --output OUT --json`` as a subprocess: its summary and wall seconds."""
+    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(src), "--output", str(out), "--json", *extra]
+    cmd += MODEL_ARGS
+    t = time.perf_counter()
+    env = {**os.environ, "SENTOPS_HOME": str(home)}
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode not in (0, 65):  # 65: some rows bad, the others scored
+        raise SystemExit(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), wall
 
 
 def _ceiling_worker(files: Any, groups: list[list[list[int]]], barrier: Any, queue: Any) -> None:
@@ -171,18 +175,6 @@ def run_pyfunc(tracking_uri: str, registry_uri: str, model_uri: str, texts: list
     for i in range(0, len(texts), batch):
         model.predict(pd.DataFrame({"text": texts[i : i + batch]}))
     return {"texts_per_s": round(len(texts) / (time.perf_counter() - t), 1), "texts": len(texts), "batch": batch}
-
-
-def _score_json(home: Path, src: Path, out: Path, *extra: str) -> tuple[dict[str, Any], float]:
-    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "score", str(src), "--output", str(out), "--json", *extra]
-    cmd += MODEL_ARGS
-    t = time.perf_counter()
-    env = {**os.environ, "SENTOPS_HOME": str(home)}
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode not in (0, 65):
-        raise SystemExit(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout), wall
 
 
 def run_spark(home: Path, texts: list[str], tmp: Path, master: str, int8_out: Path | None) -> dict[str, Any]:
