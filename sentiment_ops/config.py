@@ -112,6 +112,10 @@ class ServeSettings(_Section):
     # Full → /predict answers 503 instead of dropping rows (docs/serving.md).
     store_queue_max: int = Field(20_000, ge=1)
     torch_threads: int | None = None  # null = number of cores
+    # Intra-op threads of a pass that runs alone (adaptive_threads); null = torch_threads or
+    # the number of cores. `sentops serve --workers N` gives each process cores / N threads
+    # but keeps this at every core, so a lone request still gets the idle ones.
+    solo_threads: int | None = Field(None, ge=1)
     max_length: int | None = None  # null = the model's training max_length
     # "text": uvicorn's lines; "json": one JSON object per line (ts, level, logger, message,
     # request_id) for log shippers (docs/serving.md#logs).

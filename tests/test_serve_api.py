@@ -378,6 +378,46 @@ def test_worker_processes_share_the_cores() -> None:
     per = worker_settings(four, 2).serve
     assert per.torch_threads == max(1, cores // 2)
     assert per.inference_workers == min(2, per.torch_threads)
+    # a pass that runs alone in a worker keeps every core (a lone request is not slower)
+    from sentiment_ops.serving.holder import solo_threads
+
+    expected_solo = cores if cores > 1 else None
+    assert solo_threads(worker_settings(four, 2)) == expected_solo
     kept = worker_settings(base, 4).serve  # set explicitly: kept per worker
     assert (kept.torch_threads, kept.inference_workers) == (8, 2)
     assert base.serve.torch_threads == 8 and four.serve.torch_threads is None  # the originals untouched
+
+
+def test_request_dependencies_run_on_the_event_loop() -> None:
+    """Every dependency of the serving routes is a coroutine: FastAPI runs a plain ``def``
+    dependency in a worker thread, a thread hop per dependency per request (two per
+    /predict took ~15 % of the event loop's time at 32 clients)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from sentiment_ops.serving.app import create_app
+
+    app = create_app(load_settings())
+    seen: list[str] = []
+
+    def walk(dependant: Any) -> None:
+        for sub in dependant.dependencies:
+            call = sub.call
+            target = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+            seen.append(getattr(call, "__name__", type(call).__name__))
+            assert inspect.iscoroutinefunction(target), f"{seen[-1]} is not async: it runs in a worker thread"
+            walk(sub)
+
+    def routes(items: Any) -> None:  # included routers hold their own routes (FastAPI 0.16x)
+        for route in items:
+            if isinstance(route, APIRoute):
+                walk(route.dependant)
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                for dep in inner.dependencies:  # the router's own (the bearer guards)
+                    assert inspect.iscoroutinefunction(dep.dependency), f"{dep.dependency} is not async"
+                routes(inner.routes)
+
+    routes(app.routes)
+    assert {"get_state", "get_request_id"} <= set(seen)

@@ -121,10 +121,13 @@ def create_app(
 
 def worker_settings(settings: Settings, workers: int) -> Settings:
     """The settings of one of ``workers`` server processes: each gets cores / workers
-    threads (``serve.torch_threads``, unless set) and at most that many passes at once."""
+    threads (``serve.torch_threads``, unless set) and at most that many passes at once; a
+    pass that runs alone keeps every core (``serve.solo_threads``, unless set): a lone
+    request on an idle server is as fast as with one process."""
     if workers <= 1:
         return settings
     serve = settings.serve.model_copy()
+    serve.solo_threads = serve.solo_threads or serve.torch_threads or os.cpu_count() or 1
     per_worker = serve.torch_threads or max(1, (os.cpu_count() or 1) // workers)
     serve.torch_threads = per_worker
     serve.inference_workers = max(1, min(serve.inference_workers, per_worker))

@@ -72,7 +72,7 @@ def onnx_threads(settings: Settings) -> int:
 def solo_threads(settings: Settings) -> int | None:
     """Intra-op threads of a pass that runs alone (every core; ``serve.adaptive_threads``),
     or None when there is no such second session (torch, one worker, the setting off)."""
-    cores = _cores(settings)
+    cores = settings.serve.solo_threads or _cores(settings)
     if settings.serve.backend != "onnx" or not settings.serve.adaptive_threads or cores <= onnx_threads(settings):
         return None
     return cores
