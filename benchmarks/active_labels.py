@@ -94,26 +94,11 @@ def _args() -> argparse.Namespace:
 
 
 def _tiny_base_model(folder: Path) -> Path:
-    """A 2-layer, 32-wide BERT with random weights and the bundled MiniLM tokenizer (the
-    test suite's tiny model): fast enough to prove the benchmark runs, not to measure it."""
-    from transformers import BertConfig, BertForSequenceClassification
+    """The test suite's tiny model (``modeling.save_tiny_bert``): fast enough to prove the
+    benchmark runs, not to measure it."""
+    from sentiment_ops.modeling import save_tiny_bert
 
-    from sentiment_ops.modeling import load_tokenizer, resolve_base_model
-
-    tok = load_tokenizer(resolve_base_model("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=2,  # type: ignore[call-arg]  # a PretrainedConfig keyword
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(folder)
 
 
 def _home(args: argparse.Namespace) -> tuple[Settings, int]:

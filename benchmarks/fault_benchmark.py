@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from local_services import PostgresCluster, free_port, start_postgres  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "fault.json"
-LUA = Path(__file__).parent / "fault.lua"
+LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses
 PY = sys.executable
 
 # Control characters as careless clients send them: NUL from C strings, ANSI colour codes,
@@ -311,7 +311,7 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join(120)
-        match = re.search(r"^FAULT_RESULT (.*)$", wrk.stdout, re.M)
+        match = re.search(r"^LOAD_RESULT (.*)$", wrk.stdout, re.M)
         if wrk.returncode != 0 or match is None:
             sys.exit(f"wrk failed ({wrk.returncode}): {wrk.stdout[-2000:]} {wrk.stderr[-2000:]}")
         load = json.loads(match.group(1))

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA = Path(__file__).parent / "fault.lua"  # POST /predict bodies, counts statuses, prints FAULT_RESULT
+LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses, prints LOAD_RESULT
 RESULTS = Path(__file__).parent / "results" / "serve_ab.json"
 PY = sys.executable
 
@@ -116,7 +116,7 @@ def wrk(url: str, body_file: Path, clients: int, seconds: float) -> dict[str, An
         text=True,
         check=False,
     )
-    match = re.search(r"^FAULT_RESULT (.*)$", out.stdout, re.M)
+    match = re.search(r"^LOAD_RESULT (.*)$", out.stdout, re.M)
     if out.returncode != 0 or match is None:
         sys.exit(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
     res = json.loads(match.group(1))

@@ -1,7 +1,8 @@
--- wrk script of benchmarks/serve_load.py: POST the JSON bodies of a file (one per line,
--- cycled) to PATH, counting answers by status; with NEW_VERSION, also the answers from an
--- older version after the first one from NEW_VERSION (hot reload). One wrk thread (-t1).
---   wrk -t1 -c32 -d10s --timeout 30s -s benchmarks/serve_load.lua http://127.0.0.1:PORT -- BODIES PATH [NEW_VERSION]
+-- wrk script of the serving benchmarks (serve_load.py, serve_ab.py, fault_benchmark.py): POST
+-- the JSON bodies of a file (one per line, cycled) to PATH (default /predict), counting answers
+-- by status; with NEW_VERSION, also the answers from an older version after the first one from
+-- NEW_VERSION (hot reload); with TOKEN, as a bearer token. One wrk thread (-t1).
+--   wrk -t1 -c32 -d10s --timeout 30s -s benchmarks/serve_load.lua http://127.0.0.1:PORT -- BODIES [PATH] [NEW_VERSION] [TOKEN]
 local threads = {}
 
 function setup(thread)
@@ -13,9 +14,12 @@ function init(args)
   for line in io.lines(args[1]) do
     bodies[#bodies + 1] = line
   end
-  path = args[2] or "/predict"
+  path = (args[2] ~= nil and args[2] ~= "") and args[2] or "/predict"
   new_version = tonumber(args[3] or "")
   headers = { ["Content-Type"] = "application/json" }
+  if args[4] ~= nil and args[4] ~= "" then
+    headers["Authorization"] = "Bearer " .. args[4]
+  end
   counts = {}
   seen_new = 0
   old_after_new = 0
@@ -55,7 +59,7 @@ function done(summary, latency, requests)
     summary.duration, old))
   io.write(string.format('"socket_errors": {"connect": %d, "read": %d, "write": %d, "timeout": %d}, ',
     e.connect, e.read, e.write, e.timeout))
-  io.write(string.format('"latency_ms": {"p50": %.2f, "p95": %.2f, "p99": %.2f, "max": %.2f}}\n',
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000))
+  io.write(string.format('"latency_ms": {"p50": %.2f, "p90": %.2f, "p95": %.2f, "p99": %.2f, "max": %.2f}}\n',
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
 end

@@ -74,6 +74,28 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         raise ModelLoadError(f"cannot load tokenizer from {path!r}: {exc}") from exc
 
 
+def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT classifier with random weights (seeded) and the bundled MiniLM
+    tokenizer, saved to ``folder`` as a base model (``train.base_model: <folder>``). Trains
+    and serves in seconds: for the test suite and benchmark smoke runs, not for accuracy."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = load_tokenizer(resolve_base_model("minilm"))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=2,  # type: ignore[call-arg]  # a PretrainedConfig keyword
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def load_classifier(path: str) -> torch.nn.Module:
     """A 2-label sequence classifier; a new head is initialised for a plain encoder.
 

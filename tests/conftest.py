@@ -44,26 +44,9 @@ def plain_mlflow(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and the bundled MiniLM tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from sentiment_ops.modeling import save_tiny_bert
 
-    from sentiment_ops.modeling import load_tokenizer, resolve_base_model
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tok = load_tokenizer(resolve_base_model("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 # Small data for every sentops command in tests (the tiny model's path is added per session).
