@@ -81,6 +81,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--tweets-eval", type=int, default=None, help="Tweets hold-out size (default 500).")
     ap.add_argument("--golden", type=int, default=None, help="Golden IMDB rows (default 1000).")
     ap.add_argument("--version", type=int, default=1, help="Version of the source home to start from.")
+    ap.add_argument("--render", action="store_true", help="Print the results of --key as a markdown table and exit.")
     args = ap.parse_args()
     quick: dict[str, Any] = QUICK if args.quick else {}
     args.key = args.key or ("quick" if args.quick else "cpu")
@@ -253,6 +254,33 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]], fixed: dict[s
     }
 
 
+def markdown(entry: dict[str, Any]) -> str:
+    """The curves of one key as a markdown table: per strategy and number of labels, the mean
+    tweets F1 gain, each seed's gain, and the mean golden accuracy drop in points."""
+    strategies = [str(s) for s in Strategy if str(s) in entry["curves"]]
+    sizes = sorted({p["labels"] for points in entry["curves"].values() for p in points})
+    lines = ["| labels | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    for size in sizes:
+        cells = []
+        for strategy in strategies:
+            runs = sorted(
+                (r for r in entry["runs"] if r["strategy"] == strategy and r["labels"] == size), key=lambda r: r["seed"]
+            )
+            if not runs:
+                cells.append("–")
+                continue
+            gain = statistics.fmean(r["tweets_f1_gain"] for r in runs)
+            drop = statistics.fmean(r["imdb_acc_drop"] for r in runs)
+            seeds = ", ".join(f"{r['tweets_f1_gain']:+.3f}" for r in runs)
+            met = gain >= TARGET["tweets_f1_gain_min"] and drop <= TARGET["imdb_acc_drop_max"]
+            mean = f"**{gain:+.3f}**" if met else f"{gain:+.3f}"
+            cells.append(f"{mean} ({seeds}) · {100 * drop:+.1f} pts")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    to_target = ", ".join(f"{k} {v}" for k, v in entry["labels_to_target"].items())
+    lines += ["", f"labels_to_target: {to_target}; target met: {entry['target_met']}"]
+    return "\n".join(lines)
+
+
 def _write(key: str, entry: dict[str, Any]) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[key] = entry
@@ -264,6 +292,9 @@ def _write(key: str, entry: dict[str, Any]) -> None:
 
 def main() -> None:
     args = _args()
+    if args.render:
+        print(markdown(json.loads(RESULTS.read_text())[args.key]))
+        return
     quiet_third_party()
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
