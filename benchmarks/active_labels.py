@@ -274,7 +274,7 @@ def markdown(entry: dict[str, Any]) -> str:
             seeds = ", ".join(f"{r['tweets_f1_gain']:+.3f}" for r in runs)
             met = gain >= TARGET["tweets_f1_gain_min"] and drop <= TARGET["imdb_acc_drop_max"]
             mean = f"**{gain:+.3f}**" if met else f"{gain:+.3f}"
-            cells.append(f"{mean} ({seeds}) · {100 * drop:+.1f} pts")
+            cells.append(f"{mean} ({seeds}) · {round(100 * drop, 1) + 0.0:+.1f} pts")  # + 0.0: no "-0.0"
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     to_target = ", ".join(f"{k} {v}" for k, v in entry["labels_to_target"].items())
     lines += ["", f"labels_to_target: {to_target}; target met: {entry['target_met']}"]
