@@ -140,3 +140,27 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def assert_imports_without_torch(imports: str) -> None:
+    """Run ``imports`` (Python statements) in a fresh interpreter where ``torch``,
+    ``transformers`` and ``onnx`` cannot be imported, as in the serve image: it must exit 0."""
+    import subprocess
+    import sys
+
+    import sentiment_ops
+
+    code = "import sys\nfor name in ('torch', 'transformers', 'onnx'):\n    sys.modules[name] = None\n"
+    code += imports + "\nprint('ok')\n"
+    root = Path(sentiment_ops.__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

@@ -5,11 +5,10 @@ module outside the HTTP service and the CLI imports ``sentiment_ops.serving``.""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from serve_support import assert_imports_without_torch
 
 import sentiment_ops
 from sentiment_ops.inference import PAD_SPLIT_FACTOR, forward_grouped, pad, split_by_length
@@ -97,30 +96,12 @@ def test_pad_and_split_by_length() -> None:
     assert split_by_length([3, 1, 3, 2, 1], factor=None, max_size=2) == [[1, 4], [3, 0], [2]]
 
 
-IMPORT_WITHOUT_TORCH = """
-import sys
-for name in ("torch", "transformers", "onnx"):
-    sys.modules[name] = None  # import torch -> ImportError
-import sentiment_ops.inference, sentiment_ops.inference.onnx, sentiment_ops.inference.text
-from sentiment_ops.inference import META_FILE, OnnxPredictor, Prediction, TextEncoder, forward_grouped
-print("ok")
-"""
-
-
 def test_the_inference_layer_imports_without_torch() -> None:
     """The serving image has no torch: the layer and its ONNX backend must import without it."""
-    root = Path(sentiment_ops.__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT_WITHOUT_TORCH],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-        check=False,
+    assert_imports_without_torch(
+        "import sentiment_ops.inference, sentiment_ops.inference.onnx, sentiment_ops.inference.text\n"
+        "from sentiment_ops.inference import META_FILE, OnnxPredictor, Prediction, TextEncoder, forward_grouped"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "ok"
 
 
 ALLOWED_TO_IMPORT_SERVING = ("serving", "cli")

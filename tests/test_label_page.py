@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from local_services import unavailable
-from serve_support import Server, promote, serve_settings, start_server, wait_for
+from serve_support import Server, assert_imports_without_torch, promote, serve_settings, start_server, wait_for
 
-import sentiment_ops
 from sentiment_ops.data import load_corpus
 
 TOKEN = "label-writer-5e1b"
@@ -80,23 +77,9 @@ def test_label_api_needs_the_token_and_undo_clears(server: Server) -> None:
 
 def test_the_serving_app_imports_without_torch() -> None:
     """The serve image has no torch: the app, the labeling page and its queue import without it."""
-    code = (
-        "import sys\n"
-        "for name in ('torch', 'transformers', 'onnx'):\n"
-        "    sys.modules[name] = None\n"
-        "import sentiment_ops.serving.app, sentiment_ops.serving.label_page, sentiment_ops.labeling.queue\n"
-        "print('ok')\n"
+    assert_imports_without_torch(
+        "import sentiment_ops.serving.app, sentiment_ops.serving.label_page, sentiment_ops.labeling.queue"
     )
-    root = Path(sentiment_ops.__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # -- the browser ------------------------------------------------------------------------------
