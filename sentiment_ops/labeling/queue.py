@@ -90,12 +90,13 @@ def candidate_rows(store: InferenceStore, queue: LabelQueue, since: datetime | N
         rows = [r for r in rows if r.created_at >= cutoff]
     with_text = [r for r in rows if r.text]
     queue.no_text = len(rows) - len(with_text)
-    newest: dict[str, PredictionRecord] = {}
-    for r in with_text:  # oldest first: the newest row of a text wins
-        newest[text_hash(r.text)] = r
+    hashes = [text_hash(r.text) for r in with_text]
+    newest = dict(zip(hashes, with_text, strict=True))  # oldest first: the newest row of a text wins
     labeled = store.labeled_hashes(newest)
     out = [r for h, r in newest.items() if h not in labeled and r.feedback_label is None]
-    queue.labeled = sum(1 for r in with_text if r.feedback_label is not None or text_hash(r.text) in labeled)
+    queue.labeled = sum(
+        1 for h, r in zip(hashes, with_text, strict=True) if r.feedback_label is not None or h in labeled
+    )
     queue.duplicates = len(with_text) - queue.labeled - len(out)
     return sorted(out, key=lambda r: (r.created_at, r.id))
 
