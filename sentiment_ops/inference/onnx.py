@@ -56,15 +56,26 @@ class Encoder(Protocol):
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
 
-def export_fp32(model: SentimentModel, dest: Path) -> Path:
+def export_fp32(model: SentimentModel, dest: Path, attention: str = "eager") -> Path:
     """``pooling.LogitsAndPooled`` of ``model`` as an fp32 ONNX graph at ``dest``: inputs
     ``input_ids`` and ``attention_mask`` (padded by ``passes.pad``), outputs ``logits`` and
-    ``pooled``."""
+    ``pooled``. ``attention``: the transformers attention implementation traced (``eager``;
+    ``sdpa`` only to compare, benchmarks/export_graph.py)."""
+    import copy
+
     import torch
 
     from sentiment_ops.inference.pooling import LogitsAndPooled
 
-    wrapper = LogitsAndPooled(model.model.cpu()).eval()
+    # Traced with the eager attention (a copy: the caller's model keeps its own). The SDPA
+    # path that transformers picks by default exports with a NaN guard per layer (IsNaN +
+    # Where over every head x query x key); the eager one is plain MatMul + Add + Softmax,
+    # which ONNX Runtime fuses. Same numbers; the int8 graph of the default model ran a
+    # 256-token review ~20% faster on one thread (docs/benchmarks.md § The exported graph).
+    classifier = copy.deepcopy(model.model).cpu().eval()
+    if hasattr(classifier, "set_attn_implementation"):
+        classifier.set_attn_implementation(attention)
+    wrapper = LogitsAndPooled(classifier).eval()
     ids = torch.tensor([model.encode(["an example review to trace the graph"])[0]] * 2, dtype=torch.long)
     mask = torch.ones_like(ids)
     with torch.inference_mode(), warnings.catch_warnings():
@@ -87,14 +98,14 @@ def export_fp32(model: SentimentModel, dest: Path) -> Path:
     return dest
 
 
-def export_int8(model: SentimentModel, dest: Path) -> Path:
+def export_int8(model: SentimentModel, dest: Path, attention: str = "eager") -> Path:
     """Export ``model`` to ONNX (``export_fp32``) and quantise it to int8 at ``dest``
     (written atomically)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
-        fp32 = export_fp32(model, Path(tmp) / "model.fp32.onnx")
+        fp32 = export_fp32(model, Path(tmp) / "model.fp32.onnx", attention)
         part = Path(tmp) / ONNX_FILE
         quiet = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
         level = quiet.level
