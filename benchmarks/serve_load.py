@@ -7,19 +7,24 @@ HOME holds a trained, registered model; it is copied, never written. The load co
 connection per client, with ``serve_load.lua`` posting the bodies of a file (one per line,
 cycled) and printing wrk's own latency percentiles and the answers by status. Texts: short
 (Rotten Tomatoes test split) and long (IMDB golden reviews; the server truncates them as the
-model was trained). For each server and kind: a warm-up (not recorded), then one cell per
-client count (1, 8, 32), ``--seconds`` each (>= 20 for the recorded run).
+model was trained). Both servers run side by side (idle while the other is measured); for
+each kind: a warm-up of each (not recorded), then per client count (1, 8, 32) sentops' cell
+and right after it the baseline's, ``--seconds`` each (>= 20 for the recorded run), so that
+each ratio compares neighbouring minutes: the speed of these shared cores drifts by 10-20 %
+over minutes, measured.
 
-- ``sentops``: ``sentops serve`` (``--workers`` N processes, default 1). Then the server is
-  stopped gracefully and its inference store must hold one row per 2xx (``lost_rows``).
-- ``hot_reload``: under 8 clients a new version is promoted; failed requests, the time until
-  the new version answers, answers from the old one after that.
+- ``sentops``: ``sentops serve`` (``--workers`` N processes, default 1). After the cells the
+  server is stopped gracefully and its inference store must hold one row per 2xx
+  (``lost_rows``).
 - ``mlflow_serve``: ``mlflow models serve --env-manager local`` on the same version.
+- ``hot_reload``: under 8 clients a new version is promoted (the baseline stopped by then);
+  failed requests, the time until the new version answers, answers from the old one after.
 - ``ceiling``: the logged int8 graph alone on the same texts, tokenised beforehand, no HTTP
-  and no store, with the best grouping (``score.run_ceiling``: token budget per pass and one
-  process with all cores or one 1-thread process per core, picked on the texts once, then
-  timed on them cycled to 3,000). ``efficiency`` = served texts/s
-  at 32 clients (the highest client count) / ceiling texts/s, per kind.
+  and no store, with the best grouping (``score.ceiling_layout``: token budget per pass and
+  one process with all cores or one 1-thread process per core, searched on the texts once
+  before the cells), timed for ``--seconds``/2 right before and right after sentops' cell at
+  32 clients (the highest client count); ``texts_per_s`` is their mean and ``efficiency`` =
+  served texts/s in that cell / ``texts_per_s``, per kind.
 
 Every cell has ``p99_over_p50``; the JSON has the load average before and after.
 ``--quick``: 5 s cells, 2 s warm-ups, a smaller ceiling search (a check, not a record).
@@ -86,25 +91,6 @@ def wrk(
         "seconds": round(elapsed, 1),
         "old_after_new": res["old_after_new"],
     }
-
-
-def load_matrix(
-    port: int, path: str, files: dict[str, Path], levels: list[int], seconds: float, warmup: float
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for kind, body_file in files.items():
-        out[kind] = {}
-        wrk(port, path, body_file, 4, warmup)  # warm-up, not recorded
-        for c in levels:
-            r = wrk(port, path, body_file, c, seconds)
-            r.pop("old_after_new")
-            out[kind][f"c{c}"] = r
-            print(
-                f"  {kind:5s} c{c:<2d} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  p99 {r['p99_ms']:7.1f} "
-                f"({r['p99_over_p50']:.2f}x)  errors {r['errors']}",
-                flush=True,
-            )
-    return out
 
 
 def write_bodies(work: Path, texts: dict[str, list[str]]) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -176,75 +162,111 @@ def run_cli(env: dict[str, str], *args: str) -> str:
 
 
 # -- phases -------------------------------------------------------------------------------
-def run_sentops(
-    env: dict[str, str], work: Path, files: dict[str, Path], args: argparse.Namespace, levels: list[int]
-) -> dict[str, Any]:
-    """The sentops matrix (and the hot reload), then a graceful stop and the row count."""
-    result: dict[str, Any] = {}
+def start_sentops(env: dict[str, str], work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = sentops_cmd("serve", "--port", str(port), "--backend", args.backend)
     if args.workers > 1:
         cmd += ["--workers", str(args.workers)]
-    log = open(work / "sentops.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    served = 0
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/ready", proc)
-        print(f"sentops serve ({args.backend}, {args.workers} worker(s)) on :{port}", flush=True)
-        before = time.perf_counter()
-        result["sentops"] = load_matrix(port, "/predict", files, levels, args.seconds, args.warmup)
-        result["sentops_seconds"] = round(time.perf_counter() - before, 1)
-        if not args.skip_reload:
-            result["hot_reload"] = hot_reload(port, env, files["short"], args.version, args.reload_seconds)
-        served = _served_ok(port, args.workers)
-    finally:
-        stop(proc)
-        log.close()
-    rows = _rows(work / "inference.db")
-    result.update(stored_rows=rows, served_2xx=served, lost_rows=served - rows)
-    print(f"stored rows {rows}, 2xx predictions {served}, lost {served - rows}", flush=True)
-    return result
+    with open(work / "sentops.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    print(f"sentops serve ({args.backend}, {args.workers} worker(s)) on :{port}", flush=True)
+    return proc, port
 
 
-def run_mlflow(
-    env: dict[str, str], work: Path, files: dict[str, Path], args: argparse.Namespace, levels: list[int]
-) -> dict[str, Any]:
+def start_mlflow(env: dict[str, str], work: Path, version: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = [str(Path(PY).parent / "mlflow"), "models", "serve", "--env-manager", "local"]
-    cmd += ["-m", f"models:/sentiment-classifier/{args.version}", "-p", str(port), "-h", "127.0.0.1"]
-    log = open(work / "mlflow.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/ping", proc)
-        print(f"mlflow models serve on :{port}", flush=True)
-        return load_matrix(port, "/invocations", files, levels, args.seconds, args.warmup)
-    finally:
-        stop(proc)
-        log.close()
+    cmd += ["-m", f"models:/sentiment-classifier/{version}", "-p", str(port), "-h", "127.0.0.1"]
+    with open(work / "mlflow.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(f"http://127.0.0.1:{port}/ping", proc)
+    print(f"mlflow models serve on :{port}", flush=True)
+    return proc, port
 
 
-def run_ceilings(home: Path, version: int, texts: dict[str, list[str]], quick: bool) -> dict[str, Any]:
-    """``score.run_ceiling`` on each kind's texts, with the logged graph of ``version``."""
-    from score import TOKEN_BUDGETS, run_ceiling
+class Ceiling:
+    """The logged int8 graph of the version alone on each kind's texts, tokenised
+    beforehand, no HTTP and no store: the best grouping is searched once
+    (``score.ceiling_layout``: token budget per pass x one process on all cores or one
+    1-thread process per core), then timed right before and right after the served cell it
+    is compared with (``measure``), so that a change in the speed of these shared cores
+    between minutes falls on both."""
 
-    from sentiment_ops.config import load_settings
-    from sentiment_ops.inference.onnx import download_logged
-    from sentiment_ops.registry import Registry
-    from sentiment_ops.scoring import OnnxFiles
+    def __init__(self, home: Path, version: int, texts: dict[str, list[str]], quick: bool) -> None:
+        from score import TOKEN_BUDGETS, ceiling_layout
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    settings = load_settings(overrides={"home": home})
-    with tempfile.TemporaryDirectory(prefix="sentops-load-graph-") as tmp:
-        found = download_logged(Registry(settings).download_uri(version), Path(tmp))
+        from sentiment_ops.config import load_settings
+        from sentiment_ops.inference.onnx import download_logged
+        from sentiment_ops.registry import Registry
+        from sentiment_ops.scoring import OnnxFiles
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        settings = load_settings(overrides={"home": home})
+        self._tmp = tempfile.TemporaryDirectory(prefix="sentops-load-graph-")
+        found = download_logged(Registry(settings).download_uri(version), Path(self._tmp.name))
         if found is None:
             raise SystemExit(f"version {version} was logged without its int8 graph: no ceiling")
-        files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
+        self.files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
+        encoder = self.files.build().tokenizer_model
+        self.ids = {kind: encoder.encode(items) for kind, items in texts.items()}  # not timed
         budgets = (384, 1536) if quick else TOKEN_BUDGETS
-        out = {}
-        for kind, items in texts.items():
-            repeated = [items[i % len(items)] for i in range(max(len(items), 1000 if quick else 3000))]
-            out[kind] = run_ceiling(files, repeated, len(items), budgets)  # layout picked on the texts once
-            print(f"  ceiling {kind:5s} {out[kind]['texts_per_s']:7.1f} texts/s  {out[kind]['best']}", flush=True)
+        self.result: dict[str, dict[str, Any]] = {}
+        for kind, ids in self.ids.items():
+            self.result[kind] = ceiling_layout(self.files, ids, budgets)
+            print(f"  ceiling layout {kind:5s} {self.result[kind]['best']}", flush=True)
+
+    def measure(self, kind: str, seconds: float) -> float:
+        """Texts/s of the best grouping on this kind's texts, cycled to about ``seconds``."""
+        from score import time_passes
+
+        cell = self.result[kind]
+        best = cell["best"]
+        n = max(len(self.ids[kind]), int(seconds * max(cell["probe_texts_per_s"].values())))
+        ids = [self.ids[kind][i % len(self.ids[kind])] for i in range(n)]
+        rate = time_passes(self.files, ids, best["max_tokens"], best["processes"], best["threads"])
+        cell.setdefault("timed", []).append(round(rate, 1))
+        cell["timed_texts"] = n
+        return rate
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def run_cells(
+    ports: dict[str, int],
+    files: dict[str, dict[str, Path]],
+    levels: list[int],
+    args: argparse.Namespace,
+    ceiling: Ceiling | None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every cell of every server, side by side: per kind and client count, sentops' cell
+    then the baseline's, so each ratio compares minutes next to each other; at the top
+    client count the ceiling is timed right before and after sentops' cell."""
+    paths = {"sentops": "/predict", "mlflow_serve": "/invocations"}
+    out: dict[str, dict[str, dict[str, Any]]] = {server: {} for server in ports}
+    for kind in ("short", "long"):
+        for server, port in ports.items():
+            wrk(port, paths[server], files[server][kind], 4, args.warmup)  # warm-up, not recorded
+            out[server][kind] = {}
+        for c in levels:
+            top = c == max(levels) and ceiling is not None
+            for server, port in ports.items():
+                if top and server == "sentops" and ceiling is not None:
+                    ceiling.measure(kind, args.seconds / 2)
+                r = wrk(port, paths[server], files[server][kind], c, args.seconds)
+                r.pop("old_after_new")
+                out[server][kind][f"c{c}"] = r
+                print(
+                    f"  {server:12s} {kind:5s} c{c:<2d} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  "
+                    f"p99 {r['p99_ms']:7.1f} ({r['p99_over_p50']:.2f}x)  errors {r['errors']}",
+                    flush=True,
+                )
+                if top and server == "sentops" and ceiling is not None:
+                    ceiling.measure(kind, args.seconds / 2)
+                    timed = ceiling.result[kind]["timed"]
+                    ceiling.result[kind]["texts_per_s"] = round(sum(timed) / len(timed), 1)
+                    print(f"  ceiling      {kind:5s} {timed} texts/s (before, after)", flush=True)
     return out
 
 
@@ -296,10 +318,36 @@ def main() -> None:
         "seconds_per_run": args.seconds,
         "workers": args.workers,
         "load_generator": "wrk -t1, one keep-alive connection per client (benchmarks/serve_load.lua)",
+        "order": "per kind and client count: sentops' cell, then mlflow's; the ceiling right before and after "
+        "sentops' cell at the top client count",
     }
-    result.update(run_sentops(env, work, ours, args, levels))
+    procs: list[subprocess.Popen[bytes]] = []
+    ceiling = None
+    try:
+        sentops, port = start_sentops(env, work, args)
+        procs.append(sentops)
+        ports = {"sentops": port}
+        if not args.skip_mlflow:
+            mlflow, ports["mlflow_serve"] = start_mlflow(env, work, args.version)
+            procs.append(mlflow)
+        ceiling = None if args.skip_ceiling else Ceiling(home, args.version, texts, args.quick)
+        before = time.perf_counter()
+        result.update(run_cells(ports, {"sentops": ours, "mlflow_serve": theirs}, levels, args, ceiling))
+        result["cells_seconds"] = round(time.perf_counter() - before, 1)
+        if not args.skip_mlflow:
+            stop(procs.pop())  # the baseline is done: the hot reload runs alone
+        if not args.skip_reload:
+            result["hot_reload"] = hot_reload(port, env, ours["short"], args.version, args.reload_seconds)
+        served = _served_ok(port, args.workers)
+    finally:
+        for proc in procs:
+            stop(proc)
+        if ceiling is not None:
+            ceiling.close()
+    rows = _rows(work / "inference.db")
+    result.update(stored_rows=rows, served_2xx=served, lost_rows=served - rows)
+    print(f"stored rows {rows}, 2xx predictions {served}, lost {served - rows}", flush=True)
     if not args.skip_mlflow:
-        result["mlflow_serve"] = run_mlflow(env, work, theirs, args, levels)
         result["speedup_vs_mlflow"] = {
             kind: {
                 c: round(result["sentops"][kind][c]["rps"] / max(result["mlflow_serve"][kind][c]["rps"], 1e-9), 2)
@@ -307,8 +355,8 @@ def main() -> None:
             }
             for kind in result["sentops"]
         }
-    if not args.skip_ceiling:
-        result["ceiling"] = run_ceilings(home, args.version, texts, args.quick)
+    if ceiling is not None:
+        result["ceiling"] = ceiling.result
         top = f"c{max(levels)}"
         result["efficiency"] = {
             kind: round(result["sentops"][kind][top]["rps"] / result["ceiling"][kind]["texts_per_s"], 3)
