@@ -83,7 +83,15 @@ class ThreadChooser:
     work (another process, a neighbour's job) make the threads wait on each other, and then
     one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
     seconds per token of each choice (moving average), takes the cheaper one, and every
-    ``explore_every``-th time the other, so a change in the machine's load is noticed."""
+    ``explore_every`` turns the other twice, so a change in the machine's load is noticed.
+
+    A pass right after a pass of the other layout is not measured (``record``): the
+    many-thread session's threads sleep between its passes, and waking them costs the
+    first pass after a switch. Measured on 2 cores, a lone 256-token review on 2 threads:
+    30 ms right after a 1-thread pass, 18.5 ms after another 2-thread pass (1 thread: 31 ms).
+    Measuring the switches made the two layouts look alike, and a new server served lone
+    long reviews on 1 thread for its first ~150 of them. So each layout is first measured
+    in a run of its own (``min_samples`` + 1 passes), and explored in pairs."""
 
     def __init__(self, explore_every: int = 32, alpha: float = 0.2, min_samples: int = 3) -> None:
         self.explore_every = explore_every
@@ -92,6 +100,7 @@ class ThreadChooser:
         self._cost: dict[tuple[int, bool], float] = {}
         self._samples: dict[tuple[int, bool], int] = {}
         self._turn: dict[int, int] = {}
+        self._previous: bool | None = None  # the layout of the last pass, measured or not
         self._lock = threading.Lock()
 
     @staticmethod
@@ -104,10 +113,12 @@ class ThreadChooser:
         with self._lock:
             turn = self._turn[b] = self._turn.get(b, 0) + 1
             solo_n, one_n = self._samples.get((b, True), 0), self._samples.get((b, False), 0)
-            if min(solo_n, one_n) < self.min_samples:
-                return solo_n <= one_n
+            if solo_n < self.min_samples:
+                return True
+            if one_n < self.min_samples:
+                return False
             best = self._cost[(b, True)] <= self._cost[(b, False)]
-            return (not best) if turn % self.explore_every == 0 else best
+            return (not best) if turn % self.explore_every in (0, 1) else best
 
     def samples(self, tokens: int) -> tuple[int, int]:
         """Batches of this size measured so far: (many-thread, one-thread)."""
@@ -115,10 +126,19 @@ class ThreadChooser:
         with self._lock:
             return self._samples.get((b, True), 0), self._samples.get((b, False), 0)
 
+    def ran(self, solo: bool) -> None:
+        """A pass that was not chosen here (batches under load run on one thread)."""
+        with self._lock:
+            self._previous = solo
+
     def record(self, tokens: int, solo: bool, seconds: float) -> None:
+        """The time of a chosen pass; not kept when the pass before used the other layout."""
         key = (self._bucket(tokens), solo)
         per_token = seconds / max(1, tokens)
         with self._lock:
+            switched, self._previous = self._previous != solo, solo
+            if switched:
+                return
             old = self._cost.get(key)
             self._cost[key] = per_token if old is None else old + self.alpha * (per_token - old)
             self._samples[key] = self._samples.get(key, 0) + 1
@@ -283,6 +303,8 @@ class MicroBatcher:
         pred = forward_grouped(solo if use_solo else predictor, ids, max_tokens=self.max_tokens)
         if choose:
             self.chooser.record(tokens, use_solo, time.perf_counter() - t_pass)
+        else:
+            self.chooser.ran(use_solo)
         self.metrics.inference.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(texts))
         results, records = self._package(model, items, pred)
