@@ -69,9 +69,9 @@ def export_fp32(model: SentimentModel, dest: Path, attention: str = "eager") -> 
 
     # Traced with the eager attention (a copy: the caller's model keeps its own). The SDPA
     # path that transformers picks by default exports with a NaN guard per layer (IsNaN +
-    # Where over every head x query x key); the eager one is plain MatMul + Add + Softmax,
-    # which ONNX Runtime fuses. Same numbers; the int8 graph of the default model ran a
-    # 256-token review ~20% faster on one thread (docs/benchmarks.md § The exported graph).
+    # Where over every head x query x key); the eager one is plain MatMul + Add + Softmax.
+    # Same numbers; the int8 graph of the default model ran long reviews 15 % faster on one
+    # thread, short ones 3 % (docs/benchmarks.md, "The exported graph").
     classifier = copy.deepcopy(model.model).cpu().eval()
     if hasattr(classifier, "set_attn_implementation"):
         classifier.set_attn_implementation(attention)
