@@ -245,6 +245,8 @@ def _log(
     # this package (MLflow leaves out __pycache__), so the model imports it where sentops
     # is not installed.
     path, modules = list(sys.path), set(sys.modules)
+    model_logger = logging.getLogger("mlflow.models.model")
+    model_logger.addFilter(_config_params_warning)
     try:
         return Model.log(
             artifact_path=None,
@@ -262,7 +264,17 @@ def _log(
             model_config=dict(MODEL_CONFIG),
         )
     finally:  # MLflow runs the model file at logging too, and loads the model to check the example
+        model_logger.removeFilter(_config_params_warning)
         _forget_model_code(path, modules)
+
+
+def _config_params_warning(record: logging.LogRecord) -> bool:
+    """False for MLflow's warning that the model_config could not be copied into the run's
+    params. Model.log tries that for every model logged with a model_config; ours holds
+    loader overrides (None: the trained value), so its ``max_length`` clashes with the run's
+    own training param and every ``sentops train`` and ``retrain`` printed the warning. The
+    config is in the MLmodel either way, where loaders read it."""
+    return not record.getMessage().startswith("Failed to log model config as params")
 
 
 def load_pyfunc(model_uri: str, name: str | None = None) -> SentimentPyfunc:

@@ -91,24 +91,27 @@ def test_logged_as_code_with_pinned_requirements(trained: dict[str, Any], tmp_pa
 
 
 @contextmanager
-def mlflow_warnings() -> Iterator[list[str]]:
-    """What MLflow's pyfunc logger warns meanwhile (tests quiet it to ERROR; it does not
-    propagate to pytest's handler)."""
+def mlflow_warnings(*names: str) -> Iterator[list[str]]:
+    """What MLflow's loggers (default: pyfunc) warn meanwhile (tests quiet them to ERROR;
+    they do not propagate to pytest's handler)."""
     messages: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(record.getMessage())
 
-    logger, handler = logging.getLogger("mlflow.pyfunc"), Collect(logging.WARNING)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    logger.addHandler(handler)
+    handler = Collect(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in names or ("mlflow.pyfunc",)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+        logger.addHandler(handler)
     try:
         yield messages
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def test_no_pickle_warning_and_pickled_versions_still_load(
@@ -128,9 +131,13 @@ def test_no_pickle_warning_and_pickled_versions_still_load(
     assert sys.path == path and not [m for m in set(sys.modules) - modules if m.startswith("code_model_")]
     assert mlflow.models.model.__mlflow_model__ is None
     run_id = trained["run_id"]
-    with mlflow_warnings() as messages:
+    with mlflow_warnings("mlflow.pyfunc", "mlflow.models.model") as messages:
         registry.log_model(run_id, model, tmp_path / "new", extra_meta={})
     assert not [m for m in messages if "CloudPickle" in m], messages
+    # nor about copying the model_config into the run's params (its max_length, None: the
+    # trained one, clashes with the run's training param); the run keeps its own value
+    assert not [m for m in messages if "model config" in m], messages
+    assert registry.client.get_run(run_id).data.params.get("max_length") == str(model.max_length)
 
     # the format of earlier versions, as pyfunc._log wrote it: a pickled instance of the class
     # as it was then (attributes added since, like the ONNX mode's, are not in its __dict__)
