@@ -98,3 +98,32 @@ def test_one_worker_takes_as_much_as_fits(tmp_path: Path) -> None:
     assert [r[0].text for r in results] == texts
     assert predictor.batches[0] == texts
     assert store.count() == len(texts)
+
+
+def test_inference_threads_go_on_while_the_event_loop_is_busy(tmp_path: Path) -> None:
+    """Under load the event loop is busy with HTTP; a thread that finishes a batch must take
+    the next one itself, not wait for the loop to hand it over (the cores idled meanwhile)."""
+    predictor = Recording()
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inference.db'}")
+    writer = StoreWriter(store)
+    writer.start()
+    batcher = MicroBatcher(Holder(predictor), writer, ServingMetrics(), max_size=4, max_wait_ms=0.0, workers=1)  # type: ignore[arg-type]
+    texts = [f"review {i}" for i in range(12)]  # 3 batches of 4, 20 ms each
+
+    async def run() -> tuple[int, list[Any]]:
+        await batcher.start()
+        try:
+            tasks = [asyncio.ensure_future(batcher.predict([t])) for t in texts]
+            await asyncio.sleep(0)  # every request queued
+            time.sleep(0.5)  # the loop is busy (HTTP, other requests): it runs nothing else
+            during = len(predictor.batches)
+            return during, list(await asyncio.gather(*tasks))
+        finally:
+            await batcher.stop()
+
+    during, results = asyncio.run(run())
+    writer.close()
+    assert during == 3  # every batch ran while the loop was blocked
+    assert [r[0].text for r in results] == texts
+    assert [len(b) for b in predictor.batches] == [4, 4, 4]
+    assert store.count() == len(texts)

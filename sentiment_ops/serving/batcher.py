@@ -1,11 +1,13 @@
 """Micro-batching: concurrent requests share one forward pass, off the event loop.
 
-Each text becomes an item with a future. One collector task takes the first waiting
-item, gathers more in arrival order until ``batch_max_size`` items or ``batch_max_wait_ms``
-have passed (the wait only when the previous batch held more than one text: a single
-client is never delayed) and, with several inference threads, until the batch holds a
-fair share of what waits or about one pass of ``batch_max_tokens`` (``_form_batch``), and
-hands the batch to an inference thread. While that thread works, new requests
+Each text becomes an item with a future, queued first come first served. Each inference
+thread takes its own batches (``_take``): the first waiting item, then more in arrival order
+until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed (the wait only when its
+previous batch held more than one text: a single client is never delayed) and, with several
+inference threads, until the batch holds a fair share of what waits or about one pass of
+``batch_max_tokens``. A thread that finishes a batch hands the answers to the event loop
+(one ``call_soon_threadsafe`` per batch) and takes the next batch at once: it never waits
+for the loop, which under load is busy with HTTP. While the threads work, new requests
 queue up, so batches grow with load by themselves. In the thread the batch is
 tokenised, sorted by length and split where padding would add more than half the work
 or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
@@ -23,8 +25,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -165,114 +167,130 @@ class MicroBatcher:
         self.max_tokens = max_tokens
         self._clock = clock
         self.workers = max(1, workers)
-        self._queue: asyncio.Queue[_Item] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._running: set[asyncio.Task[None]] = set()
-        self._held: _Item | None = None  # taken off the queue, opens the next batch
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sentops-infer")
+        # What waits, first come first served; the inference threads take their batches
+        # from it themselves (under ``_cond``): a thread that finishes a batch starts the
+        # next one at once, without a round trip through the event loop.
+        self._pending: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._busy = 0  # inference threads in a batch
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.chooser = ThreadChooser()
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._slots = asyncio.Semaphore(self.workers)
-        self._task = asyncio.create_task(self._collect(), name="sentops-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sentops-infer-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
         """Finish what is queued, then stop (uvicorn has already drained connections)."""
-        if self._queue is not None:
-            while not self._queue.empty() or self._held is not None:
-                await asyncio.sleep(0.01)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._executor.shutdown(wait=True)
+        while True:
+            with self._cond:
+                if not self._pending and self._busy == 0:
+                    self._closed = True
+                    self._cond.notify_all()
+                    break
+            await asyncio.sleep(0.01)
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
+        await asyncio.sleep(0)  # the answers of the last batches (``_deliver``)
 
     async def predict(self, texts: list[str], request_id: str | None = None) -> list[Result]:
         """Predict ``texts``; their rows are stored with ``request_id`` (one per HTTP request)."""
         if self.holder.current is None:
             raise ModelUnavailableError()
-        assert self._queue is not None, "batcher not started"
-        loop = asyncio.get_running_loop()
+        assert self._loop is not None, "batcher not started"
         now = self._clock()
-        items = [_Item(t, loop.create_future(), now, request_id) for t in texts]
-        for item in items:
-            self._queue.put_nowait(item)
+        items = [_Item(t, self._loop.create_future(), now, request_id) for t in texts]
+        with self._cond:
+            self._pending.extend(items)
+            self._cond.notify()
         return list(await asyncio.gather(*(i.future for i in items)))
 
-    async def _collect(self) -> None:
-        assert self._queue is not None and self._slots is not None
+    def _work(self) -> None:
+        """An inference thread: take a batch, run it, hand the answers to the event loop."""
+        loop = self._loop
+        assert loop is not None
         last_size = 1
         while True:
-            await self._slots.acquire()  # an inference worker is free
-            batch = await self._form_batch(self._queue, last_size)
+            taken = self._take(last_size)
+            if taken is None:
+                return
+            batch, alone = taken
             last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # cancelled (client went away)
-            if not batch:
-                self._slots.release()
-                continue
-            alone = not self._running and self._queue.empty() and self._held is None  # every core idle
-            task = asyncio.create_task(self._run(batch, alone))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _form_batch(self, queue: asyncio.Queue[_Item], last_size: int) -> list[_Item]:
-        """The next batch, first come first served. Wait for company only under load (the
-        last batch was shared): a lone client never pays the wait, a busy server fills its
-        batches. With several inference workers a batch takes a fair share of what waits
-        (one worker must not take the whole queue while the other soon idles: its requests
-        would wait a long batch and the others a short one) and about one pass of
-        ``max_tokens`` (by an estimate of 4 characters a token): the workers then take the
-        waiting texts pass by pass, in order. A text that does not fit opens the next batch."""
-        loop = asyncio.get_running_loop()
-        first, self._held = self._held, None
-        batch = [first if first is not None else await queue.get()]
-        deadline = loop.time() + (self.max_wait_s if last_size > 1 else 0.0)
-        limit = self.max_size
-        budget = None
-        if self.workers > 1:
-            limit = min(limit, max(1, -(-(len(batch) + queue.qsize()) // self.workers)))
-            budget = self.max_tokens
-        widest = _estimated_tokens(batch[0].text)
-        while len(batch) < limit:
-            if not queue.empty():
-                item = queue.get_nowait()
-            else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+            results: list[Result] | None = None
+            error: BaseException | None = None
+            try:
+                if batch:
+                    results = self._infer([i.text for i in batch], batch, alone)
+            except ModelUnavailableError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("inference failed for a batch of %d", len(batch))
+                error = exc
+            finally:
+                with self._cond:
+                    self._busy -= 1
+            if batch:
                 try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-            tokens = max(widest, _estimated_tokens(item.text))
-            if budget is not None and (len(batch) + 1) * tokens > budget:
-                self._held = item
-                break
-            batch.append(item)
-            widest = tokens
-        return batch
+                    loop.call_soon_threadsafe(self._deliver, batch, results, error)
+                except RuntimeError:  # the loop is closed: nobody waits for these answers
+                    return
 
-    async def _run(self, batch: list[_Item], alone: bool = False) -> None:
-        assert self._slots is not None
-        loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(self._executor, self._infer, [i.text for i in batch], batch, alone)
-        except ModelUnavailableError as exc:
-            self._fail(batch, exc)
+    def _take(self, last_size: int) -> tuple[list[_Item], bool] | None:
+        """The next batch, first come first served, or None once stopped. Wait for company
+        only under load (the last batch was shared): a lone client never pays the wait, a
+        busy server fills its batches. With several inference threads a batch takes a fair
+        share of what waits (one thread must not take the whole queue while the other soon
+        idles: its requests would wait a long batch and the others a short one) and about
+        one pass of ``max_tokens`` (by an estimate of 4 characters a token): the threads then
+        take the waiting texts pass by pass, in order. A text that does not fit opens the
+        next batch. ``alone``: no other batch runs and nothing else waits (every core idle)."""
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            pending = self._pending
+            batch = [pending.popleft()]
+            deadline = time.monotonic() + (self.max_wait_s if last_size > 1 else 0.0)
+            limit = self.max_size
+            budget = None
+            if self.workers > 1:
+                limit = min(limit, max(1, -(-(len(batch) + len(pending)) // self.workers)))
+                budget = self.max_tokens
+            widest = _estimated_tokens(batch[0].text)
+            while len(batch) < limit:
+                if pending:
+                    tokens = max(widest, _estimated_tokens(pending[0].text))
+                    if budget is not None and (len(batch) + 1) * tokens > budget:
+                        break
+                    batch.append(pending.popleft())
+                    widest = tokens
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            alone = self._busy == 0 and not pending
+            self._busy += 1
+            if pending:
+                self._cond.notify()  # another idle thread takes the rest
+            return batch, alone
+
+    @staticmethod
+    def _deliver(batch: list[_Item], results: list[Result] | None, error: BaseException | None) -> None:
+        """On the event loop: the answers (or the error) of a batch to its requests."""
+        if results is None:
+            MicroBatcher._fail(batch, error or RuntimeError("no result"))
             return
-        except Exception as exc:
-            log.exception("inference failed for a batch of %d", len(batch))
-            self._fail(batch, exc)
-            return
-        finally:
-            self._slots.release()
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
