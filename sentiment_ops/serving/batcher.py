@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -50,6 +51,35 @@ SOLO_MIN_TOKENS = 64
 def _estimated_tokens(text: str) -> int:
     """About how many tokens ``text`` is (4 characters a token), before it is tokenised."""
     return len(text) // 4 + 2
+
+
+class _Text(Protocol):
+    text: str
+
+
+T = TypeVar("T", bound=_Text)
+
+
+def fair_share(waiting: int, max_size: int, workers: int) -> int:
+    """At most this many of ``waiting`` texts go to one of ``workers`` inference threads."""
+    return min(max_size, max(1, -(-waiting // workers)))
+
+
+def take_fitting(pending: deque[T], batch: list[T], limit: int, budget: int | None) -> bool:
+    """Move texts from the front of ``pending`` to ``batch`` (not empty), in order, while the
+    batch holds fewer than ``limit`` and its size x its widest text (estimated tokens) stays
+    within ``budget``. True when the batch is closed: full, or the next text does not fit;
+    False when ``pending`` ran out."""
+    widest = max(_estimated_tokens(item.text) for item in batch)
+    while len(batch) < limit:
+        if not pending:
+            return False
+        tokens = max(widest, _estimated_tokens(pending[0].text))
+        if budget is not None and (len(batch) + 1) * tokens > budget:
+            return True
+        batch.append(pending.popleft())
+        widest = tokens
+    return True
 
 
 class ModelUnavailableError(RuntimeError):
@@ -261,20 +291,10 @@ class MicroBatcher:
             pending = self._pending
             batch = [pending.popleft()]
             deadline = time.monotonic() + (self.max_wait_s if last_size > 1 else 0.0)
-            limit = self.max_size
-            budget = None
+            limit, budget = self.max_size, None
             if self.workers > 1:
-                limit = min(limit, max(1, -(-(len(batch) + len(pending)) // self.workers)))
-                budget = self.max_tokens
-            widest = _estimated_tokens(batch[0].text)
-            while len(batch) < limit:
-                if pending:
-                    tokens = max(widest, _estimated_tokens(pending[0].text))
-                    if budget is not None and (len(batch) + 1) * tokens > budget:
-                        break
-                    batch.append(pending.popleft())
-                    widest = tokens
-                    continue
+                limit, budget = fair_share(len(batch) + len(pending), self.max_size, self.workers), self.max_tokens
+            while not take_fitting(pending, batch, limit, budget):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     break
