@@ -177,6 +177,10 @@ def test_the_many_thread_session_answers_as_the_one_thread_one(
     assert one is not None and both is not None
     assert one.solo is one  # no second session unless asked for more threads
     assert both.solo is not both and both.solo.threads == 2
+    # neither session keeps a CPU memory arena (with it, two threads of changing batch
+    # shapes slowed the server for minutes at a time; docs/serving.md)
+    for predictor in (one, both, both.solo):
+        assert predictor.session.get_session_options().enable_cpu_mem_arena is False
     ids = both.encode([*TEXTS, "word " * 400])
     for a, b in zip(both.forward_ids(ids), both.solo.forward_ids(ids), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

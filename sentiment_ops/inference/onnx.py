@@ -188,6 +188,13 @@ def _session(onnx_path: Path, threads: int) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No CPU memory arena: each Run allocates its activations with the system allocator and
+    # frees them. With the arena, two inference threads running batches of changing shapes
+    # on one session drove the serving process into a lasting slow state (long texts at 32
+    # clients on 2 cores: 58 req/s in half of the 12-s cells instead of 74-77, both threads
+    # still busy); without it, 10 of 10 cells ran at 73-75 and short texts at 32 clients
+    # went from 434-475 to 476-511 req/s.
+    opts.enable_cpu_mem_arena = False
     # Idle worker threads must not spin: on a few cores they would steal the CPU that the
     # event loop needs to parse the next requests.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
