@@ -193,7 +193,9 @@ def _session(onnx_path: Path, threads: int) -> Any:
     # on one session drove the serving process into a lasting slow state (long texts at 32
     # clients on 2 cores: 58 req/s in half of the 12-s cells instead of 74-77, both threads
     # still busy); without it, 10 of 10 cells ran at 73-75 and short texts at 32 clients
-    # went from 434-475 to 476-511 req/s.
+    # went from 434-475 to 476-511 req/s. The graph alone on one thread is as fast without
+    # it for passes within the 384-token budget (serve.batch_max_tokens: 0.98-1.04x); passes
+    # of 1,000-2,000 tokens are 17% slower (their buffers are mapped and faulted in anew).
     opts.enable_cpu_mem_arena = False
     # Idle worker threads must not spin: on a few cores they would steal the CPU that the
     # event loop needs to parse the next requests.
