@@ -179,8 +179,9 @@ class _SoloView:
         return _run(self.session, batch, self.pad_id)
 
 
-def _session(onnx_path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session of ``onnx_path`` with ``threads`` intra-op threads."""
+def _session(onnx_path: Path, threads: int, arena: bool = False) -> Any:
+    """An ONNX Runtime CPU session of ``onnx_path`` with ``threads`` intra-op threads
+    (``arena``: with the CPU memory arena, for ``benchmarks/onnx_arena.py``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -194,9 +195,9 @@ def _session(onnx_path: Path, threads: int) -> Any:
     # clients on 2 cores: 58 req/s in half of the 12-s cells instead of 74-77, both threads
     # still busy); without it, 10 of 10 cells ran at 73-75 and short texts at 32 clients
     # went from 434-475 to 476-511 req/s. The graph alone on one thread is as fast without
-    # it for passes within the 384-token budget (serve.batch_max_tokens: 0.98-1.04x); passes
-    # of 1,000-2,000 tokens are 17% slower (their buffers are mapped and faulted in anew).
-    opts.enable_cpu_mem_arena = False
+    # it for passes within the 384-token budget (serve.batch_max_tokens: 0.99-1.01x); passes
+    # of 2,000 tokens are 15% slower (buffers mapped and faulted in anew; benchmarks/onnx_arena.py).
+    opts.enable_cpu_mem_arena = arena
     # Idle worker threads must not spin: on a few cores they would steal the CPU that the
     # event loop needs to parse the next requests.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

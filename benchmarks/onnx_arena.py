@@ -1,0 +1,139 @@
+"""The int8 graph alone with and without onnxruntime's CPU memory arena, by pass size.
+
+    flock /tmp/sentops-bench.lock python benchmarks/onnx_arena.py --home HOME [--version 1]
+
+The serving sessions run without the arena (``inference.onnx._session``): with it, two
+inference threads passing batches of changing shapes through one session sometimes put
+the server into a lasting slow state (``docs/benchmarks.md``). This measures what the
+arena is worth to the graph alone, on one thread, tokenised beforehand, for three ways of
+cutting the same texts into passes:
+
+- ``budget``: sorted by length, passes of at most ``--pass-tokens`` padded tokens (the
+  server's, the scorer's and the ceiling's rule, ``serve.batch_max_tokens``);
+- ``single``: one text a pass (a lone request);
+- ``random1-8``: 1 to 8 texts a pass in arrival order (long texts: up to ~2,000 tokens).
+
+Rounds alternate the two sessions (arena on first in even rounds); the figure is the median
+round's texts/s, with the minor page faults and system CPU of the first round of each.
+Writes benchmarks/results/onnx_arena.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sentiment_ops.cli.common import quiet_third_party
+from sentiment_ops.config import load_settings
+from sentiment_ops.inference import split_by_length
+from sentiment_ops.inference.onnx import _run, _session, download_logged
+from sentiment_ops.registry import Registry
+from sentiment_ops.scoring import OnnxFiles
+
+RESULTS = Path(__file__).parent / "results" / "onnx_arena.json"
+
+
+def cuts(ids: list[list[int]], pass_tokens: int) -> dict[str, list[list[list[int]]]]:
+    lengths = [len(x) for x in ids]
+    rng = random.Random(1)
+    rand: list[list[list[int]]] = []
+    i = 0
+    while i < len(ids):
+        n = rng.randint(1, 8)
+        rand.append(ids[i : i + n])
+        i += n
+    return {
+        "budget": [[ids[j] for j in group] for group in split_by_length(lengths, max_tokens=pass_tokens)],
+        "single": [[x] for x in ids],
+        "random1-8": rand,
+    }
+
+
+def timed(session: Any, passes: list[list[list[int]]], pad_id: int) -> tuple[float, float, int]:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    for batch in passes:
+        _run(session, batch, pad_id)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return seconds, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--short-texts", type=int, default=400)
+    ap.add_argument("--long-texts", type=int, default=120)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--pass-tokens", type=int, default=384)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    quiet_third_party()
+    from sentiment_ops.data import golden_test, load_corpus
+
+    settings = load_settings(overrides={"home": args.home})
+    tmp = tempfile.TemporaryDirectory(prefix="sentops-arena-")
+    found = download_logged(Registry(settings).download_uri(args.version), Path(tmp.name))
+    if found is None:
+        raise SystemExit(f"version {args.version} was logged without its int8 graph")
+    predictor = OnnxFiles(found[0], found[1], settings.serve.max_length, 1).build()
+    sessions = {True: _session(found[1], 1, arena=True), False: _session(found[1], 1, arena=False)}
+    corpora = {
+        "short": load_corpus("rotten_tomatoes").test.texts[: args.short_texts],
+        "long": golden_test(args.long_texts).texts,
+    }
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {}
+    for kind, corpus in corpora.items():
+        texts = list(corpus)
+        random.Random(0).shuffle(texts)  # arrival order
+        ids = predictor.tokenizer_model.encode(texts)
+        result[kind] = {"texts": len(ids), "mean_tokens": round(sum(map(len, ids)) / len(ids), 1)}
+        for name, passes in cuts(ids, args.pass_tokens).items():
+            rounds: dict[bool, list[float]] = {True: [], False: []}
+            first: dict[bool, dict[str, float]] = {}
+            for r in range(args.rounds):
+                for arena in (True, False) if r % 2 == 0 else (False, True):
+                    seconds, sys_s, faults = timed(sessions[arena], passes, predictor.pad_id)
+                    rounds[arena].append(round(len(ids) / seconds, 1))
+                    first.setdefault(arena, {"system_cpu_s": round(sys_s, 2), "minor_faults": faults})
+            on = round(statistics.median(rounds[True]), 1)
+            off = round(statistics.median(rounds[False]), 1)
+            cell = {
+                "passes": len(passes),
+                "largest_pass_tokens": max(len(b) * max(map(len, b)) for b in passes),
+                "arena_on": {"texts_per_s": on, "rounds": rounds[True], **first[True]},
+                "arena_off": {"texts_per_s": off, "rounds": rounds[False], **first[False]},
+                "off_over_on": round(off / on, 3),
+            }
+            result[kind][name] = cell
+            print(kind, name, json.dumps(cell), flush=True)
+    result.update(
+        pass_tokens=args.pass_tokens,
+        threads=1,
+        model_version=args.version,
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        load_average_before=[round(x, 2) for x in load_before],
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command="python " + " ".join(sys.argv),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
