@@ -28,23 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+
+from graph_record import logged_graph, write_record
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.inference import forward_grouped, split_by_length
-from sentiment_ops.inference.onnx import OnnxPredictor, download_logged
-from sentiment_ops.registry import Registry
-from sentiment_ops.scoring import OnnxFiles
+from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.serving.batcher import fair_share, take_fitting
 
 RESULTS = Path(__file__).parent / "results" / "batch_bound.json"
@@ -60,8 +57,9 @@ def server_batches(texts: list[str], clients: int, settings: Settings, workers: 
     """The batches (indices into ``texts``, which arrive in this order) of ``workers``
     inference threads under ``clients`` closed-loop clients."""
     serve = settings.serve
-    arrivals = iter(range(len(texts)))
-    pending: deque[Waiting] = deque(Waiting(texts[i], i) for i in (next(arrivals) for _ in range(clients)))
+    first = min(clients, len(texts))  # each client's first text
+    arrivals = iter(range(first, len(texts)))
+    pending: deque[Waiting] = deque(Waiting(texts[i], i) for i in range(first))
     running: deque[list[Waiting]] = deque()
     out: list[list[int]] = []
     while pending or running:
@@ -105,10 +103,7 @@ def main() -> None:
 
     settings = load_settings(overrides={"home": args.home})
     tmp = tempfile.TemporaryDirectory(prefix="sentops-bound-")
-    found = download_logged(Registry(settings).download_uri(args.version), Path(tmp.name))
-    if found is None:
-        raise SystemExit(f"version {args.version} was logged without its int8 graph")
-    predictor = OnnxFiles(found[0], found[1], settings.serve.max_length, 1).build()
+    _, predictor = logged_graph(settings, args.version, tmp)
     workers = inference_workers(settings)
     corpora = {"short": load_corpus("rotten_tomatoes").test.texts, "long": golden_test(args.texts).texts}
     load_before = os.getloadavg()
@@ -156,16 +151,9 @@ def main() -> None:
             "pass_tokens": args.pass_tokens,
             "threads": 1,
             "model_version": args.version,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python benchmarks/batch_bound.py " + " ".join(sys.argv[1:]),
         }
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, result, load_before)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from graph_record import write_record
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
@@ -94,16 +92,9 @@ def main() -> None:
             "threads": 1,
             "pass_tokens": PASS_TOKENS,
             "model_version": args.version,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python benchmarks/export_graph.py " + " ".join(sys.argv[1:]),
         }
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, result, load_before)
 
 
 if __name__ == "__main__":

@@ -23,23 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from graph_record import logged_graph, write_record
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.inference import split_by_length
-from sentiment_ops.inference.onnx import _run, _session, download_logged
-from sentiment_ops.registry import Registry
-from sentiment_ops.scoring import OnnxFiles
+from sentiment_ops.inference.onnx import _run, _session
 
 RESULTS = Path(__file__).parent / "results" / "onnx_arena.json"
 
@@ -71,7 +68,7 @@ def timed(session: Any, passes: list[list[list[int]]], pad_id: int) -> tuple[flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", required=True)
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--short-texts", type=int, default=400)
@@ -85,11 +82,8 @@ def main() -> None:
 
     settings = load_settings(overrides={"home": args.home})
     tmp = tempfile.TemporaryDirectory(prefix="sentops-arena-")
-    found = download_logged(Registry(settings).download_uri(args.version), Path(tmp.name))
-    if found is None:
-        raise SystemExit(f"version {args.version} was logged without its int8 graph")
-    predictor = OnnxFiles(found[0], found[1], settings.serve.max_length, 1).build()
-    sessions = {True: _session(found[1], 1, arena=True), False: _session(found[1], 1, arena=False)}
+    graph, predictor = logged_graph(settings, args.version, tmp)
+    sessions = {True: _session(graph, 1, arena=True), False: _session(graph, 1, arena=False)}
     corpora = {
         "short": load_corpus("rotten_tomatoes").test.texts[: args.short_texts],
         "long": golden_test(args.long_texts).texts,
@@ -120,19 +114,8 @@ def main() -> None:
             }
             result[kind][name] = cell
             print(kind, name, json.dumps(cell), flush=True)
-    result.update(
-        pass_tokens=args.pass_tokens,
-        threads=1,
-        model_version=args.version,
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        load_average_before=[round(x, 2) for x in load_before],
-        load_average_after=[round(x, 2) for x in os.getloadavg()],
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        command="python " + " ".join(sys.argv),
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    result.update(pass_tokens=args.pass_tokens, threads=1, model_version=args.version)
+    write_record(args.out, result, load_before)
 
 
 if __name__ == "__main__":
