@@ -1,17 +1,18 @@
 """What the graph-alone benchmarks share (``batch_bound.py``, ``onnx_arena.py``,
-``export_graph.py``): the logged int8 graph of a version, and the JSON record with the
+``export_graph.py``, ``int8_variants.py``): the logged int8 graph of a version, and the JSON record with the
 machine, the load average before and after, the date and the command."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from machine import describe as describe_machine
 
 from sentiment_ops.config import Settings
 from sentiment_ops.inference.onnx import OnnxPredictor, download_logged
@@ -33,7 +34,7 @@ def write_record(out: Path, result: dict[str, Any], load_before: tuple[float, fl
     script = Path(sys.argv[0]).name
     result.update(
         {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+            "machine": describe_machine(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

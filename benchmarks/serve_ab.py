@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe as describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses, prints LOAD_RESULT
@@ -200,7 +200,7 @@ def main() -> None:
         }
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "before": args.before,

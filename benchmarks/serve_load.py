@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe as describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"
@@ -368,7 +368,7 @@ def main() -> None:
     command += f" --workers {args.workers}" if args.workers > 1 else ""
     result.update(
         {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
+            "machine": describe_machine() + " (shared)",
             "load_average_before": load_before,
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).date().isoformat(),

@@ -1,0 +1,127 @@
+"""Which int8 graph is fastest on this CPU: the quantisation settings the product logs
+against the other ``quantize_dynamic`` settings and torch's own dynamic quantisation.
+
+    flock /tmp/sentops-bench.lock python benchmarks/int8_variants.py --home HOME [--version 1]
+
+The version's model is exported to fp32 ONNX as ``sentops train`` does (eager attention),
+then quantised four ways: ``logged`` (int8 weights per channel, the product's setting,
+``inference.onnx.export_int8``), ``per_tensor`` (one scale per weight), ``reduce_range``
+(7-bit weights, the setting onnxruntime suggests where VPMADDUBSW saturates) and ``u8u8``
+(uint8 weights); ``fp32`` is the unquantised graph; ``torch_dynamic`` is
+``torch.ao.quantization.quantize_dynamic`` on the torch model (logits only). One thread
+each, tokenised beforehand, passes of 256 tokens (sorted by length), alternating rounds;
+the figure is the median. CPUs without AVX-512 VNNI run the int8 graph at about half the
+speed of those with it (docs/benchmarks.md, "Serving load"): this says whether another
+setting would win some of it back. Writes benchmarks/results/int8_variants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from graph_record import write_record
+
+from sentiment_ops.cli.common import quiet_third_party
+from sentiment_ops.config import load_settings
+from sentiment_ops.data import golden_test, load_corpus
+from sentiment_ops.inference import forward_grouped
+from sentiment_ops.inference.onnx import OnnxPredictor, export_fp32
+from sentiment_ops.inference.passes import pad
+from sentiment_ops.registry import Registry
+
+RESULTS = Path(__file__).parent / "results" / "int8_variants.json"
+PASS_TOKENS = 256
+
+
+class TorchDynamic:
+    """torch's dynamic int8 quantisation of the model's Linear layers, as a ``Predictor``
+    for ``forward_grouped`` (logits; no pooled embedding)."""
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.pad_id = pad_id
+        self.module = torch.ao.quantization.quantize_dynamic(
+            model.model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8
+        )
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = pad(batch, self.pad_id)
+        with self.torch.inference_mode():
+            out = self.module(input_ids=self.torch.from_numpy(ids), attention_mask=self.torch.from_numpy(mask))
+        return out.logits.numpy(), np.zeros((len(batch), 1), np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--short", type=int, default=300)
+    ap.add_argument("--long", type=int, default=80)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    quiet_third_party()
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    settings = load_settings(overrides={"home": args.home})
+    model = Registry(settings).load_model(args.version)
+    assert model is not None
+    tmp = Path(tempfile.mkdtemp(prefix="sentops-int8-"))
+    fp32 = export_fp32(model, tmp / "model.fp32.onnx")
+    settings_of = {
+        "logged": {"weight_type": QuantType.QInt8, "per_channel": True},
+        "per_tensor": {"weight_type": QuantType.QInt8, "per_channel": False},
+        "reduce_range": {"weight_type": QuantType.QInt8, "per_channel": True, "reduce_range": True},
+        "u8u8": {"weight_type": QuantType.QUInt8, "per_channel": True},
+    }
+    predictors: dict[str, Any] = {}
+    root = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
+    level, root.level = root.level, logging.ERROR
+    for name, kwargs in settings_of.items():
+        dest = tmp / name / "model.int8.onnx"
+        dest.parent.mkdir()
+        quantize_dynamic(str(fp32), str(dest), **kwargs)
+        predictors[name] = OnnxPredictor(model, dest, threads=1)
+    root.setLevel(level)
+    predictors["fp32"] = OnnxPredictor(model, fp32, threads=1)
+    torch.set_num_threads(1)
+    predictors["torch_dynamic"] = TorchDynamic(model, predictors["logged"].pad_id)
+    texts = {"short": load_corpus("rotten_tomatoes").test.texts[: args.short], "long": golden_test(args.long).texts}
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {}
+    for kind, items in texts.items():
+        ids = model.encode(items)
+        rates: dict[str, list[float]] = {name: [] for name in predictors}
+        for _ in range(args.rounds):
+            for name, predictor in predictors.items():
+                start = time.perf_counter()
+                forward_grouped(predictor, ids, max_tokens=PASS_TOKENS)
+                rates[name].append(len(ids) / (time.perf_counter() - start))
+        logged = statistics.median(rates["logged"])
+        result[kind] = {
+            name: {
+                "texts_per_s": round(statistics.median(r), 1),
+                "rounds": [round(x, 1) for x in r],
+                "over_logged": round(statistics.median(r) / logged, 3),
+            }
+            for name, r in rates.items()
+        }
+        print(kind, json.dumps({k: v["texts_per_s"] for k, v in result[kind].items()}), flush=True)
+    result.update({"threads": 1, "pass_tokens": PASS_TOKENS, "model_version": args.version})
+    write_record(args.out, result, load_before)
+
+
+if __name__ == "__main__":
+    main()
