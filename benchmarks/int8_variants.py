@@ -5,7 +5,7 @@ against the other ``quantize_dynamic`` settings and torch's own dynamic quantisa
 
 The version's model is exported to fp32 ONNX as ``sentops train`` does (eager attention),
 then quantised four ways: ``logged`` (int8 weights per channel, the product's setting,
-``inference.onnx.export_int8``), ``per_tensor`` (one scale per weight), ``reduce_range``
+``inference.onnx.quantize_int8``), ``per_tensor`` (one scale per weight), ``reduce_range``
 (7-bit weights, the setting onnxruntime suggests where VPMADDUBSW saturates) and ``u8u8``
 (uint8 weights); ``fp32`` is the unquantised graph; ``torch_dynamic`` is
 ``torch.ao.quantization.quantize_dynamic`` on the torch model (logits only). One thread
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import forward_grouped
-from sentiment_ops.inference.onnx import OnnxPredictor, export_fp32
+from sentiment_ops.inference.onnx import OnnxPredictor, export_fp32, quantize_int8
 from sentiment_ops.inference.passes import pad
 from sentiment_ops.registry import Registry
 
@@ -73,28 +72,23 @@ def main() -> None:
     args = ap.parse_args()
     quiet_third_party()
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType
 
     settings = load_settings(overrides={"home": args.home})
     model = Registry(settings).load_model(args.version)
     assert model is not None
-    tmp = Path(tempfile.mkdtemp(prefix="sentops-int8-"))
-    fp32 = export_fp32(model, tmp / "model.fp32.onnx")
-    settings_of = {
-        "logged": {"weight_type": QuantType.QInt8, "per_channel": True},
-        "per_tensor": {"weight_type": QuantType.QInt8, "per_channel": False},
-        "reduce_range": {"weight_type": QuantType.QInt8, "per_channel": True, "reduce_range": True},
-        "u8u8": {"weight_type": QuantType.QUInt8, "per_channel": True},
+    tmp = tempfile.TemporaryDirectory(prefix="sentops-int8-")
+    fp32 = export_fp32(model, Path(tmp.name) / "model.fp32.onnx")
+    overrides: dict[str, dict[str, Any]] = {  # over the logged graph's settings (quantize_int8)
+        "logged": {},
+        "per_tensor": {"per_channel": False},
+        "reduce_range": {"reduce_range": True},
+        "u8u8": {"weight_type": QuantType.QUInt8},
     }
     predictors: dict[str, Any] = {}
-    root = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
-    level, root.level = root.level, logging.ERROR
-    for name, kwargs in settings_of.items():
-        dest = tmp / name / "model.int8.onnx"
-        dest.parent.mkdir()
-        quantize_dynamic(str(fp32), str(dest), **kwargs)
+    for name, options in overrides.items():
+        dest = quantize_int8(fp32, Path(tmp.name) / f"{name}.int8.onnx", **options)
         predictors[name] = OnnxPredictor(model, dest, threads=1)
-    root.setLevel(level)
     predictors["fp32"] = OnnxPredictor(model, fp32, threads=1)
     torch.set_num_threads(1)
     predictors["torch_dynamic"] = TorchDynamic(model, predictors["logged"].pad_id)
@@ -119,6 +113,7 @@ def main() -> None:
             for name, r in rates.items()
         }
         print(kind, json.dumps({k: v["texts_per_s"] for k, v in result[kind].items()}), flush=True)
+    tmp.cleanup()
     result.update({"threads": 1, "pass_tokens": PASS_TOKENS, "model_version": args.version})
     write_record(args.out, result, load_before)
 

@@ -17,33 +17,30 @@ from pathlib import Path
 SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
 
 
-def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo, or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def simd_flags() -> list[str]:
-    """The extensions of ``SIMD`` that this CPU has (empty where /proc/cpuinfo is missing)."""
+def cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in SIMD if f in flags]
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the end of the first CPU
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
 
 
 def describe() -> str:
     """E.g. ``x86_64, 2 cores, AMD EPYC, avx2 fma (no avx512_vnni)``."""
-    flags = simd_flags()
-    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+    info = cpuinfo()
+    present = set(info.get("flags", "").split())
+    flags = [f for f in SIMD if f in present]
+    vnni = "avx512_vnni" in present or "avx_vnni" in present
     simd = " ".join(flags) + ("" if vnni else " (no avx512_vnni)")
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}, {simd.strip()}"
+    model = info.get("model name") or platform.processor() or platform.machine()
+    return f"{platform.machine()}, {os.cpu_count()} cores, {model}, {simd.strip()}"
 
 
 if __name__ == "__main__":

@@ -98,22 +98,30 @@ def export_fp32(model: SentimentModel, dest: Path, attention: str = "eager") -> 
     return dest
 
 
-def export_int8(model: SentimentModel, dest: Path, attention: str = "eager") -> Path:
-    """Export ``model`` to ONNX (``export_fp32``) and quantise it to int8 at ``dest``
-    (written atomically)."""
+def quantize_int8(fp32: Path, dest: Path, **options: Any) -> Path:
+    """``quantize_dynamic`` of the fp32 graph at ``fp32`` to ``dest`` with the settings every
+    logged graph has (int8 weights, one scale per output channel); ``options`` override them
+    (``benchmarks/int8_variants.py`` compares others)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    settings: dict[str, Any] = {"weight_type": QuantType.QInt8, "per_channel": True, **options}
+    quiet = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32), str(dest), **settings)
+    finally:
+        quiet.setLevel(level)
+    return dest
+
+
+def export_int8(model: SentimentModel, dest: Path, attention: str = "eager") -> Path:
+    """Export ``model`` to ONNX (``export_fp32``) and quantise it to int8 at ``dest``
+    (``quantize_int8``; written atomically)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
         fp32 = export_fp32(model, Path(tmp) / "model.fp32.onnx", attention)
-        part = Path(tmp) / ONNX_FILE
-        quiet = logging.getLogger()  # the quantiser logs a pre-processing hint on the root logger
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(str(fp32), str(part), weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            quiet.setLevel(level)
+        part = quantize_int8(fp32, Path(tmp) / ONNX_FILE)
         os.replace(part, dest)
     return dest
 
