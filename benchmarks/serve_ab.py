@@ -11,6 +11,15 @@ Tomatoes test split) and long ones (IMDB golden reviews, truncated by the model 
 The answer per cell is the ratio after / before of requests per second and of p99 latency,
 measured minutes apart on the same cores, which is what a refactor must leave unchanged.
 
+``--interleave``: both servers run from the start (the idle one only polls its alias) and
+every cell runs on one and at once on the other, alternating which goes first by round, so
+the two halves of a pair are seconds apart. Use it on a shared host whose speed drifts from
+minute to minute (seen on a 2-core share of an AMD EPYC: whole servers' lifetimes at 0.75x of
+the others); ``paired_rps_ratio`` is the median of the rounds' own ratios.
+
+``--before .`` runs this tree on both sides, to compare settings: ``--env-before`` and
+``--env-after`` (``SENTOPS_SERVE__ADAPTIVE_THREADS=false``, repeatable) set each side's.
+
 Writes benchmarks/results/serve_ab.json.
 """
 
@@ -58,12 +67,13 @@ def bodies(path: Path, kind: str, n: int = 2000) -> Path:
 class Server:
     """``sentops serve`` from ``tree`` on a free loopback port; stopped by its PID."""
 
-    def __init__(self, tree: Path, home: Path, log: Path) -> None:
+    def __init__(self, tree: Path, home: Path, log: Path, settings: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, SENTOPS_HOME=str(home), PYTHONPATH=str(tree))
         for key in ("SENTOPS_CONFIG", "MLFLOW_TRACKING_URI", "SENTOPS_PREDICT_TOKEN"):
             env.pop(key, None)
+        env.update(settings or {})
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -95,6 +105,17 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def env_pairs(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` arguments (``SENTOPS_SERVE__ADAPTIVE_THREADS=false``) as a dict."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("SENTOPS_"):
+            sys.exit(f"not a SENTOPS_KEY=VALUE setting: {pair!r}")
+        out[key] = value
+    return out
 
 
 def wrk(url: str, body_file: Path, clients: int, seconds: float) -> dict[str, Any]:
@@ -133,10 +154,18 @@ def wrk(url: str, body_file: Path, clients: int, seconds: float) -> dict[str, An
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", required=True, help="sentops home with a version behind production (copied)")
-    ap.add_argument("--before", default="4d4a506", help="the earlier commit (git ref)")
+    ap.add_argument("--before", default="4d4a506", help="the earlier commit (git ref), or . for this tree")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", default="8,32")
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run both servers at once and alternate them cell by cell (pairs seconds apart, "
+        "for a host whose speed drifts from minute to minute)",
+    )
+    ap.add_argument("--env-before", action="append", default=[], metavar="KEY=VALUE", help="setting of the before side")
+    ap.add_argument("--env-after", action="append", default=[], metavar="KEY=VALUE", help="setting of the after side")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -145,38 +174,67 @@ def main() -> None:
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="sentops-ab-"))
     before_tree = work / "before"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(before_tree), args.before], check=True
-    )
+    if args.before == ".":  # the same tree on both sides: settings A/B (--env-before / --env-after)
+        before_tree = ROOT
+    else:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(before_tree), args.before], check=True
+        )
+    side_env = {"before": env_pairs(args.env_before), "after": env_pairs(args.env_after)}
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     trees = {"before": before_tree, "after": ROOT}
     files = {kind: bodies(work / f"{kind}.jsonl", kind) for kind in ("short", "long")}
     cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def measure(rnd: int, side: str, server: Server, kind: str, c: int) -> None:
+        res = wrk(server.url, files[kind], c, args.seconds)
+        # wrk stops with up to ``c`` requests still queued in the server: one more request
+        # answers after them (first come, first served), so the next cell starts on an idle
+        # machine and not beside this server's drain (a 1-s stall in the next cell's p99)
+        httpx.post(f"{server.url}/predict", json={"text": "ok"}, timeout=120).raise_for_status()
+        time.sleep(0.5)
+        cells.setdefault(f"{kind} c{c}", {}).setdefault(side, []).append(res)
+        print(f"round {rnd} {side:6} {kind:5} c{c:<3} {res['rps']:7.1f} req/s p99 {res['p99_ms']:.1f} ms")
+
+    def start(side: str, name: str) -> Server:
+        home = work / f"home-{side}-{name}"
+        shutil.copytree(args.home, home)
+        server = Server(trees[side], home, work / f"{side}.log", side_env[side])
+        server.wait_ready()
+        wrk(server.url, files["short"], 2, 3)  # warm-up
+        return server
+
     try:
-        for rnd in range(args.rounds):
-            order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
-            for side in order:
-                home = work / f"home-{side}-{rnd}"
-                shutil.copytree(args.home, home)
-                server = Server(trees[side], home, work / f"{side}.log")
-                try:
-                    server.wait_ready()
-                    wrk(server.url, files["short"], 2, 3)  # warm-up
+        if args.interleave:  # both servers up; each cell on one, then at once on the other
+            servers: dict[str, Server] = {}
+            try:
+                for side in ("before", "after"):
+                    servers[side] = start(side, "all")
+                for rnd in range(args.rounds):
                     for kind in ("short", "long"):
                         for c in clients:
-                            res = wrk(server.url, files[kind], c, args.seconds)
-                            cells.setdefault(f"{kind} c{c}", {}).setdefault(side, []).append(res)
-                            print(
-                                f"round {rnd} {side:6} {kind:5} c{c:<3} {res['rps']:7.1f} req/s "
-                                f"p99 {res['p99_ms']:.1f} ms"
-                            )
-                finally:
+                            order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
+                            for side in order:
+                                measure(rnd, side, servers[side], kind, c)
+            finally:
+                for server in servers.values():
                     server.stop()
-                shutil.rmtree(home, ignore_errors=True)
+        else:
+            for rnd in range(args.rounds):
+                order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
+                for side in order:
+                    server = start(side, str(rnd))
+                    try:
+                        for kind in ("short", "long"):
+                            for c in clients:
+                                measure(rnd, side, server, kind, c)
+                    finally:
+                        server.stop()
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)], check=False)
+        if before_tree != ROOT:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)], check=False)
     summary = {}
     for cell, sides in cells.items():
         b_rps = statistics.median(r["rps"] for r in sides["before"])
@@ -189,6 +247,12 @@ def main() -> None:
             "before_rps": round(b_rps, 1),
             "after_rps": round(a_rps, 1),
             "rps_ratio": round(a_rps / b_rps, 3),
+            # the median of the rounds' own ratios: each pair measured minutes (or, with
+            # --interleave, seconds) apart, so a slow spell of the host falls on both sides
+            "paired_rps_ratio": round(
+                statistics.median(a["rps"] / b["rps"] for a, b in zip(sides["after"], sides["before"], strict=True)),
+                3,
+            ),
             "before_p99_ms": round(b_p99, 1),
             "after_p99_ms": round(a_p99, 1),
             "p99_ratio": round(a_p99 / b_p99, 3),
@@ -204,9 +268,12 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "before": args.before,
+        "env_before": side_env["before"],
+        "env_after": side_env["after"],
         "after": commit.stdout.strip(),
         "seconds": args.seconds,
         "rounds": args.rounds,
+        "interleaved": args.interleave,
         "command": " ".join(["python", "benchmarks/serve_ab.py", *sys.argv[1:]]),
         "summary": summary,
         "runs": cells,
@@ -214,7 +281,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for cell, s in summary.items():
         print(
-            f"{cell:10} before {s['before_rps']:7.1f} after {s['after_rps']:7.1f} req/s ({s['rps_ratio']:.3f}x); "
+            f"{cell:10} before {s['before_rps']:7.1f} after {s['after_rps']:7.1f} req/s ({s['rps_ratio']:.3f}x, "
+            f"paired {s['paired_rps_ratio']:.3f}x); "
             f"p99 {s['before_p99_ms']:.0f} → {s['after_p99_ms']:.0f} ms ({s['p99_ratio']:.3f}x); "
             f"p99/p50 {s['before_p99_over_p50']:.2f} → {s['after_p99_over_p50']:.2f}"
         )

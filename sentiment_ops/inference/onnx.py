@@ -207,7 +207,11 @@ def _session(onnx_path: Path, threads: int, arena: bool = False) -> Any:
     # of 2,000 tokens are 15% slower (buffers mapped and faulted in anew; benchmarks/onnx_arena.py).
     opts.enable_cpu_mem_arena = arena
     # Idle worker threads must not spin: on a few cores they would steal the CPU that the
-    # event loop needs to parse the next requests.
+    # event loop needs to parse the next requests. Not even in the solo session, with the
+    # spinning stopped as each pass returns (``session.force_spinning_stop``): on 2 AVX2
+    # cores a lone long review gained 6-10 %, but long texts at 32 clients lost 4-7 % (a
+    # pass that starts alone under load shares the cores with the next one-thread pass;
+    # docs/benchmarks.md, "Two thread settings").
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
