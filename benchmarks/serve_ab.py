@@ -68,6 +68,7 @@ class Server:
     """``sentops serve`` from ``tree`` on a free loopback port; stopped by its PID."""
 
     def __init__(self, tree: Path, home: Path, log: Path, settings: dict[str, str] | None = None) -> None:
+        self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, SENTOPS_HOME=str(home), PYTHONPATH=str(tree))
@@ -202,9 +203,17 @@ def main() -> None:
         home = work / f"home-{side}-{name}"
         shutil.copytree(args.home, home)
         server = Server(trees[side], home, work / f"{side}.log", side_env[side])
-        server.wait_ready()
-        wrk(server.url, files["short"], 2, 3)  # warm-up
+        try:
+            server.wait_ready()
+            wrk(server.url, files["short"], 2, 3)  # warm-up
+        except BaseException:  # sys.exit included: stop the server we started
+            finish(server)
+            raise
         return server
+
+    def finish(server: Server) -> None:
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)  # its copy of HOME (the log stays in work/)
 
     try:
         if args.interleave:  # both servers up; each cell on one, then at once on the other
@@ -220,7 +229,7 @@ def main() -> None:
                                 measure(rnd, side, servers[side], kind, c)
             finally:
                 for server in servers.values():
-                    server.stop()
+                    finish(server)
         else:
             for rnd in range(args.rounds):
                 order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
@@ -231,7 +240,7 @@ def main() -> None:
                             for c in clients:
                                 measure(rnd, side, server, kind, c)
                     finally:
-                        server.stop()
+                        finish(server)
     finally:
         if before_tree != ROOT:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)], check=False)
