@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 # The extensions onnxruntime's int8 kernels and torch's fp32 kernels pick between.
@@ -45,3 +46,32 @@ def describe() -> str:
 
 if __name__ == "__main__":
     print(describe())
+
+
+def wait_idle(busy_cores: float = 0.15, window_s: float = 0.2, timeout_s: float = 60.0) -> float:
+    """Wait until the machine's CPUs are idle (under ``busy_cores`` cores busy over a
+    ``window_s`` window, from /proc/stat), at most ``timeout_s``; the seconds waited.
+
+    A load cell ends when wrk stops, not when the server does: up to one request per client
+    is still queued (32 long reviews: ~1 s of both cores). The next cell, or the ceiling
+    timed right after a cell, would otherwise run beside that drain."""
+
+    def busy_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return sum(ticks) - idle, sum(ticks)
+
+    cores = os.cpu_count() or 1
+    t0 = time.monotonic()
+    try:
+        busy, total = busy_and_total()
+    except OSError:
+        return 0.0  # not Linux: nothing to read
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(window_s)
+        busy2, total2 = busy_and_total()
+        if (busy2 - busy) / max(1, total2 - total) * cores < busy_cores:
+            break
+        busy, total = busy2, total2
+    return time.monotonic() - t0

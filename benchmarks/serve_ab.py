@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 from machine import describe as describe_machine
+from machine import wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses, prints LOAD_RESULT
@@ -191,11 +192,7 @@ def main() -> None:
 
     def measure(rnd: int, side: str, server: Server, kind: str, c: int) -> None:
         res = wrk(server.url, files[kind], c, args.seconds)
-        # wrk stops with up to ``c`` requests still queued in the server: one more request
-        # answers after them (first come, first served), so the next cell starts on an idle
-        # machine and not beside this server's drain (a 1-s stall in the next cell's p99)
-        httpx.post(f"{server.url}/predict", json={"text": "ok"}, timeout=120).raise_for_status()
-        time.sleep(0.5)
+        wait_idle()  # not beside this server's drain: a 1-s stall in the next cell's p99
         cells.setdefault(f"{kind} c{c}", {}).setdefault(side, []).append(res)
         print(f"round {rnd} {side:6} {kind:5} c{c:<3} {res['rps']:7.1f} req/s p99 {res['p99_ms']:.1f} ms")
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import httpx
 from machine import describe as describe_machine
+from machine import wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"
@@ -255,7 +256,9 @@ def run_cells(
                 if top and server == "sentops" and ceiling is not None:
                     ceiling.measure(kind, args.seconds / 2)
                 r = wrk(port, paths[server], files[server][kind], c, args.seconds)
+                waited = wait_idle()  # the requests wrk left queued: not beside the next cell or the ceiling
                 r.pop("old_after_new")
+                r["drain_s"] = round(waited, 2)
                 out[server][kind][f"c{c}"] = r
                 print(
                     f"  {server:12s} {kind:5s} c{c:<2d} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  "
