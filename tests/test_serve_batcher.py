@@ -127,3 +127,63 @@ def test_inference_threads_go_on_while_the_event_loop_is_busy(tmp_path: Path) ->
     assert [r[0].text for r in results] == texts
     assert [len(b) for b in predictor.batches] == [4, 4, 4]
     assert store.count() == len(texts)
+
+
+class WithSolo(Recording):
+    """A recording predictor with a many-thread view (``solo``), like ``OnnxPredictor``:
+    ``layouts`` says which of the two ran each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layouts: list[str] = []  # a batch takes 50 ms (``encode`` 20 + 30 here)
+        self.solo = _SoloRecording(self)
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        self.layouts.append("one")
+        time.sleep(0.03)
+        return super().forward_ids(batch)
+
+
+class _SoloRecording:
+    def __init__(self, base: WithSolo) -> None:
+        self.base = base
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.base.encode(texts)
+
+    def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        self.base.layouts.append("solo")
+        time.sleep(0.03)
+        return Recording.forward_ids(self.base, batch)
+
+
+def test_a_pass_takes_every_core_only_for_a_lone_client_not_in_a_gap_of_a_burst(tmp_path: Path) -> None:
+    """A batch runs alone (the many-thread session) when nothing else runs or waits, and
+    nothing did when the batch before it was taken: the first lone batch after a burst runs
+    on one thread, as the burst's did (its clients' next requests would share the cores)."""
+    predictor = WithSolo()
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inference.db'}")
+    writer = StoreWriter(store)
+    writer.start()
+    batcher = MicroBatcher(Holder(predictor), writer, ServingMetrics(), max_tokens=384, workers=2)  # type: ignore[arg-type]
+    lone = "word " * 60  # 77 tokens: enough for the many-thread session
+
+    async def run() -> None:
+        await batcher.start()
+        try:
+            await batcher.predict([lone])  # a lone client
+            await batcher.predict([f"burst {i:02d} " + "word " * 10 for i in range(10)])  # all at once
+            await batcher.predict([lone])  # the first lone request after the burst
+            await batcher.predict([lone])
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+    writer.close()
+    # one pass a batch (the burst's texts are of one length): the layouts line up with the batches
+    assert len(predictor.layouts) == len(predictor.batches)
+    lone_layouts = [layout for layout, b in zip(predictor.layouts, predictor.batches, strict=True) if b == [lone]]
+    burst_layouts = {layout for layout, b in zip(predictor.layouts, predictor.batches, strict=True) if b != [lone]}
+    assert burst_layouts == {"one"}  # the burst's batches run side by side
+    assert lone_layouts == ["solo", "one", "solo"]
+    assert store.count() == 13

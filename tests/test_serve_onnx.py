@@ -181,6 +181,13 @@ def test_the_many_thread_session_answers_as_the_one_thread_one(
     # shapes slowed the server for minutes at a time; docs/serving.md)
     for predictor in (one, both, both.solo):
         assert predictor.session.get_session_options().enable_cpu_mem_arena is False
+    # only the many-thread session spins (a lone pass: its threads do not sleep between
+    # operators), and it stops spinning when the pass returns
+    spinning = "session.intra_op.allow_spinning"
+    assert one.session.get_session_options().get_session_config_entry(spinning) == "0"
+    solo_options = both.solo.session.get_session_options()
+    assert solo_options.get_session_config_entry(spinning) == "1"
+    assert solo_options.get_session_config_entry("session.force_spinning_stop") == "1"
     ids = both.encode([*TEXTS, "word " * 400])
     for a, b in zip(both.forward_ids(ids), both.solo.forward_ids(ids), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -208,22 +215,30 @@ def test_a_lone_request_tries_both_thread_layouts_with_the_same_answer(
 
 
 def test_the_thread_chooser_takes_the_cheaper_layout_and_keeps_checking() -> None:
-    chooser = ThreadChooser(explore_every=8, min_samples=2)
-    tried = []
-    for _ in range(6):
-        solo = chooser.pick(200)
-        chooser.record(200, solo, 0.010 if solo else 0.030)  # many threads 3x faster here
-        tried.append(solo)
+    now = [0.0]
+    chooser = ThreadChooser(explore_every_s=10.0, min_samples=2, clock=lambda: now[0])
+
+    def turns(n: int, seconds_each: float, solo_s: float, one_s: float) -> str:
+        picks = ""
+        for _ in range(n):
+            now[0] += seconds_each
+            solo = chooser.pick(200)
+            chooser.record(200, solo, solo_s if solo else one_s)
+            picks += "T" if solo else "F"
+        return picks
+
     # each layout measured in a run of its own; the first pass of each run is not kept
-    assert tried == [True, True, True, False, False, False]
+    assert turns(6, 0.04, 0.010, 0.030) == "TTTFFF"  # many threads 3x faster here
     assert chooser.samples(200) == (2, 2)
-    picks = [chooser.pick(200) for _ in range(8)]
-    assert picks.count(True) == 6 and picks.count(False) == 2  # the other one twice in 8 turns
-    assert "FF" in "".join("T" if p else "F" for p in picks)  # in a pair
-    for _ in range(20):
-        chooser.record(200, True, 0.090)  # the cores got busy: now the slower choice
-    picks = [chooser.pick(200) for _ in range(8)]
-    assert picks.count(False) == 6 and picks.count(True) == 2
+    # then the cheaper one, and the other one once every 10 s, in a pair (40 ms a pass)
+    picks = turns(600, 0.04, 0.010, 0.030)
+    explored = [i for i, p in enumerate(picks) if p == "F"]
+    assert len(explored) == 4 and explored[1] == explored[0] + 1 and explored[3] == explored[2] + 1
+    # 10 s (250 turns) after the one-thread run, then 10 s after the pair
+    assert 249 <= explored[0] <= 251 and 249 <= explored[2] - explored[1] <= 251
+    # the cores got busy: the chosen layout is measured at every pass, so it switches at once
+    picks = turns(20, 0.04, 0.090, 0.030)
+    assert picks.endswith("F" * 10)
     assert chooser.samples(20) == (0, 0)  # short batches are measured on their own
 
 

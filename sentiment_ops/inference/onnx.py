@@ -146,7 +146,7 @@ class OnnxPredictor:
         self.session = _session(onnx_path, self.threads)
         self.solo: OnnxPredictor | _SoloView = self
         if solo_threads is not None and solo_threads > self.threads:
-            self.solo = _SoloView(self, _session(onnx_path, solo_threads), solo_threads)
+            self.solo = _SoloView(self, _session(onnx_path, solo_threads, spin=True), solo_threads)
 
     @classmethod
     def from_model(
@@ -187,9 +187,10 @@ class _SoloView:
         return _run(self.session, batch, self.pad_id)
 
 
-def _session(onnx_path: Path, threads: int, arena: bool = False) -> Any:
+def _session(onnx_path: Path, threads: int, arena: bool = False, spin: bool = False) -> Any:
     """An ONNX Runtime CPU session of ``onnx_path`` with ``threads`` intra-op threads
-    (``arena``: with the CPU memory arena, for ``benchmarks/onnx_arena.py``)."""
+    (``arena``: with the CPU memory arena, for ``benchmarks/onnx_arena.py``; ``spin``: its
+    threads spin within a pass, for the many-thread session of a lone pass)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -206,13 +207,17 @@ def _session(onnx_path: Path, threads: int, arena: bool = False) -> Any:
     # it for passes within the 384-token budget (serve.batch_max_tokens: 0.99-1.01x); passes
     # of 2,000 tokens are 15% slower (buffers mapped and faulted in anew; benchmarks/onnx_arena.py).
     opts.enable_cpu_mem_arena = arena
-    # Idle worker threads must not spin: on a few cores they would steal the CPU that the
-    # event loop needs to parse the next requests. Not even in the solo session, with the
-    # spinning stopped as each pass returns (``session.force_spinning_stop``): on 2 AVX2
-    # cores a lone long review gained 6-10 %, but long texts at 32 clients lost 4-7 % (a
-    # pass that starts alone under load shares the cores with the next one-thread pass;
-    # docs/benchmarks.md, "Two thread settings").
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The one-thread sessions' idle workers must not spin: on a few cores they would steal
+    # the CPU that the event loop and the other passes need. The many-thread session of a
+    # lone pass (``spin``) spins within the pass and stops as it returns
+    # (``session.force_spinning_stop``; with spinning left on, 40-60 ms of CPU burnt in the
+    # 300 ms after a pass): a lone long review ~9 % faster on 2 AVX2 cores. It cost long
+    # texts at 32 clients 4-7 % only while a batch taken in a gap under load counted as
+    # alone, before the batcher required the batch before it to be alone too
+    # (docs/benchmarks.md, "Lone passes").
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -114,8 +114,12 @@ class ThreadChooser:
     not assumed. Idle cores make a lone pass faster on all of them; cores busy with other
     work (another process, a neighbour's job) make the threads wait on each other, and then
     one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
-    seconds per token of each choice (moving average), takes the cheaper one, and every
-    ``explore_every`` turns the other twice, so a change in the machine's load is noticed.
+    seconds per token of each choice (moving average), takes the cheaper one, and once every
+    ``explore_every_s`` seconds the other one twice, so a change in the machine's load is
+    noticed. The chosen layout is measured at every pass (a slowdown of it shows at once);
+    exploring is only for the other one getting faster, and it costs: a lone long review
+    on 1 thread of 2 takes ~1.6x as long, and the first 2-thread pass after it wakes the
+    sleeping threads. Done every 32 turns (before), that was ~4 % of a lone client's time.
 
     A pass right after a pass of the other layout is not measured (``record``): the
     many-thread session's threads sleep between its passes, and waking them costs the
@@ -125,13 +129,21 @@ class ThreadChooser:
     long reviews on 1 thread for its first ~150 of them. So each layout is first measured
     in a run of its own (``min_samples`` + 1 passes), and explored in pairs."""
 
-    def __init__(self, explore_every: int = 32, alpha: float = 0.2, min_samples: int = 3) -> None:
-        self.explore_every = explore_every
+    def __init__(
+        self,
+        explore_every_s: float = 10.0,
+        alpha: float = 0.2,
+        min_samples: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.explore_every_s = explore_every_s
         self.alpha = alpha
         self.min_samples = min_samples
+        self._clock = clock
         self._cost: dict[tuple[int, bool], float] = {}
         self._samples: dict[tuple[int, bool], int] = {}
-        self._turn: dict[int, int] = {}
+        self._explored: dict[int, float] = {}  # when the other layout was last tried, per size
+        self._exploring: dict[int, int] = {}  # passes of the other layout still to run, per size
         self._previous: bool | None = None  # the layout of the last pass, measured or not
         self._lock = threading.Lock()
 
@@ -143,14 +155,21 @@ class ThreadChooser:
         """True: run on the many-thread session."""
         b = self._bucket(tokens)
         with self._lock:
-            turn = self._turn[b] = self._turn.get(b, 0) + 1
             solo_n, one_n = self._samples.get((b, True), 0), self._samples.get((b, False), 0)
             if solo_n < self.min_samples:
                 return True
             if one_n < self.min_samples:
+                self._explored[b] = self._clock()
                 return False
             best = self._cost[(b, True)] <= self._cost[(b, False)]
-            return (not best) if turn % self.explore_every in (0, 1) else best
+            now = self._clock()
+            if not self._exploring.get(b) and now - self._explored.get(b, now) >= self.explore_every_s:
+                self._exploring[b] = 2  # in a pair: the first pass after a switch is not measured
+            if self._exploring.get(b):
+                self._exploring[b] -= 1
+                self._explored[b] = now
+                return not best
+            return best
 
     def samples(self, tokens: int) -> tuple[int, int]:
         """Batches of this size measured so far: (many-thread, one-thread)."""
@@ -203,6 +222,7 @@ class MicroBatcher:
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._busy = 0  # inference threads in a batch
+        self._was_idle = True  # the last batch taken found no other batch running, nothing waiting
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -299,7 +319,12 @@ class MicroBatcher:
                 if remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            alone = self._busy == 0 and not pending
+            # Alone: no other batch runs and nothing waits, now and when the batch before it
+            # was taken (a lone client's regime, not a gap in a busy stream: a many-thread
+            # pass started in such a gap shares the cores with the passes of the requests
+            # that arrive while it runs).
+            idle = self._busy == 0 and not pending
+            alone, self._was_idle = idle and self._was_idle, idle
             self._busy += 1
             if pending:
                 self._cond.notify()  # another idle thread takes the rest
@@ -343,6 +368,7 @@ class MicroBatcher:
             self.chooser.record(tokens, use_solo, time.perf_counter() - t_pass)
         else:
             self.chooser.ran(use_solo)
+        self.metrics.batch_threads.labels("many" if use_solo else "one").inc()
         self.metrics.inference.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(texts))
         results, records = self._package(model, items, pred)

@@ -87,6 +87,15 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.batch_threads = Counter(
+            "sentops_batch_threads",
+            "Micro-batches by the intra-op threads of their passes: 'one' (under load, batches run "
+            "side by side) or 'many' (a batch that ran alone on the many-thread session).",
+            ["threads"],
+            registry=r,
+        )
+        for layout in ("one", "many"):
+            self.batch_threads.labels(layout)
         self.predictions = Counter("sentops_predictions", "Predictions by label.", ["label"], registry=r)
         for name in LABEL_NAMES:
             self.predictions.labels(name)
