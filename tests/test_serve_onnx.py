@@ -212,6 +212,11 @@ def test_a_lone_request_tries_both_thread_layouts_with_the_same_answer(
     solo_n, one_n = srv.state.batcher.chooser.samples(tokens)
     assert solo_n >= 3 and one_n >= 3  # measured both ways before settling
     assert len(answers) == 1
+    # /metrics counts the batches of each layout (an operator sees whether lone passes take every core)
+    registry = srv.state.metrics.registry
+    many = registry.get_sample_value("sentops_batch_threads_total", {"threads": "many"})
+    one = registry.get_sample_value("sentops_batch_threads_total", {"threads": "one"})
+    assert many is not None and one is not None and many >= 3 and one >= 3 and many + one == 10
 
 
 def test_the_thread_chooser_takes_the_cheaper_layout_and_keeps_checking() -> None:
