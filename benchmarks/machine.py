@@ -44,10 +44,6 @@ def describe() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {model}, {simd.strip()}"
 
 
-if __name__ == "__main__":
-    print(describe())
-
-
 def wait_idle(busy_cores: float = 0.15, window_s: float = 0.2, timeout_s: float = 60.0) -> float:
     """Wait until the machine's CPUs are idle (under ``busy_cores`` cores busy over a
     ``window_s`` window, from /proc/stat), at most ``timeout_s``; the seconds waited.
@@ -75,3 +71,7 @@ def wait_idle(busy_cores: float = 0.15, window_s: float = 0.2, timeout_s: float 
             break
         busy, total = busy2, total2
     return time.monotonic() - t0
+
+
+if __name__ == "__main__":
+    print(describe())

@@ -139,7 +139,10 @@ class WithSolo(Recording):
         self.solo = _SoloRecording(self)
 
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        self.layouts.append("one")
+        return self.run_pass("one", batch)
+
+    def run_pass(self, layout: str, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        self.layouts.append(layout)
         time.sleep(0.03)
         return super().forward_ids(batch)
 
@@ -152,9 +155,7 @@ class _SoloRecording:
         return self.base.encode(texts)
 
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        self.base.layouts.append("solo")
-        time.sleep(0.03)
-        return Recording.forward_ids(self.base, batch)
+        return self.base.run_pass("solo", batch)
 
 
 def test_a_pass_takes_every_core_only_for_a_lone_client_not_in_a_gap_of_a_burst(tmp_path: Path) -> None:
