@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,7 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 from serve_support import Server, clean_env, promote, serve_settings, start_server
 
+from sentiment_ops.serving.body_limit import body_limits
 from sentiment_ops.store import InferenceStore
 
 MAX_CHARS = 300
@@ -132,15 +134,90 @@ def test_text_at_the_limit_is_fine(client: httpx.Client) -> None:
 def test_invalid_json_and_encodings(client: httpx.Client, server: Server) -> None:
     before = _rows(server)
     headers = {"content-type": "application/json"}
-    _assert_422(client.post("/predict", content=b'{"text": "unterminated', headers=headers), "not valid JSON")
+    r = client.post("/predict", content=b'{"text": "unterminated', headers=headers)
+    _assert_422(r, "body: request body is not valid JSON (Unterminated string starting at: character 9)")
     _assert_422(client.post("/predict", content=b"", headers=headers))
     r = client.post("/predict", content=b'{"text": "\xff\xfe"}', headers=headers)
-    assert r.status_code == 400 and "parsing the body" in r.json()["detail"]  # not UTF-8
+    assert r.status_code == 400 and r.json()["detail"] == "request body is not UTF-8 (invalid start byte at byte 10)"
+    r = client.post("/predict", content=b"[" * 5000 + b"]" * 5000, headers=headers)
+    assert r.status_code == 400 and r.json()["detail"] == "request body is not valid JSON (nested too deeply)"
     # a lone surrogate is valid JSON but not valid Unicode text
     _assert_422(client.post("/predict", content=b'{"text": "bad \\ud800 char"}', headers=headers), "unicode")
     r = client.post("/predict", content=b"text=hello", headers={"content-type": "text/plain"})
     assert 400 <= r.status_code < 500
     assert _rows(server) == before
+
+
+def _raw_answer(server: Server, head: bytes, timeout_s: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """Send ``head`` (request line and headers, no body) and read the answer: the server must
+    answer without the body it was promised."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(head)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+def _length(data: bytes) -> int:
+    for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(server: Server) -> None:
+    """A client that announces 50 MB gets a 413 at once, not after the server has held and
+    parsed it (before the limit the server waited for all of it: this socket timed out)."""
+    limits = body_limits(MAX_CHARS, 4)
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n"
+    )
+    status, body = _raw_answer(server, head)
+    assert status == 413
+    assert body["detail"] == (
+        f"request body too large: 50,000,000 bytes, at most {limits['/predict']:,} on /predict "
+        "(set by serve.max_text_chars and serve.max_batch_items)"
+    )
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(client: httpx.Client, server: Server) -> None:
+    before = _rows(server)
+    limit = body_limits(MAX_CHARS, 4)["/predict/batch"]
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server only learns the size by reading
+        nonlocal sent
+        yield b'{"texts": ["'
+        while sent < 4 * limit:
+            sent += 65536
+            yield b"a" * 65536
+
+    r = client.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"].startswith(f"request body too large: more than {limit:,} bytes on /predict/batch")
+    assert _rows(server) == before
+
+
+def test_the_largest_valid_requests_pass_the_body_limit(client: httpx.Client) -> None:
+    """The limits never refuse a valid request: texts of the most characters, each one that
+    takes the most bytes as JSON (outside the BMP, escaped as two \\uXXXX)."""
+    text = "\U0001f600" * MAX_CHARS
+    one = json.dumps({"text": text}, ensure_ascii=True, indent=4).encode()
+    assert len(one) >= MAX_CHARS * 12
+    headers = {"content-type": "application/json"}
+    assert client.post("/predict", content=one, headers=headers).status_code == 200
+    many = json.dumps({"texts": [text] * 4}, ensure_ascii=True, indent=4).encode()
+    assert client.post("/predict/batch", content=many, headers=headers).status_code == 200
+    records = json.dumps({"dataframe_records": [{"text": text, "source": "x" * 500}] * 4}).encode()
+    assert client.post("/invocations", content=records, headers=headers).status_code == 200
 
 
 def test_batch_limits(client: httpx.Client, server: Server) -> None:

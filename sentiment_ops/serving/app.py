@@ -22,6 +22,7 @@ from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
+from sentiment_ops.serving.body_limit import BodyLimitMiddleware, body_limits
 from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
 from sentiment_ops.serving.label_page import label_router
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -114,6 +115,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
     return app
@@ -155,11 +157,14 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     errors = []
     for err in exc.errors():
         message = str(err.get("msg", "invalid"))
-        if err.get("type") == "json_invalid":
-            message = f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":  # loc: ("body", the character position)
+            why = err.get("ctx", {}).get("error", "parse error")
+            message = f"request body is not valid JSON ({why}: character {loc[-1]})"
+            loc = ("body",)
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        errors.append({"field": _field(tuple(err.get("loc", ()))), "message": message, "type": str(err.get("type"))})
+        errors.append({"field": _field(loc), "message": message, "type": str(err.get("type"))})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"
@@ -168,6 +173,12 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400:  # FastAPI's "There was an error parsing the body": say why
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):
+            detail = f"request body is not UTF-8 ({cause.reason} at byte {cause.start})"
+        elif isinstance(cause, RecursionError):
+            detail = "request body is not valid JSON (nested too deeply)"
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 

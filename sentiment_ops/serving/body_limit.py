@@ -1,0 +1,88 @@
+"""Request body limits: a body larger than any valid request of its route is refused with
+a 413 and a one-line ``detail``, before it is read when its ``Content-Length`` says so, or
+as soon as the bytes received pass the limit (a chunked body). Without it the server read
+and parsed any body whole before validation refused it: one 300 MB body to /predict raised
+the server's peak memory by ~880 MB and held the event loop (every other client) for
+~1.5 s, for a 422 in the end; a few such requests at once would take a container's memory.
+
+The limits follow the text limits, so no valid request is ever refused: a text of
+``serve.max_text_chars`` characters takes at most ``BYTES_PER_CHAR`` bytes as JSON (a
+character outside the Basic Multilingual Plane escaped as two ``\\uXXXX``), plus room for
+the field names, whitespace and, for /invocations, other columns. Routes without texts
+(/feedback, /admin/reload, the labeling page) take ``OTHER_LIMIT`` bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.responses import JSONResponse
+
+BYTES_PER_CHAR = 12  # "\ud83d\ude00": one character, 12 bytes of JSON
+ITEM_SLACK = 1024  # per text: its quotes, a field name, other columns of an /invocations row
+BODY_SLACK = 64 * 1024  # per body: the envelope and whitespace
+OTHER_LIMIT = 64 * 1024
+
+
+def body_limits(max_text_chars: int, max_batch_items: int) -> dict[str, int]:
+    """The largest body each text route accepts, in bytes."""
+    text = max_text_chars * BYTES_PER_CHAR + ITEM_SLACK
+    many = max_batch_items * text + BODY_SLACK
+    return {"/predict": text + BODY_SLACK, "/predict/batch": many, "/invocations": many}
+
+
+class BodyTooLargeError(HTTPException):
+    """Raised from ``receive`` when a body passes its route's limit: FastAPI lets an
+    ``HTTPException`` from reading the body through, and the app answers it as any other."""
+
+    def __init__(self, path: str, limit: int, size: int | None) -> None:
+        super().__init__(413, too_large(path, limit, size), headers={"Connection": "close"})
+
+
+def too_large(path: str, limit: int, size: int | None) -> str:
+    got = f"{size:,} bytes, at most {limit:,}" if size is not None else f"more than {limit:,} bytes"
+    return f"request body too large: {got} on {path} (set by serve.max_text_chars and serve.max_batch_items)"
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI; ``limits`` by exact path, ``default`` for every other path."""
+
+    def __init__(self, app: Any, limits: dict[str, int], default: int = OTHER_LIMIT) -> None:
+        self.app = app
+        self.limits = limits
+        self.default = default
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.limits.get(path, self.default)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            # Refused unread: the client may still be sending, so the connection closes.
+            response = JSONResponse({"detail": too_large(path, limit, declared)}, 413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLargeError(path, limit, None)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser refuses it before the app runs
+    return None
