@@ -7,12 +7,17 @@ The version's model is exported to fp32 ONNX as ``sentops train`` does (eager at
 then quantised four ways: ``logged`` (int8 weights per channel, the product's setting,
 ``inference.onnx.quantize_int8``), ``per_tensor`` (one scale per weight), ``reduce_range``
 (7-bit weights, the setting onnxruntime suggests where VPMADDUBSW saturates) and ``u8u8``
-(uint8 weights); ``fp32`` is the unquantised graph; ``torch_dynamic`` is
+(uint8 weights); ``fused`` and ``fused_no_attention`` are the fp32 graph rewritten first by
+onnxruntime's transformer optimizer for BERT (``optimize_model``: Attention, SkipLayerNorm,
+BiasGelu and EmbedLayerNorm fused; the second without the Attention fusion), then quantised
+with the logged settings (``fused``: the fused attention as QAttention; the second: MatMuls
+only); ``fp32`` is the unquantised graph; ``torch_dynamic`` is
 ``torch.ao.quantization.quantize_dynamic`` on the torch model (logits only). One thread
 each, tokenised beforehand, passes of 256 tokens (sorted by length), alternating rounds;
 the figure is the median. CPUs without AVX-512 VNNI run the int8 graph at about half the
 speed of those with it (docs/benchmarks.md, "Serving load"): this says whether another
-setting would win some of it back. Writes benchmarks/results/int8_variants.json.
+setting would win some of it back. ``labels_differ``: the share of texts whose label a graph
+gives otherwise than the logged one. Writes benchmarks/results/int8_variants.json.
 """
 
 from __future__ import annotations
@@ -61,6 +66,21 @@ class TorchDynamic:
         return out.logits.numpy(), np.zeros((len(batch), 1), np.float32)
 
 
+def fused_fp32(fp32: Path, dest: Path, attention: bool) -> Path:
+    """``fp32`` rewritten by onnxruntime's transformer optimizer for BERT (all-MiniLM-L6-v2:
+    12 heads, hidden size 384), with or without the Attention fusion."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_attention = attention
+    optimized = optimize_model(
+        str(fp32), model_type="bert", num_heads=12, hidden_size=384, opt_level=0, optimization_options=options
+    )
+    optimized.save_model_to_file(str(dest))
+    return dest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", required=True)
@@ -71,6 +91,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     quiet_third_party()
+    import onnx
     import torch
     from onnxruntime.quantization import QuantType
 
@@ -89,6 +110,12 @@ def main() -> None:
     for name, options in overrides.items():
         dest = quantize_int8(fp32, Path(tmp.name) / f"{name}.int8.onnx", **options)
         predictors[name] = OnnxPredictor(model, dest, threads=1)
+    fused_types = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # the contrib ops have no shape inference
+    for name, attention in (("fused", True), ("fused_no_attention", False)):
+        graph = fused_fp32(fp32, Path(tmp.name) / f"{name}.fp32.onnx", attention)
+        only = {} if attention else {"op_types_to_quantize": ["MatMul"]}
+        dest = quantize_int8(graph, Path(tmp.name) / f"{name}.int8.onnx", extra_options=fused_types, **only)
+        predictors[name] = OnnxPredictor(model, dest, threads=1)
     predictors["fp32"] = OnnxPredictor(model, fp32, threads=1)
     torch.set_num_threads(1)
     predictors["torch_dynamic"] = TorchDynamic(model, predictors["logged"].pad_id)
@@ -97,6 +124,7 @@ def main() -> None:
     result: dict[str, Any] = {}
     for kind, items in texts.items():
         ids = model.encode(items)
+        labels = {name: forward_grouped(p, ids, max_tokens=PASS_TOKENS).labels for name, p in predictors.items()}
         rates: dict[str, list[float]] = {name: [] for name in predictors}
         for _ in range(args.rounds):
             for name, predictor in predictors.items():
@@ -109,6 +137,7 @@ def main() -> None:
                 "texts_per_s": round(statistics.median(r), 1),
                 "rounds": [round(x, 1) for x in r],
                 "over_logged": round(statistics.median(r) / logged, 3),
+                "labels_differ": round(float(np.mean(labels[name] != labels["logged"])), 4),
             }
             for name, r in rates.items()
         }
