@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from sentiment_ops.cli.main import app as cli_app
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.serving import create_app
+from sentiment_ops.serving.http_protocol import HeadLimitProtocol
 
 
 def clean_env(mp: pytest.MonkeyPatch, home: Path) -> None:
@@ -109,7 +110,9 @@ def start_server(settings: Settings) -> Server:
     """A real uvicorn on a free loopback port, in a thread, started and ready to accept."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http=HeadLimitProtocol
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

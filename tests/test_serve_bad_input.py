@@ -6,6 +6,7 @@ it: one row per answered prediction, with its text, and no other row."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -27,6 +28,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from serve_support import Server, clean_env, promote, serve_settings, start_server
 
 from sentiment_ops.serving.body_limit import body_limits
+from sentiment_ops.serving.http_protocol import MAX_HEAD_BYTES, too_large_head
 from sentiment_ops.store import InferenceStore
 
 MAX_CHARS = 300
@@ -186,6 +188,30 @@ def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(serve
         f"request body too large: 50,000,000 bytes, at most {limits['/predict']:,} on /predict "
         "(set by serve.max_text_chars and serve.max_batch_items)"
     )
+
+
+def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server) -> None:
+    """A header that never ends is refused as it passes MAX_HEAD_BYTES (before the bound the
+    server read all of it, at a cost that grows with its square, holding every client)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close while this still sends
+            for _ in range(16):
+                sock.sendall(b"a" * 65536)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert json.loads(body) == {"detail": too_large_head(MAX_HEAD_BYTES)}
+
+
+def test_a_large_head_within_the_bound_is_served(client: httpx.Client) -> None:
+    cookie = "c=" + "x" * (MAX_HEAD_BYTES - 4096)
+    r = client.post("/predict", json={"text": "a fine film"}, headers={"Cookie": cookie})
+    assert r.status_code == 200, r.text
 
 
 def test_a_chunked_body_is_refused_once_it_passes_the_limit(client: httpx.Client, server: Server) -> None:

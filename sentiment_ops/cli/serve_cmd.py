@@ -54,6 +54,7 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
+    from sentiment_ops.serving.http_protocol import HeadLimitProtocol
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
@@ -92,6 +93,7 @@ def serve(
             log_level=settings.log_level.lower(),
             log_config=log_config(settings.serve.log_format, settings.log_level),
             timeout_graceful_shutdown=30,
+            http=HeadLimitProtocol,  # a bound on request heads (serving/http_protocol.py)
         )
     finally:
         store.close()
