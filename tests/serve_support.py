@@ -106,13 +106,12 @@ class Server:
         assert not self.thread.is_alive(), "server did not shut down"
 
 
-def start_server(settings: Settings) -> Server:
-    """A real uvicorn on a free loopback port, in a thread, started and ready to accept."""
+def start_server(settings: Settings, http: type[HeadLimitProtocol] = HeadLimitProtocol) -> Server:
+    """A real uvicorn on a free loopback port, in a thread, started and ready to accept, with
+    the HTTP protocol `sentops serve` runs."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http=HeadLimitProtocol
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +29,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from serve_support import Server, clean_env, promote, serve_settings, start_server
 
 from sentiment_ops.serving.body_limit import body_limits
-from sentiment_ops.serving.http_protocol import MAX_HEAD_BYTES, too_large_head
+from sentiment_ops.serving.http_protocol import MAX_HEAD_BYTES, HeadLimitProtocol, head_too_slow, too_large_head
 from sentiment_ops.store import InferenceStore
 
 MAX_CHARS = 300
@@ -150,20 +151,30 @@ def test_invalid_json_and_encodings(client: httpx.Client, server: Server) -> Non
     assert _rows(server) == before
 
 
+def _address(server: Server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP answer from ``sock``: its status and body (to its Content-Length, or to the
+    end of the connection)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
+
+
 def _raw_answer(server: Server, head: bytes, timeout_s: float = 10.0) -> tuple[int, dict[str, Any]]:
     """Send ``head`` (request line and headers, no body) and read the answer: the server must
     answer without the body it was promised."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+    with socket.create_connection(_address(server), timeout=timeout_s) as sock:
         sock.sendall(head)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    status = int(data.split(b" ", 2)[1])
-    return status, json.loads(data.partition(b"\r\n\r\n")[2])
+        status, body = _read_answer(sock)
+    return status, json.loads(body)
 
 
 def _length(data: bytes) -> int:
@@ -193,8 +204,7 @@ def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(serve
 def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server) -> None:
     """A header that never ends is refused as it passes MAX_HEAD_BYTES (before the bound the
     server read all of it, at a cost that grows with its square, holding every client)."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection(_address(server), timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
         with contextlib.suppress(OSError):  # the server may close while this still sends
             for _ in range(16):
@@ -206,6 +216,45 @@ def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert json.loads(body) == {"detail": too_large_head(MAX_HEAD_BYTES)}
+
+
+class QuickHeadTimeout(HeadLimitProtocol):
+    head_timeout_s = 0.5
+
+
+@pytest.fixture(scope="module")
+def quick_head_server(server: Server) -> Iterator[Server]:
+    """The module's server's settings and store, with a head time-out of 0.5 s."""
+    srv = start_server(server.state.settings, http=QuickHeadTimeout)
+    yield srv
+    srv.stop()
+
+
+def test_a_head_that_does_not_arrive_in_time_gets_a_408(quick_head_server: Server) -> None:
+    """A connection that sends part of a head, or nothing, is answered 408 and closed (before
+    the time-out both were held open for good: these reads timed out)."""
+    address = _address(quick_head_server)
+    with socket.create_connection(address, timeout=10) as slow, socket.create_connection(address, timeout=10) as silent:
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for sock in (slow, silent):
+            status, body = _read_answer(sock)
+            assert status == 408
+            assert json.loads(body) == {"detail": head_too_slow(0.5)}
+            assert sock.recv(1) == b""  # closed
+
+
+def test_a_head_in_pieces_within_the_time_is_served_also_after_a_pause(quick_head_server: Server) -> None:
+    """The time runs from a head's first byte, not from the previous answer: a kept-alive
+    connection that pauses between requests (less than uvicorn's keep-alive time-out)
+    keeps its full time for the next head."""
+    with socket.create_connection(_address(quick_head_server), timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            time.sleep(0.2)
+            sock.sendall(b"Host: 127.0.0.1\r\n\r\n")
+            status, body = _read_answer(sock)
+            assert (status, json.loads(body)) == (200, {"status": "ok"})
+            time.sleep(0.4)
 
 
 def test_a_large_head_within_the_bound_is_served(client: httpx.Client) -> None:

@@ -9,15 +9,25 @@ header took 152 s to read and raised the server's memory by 580 MB. Here a head 
 the bound gets a 431 with a one-line JSON ``detail`` and the connection is closed, before
 more of it is parsed. The bound counts the bytes a connection receives while a head is
 incomplete, up to the blank line that ends it (body bytes that arrive with it do not count).
-64 KiB is four times what nginx accepts by default (four 8 KiB buffers)."""
+64 KiB is four times what nginx accepts by default (four 8 KiB buffers).
+
+A head must also arrive within ``HEAD_TIMEOUT_S`` of its first byte (of the connection, for
+the first request): uvicorn times out a connection only while it is idle between requests,
+so one that never sends a head, or sends it a byte at a time, was held for good (400 such
+connections, opened and left, were all still open 20 s later; each holds a file descriptor
+until the process has none left). On time-out the connection gets a 408 and is closed;
+nginx waits 60 s (``client_header_timeout``), a client on a slow link sends a head in one
+packet."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 30.0
 _END = b"\r\n\r\n"
 
 
@@ -25,19 +35,34 @@ def too_large_head(limit: int) -> str:
     return f"request line and headers too large: more than {limit:,} bytes"
 
 
+def head_too_slow(timeout_s: float) -> str:
+    return f"request line and headers not received within {timeout_s:g} s"
+
+
 class HeadLimitProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=HeadLimitProtocol)``."""
 
     max_head_bytes = MAX_HEAD_BYTES
+    head_timeout_s = HEAD_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # of the head being received; None: in a body
         self._last = b""  # the end of the previous read: the blank line may straddle two reads
+        self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -48,21 +73,36 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if self._refused:
             return
         if self._head_bytes is not None:
+            if self._head_timer is None:  # the first byte of a head on a kept-alive connection
+                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
             end = (self._last + data).find(_END)
             self._head_bytes += len(data) if end < 0 else max(0, end + len(_END) - len(self._last))
             if self._head_bytes > self.max_head_bytes:
-                self._refuse_head()
+                self._refuse(431, "Request Header Fields Too Large", too_large_head(self.max_head_bytes))
                 return
         self._last = data[-(len(_END) - 1) :]
         super().data_received(data)
 
-    def _refuse_head(self) -> None:
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self._refuse(408, "Request Timeout", head_too_slow(self.head_timeout_s))
+
+    def _refuse(self, status: int, phrase: str, detail: str) -> None:
         self._refused = True
-        detail = too_large_head(self.max_head_bytes)
+        self._stop_head_timer()
         self.logger.warning("%s; connection closed", detail)
         body = ('{"detail":"' + detail + '"}').encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\nconnection: close\r\n".encode()
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
         )
         self.transport.close()
