@@ -29,7 +29,13 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from serve_support import Server, clean_env, promote, serve_settings, start_server
 
 from sentiment_ops.serving.body_limit import body_limits
-from sentiment_ops.serving.http_protocol import MAX_HEAD_BYTES, HeadLimitProtocol, head_too_slow, too_large_head
+from sentiment_ops.serving.http_protocol import (
+    MAX_HEAD_BYTES,
+    HeadLimitProtocol,
+    body_stalled,
+    head_too_slow,
+    too_large_head,
+)
 from sentiment_ops.store import InferenceStore
 
 MAX_CHARS = 300
@@ -218,14 +224,15 @@ def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server)
     assert json.loads(body) == {"detail": too_large_head(MAX_HEAD_BYTES)}
 
 
-class QuickHeadTimeout(HeadLimitProtocol):
+class QuickTimeouts(HeadLimitProtocol):
     head_timeout_s = 0.5
+    body_timeout_s = 0.5
 
 
 @pytest.fixture(scope="module")
 def quick_head_server(server: Server) -> Iterator[Server]:
-    """The module's server's settings and store, with a head time-out of 0.5 s."""
-    srv = start_server(server.state.settings, http=QuickHeadTimeout)
+    """The module's server's settings and store, with head and body time-outs of 0.5 s."""
+    srv = start_server(server.state.settings, http=QuickTimeouts)
     yield srv
     srv.stop()
 
@@ -255,6 +262,41 @@ def test_a_head_in_pieces_within_the_time_is_served_also_after_a_pause(quick_hea
             status, body = _read_answer(sock)
             assert (status, json.loads(body)) == (200, {"status": "ok"})
             time.sleep(0.4)
+
+
+def test_a_stalled_body_gets_a_408_and_stores_nothing(quick_head_server: Server, server: Server) -> None:
+    """A client that announces a body and stops sending is answered 408 and closed (before
+    the time-out its connection and handler waited for good: this read timed out)."""
+    before = _rows(server)
+    with socket.create_connection(_address(quick_head_server), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"text": "a fi'
+        )
+        status, body = _read_answer(sock)
+        assert status == 408
+        assert json.loads(body) == {"detail": body_stalled(0.5)}
+        assert sock.recv(1) == b""
+    assert _rows(server) == before
+
+
+def test_a_body_sent_slowly_but_steadily_is_served(quick_head_server: Server, ledger: Ledger) -> None:
+    """The body time-out is for a stall, not for a slow upload: pieces 0.2 s apart for 1.2 s
+    (the same store as the module's server: the answer goes into the ledger)."""
+    body = json.dumps({"text": "a slow but steady review of a fine film"}).encode()
+    with socket.create_connection(_address(quick_head_server), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for i in range(0, len(body), 7):
+            time.sleep(0.2)
+            sock.sendall(body[i : i + 7])
+        status, answer = _read_answer(sock)
+    assert status == 200, answer
+    assert json.loads(answer)["text"] == "a slow but steady review of a fine film"
+    ledger.record("POST", "/predict", status, lambda: json.loads(answer))
+    assert quick_head_server.state.writer.flush(30.0)
 
 
 def test_a_large_head_within_the_bound_is_served(client: httpx.Client) -> None:
