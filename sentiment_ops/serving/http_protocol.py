@@ -1,5 +1,6 @@
 """The HTTP protocol `sentops serve` runs: uvicorn's httptools protocol with a bound on a
-request's head (request line and headers), ``MAX_HEAD_BYTES``.
+request's head (request line and headers), ``MAX_HEAD_BYTES``, a time for the head to arrive,
+``HEAD_TIMEOUT_S``, and one for a body that stalls, ``BODY_IDLE_TIMEOUT_S``.
 
 uvicorn puts no limit on the head with httptools, and httptools gathers a header's value by
 concatenating what arrives, so the cost grows with the square of its length, on the event
@@ -53,7 +54,8 @@ def body_stalled(timeout_s: float) -> str:
 
 
 class HeadLimitProtocol(HttpToolsProtocol):
-    """``uvicorn.run(..., http=HeadLimitProtocol)``."""
+    """``uvicorn.run(..., http=HeadLimitProtocol)``; the bound and the times are class
+    attributes (the tests' subclass shortens the times)."""
 
     max_head_bytes = MAX_HEAD_BYTES
     head_timeout_s = HEAD_TIMEOUT_S
