@@ -128,30 +128,28 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if idle < self.body_timeout_s:
             self._body_timer = self.loop.call_later(self.body_timeout_s - idle, self._body_idle)
             return
-        detail = body_stalled(self.body_timeout_s)
-        if self.cycle is not None and self.cycle.response_started:  # an answer under way: just close
-            self._refused = True
-            self.logger.warning("%s; connection closed", detail)
-            self.transport.close()
-        else:
-            self._refuse(408, "Request Timeout", detail)
+        answered = self.cycle is not None and self.cycle.response_started  # an answer under way: just close
+        self._refuse(408, "Request Timeout", body_stalled(self.body_timeout_s), answer=not answered)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self.transport.is_closing():
             self._refuse(408, "Request Timeout", head_too_slow(self.head_timeout_s))
 
-    def _refuse(self, status: int, phrase: str, detail: str) -> None:
+    def _refuse(self, status: int, phrase: str, detail: str, answer: bool = True) -> None:
+        """Answer ``status`` with ``detail`` (unless ``answer`` is False: one is under way),
+        then close; nothing more of this connection is read."""
         self._refused = True
         self._stop_head_timer()
         self._stop_body_timer()
         self.logger.warning("%s; connection closed", detail)
-        body = ('{"detail":"' + detail + '"}').encode()
-        self.transport.write(
-            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\nconnection: close\r\n".encode()
-            + b"content-length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        if answer:
+            body = ('{"detail":"' + detail + '"}').encode()
+            self.transport.write(
+                f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\nconnection: close\r\n".encode()
+                + b"content-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
         self.transport.close()
