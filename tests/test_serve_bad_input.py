@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
+import select
 import shutil
 import socket
 import time
@@ -33,6 +35,7 @@ from sentiment_ops.serving.http_protocol import (
     MAX_HEAD_BYTES,
     HeadLimitProtocol,
     body_stalled,
+    body_too_slow,
     head_too_slow,
     too_large_head,
 )
@@ -191,10 +194,21 @@ def _length(data: bytes) -> int:
     return 0
 
 
-def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(server: Server) -> None:
+def _requests_counted(client: httpx.Client, endpoint: str, outcome: str) -> float:
+    line = f'sentops_requests_total{{endpoint="{endpoint}",outcome="{outcome}"}} '
+    found = [row for row in client.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
+def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(
+    server: Server, client: httpx.Client
+) -> None:
     """A client that announces 50 MB gets a 413 at once, not after the server has held and
-    parsed it (before the limit the server waited for all of it: this socket timed out)."""
+    parsed it (before the limit the server waited for all of it: this socket timed out). The
+    refusal is counted under its route (it was "unmatched", as a 404, when it came before
+    routing). A route without texts has the small limit."""
     limits = body_limits(MAX_CHARS, 4)
+    counted = _requests_counted(client, "/predict", "4xx"), _requests_counted(client, "unmatched", "4xx")
     head = (
         b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 50000000\r\n\r\n"
@@ -205,6 +219,66 @@ def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(serve
         f"request body too large: 50,000,000 bytes, at most {limits['/predict']:,} on /predict "
         "(set by serve.max_text_chars and serve.max_batch_items)"
     )
+    after = _requests_counted(client, "/predict", "4xx"), _requests_counted(client, "unmatched", "4xx")
+    assert after == (counted[0] + 1, counted[1])
+    status, body = _raw_answer(server, head.replace(b"/predict", b"/feedback").replace(b"50000000", b"65537"))
+    assert (status, body["detail"]) == (413, "request body too large: 65,537 bytes, at most 65,536 on /feedback")
+
+
+def test_a_client_that_sends_its_whole_body_before_reading_gets_the_413(server: Server) -> None:
+    """Python's http.client (so ``requests``) sends all of a body before it reads: the server
+    reads and discards the rest after its 413 (a lingering close). Closing at once made the
+    kernel reset the connection under the client's feet: BrokenPipeError or
+    ConnectionResetError here instead of the 413."""
+    limit = body_limits(MAX_CHARS, 4)["/predict"]
+    body = b'{"text": "' + b"a" * 20_000_000 + b'"}'
+    host, port = _address(server)
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == 413
+        assert json.loads(answer.read())["detail"].startswith(
+            f"request body too large: {len(body):,} bytes, at most {limit:,} on /predict"
+        )
+    finally:
+        conn.close()
+
+
+def _send_until_refused(sock: socket.socket, seconds: float) -> float | None:
+    """Send 64 KiB pieces for up to ``seconds``: the time at which the server's end refused
+    them (it has closed), or None."""
+    start = time.monotonic()
+    while (took := time.monotonic() - start) < seconds:
+        try:
+            sock.sendall(b"a" * 65536)
+        except OSError:
+            return took
+        time.sleep(0.01)
+    return None
+
+
+def test_a_lingering_close_ends_when_the_client_is_quiet_or_after_its_time(quick_head_server: Server) -> None:
+    """After a 413 the server discards what still comes, and closes once the client has been
+    quiet for linger_idle_s (0.5 s), or after linger_max_s (1.5 s) of a client that never
+    stops: a connection refused 413 is never held longer."""
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n"
+    )
+    with socket.create_connection(_address(quick_head_server), timeout=10) as quiet:
+        quiet.sendall(head + b"a" * 1_000_000)
+        status, _ = _read_answer(quiet)
+        assert status == 413
+        assert _send_until_refused(quiet, 0.2) is None  # lingering: still read (and discarded)
+        time.sleep(1.0)  # quiet for longer than linger_idle_s
+        assert _send_until_refused(quiet, 2.0) is not None  # closed
+    with socket.create_connection(_address(quick_head_server), timeout=10) as endless:
+        endless.sendall(head)
+        status, _ = _read_answer(endless)
+        assert status == 413
+        took = _send_until_refused(endless, 6.0)
+        assert took is not None and 1.0 < took < 4.0, took
 
 
 def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server) -> None:
@@ -227,11 +301,15 @@ def test_a_request_head_past_the_bound_gets_a_431_before_it_ends(server: Server)
 class QuickTimeouts(HeadLimitProtocol):
     head_timeout_s = 0.5
     body_timeout_s = 0.5
+    body_min_rate = 20  # bytes a second: the steady test below sends 35
+    linger_idle_s = 0.5
+    linger_max_s = 1.5
 
 
 @pytest.fixture(scope="module")
 def quick_head_server(server: Server) -> Iterator[Server]:
-    """The module's server's settings and store, with head and body time-outs of 0.5 s."""
+    """The module's server's settings and store, with head and body time-outs of 0.5 s, a
+    body rate of at least 20 bytes a second, and a lingering close of 0.5 s idle, 1.5 s in all."""
     srv = start_server(server.state.settings, http=QuickTimeouts)
     yield srv
     srv.stop()
@@ -277,6 +355,34 @@ def test_a_stalled_body_gets_a_408_and_stores_nothing(quick_head_server: Server,
         assert status == 408
         assert json.loads(body) == {"detail": body_stalled(0.5)}
         assert sock.recv(1) == b""
+    assert _rows(server) == before
+
+
+def test_a_body_dribbled_below_the_minimum_rate_gets_a_408_and_stores_nothing(
+    quick_head_server: Server, server: Server
+) -> None:
+    """A byte every 0.2 s never stalls for the 0.5 s of the idle time-out, but is under the
+    minimum rate: answered 408 and closed after ~0.7 s (before the rate, the whole body was
+    waited for, 3.6 s here, and answered 200; a byte every 29 s held a connection for days)."""
+    before = _rows(server)
+    body = json.dumps({"text": "one byte at a time"}).encode()
+    with socket.create_connection(_address(quick_head_server), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        start = time.monotonic()
+        for i in range(len(body)):
+            with contextlib.suppress(OSError):  # closed by the server while this still sends
+                sock.sendall(body[i : i + 1])
+            if select.select([sock], [], [], 0.2)[0]:
+                break  # answered
+        status, answer = _read_answer(sock)
+        took = time.monotonic() - start
+        assert status == 408, answer
+        assert json.loads(answer) == {"detail": body_too_slow(20, 0.5)}, took
+        assert sock.recv(1) == b""
+    assert took < 3.0, f"answered after {took:.2f} s of {len(body)} bytes sent 0.2 s apart"
     assert _rows(server) == before
 
 

@@ -1,6 +1,8 @@
 """Request body limits: a body larger than any valid request of its route is refused with
 a 413 and a one-line ``detail``, before it is read when its ``Content-Length`` says so, or
-as soon as the bytes received pass the limit (a chunked body). Without it the server read
+as soon as the bytes received pass the limit (a chunked body). Both are raised from
+``receive``, when the route's handler reads the body: a request whose handler does not read
+one (a GET, a 404) is answered as it would be, and the body it was sent is discarded. Without it the server read
 and parsed any body whole before validation refused it: one 300 MB body to /predict raised
 the server's peak memory by ~880 MB and held the event loop (every other client) for
 ~1.5 s, for a 422 in the end; a few such requests at once would take a container's memory.
@@ -16,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
-from starlette.responses import JSONResponse
 
 BYTES_PER_CHAR = 12  # "\ud83d\ude00": one character, 12 bytes of JSON
 ITEM_SLACK = 1024  # per text: its quotes, a field name, other columns of an /invocations row
@@ -35,13 +36,16 @@ class BodyTooLargeError(HTTPException):
     """Raised from ``receive`` when a body passes its route's limit: FastAPI lets an
     ``HTTPException`` from reading the body through, and the app answers it as any other."""
 
-    def __init__(self, path: str, limit: int, size: int | None) -> None:
-        super().__init__(413, too_large(path, limit, size), headers={"Connection": "close"})
+    def __init__(self, path: str, limit: int, size: int | None, texts: bool) -> None:
+        super().__init__(413, too_large(path, limit, size, texts), headers={"Connection": "close"})
 
 
-def too_large(path: str, limit: int, size: int | None) -> str:
+def too_large(path: str, limit: int, size: int | None, texts: bool = True) -> str:
+    """The 413's detail; ``texts``: the route takes texts, its limit follows the settings."""
     got = f"{size:,} bytes, at most {limit:,}" if size is not None else f"more than {limit:,} bytes"
-    return f"request body too large: {got} on {path} (set by serve.max_text_chars and serve.max_batch_items)"
+    return f"request body too large: {got} on {path}" + (
+        " (set by serve.max_text_chars and serve.max_batch_items)" if texts else ""
+    )
 
 
 class BodyLimitMiddleware:
@@ -58,21 +62,22 @@ class BodyLimitMiddleware:
             return
         path = scope.get("path", "")
         limit = self.limits.get(path, self.default)
+        texts = path in self.limits
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            # Refused unread: the client may still be sending, so the connection closes.
-            response = JSONResponse({"detail": too_large(path, limit, declared)}, 413, headers={"Connection": "close"})
-            await response(scope, receive, send)
-            return
         received = 0
 
         async def limited() -> dict[str, Any]:
             nonlocal received
+            if declared is not None and declared > limit:
+                # Refused unread, when the route's handler first reads (so the refusal is
+                # the route's, in metrics and logs); the client may still be sending, so
+                # the connection closes.
+                raise BodyTooLargeError(path, limit, declared, texts)
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLargeError(path, limit, None)
+                    raise BodyTooLargeError(path, limit, None, texts)
             return message
 
         await self.app(scope, limited, send)
