@@ -181,8 +181,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def _body_idle(self) -> None:
         """A body has been awaited ``body_timeout_s`` since its last byte, or until its
-        deadline: wait on while bytes keep coming at the least rate or the server itself does
-        not read."""
+        deadline: wait on while bytes keep coming at the minimum rate or the server itself
+        does not read."""
         self._body_timer = None
         if self.transport.is_closing():
             return
