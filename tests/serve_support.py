@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from conftest import TINY_ENV, tiny_env_vars
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from sentiment_ops.cli.main import app as cli_app
@@ -142,6 +143,17 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def scrape(c: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of /metrics: sample name → [(labels, value)]."""
+    r = c.get("/metrics")
+    assert r.status_code == 200
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
 
 
 def assert_imports_without_torch(imports: str) -> None:

@@ -23,8 +23,7 @@ import httpx
 import pytest
 import yaml
 from local_services import start_sentops_serve
-from prometheus_client.parser import text_string_to_metric_families
-from serve_support import Server, promote, serve_settings, start_server, wait_for
+from serve_support import Server, promote, scrape, serve_settings, start_server, wait_for
 
 from sentiment_ops import __version__
 from sentiment_ops.config import load_settings
@@ -36,17 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "sentops.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 MODEL = "sentiment-classifier"
-
-
-def scrape(c: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Every sample of /metrics: sample name → [(labels, value)]."""
-    r = c.get("/metrics")
-    assert r.status_code == 200
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

@@ -28,7 +28,7 @@ from local_services import sql_rows
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
-from serve_support import Server, clean_env, promote, serve_settings, start_server
+from serve_support import Server, clean_env, promote, scrape, serve_settings, start_server
 
 from sentiment_ops.serving.body_limit import body_limits
 from sentiment_ops.serving.http_protocol import (
@@ -195,9 +195,8 @@ def _length(data: bytes) -> int:
 
 
 def _requests_counted(client: httpx.Client, endpoint: str, outcome: str) -> float:
-    line = f'sentops_requests_total{{endpoint="{endpoint}",outcome="{outcome}"}} '
-    found = [row for row in client.get("/metrics").text.splitlines() if row.startswith(line)]
-    return float(found[0].removeprefix(line)) if found else 0.0
+    samples = scrape(client).get("sentops_requests_total", [])
+    return sum(value for labels, value in samples if labels == {"endpoint": endpoint, "outcome": outcome})
 
 
 def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(

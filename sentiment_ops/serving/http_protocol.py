@@ -186,16 +186,14 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._body_timer = None
         if self.transport.is_closing():
             return
-        now = self.loop.time()
         if self.flow.read_paused:  # the wait is the server's, not the client's
-            self._last_read = now
+            self._last_read = now = self.loop.time()
             self._body_deadline = max(self._body_deadline, now + self.body_timeout_s)
-        idle = now - self._last_read
-        if idle < self.body_timeout_s and now < self._body_deadline:
-            wait = min(self.body_timeout_s - idle, self._body_deadline - now)
+        wait = self._wait_left(self.body_timeout_s, self._body_deadline)
+        if wait > 0:
             self._body_timer = self.loop.call_later(wait, self._body_idle)
             return
-        if idle >= self.body_timeout_s:
+        if self.loop.time() - self._last_read >= self.body_timeout_s:
             detail = body_stalled(self.body_timeout_s)
         else:
             detail = body_too_slow(self.body_min_rate, self.body_timeout_s)
@@ -267,10 +265,14 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._lingering = self.loop.call_later(self.linger_idle_s, self._linger_check)
 
     def _linger_check(self) -> None:
-        now = self.loop.time()
-        idle = now - self._last_read
-        if idle >= self.linger_idle_s or now >= self._linger_end:
+        wait = self._wait_left(self.linger_idle_s, self._linger_end)
+        if wait > 0:
+            self._lingering = self.loop.call_later(wait, self._linger_check)
+        else:
             self._close_now()
-            return
-        wait = min(self.linger_idle_s - idle, self._linger_end - now)
-        self._lingering = self.loop.call_later(wait, self._linger_check)
+
+    def _wait_left(self, quiet_s: float, deadline: float) -> float:
+        """Seconds until the connection has received nothing for ``quiet_s`` or ``deadline``
+        (loop time) passes, whichever comes first; ≤ 0 when one has."""
+        now = self.loop.time()
+        return min(self._last_read + quiet_s, deadline) - now
