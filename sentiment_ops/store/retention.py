@@ -26,7 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentiment_ops.errors import ConfigError
 from sentiment_ops.store.schema import Database, as_utc, dead_letters, drift_checks, predictions, store_error, utcnow
 
-PRUNE_BATCH = 5_000  # rows per transaction: each takes ~0.1-0.3 s (docs/benchmarks.md, "Store growth")
+# Rows per transaction: bounds how long a writer waits for one (docs/benchmarks.md, "Store growth").
+PRUNE_BATCH = 5_000
 
 
 @dataclass
