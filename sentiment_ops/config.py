@@ -75,6 +75,9 @@ class StoreSettings(_Section):
     # SQLAlchemy URL of the inference store; null = sqlite:///<home>/inference.db (WAL).
     url: str | None = None
     store_text: bool = True  # false keeps only a SHA-256 of each text
+    # Days the store keeps predictions (labeled ones kept), dead letters and drift checks;
+    # `sentops db prune` and the drift job delete older ones. null = keep everything.
+    retention_days: int | None = Field(None, ge=1)
 
 
 class ServeSettings(_Section):

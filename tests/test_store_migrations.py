@@ -132,7 +132,7 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
         InferenceStore(store_url)
     safe = sa.engine.make_url(store_url).render_as_string(hide_password=True)
     assert str(err.value) == (
-        f"inference store {safe} is at schema 0001, this sentops needs 0003: run `sentops db upgrade`"
+        f"inference store {safe} is at schema 0001, this sentops needs 0004: run `sentops db upgrade`"
     )
     # every command that opens the store says the same, in one line, exit 70 (store error)
     for args in (("feedback", "export", "out.csv"), ("drift", "--history"), ("serve", "--port", "0")):
@@ -145,14 +145,14 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
     assert json.loads(current.stdout) | {"url": None} == {
         "url": None,
         "current": "0001",
-        "head": "0003",
+        "head": "0004",
         "up_to_date": False,
         "state": "behind: run `sentops db upgrade`",
     }
     upgraded = cli("db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
-    assert "upgraded from schema 0001 to 0003" in upgraded.output
-    assert "already at schema 0003" in cli("db", "upgrade").output
+    assert "upgraded from schema 0001 to 0004" in upgraded.output
+    assert "already at schema 0004" in cli("db", "upgrade").output
     assert json.loads(cli("db", "current", "--json").stdout)["up_to_date"] is True
 
     store = InferenceStore(store_url)  # opens now
@@ -184,9 +184,9 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
 def test_new_store_is_created_at_head(store_url: str, cli: Callable[..., Any]) -> None:
     assert json.loads(cli("db", "current", "--json").stdout)["current"] is None
     store = InferenceStore(store_url)
-    assert store.schema_revision() == migrations.head() == "0003"
+    assert store.schema_revision() == migrations.head() == "0004"
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalar_one() == "0003"
+        assert conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalar_one() == "0004"
     store.close()
     assert "up to date" in cli("db", "current").output
 
@@ -203,7 +203,8 @@ def test_a_store_newer_than_this_sentops_is_refused(store_url: str) -> None:
 
 def test_upgrade_runs_revision_by_revision_from_0001(tmp_path: Path) -> None:
     """Revision 0001 alone builds exactly the 0.1.0 schema; the later ones add what they add,
-    one at a time (a store at 0002 goes to 0003: ``predictions.request_id`` and its index)."""
+    one at a time (a store at 0002 goes through 0003, ``predictions.request_id`` and its
+    index, to the head)."""
     url = f"sqlite:///{tmp_path / 'x.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -219,7 +220,7 @@ def test_upgrade_runs_revision_by_revision_from_0001(tmp_path: Path) -> None:
         assert "request_id" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
     engine.dispose()
     before, after = InferenceStore(url, create=False).upgrade_schema()
-    assert (before, after) == ("0002", "0003")
+    assert (before, after) == ("0002", "0004")
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
@@ -240,9 +241,9 @@ def test_concurrent_upgrades_on_postgres_migrate_once(pg_url: str) -> None:
     stores = [InferenceStore(pg_url, create=False) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda s: s.upgrade_schema(), stores))
-    assert sorted(results, key=str) == sorted([("0001", "0003"), ("0003", "0003"), ("0003", "0003")], key=str)
+    assert sorted(results, key=str) == sorted([("0001", "0004"), ("0004", "0004"), ("0004", "0004")], key=str)
     for s in stores:
         s.close()
     store = InferenceStore(pg_url)
-    assert store.count() == N_ROWS and store.schema_revision() == "0003"
+    assert store.count() == N_ROWS and store.schema_revision() == "0004"
     store.close()

@@ -1,4 +1,5 @@
-"""``sentops db current | upgrade``: the schema of the inference store."""
+"""``sentops db current | upgrade | prune``: the schema of the inference store, and what it
+keeps (``store.retention_days``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from sentiment_ops.cli.common import console, print_json, settings_from
 if TYPE_CHECKING:
     from sentiment_ops.store import Database
 
-app = typer.Typer(help="Where the inference store's schema stands, and upgrading it.", no_args_is_help=True)
+app = typer.Typer(
+    help="Where the inference store's schema stands, upgrading it, and pruning old rows.", no_args_is_help=True
+)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -78,3 +81,59 @@ def upgrade(ctx: typer.Context, *, as_json: JsonFlag = False) -> None:
         console.print(f"inference store {url} created at schema {after}")
     else:
         console.print(f"inference store {url} upgraded from schema {before} to {after}")
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    *,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, help="Delete what is older than N days (default: store.retention_days)."),
+    ] = None,
+    include_labeled: Annotated[
+        bool,
+        typer.Option("--include-labeled", "--include-labelled", help="Delete old labeled predictions too."),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Rows deleted per transaction (default: 5000).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete predictions, dead letters and drift checks older than the retention
+    (store.retention_days, or --days), keeping labeled predictions unless --include-labeled.
+
+    Runs in short transactions of --batch-size rows, so the API keeps writing meanwhile; run it
+    again after a failure to finish. `sentops drift` runs it after each check when
+    store.retention_days is set.
+
+    Example: sentops db prune --days 30 --dry-run
+
+    Exit codes: 0 ok · 2 no retention set (store.retention_days or --days) · 70 store error.
+    """
+    from sentiment_ops.errors import ConfigError
+    from sentiment_ops.store import PRUNE_BATCH, open_store
+
+    settings = settings_from(ctx)
+    days = days if days is not None else settings.store.retention_days
+    if days is None:
+        raise ConfigError("no retention set: pass --days N or set store.retention_days")
+    store = open_store(settings.store_url, settings.store.store_text)
+    try:
+        batch = batch_size or PRUNE_BATCH
+        result = store.prune(days, include_labeled=include_labeled, dry_run=dry_run, batch_size=batch)
+        url = store.display_url
+    finally:
+        store.close()
+    if as_json:
+        print_json({"url": url} | result.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    kept = "" if include_labeled else f"; {result.labeled_kept} older labeled predictions kept"
+    console.print(
+        f"inference store {url}: {verb} {result.predictions} predictions, {result.dead_letters} dead letters "
+        f"and {result.drift_checks} drift checks older than {days} days "
+        f"(before {result.before:%Y-%m-%d %H:%M} UTC){kept}",
+        highlight=False,
+    )

@@ -91,6 +91,7 @@ def drift(
 
     Each check is recorded in the inference store and as metrics of an MLflow run
     (experiment '<experiment>-monitoring'). --history lists them, --plot draws them.
+    With store.retention_days set, the store is then pruned (`sentops db prune`).
 
     Example: sentops drift --window 500 --alpha 0.01 ; sentops drift --history --plot drift.png
 
@@ -125,6 +126,10 @@ def drift(
         print_json(report.to_dict())
     else:
         _report_tables(report.to_dict())
+        if report.pruned is not None:  # store.retention_days: the check pruned the store after it
+            p = report.pruned
+            line = p.get("error") or f"pruned {p['predictions']} predictions older than {p['days']} days"
+            console.print(f"retention: {line}", style="dim", highlight=False, markup=False)
     if report.drift:
         raise typer.Exit(EXIT_DRIFT)
 

@@ -3,7 +3,8 @@
 ``run_drift_check`` resolves an alias (or version) to its MLflow run, downloads the
 reference embeddings logged with that run, reads the version's last N served predictions
 (with the embeddings the server logged: no second forward pass), runs the detectors and
-records the check (``drift.history``: the inference store and an MLflow monitoring run).
+records the check (``drift.history``: the inference store and an MLflow monitoring run);
+with ``store.retention_days`` set it then prunes the store (``apply_retention``).
 
 ``embed_reference`` (re)computes a version's reference from held-out data with the
 version's own encoder and logs it to the version's run (``drift.reference``).
@@ -25,7 +26,7 @@ from sentiment_ops.config import Settings
 from sentiment_ops.drift.detectors import DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
-from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError
+from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, StoreError
 from sentiment_ops.inference.onnx import export_cache_dir
 from sentiment_ops.predictors import resolve_version
 from sentiment_ops.registry import Registry
@@ -143,10 +144,25 @@ def run_drift_check(
             check_id = store.record_drift_check(registry.model_name, info.version, report.to_dict())
             report.check_id = check_id
             report.monitoring_run_id = log_check_to_mlflow(registry, settings, report, check_id)
+            report.pruned = apply_retention(store, settings)
         return report
     finally:
         if own_store:
             store.close()
+
+
+def apply_retention(store: InferenceStore, settings: Settings) -> dict[str, Any] | None:
+    """The drift job's prune after a recorded check, when ``store.retention_days`` is set
+    (None when not). A store that fails to prune does not hide the check: the failure is
+    logged and returned as ``{"error": ...}``."""
+    days = settings.store.retention_days
+    if days is None:
+        return None
+    try:
+        return store.prune(days).to_dict()
+    except StoreError as exc:
+        log.warning("retention: %s", exc)
+        return {"days": days, "error": str(exc)}
 
 
 def served_window(

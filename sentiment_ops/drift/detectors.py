@@ -138,6 +138,7 @@ class DriftReport:
     reference: dict[str, Any] = field(default_factory=dict)
     check_id: int | None = None  # id of the check in the inference store, once recorded
     monitoring_run_id: str | None = None  # MLflow run holding the check's metrics
+    pruned: dict[str, Any] | None = None  # what the retention pruned after the check (store.retention_days)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@ its own reads and writes:
     predictions.py  PredictionLog: what the server writes (predictions, dead letters)
     labels.py       FeedbackLabels: labels in (feedback), rows out (retraining, export)
     drift.py        DriftLog: the drift window, its backend split, the check history
+    retention.py    Retention: prune what is older than the retention, in bounded batches
 
 ``InferenceStore`` is all of them on one engine (what ``sentops serve``, the CLI and the
 lifecycle steps open); a consumer that needs one part may open just that part.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from sentiment_ops.store.drift import DriftLog
 from sentiment_ops.store.labels import FeedbackLabels, records_from
 from sentiment_ops.store.predictions import PredictionLog, PredictionRecord, dead_letter
+from sentiment_ops.store.retention import PRUNE_BATCH, PruneResult, Retention
 from sentiment_ops.store.schema import (
     POSTGRES_DRIVER_HINT,
     SCHEMA_LOCK_KEY,
@@ -35,7 +37,7 @@ from sentiment_ops.store.schema import (
 from sentiment_ops.store.text import text_hash, text_problem
 
 
-class InferenceStore(PredictionLog, FeedbackLabels, DriftLog):
+class InferenceStore(PredictionLog, FeedbackLabels, DriftLog, Retention):
     """Every part of the store on one engine. Thread-safe (one engine, short
     transactions); safe to share across threads."""
 
@@ -46,6 +48,7 @@ def open_store(url: str, store_text: bool = True) -> InferenceStore:
 
 __all__ = [
     "POSTGRES_DRIVER_HINT",
+    "PRUNE_BATCH",
     "SCHEMA_LOCK_KEY",
     "Database",
     "DriftLog",
@@ -53,6 +56,8 @@ __all__ = [
     "InferenceStore",
     "PredictionLog",
     "PredictionRecord",
+    "PruneResult",
+    "Retention",
     "dead_letter",
     "metadata",
     "new_id",

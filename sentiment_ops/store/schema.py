@@ -54,6 +54,18 @@ predictions = sa.Table(
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Index("ix_predictions_model", "model_name", "model_version", "created_at"),
     sa.Index("ix_predictions_request_id", "request_id"),
+    # feedback import and the labeling queue look texts up by hash
+    sa.Index("ix_predictions_text_hash", "text_hash"),
+)
+# The labeled rows, newest first (what retraining and the prune's count of kept rows read):
+# partial, so it holds only the few labeled rows and costs the server's inserts nothing.
+LABELED = predictions.c.feedback_label.is_not(None)
+sa.Index(
+    "ix_predictions_labeled",
+    predictions.c.created_at,
+    predictions.c.id,
+    sqlite_where=LABELED,
+    postgresql_where=LABELED,
 )
 
 # Rows the store refused (a PostgreSQL DataError or IntegrityError), kept instead of lost:
