@@ -32,11 +32,12 @@ RUN python -m venv /opt/venv
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /src
-# The dependencies named in pyproject.toml (+ the postgres extra), at the versions CI tested
-# (constraints.txt, scripts/constraints.py): this layer is rebuilt only when they change.
+# The dependencies named in pyproject.toml (+ the postgres extra, and the server extra: the
+# MLflow server's basic-auth app), at the versions CI tested (constraints.txt,
+# scripts/constraints.py): this layer is rebuilt only when they change.
 COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
-    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > requirements.txt \
+    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['postgres'] + x['server']))" > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt -c constraints.txt "torch==${TORCH_VERSION}"
 
 # ---- serve deps: the same pins without torch, transformers and the training stack ------
@@ -120,5 +121,5 @@ COPY --from=build /wheels /tmp/wheels
 USER 0
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && python -c "import psycopg, torch, sentiment_ops.cli.main"
+    && python -c "import flask_wtf, psycopg, torch, sentiment_ops.cli.main"
 USER 10001:10001

@@ -1,5 +1,5 @@
 """Write constraints.txt: the exact versions of sentiment-ops' runtime dependency closure
-(``[postgres]`` extra included, ``[dev]`` left out) as installed in the environment that CI
+(``[postgres]`` and ``[server]`` extras included, ``[dev]`` left out) as installed in the environment that CI
 tests with. The Dockerfile installs its dependency layer with ``-c constraints.txt``, so the
 image holds the versions the tests passed on, not whatever the index serves that day.
 
@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from packaging.requirements import Requirement
 
 ROOT_PACKAGE = "sentiment-ops"
-EXTRAS = {"postgres"}
+EXTRAS = {"postgres", "server"}
 LEFT_OUT = {"torch", "sentiment-ops"}
 
 

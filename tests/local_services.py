@@ -282,6 +282,42 @@ class PostgresCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+INIT_SQL = ROOT / "deploy" / "postgres" / "init-inference-db.sql"
+
+
+@dataclass(frozen=True)
+class DeployRoles:
+    """A cluster set up by deploy/postgres/init-inference-db.sql (run with psql, as the DBA
+    or Compose's init script runs it): databases ``mlflow``, ``mlflow_auth``, ``inference``
+    and the roles ``mlflow``, ``sentops_owner``, ``sentops_api``, ``sentops_jobs``."""
+
+    cluster: PostgresCluster
+    passwords: dict[str, str]
+
+    def url(self, role: str, database: str) -> str:
+        c = self.cluster
+        return f"postgresql+psycopg://{role}:{self.passwords[role]}@127.0.0.1:{c.port}/{database}"
+
+
+def provision_roles(cluster: PostgresCluster) -> DeployRoles:
+    """Run the deploy files' init SQL on ``cluster`` (once per cluster: it creates fixed names)."""
+    roles = {"mlflow": "mlflow", "owner": "sentops_owner", "api": "sentops_api", "jobs": "sentops_jobs"}
+    passwords = {role: secrets.token_urlsafe(18) for role in roles.values()}
+    variables = [arg for var, role in roles.items() for arg in ("-v", f"{var}_password={passwords[role]}")]
+    connect = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.user, "-d", "postgres"]
+    result = subprocess.run(
+        [str(cluster.bindir / "psql"), "-X", "-q", *connect, *variables, "-f", str(INIT_SQL)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": cluster.password},
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{INIT_SQL.name} failed: {result.stderr}")
+    return DeployRoles(cluster, passwords)
+
+
 def start_postgres() -> PostgresCluster:
     bindir = ensure_postgres_installed()
     # not under pytest's tmp (mode 0700, owned by root): the server's user must reach it
@@ -314,13 +350,50 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = 120) -> ServerProcess:
+@dataclass(frozen=True)
+class MlflowAuth:
+    """MLflow's basic-auth app for ``start_mlflow_server``, set up as the deploy files set it
+    (docker-compose.yml, deploy/k8s/secret-mlflow.yaml): users in a PostgreSQL database,
+    ``default_permission = READ``, the admin's password from the environment."""
+
+    database_uri: str  # where the auth app keeps its users (an empty database)
+    admin_username: str = "admin"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+    def config_file(self, folder: Path) -> Path:
+        path = folder / "basic_auth.ini"
+        # configparser reads % as interpolation: a percent-encoded password needs %%
+        uri = self.database_uri.replace("%", "%%")
+        path.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {uri}\nadmin_username = {self.admin_username}\n"
+        )
+        path.chmod(0o600)
+        return path
+
+    def env(self) -> dict[str, str]:
+        """What a client needs to act as the admin."""
+        return {"MLFLOW_TRACKING_USERNAME": self.admin_username, "MLFLOW_TRACKING_PASSWORD": self.admin_password}
+
+
+def start_mlflow_server(
+    backend_uri: str, artifacts: Path, log: Path, timeout: float = 120, auth: MlflowAuth | None = None
+) -> ServerProcess:
+    """``mlflow server`` on ``backend_uri`` with served artifacts; with ``auth``, behind MLflow's
+    basic-auth app (every request but /health needs a user)."""
     port = free_port()
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: nothing here uses MLflow jobs
+    app: list[str] = []
+    if auth is not None:
+        app = ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth.config_file(log.parent))
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = auth.admin_password
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_urlsafe(24)  # the UI's CSRF key
     cmd = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
+        *app,
         "--backend-store-uri",
         backend_uri,
         "--serve-artifacts",
@@ -338,8 +411,7 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: f
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            # no background job runner: nothing here uses MLflow jobs, and it costs a process
-            env=_child_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            env=_child_env(env),
             start_new_session=True,
         )
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)

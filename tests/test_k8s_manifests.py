@@ -10,6 +10,9 @@
   Deployment's pods, the CronJob running ``sentops drift`` (its exit-code wrapper run for
   real), the shutdown grace against the server's own timeouts, and the images against the
   Dockerfile targets, docs/deploy.md and docker-compose.yml.
+- Who may do what: each workload's PostgreSQL role and MLflow user, MLflow behind its
+  basic-auth app, and the NetworkPolicies evaluated for every pair of pods (who reaches
+  MLflow and PostgreSQL, and that the default is to refuse).
 """
 
 from __future__ import annotations
@@ -97,12 +100,26 @@ def _environment(container: dict[str, Any]) -> dict[str, str]:
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = str(var["value"])
+        elif "configMapKeyRef" in var["valueFrom"]:
+            ref = var["valueFrom"]["configMapKeyRef"]
+            env[var["name"]] = _get("ConfigMap", ref["name"])["data"][ref["key"]]
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             data = _secret_data(ref["name"])
             assert ref["key"] in data, f"{var['name']}: secret {ref['name']} has no key {ref['key']}"
             env[var["name"]] = data[ref["key"]]
     return env
+
+
+def _settings_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables sentops' settings loader reads. serve.require_predict_token is the
+    server's setting from the serving branch of issue 32; until both are merged it is
+    left out here (the lead drops this filter at the merge)."""
+    from sentiment_ops.config import ServeSettings
+
+    if "require_predict_token" in ServeSettings.model_fields:
+        return env
+    return {k: v for k, v in env.items() if k != "SENTOPS_SERVE__REQUIRE_PREDICT_TOKEN"}
 
 
 def _dockerfile_env(target: str) -> dict[str, str]:
@@ -235,9 +252,10 @@ def test_hpa_scales_the_api_deployment_on_cpu() -> None:
 @pytest.mark.parametrize("workload", SENTOPS_WORKLOADS)
 def test_every_environment_variable_is_one_sentops_reads(workload: str) -> None:
     env = _environment(_container(workload))
-    unknown = {k for k in env if not k.startswith("SENTOPS_") and k != "MLFLOW_TRACKING_URI"}
+    mlflow_client = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    unknown = {k for k in env if not k.startswith("SENTOPS_") and k not in mlflow_client}
     assert not unknown, f"sentops reads none of {sorted(unknown)}"
-    settings = load_settings(environ=env)  # an unknown SENTOPS_* setting raises ConfigError
+    settings = load_settings(environ=_settings_env(env))  # an unknown SENTOPS_* setting raises ConfigError
     assert settings.store_url.startswith("postgresql+psycopg://")
     service = _get("Service", "mlflow")
     assert settings.tracking_uri == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
@@ -255,6 +273,10 @@ def test_token_secret_holds_the_token_variables_and_no_real_values() -> None:
         assert not set(SECRET_ENV_VARS) & set(_environment(_container(name))), "tokens are the API's alone"
     db = _get("Secret", "sentops-db")["stringData"]
     assert all("CHANGE-ME" in url for url in db.values()), "placeholder database URLs only"
+    # MLflow's secrets: empty (MLflow and the users Job refuse to start) or CHANGE-ME
+    auth = _secret_data("mlflow-auth")
+    assert "CHANGE-ME" in auth.pop("basic_auth.ini")
+    assert set(auth.values()) == set(_secret_data("sentops-mlflow-users").values()) == {""}
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -321,6 +343,7 @@ def test_images_are_the_dockerfile_targets_as_deploy_md_and_compose_build_them()
         "sentops-db-upgrade": "serve",
         "sentops-drift": "full",  # as compose's drift service
         "mlflow": "full",  # client and server share one MLflow version
+        "sentops-mlflow-users": "full",  # MLflow's auth client, as the server's image
     }
     for workload, target in wanted.items():
         assert _image(_container(workload)) == built[target], workload
@@ -342,7 +365,12 @@ def test_mlflow_server_reads_its_database_from_the_secret() -> None:
     assert mlflow["command"] == ["mlflow"] and mlflow["args"][0] == "server"
     args = mlflow["args"]
     assert "--serve-artifacts" in args and "--backend-store-uri" not in args, "no password on the command line"
-    assert {v["name"] for v in mlflow["env"]} == {"MLFLOW_BACKEND_STORE_URI"}
+    assert {v["name"] for v in mlflow["env"]} == {
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_AUTH_CONFIG_PATH",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    }
     destination = args[args.index("--artifacts-destination") + 1]
     assert destination in {m["mountPath"] for m in mlflow["volumeMounts"]}
     claim = _pod_spec(_workload("mlflow"))["volumes"][0]["persistentVolumeClaim"]["claimName"]
@@ -352,3 +380,220 @@ def test_mlflow_server_reads_its_database_from_the_secret() -> None:
     mlflow_cli = pytest.importorskip("mlflow.cli")
     envvars = {p.envvar for p in mlflow_cli.server.params if p.envvar}
     assert "MLFLOW_BACKEND_STORE_URI" in envvars, "mlflow server reads the URL from this variable"
+
+
+# -- who may do what -----------------------------------------------------------------------
+# PostgreSQL role (deploy/postgres/init-inference-db.sql) and MLflow user of each workload
+IDENTITIES = {
+    "sentops-api": ("sentops_api", "sentops-api"),
+    "sentops-drift": ("sentops_jobs", "sentops-jobs"),
+    "sentops-db-upgrade": ("sentops_owner", None),
+}
+
+
+@pytest.mark.parametrize("workload", SENTOPS_WORKLOADS)
+def test_each_workload_has_its_own_database_role_and_mlflow_user(workload: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    role, user = IDENTITIES[workload]
+    env = _environment(_container(workload))
+    assert make_url(env["SENTOPS_STORE__URL"]).username == role
+    assert env.get("MLFLOW_TRACKING_USERNAME") == user
+    assert ("MLFLOW_TRACKING_PASSWORD" in env) == (user is not None)
+    init_sql = (ROOT / "deploy" / "postgres" / "init-inference-db.sql").read_text()
+    assert f"CREATE ROLE {role} LOGIN" in init_sql
+    users_script = (ROOT / "deploy" / "mlflow" / "users.py").read_text()
+    assert user is None or f'"{user}"' in users_script
+    if workload == "sentops-api":
+        assert _environment(_container(workload))["SENTOPS_SERVE__REQUIRE_PREDICT_TOKEN"] == "true"
+    mlflow_backend = make_url(_environment(_container("mlflow"))["MLFLOW_BACKEND_STORE_URI"])
+    assert mlflow_backend.username == "mlflow" and role != "mlflow"
+
+
+def test_mlflow_runs_the_basic_auth_app_from_its_secret() -> None:
+    import configparser
+
+    from mlflow import environment_variables as mlflow_env
+
+    mlflow = _container("mlflow")
+    args = mlflow["args"]
+    assert args[args.index("--app-name") + 1] == "basic-auth"
+    env = _environment(mlflow)
+    for name in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert getattr(mlflow_env, name).name == name, "a variable MLflow reads"
+    # the config file is the Secret's key, mounted where the variable says
+    path = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    (mount,) = [m for m in mlflow["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in _pod_spec(_workload("mlflow"))["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "mlflow-auth" and mount["readOnly"] is True
+    assert volume["secret"]["items"] == [{"key": path.name, "path": path.name}]
+    config = configparser.ConfigParser()
+    config.read_string(_secret_data("mlflow-auth")[path.name])
+    assert config["mlflow"]["default_permission"] == "READ"
+    assert config["mlflow"]["database_uri"].startswith("postgresql+psycopg://mlflow:")
+    assert config["mlflow"]["database_uri"].endswith("/mlflow_auth")
+    assert "admin_password" not in config["mlflow"], "the password comes from the Secret's env"
+    # the Job that makes the users logs in as that admin
+    users = _environment(_container("sentops-mlflow-users"))
+    assert users["MLFLOW_TRACKING_USERNAME"] == config["mlflow"]["admin_username"]
+    admin_ref = next(v for v in mlflow["env"] if v["name"] == "MLFLOW_AUTH_ADMIN_PASSWORD")["valueFrom"]
+    users_ref = next(v for v in _container("sentops-mlflow-users")["env"] if v["name"] == "MLFLOW_TRACKING_PASSWORD")
+    assert users_ref["valueFrom"] == admin_ref
+
+
+def test_mlflow_users_job_runs_the_deploy_script_with_what_it_needs() -> None:
+    script = ROOT / "deploy" / "mlflow" / "users.py"
+    job = _container("sentops-mlflow-users")
+    path = Path(job["command"][-1])
+    (mount,) = [m for m in job["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in _pod_spec(_workload("sentops-mlflow-users"))["volumes"] if v["name"] == mount["name"]]
+    assert _get("ConfigMap", volume["configMap"]["name"])["data"][path.name] == script.read_text(), (
+        "the ConfigMap's copy is deploy/mlflow/users.py"
+    )
+    needed = set(re.findall(r'"(MLFLOW_[A-Z_]+_PASSWORD)"', script.read_text())) | {"MLFLOW_TRACKING_URI"}
+    env = _environment(job)
+    assert needed <= set(env)
+    # the API and the drift job log in with the passwords the Job gives their users
+    by_user = {"sentops-api": "MLFLOW_API_PASSWORD", "sentops-jobs": "MLFLOW_JOBS_PASSWORD"}
+    refs = {v["name"]: v.get("valueFrom") for v in job["env"]}
+    for workload in ("sentops-api", "sentops-drift"):
+        container = _container(workload)
+        user = _environment(container)["MLFLOW_TRACKING_USERNAME"]
+        password = next(v for v in container["env"] if v["name"] == "MLFLOW_TRACKING_PASSWORD")
+        assert password["valueFrom"] == refs[by_user[user]], workload
+
+
+# -- NetworkPolicies -------------------------------------------------------------------------
+INTRUDER = {"app.kubernetes.io/name": "intruder"}  # any other pod in the namespace
+POSTGRESQL = {"app.kubernetes.io/name": "postgresql"}  # an in-namespace PostgreSQL
+EXTERNAL = None  # an address outside the cluster (a managed PostgreSQL)
+
+
+def _policies() -> list[dict[str, Any]]:
+    return [r for r in _resources() if r["kind"] == "NetworkPolicy"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value, op = labels.get(expr["key"]), expr["operator"]
+        ok = {
+            "In": value in expr.get("values", []),
+            "NotIn": value not in expr.get("values", []),
+            "Exists": expr["key"] in labels,
+            "DoesNotExist": expr["key"] not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], other: dict[str, str] | None) -> bool:
+    if "ipBlock" in peer:
+        return other is None  # every address in these manifests' ipBlocks lies outside the pods
+    if "namespaceSelector" in peer:
+        return False  # no policy here admits other namespaces; a test below keeps it so
+    return other is not None and _selects(peer["podSelector"], other)
+
+
+def _allowed(
+    pod: dict[str, str], other: dict[str, str] | None, port: int, direction: str, policies: list[dict[str, Any]]
+) -> bool:
+    """Whether ``pod`` may receive from (Ingress) or send to (Egress) ``other`` on ``port``."""
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    isolating = [
+        p for p in policies if direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
+    ]
+    if not isolating:
+        return True  # a pod no policy selects is not isolated
+    for policy in isolating:
+        for rule in policy["spec"].get(key, []):
+            ports = rule.get("ports")
+            port_ok = ports is None or any(p.get("port") == port for p in ports)
+            peers = rule.get(peers_key)
+            peer_ok = peers is None or any(_peer_matches(peer, other) for peer in peers)
+            if port_ok and peer_ok:
+                return True
+    return False
+
+
+def _connects(
+    source: dict[str, str] | None,
+    target: dict[str, str] | None,
+    port: int,
+    policies: list[dict[str, Any]] | None = None,
+) -> bool:
+    """A connection needs the source's egress and the target's ingress (outside: no policy)."""
+    policies = _policies() if policies is None else policies
+    out = source is None or _allowed(source, target, port, "Egress", policies)
+    into = target is None or _allowed(target, source, port, "Ingress", policies)
+    return out and into
+
+
+def _pod_labels() -> dict[str, dict[str, str]]:
+    workloads = [r for r in _resources() if r["kind"] in ("Deployment", "Job", "CronJob")]
+    out = {}
+    for w in workloads:
+        spec = w["spec"]["jobTemplate"]["spec"] if w["kind"] == "CronJob" else w["spec"]
+        out[w["metadata"]["name"]] = spec["template"]["metadata"]["labels"]
+    return out
+
+
+def test_every_pod_is_isolated_both_ways_and_may_resolve_names() -> None:
+    pods = {**_pod_labels(), "intruder": INTRUDER}
+    for name, labels in pods.items():
+        for direction in ("Ingress", "Egress"):
+            assert any(
+                direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)
+                for p in _policies()
+            ), f"{name}: no policy isolates its {direction}"
+        assert _allowed(labels, EXTERNAL, 53, "Egress", _policies()), f"{name}: DNS"
+    assert not any(
+        "namespaceSelector" in peer
+        for p in _policies()
+        for r in p["spec"].get("ingress", [])
+        for peer in r.get("from", [])
+    )
+
+
+def test_only_sentops_pods_reach_mlflow_and_postgresql() -> None:
+    pods = _pod_labels()
+    mlflow = pods["mlflow"]
+    reach_mlflow = {name for name, labels in {**pods, "intruder": INTRUDER}.items() if _connects(labels, mlflow, 5000)}
+    assert reach_mlflow == {"sentops-api", "sentops-drift", "sentops-mlflow-users"}
+    # the MLflow ingress policy admits pods of this namespace only, by the sentops labels
+    (policy,) = [p for p in _policies() if _selects(p["spec"]["podSelector"], mlflow) and "ingress" in p["spec"]]
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "no rule without sources"
+        assert all(set(peer) == {"podSelector"} for peer in rule["from"])
+    for target in (POSTGRESQL, EXTERNAL):
+        reach_db = {name for name, labels in {**pods, "intruder": INTRUDER}.items() if _connects(labels, target, 5432)}
+        assert reach_db == {"sentops-api", "sentops-drift", "sentops-db-upgrade", "mlflow"}, target
+    # and nothing else: no pod reaches MLflow or the database on another port, nor the API's
+    for source in pods.values():
+        assert not _connects(source, mlflow, 5432) and not _connects(source, POSTGRESQL, 5000)
+
+
+def test_the_api_is_open_on_its_port_only() -> None:
+    api = _pod_labels()["sentops-api"]
+    (port,) = _container("sentops-api")["ports"]
+    # from outside the namespace (an ingress controller, Prometheus): their own policies apply
+    assert _connects(EXTERNAL, api, port["containerPort"])
+    assert not _connects(EXTERNAL, api, 9999)
+    assert not _connects(EXTERNAL, _pod_labels()["mlflow"], 5000), "MLflow is not reachable from outside"
+
+
+def test_the_policy_evaluator_is_real() -> None:
+    """Widen the MLflow ingress to any pod and let every pod send anywhere: the intruder
+    now reaches MLflow, which the checks above would see."""
+    intruder_open = copy.deepcopy(_policies())
+    (mlflow_ingress,) = [p for p in intruder_open if p["metadata"]["name"] == "mlflow-ingress"]
+    for rule in mlflow_ingress["spec"]["ingress"]:
+        del rule["from"]
+    intruder_open.append({"spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}})
+    mlflow = _pod_labels()["mlflow"]
+    assert not _connects(INTRUDER, mlflow, 5000)
+    assert _connects(INTRUDER, mlflow, 5000, intruder_open)
+    assert not _connects(INTRUDER, mlflow, 5001, intruder_open), "ports still count"
