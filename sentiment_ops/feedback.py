@@ -19,7 +19,18 @@ SHA-256 of the text; a new label for an imported text replaces the old one).
 ``export_feedback`` writes ``id,text,prediction,confidence,label`` rows of served
 predictions (optionally only the unlabeled ones), for people who label; the file it
 writes can be imported back as it is. ``write_export`` writes given rows in that format
-(``labeling.export_selection``: the texts a strategy chose, in the order to label).
+(``labeling.export_selection``: the texts a strategy chose, in the order to label). An
+export is owner-only (0600; an existing file replaced with ``overwrite`` keeps its mode),
+never replaces an existing file unless ``overwrite`` is given (``ExportRefusedError``), and
+is refused with ``store.store_text`` off (``TextsNotKeptError``: no texts to label).
+
+Texts in a CSV are data, never formulas (``csv_cell`` / ``csv_text``): a text that a
+spreadsheet would read as a formula (first character ``= + - @``, tab or CR), that starts
+with ``'``, or that starts or ends with white space is written with one ``'`` in front (the
+OWASP rule for CSV injection); import removes that one ``'`` and keeps the rest exactly, so
+a file sentops exported imports back with its texts unchanged. A text cell without it is
+trimmed (hand-made files). JSONL is not a spreadsheet format: its texts are written and
+read exactly as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,12 +47,46 @@ from pathlib import Path
 from typing import Any
 
 from sentiment_ops.data import _parse_label
-from sentiment_ops.errors import DataError
+from sentiment_ops.errors import ConfigError, DataError
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash, text_problem
 
 EXPORT_COLUMNS = ("id", "text", "prediction", "confidence", "label")
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# what makes a spreadsheet read a cell as a formula (OWASP, CSV injection), and the quote
+# that escapes it (escaped as well, so import can take exactly one quote off)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_QUOTE = "'"
+
+
+def csv_cell(text: str) -> str:
+    """A text as a CSV cell no spreadsheet runs as a formula and import gives back exactly
+    (``csv_text``): one ``'`` in front when it starts with ``= + - @``, tab, CR or ``'``,
+    or starts or ends with white space (which import would otherwise trim)."""
+    if text and (text.startswith((*FORMULA_START, CSV_QUOTE)) or text[0].isspace() or text[-1].isspace()):
+        return CSV_QUOTE + text
+    return text
+
+
+def csv_text(cell: str) -> str:
+    """The text of a CSV cell: without its one leading ``'`` (``csv_cell``) exactly as the
+    rest is; a cell without one is trimmed."""
+    return cell[1:] if cell.startswith(CSV_QUOTE) else cell.strip()
+
+
+class TextsNotKeptError(DataError):
+    """``store.store_text`` is false: no served text is kept, so none can be exported or
+    chosen to label."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "texts are not kept (store.store_text is false): there are no served texts to label; "
+            "label predictions by id instead (POST /feedback, or `sentops feedback import` of id,label rows)"
+        )
+
+
+class ExportRefusedError(ConfigError):
+    """An export would replace a file (``overwrite`` not given) or a folder: nothing written."""
 
 
 @dataclass
@@ -141,7 +187,7 @@ def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary) -> _Ro
     if has_id:
         return _Row(line, label, id=str(raw_id).strip())
     assert isinstance(text, str)
-    return _Row(line, label, text=text.strip())
+    return _Row(line, label, text=text)  # CSV cells come trimmed or unquoted (csv_text)
 
 
 def _csv_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -165,7 +211,10 @@ def _csv_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[st
                     RowError(start, f"expected {len(columns)} fields, found {len(record)} (quote texts with commas)")
                 )
                 continue
-            yield start, dict(zip(columns, record, strict=True))
+            fields = dict(zip(columns, record, strict=True))
+            if "text" in fields:
+                fields["text"] = csv_text(fields["text"])
+            yield start, fields
 
 
 def _jsonl_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -267,38 +316,59 @@ def export_feedback(
     window: int | None = None,
     since: datetime | None = None,
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Write served predictions (the ``window`` most recent; only unlabeled ones with
-    ``unlabeled``) as CSV or JSONL, oldest first. The file appears whole or not at all."""
+    ``unlabeled``) as CSV or JSONL, oldest first. The file appears whole or not at all; an
+    existing one is replaced only with ``overwrite``."""
     path = Path(path)
-    _file_kind(path)  # an unknown suffix is refused before the store is read
+    check_export_path(path, overwrite)  # refused before the store is read
+    if not store.store_text:
+        raise TextsNotKeptError()
     if window is not None and window < 1:
         raise DataError(f"window must be at least 1, got {window}")
     records = store.rows(
         since=since, limit=window, labeled=False if unlabeled else None, source="api", model_name=model_name
     )
-    return write_export(path, records)
+    return write_export(path, records, overwrite=overwrite)
 
 
-def write_export(path: str | Path, records: Sequence[PredictionRecord]) -> ExportSummary:
-    """Write ``records`` (in the order given; rows without their text left out) as the
-    ``id,text,prediction,confidence,label`` CSV or JSONL people label. The file appears whole
-    or not at all."""
-    path = Path(path)
-    kind = _file_kind(path)
-    with_text = [r for r in records if r.text]
-    out_rows = [
+def check_export_path(path: Path, overwrite: bool) -> None:
+    """DataError for an unknown suffix; ExportRefusedError for a folder, or for a file that
+    is there already (a person may have labeled it) unless ``overwrite``."""
+    _file_kind(path)
+    if path.is_dir():
+        raise ExportRefusedError(f"{path}: is a folder; choose a file name")
+    if os.path.lexists(path) and not overwrite:
+        raise ExportRefusedError(f"{path}: the file exists; pass --overwrite to replace it, or choose another name")
+
+
+def _rows_out(records: Sequence[PredictionRecord], kind: str) -> list[dict[str, Any]]:
+    """The export rows of the records that kept their text; CSV texts escaped (``csv_cell``)."""
+    return [
         {
             "id": r.id,
-            "text": r.text,
+            "text": csv_cell(r.text) if kind == "csv" else r.text,
             "prediction": r.prediction,
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
             "label": r.feedback_label,
         }
-        for r in with_text
+        for r in records
+        if r.text
     ]
+
+
+def write_export(path: str | Path, records: Sequence[PredictionRecord], overwrite: bool = False) -> ExportSummary:
+    """Write ``records`` (in the order given; rows without their text left out) as the
+    ``id,text,prediction,confidence,label`` CSV or JSONL people label. The file appears whole
+    or not at all, owner-only (0600), or with the mode of the file it replaces (``overwrite``)."""
+    path = Path(path)
+    check_export_path(path, overwrite)
+    kind = _file_kind(path)
+    out_rows = _rows_out(records, kind)
+    keep_mode = path.stat().st_mode if path.is_file() and not path.is_symlink() else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             if kind == "csv":
@@ -308,7 +378,8 @@ def write_export(path: str | Path, records: Sequence[PredictionRecord]) -> Expor
             else:
                 for row in out_rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        if keep_mode is not None:  # the file replaced keeps the mode its owner gave it
+            os.chmod(tmp, stat.S_IMODE(keep_mode))
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -59,7 +59,7 @@ def log_served(
         )
         for i, text in enumerate(texts)
     ]
-    store = InferenceStore(settings.store_url)
+    store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
     try:
         return store.add_predictions(records)
     finally:
@@ -88,7 +88,11 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     assert report["model_version"] == 1 and report["alias"] == "production"
     assert report["cosine_threshold"] == pytest.approx(0.30)
     assert set(report["label_mix"]) >= {"reference_positive", "window_positive", "p_value"}
-    assert len(report["farthest"]) == 5 and all(f["text"] in imdb_texts(80) for f in report["farthest"])
+    assert len(report["farthest"]) == 5 and report["texts"] == "hidden"
+    assert all(set(f) == {"index", "id", "distance"} for f in report["farthest"])  # no texts unless asked
+    shown = _json(cli("drift", "--window", "80", "--json", "--show-texts"))
+    assert shown["texts"] == "shown" and [f["id"] for f in shown["farthest"]] == [f["id"] for f in report["farthest"]]
+    assert all(f["text"] in imdb_texts(80) for f in shown["farthest"])
     assert report["reference"]["split"] == "validation" and report["reference"]["backend"] == "onnx"
     table = cli("drift", "--window", "80")
     assert table.exit_code == 0
@@ -102,7 +106,8 @@ def test_tweets_are_drift_exit_3(cli, production: Settings) -> None:  # type: ig
     assert result.exit_code == EXIT_DRIFT == 3, result.output
     report = _json(result)
     assert report["drift"] is True and 1 / 501 <= report["p_value"] <= 3 / 501
-    assert report["farthest"][0]["text"] in tweet_texts(80)
+    shown = _json(cli("drift", "--window", "80", "--json", "--show-texts"))
+    assert shown["farthest"][0]["text"] in tweet_texts(80)
     table = cli("drift", "--window", "80")
     assert table.exit_code == 3 and "DRIFT" in table.stdout
 
@@ -283,3 +288,83 @@ def test_history_limit_keeps_the_newest_checks_of_the_version(cli, settings: Set
     assert [h["id"] for h in newest] == ids[-2:]
     of_v1 = _json(cli("drift", "--history", "--version", "1", "--limit", "2", "--json"))
     assert [h["id"] for h in of_v1] == ids[1:3]
+
+
+HOSTILE = [
+    "[/bold] closes a tag that was never opened",
+    "[link=https://evil.example/x]click me[/link] for a refund",
+    "\x1b[31mred\x1b[0m and \x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\ in ESC sequences",
+    "C1 \x9b31m CSI and \x85 NEL @AmericanAir =1+1",
+]
+
+
+def test_served_texts_are_plain_data_and_shown_only_when_asked(  # type: ignore[no-untyped-def]
+    cli, production: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich markup, hyperlinks and terminal escapes in served texts are shown as the literal
+    characters (controls as \\xNN), never interpreted; no text at all without --show-texts."""
+    monkeypatch.setenv("SENTOPS_DRIFT__TOP_K", "100")  # every row of the window is listed
+    monkeypatch.setenv("COLUMNS", "300")  # Rich reads it at each print: no text wrapped in its cell
+    log_served(production, imdb_texts(56) + HOSTILE)
+    hidden = cli("drift", "--window", "60")
+    assert hidden.exit_code in (0, 3), hidden.output
+    assert "farthest" in hidden.stdout and "--show-texts" in hidden.stdout
+    assert "closes a tag" not in hidden.stdout and imdb_texts(1)[0][:40] not in hidden.stdout
+
+    shown = cli("drift", "--window", "60", "--show-texts")
+    assert shown.exit_code == hidden.exit_code, shown.output
+    out = shown.stdout
+    assert "[/bold] closes a tag that was never opened" in out
+    assert "[link=https://evil.example/x]click me[/link] for a refund" in out
+    assert "\\x1b[31mred\\x1b[0m and \\x1b]8;;https://evil.example" in out
+    assert "C1 \\x9b31m CSI and NEL @AmericanAir =1+1" in out  # NEL is white space to str.split
+    assert not any(c in out for c in "\x1b\x9b\x85\x07")  # no control reaches the terminal raw
+
+    report = _json(cli("drift", "--window", "60", "--json", "--show-texts"))
+    assert {f["text"] for f in report["farthest"]} >= set(HOSTILE)  # --json: the exact texts
+    raw = cli("drift", "--window", "60", "--json", "--show-texts").stdout
+    assert "\\u009b" in raw and "\x9b" not in raw and "\x1b" not in raw  # escaped in the JSON text
+
+    history = cli("drift", "--history")
+    assert history.exit_code == 0 and "Drift checks" in history.stdout
+
+
+def test_store_text_false_no_text_anywhere_in_drift(  # type: ignore[no-untyped-def]
+    cli, production: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With store.store_text false, drift shows, records and logs no text, even --show-texts
+    over rows that were stored with their text before the setting changed."""
+    monkeypatch.setenv("SENTOPS_DRIFT__TOP_K", "100")
+    texts = imdb_texts(60)
+    log_served(production, texts[:30])  # stored with their texts (store_text was on)
+    monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
+    settings = load_settings()
+    log_served(settings, texts[30:])
+    result = cli("drift", "--window", "60", "--json", "--show-texts")
+    assert result.exit_code in (0, 3), result.output
+    report = _json(result)
+    assert report["texts"] == "not kept" and len(report["farthest"]) == 60
+    assert all("text" not in f for f in report["farthest"])
+    assert not any(t[:40] in result.stdout for t in texts)
+    table = cli("drift", "--window", "60", "--show-texts")
+    assert "texts are not kept (store.store_text is false)" in " ".join(table.stdout.split())
+    assert not any(t[:40] in table.stdout for t in texts)
+
+    history = cli("drift", "--history", "--json")
+    assert not any(t[:40] in history.stdout for t in texts)
+    store = InferenceStore(settings.store_url)
+    try:
+        with store.engine.connect() as conn:
+            details = [r[0] for r in conn.exec_driver_sql("SELECT details FROM drift_checks")]
+    finally:
+        store.close()
+    assert len(details) == 2 and not any(t[:40] in d for d in details for t in texts)
+    assert all(json.loads(d)["farthest"] and "text" not in json.loads(d)["farthest"][0] for d in details)
+
+    client = Registry(settings).client  # the monitoring run: metrics, no text in tags or params
+    exp = client.get_experiment_by_name(f"{settings.mlflow.experiment}-monitoring")
+    assert exp is not None
+    for run in client.search_runs([exp.experiment_id]):
+        values = json.dumps([run.data.tags, run.data.params])
+        assert not any(t[:40] in values for t in texts)
+        assert client.list_artifacts(run.info.run_id) == []

@@ -55,7 +55,7 @@ def test_api_traffic_then_drift(cli: Callable[..., Any], trained: dict[str, Any]
         thread.join(timeout=30)
     assert not thread.is_alive()
 
-    result = cli("drift", "--window", "60", "--json")
+    result = cli("drift", "--window", "60", "--json", "--show-texts")
     assert result.exit_code == 3, result.output  # tweets against an IMDB reference
     report = json.loads(result.stdout)
     assert report["n_rows"] == 60 and report["model_version"] == 1

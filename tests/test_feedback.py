@@ -5,16 +5,27 @@ from __future__ import annotations
 import csv
 import json
 import re
+import stat
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import DataError
-from sentiment_ops.feedback import BadRowsError, export_feedback, import_feedback
-from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.feedback import (
+    BadRowsError,
+    ExportRefusedError,
+    csv_cell,
+    csv_text,
+    export_feedback,
+    import_feedback,
+)
+from sentiment_ops.store import InferenceStore, PredictionRecord, utcnow
 
 MODEL = "sentiment-classifier"
 
@@ -136,7 +147,8 @@ def test_export_then_label_then_import_round_trip(store: InferenceStore, tmp_pat
     assert list(rows[0]) == ["id", "text", "prediction", "confidence", "label"]
     assert [r["id"] for r in rows] == [r.id for r in recs[1:]]  # oldest first
     assert all(r["label"] == "" for r in rows)
-    assert rows[0]["text"] == recs[1].text
+    assert rows[0]["text"] == "'" + recs[1].text  # a tweet to @AmericanAir: a formula to a spreadsheet
+    assert csv_text(rows[0]["text"]) == recs[1].text
 
     for row, label in zip(rows, [0, 1], strict=False):  # a person labels two of them
         row["label"] = str(label)
@@ -188,3 +200,106 @@ def test_cli_import_exit_codes_and_json(cli, store: InferenceStore, tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == 0  # both are labeled now
     assert out.exists() and out.read_text() == ""
+
+
+# -- texts are data: CSV cells never formulas, files owner-only, no user file replaced --------
+FORMULAS = [
+    '=HYPERLINK("https://evil.example","click")',
+    "+1 for the crew",
+    "-2 stars, lost my bag",
+    "@AmericanAir thanks for nothing",
+    "\tstarts with a tab",
+    "\rstarts with a carriage return",
+    "'quoted' from the start",
+    "''two quotes",
+    " leading space and trailing space ",
+    "ends with a newline\n",
+    "plain text, = + - @ inside is fine",
+]
+
+
+@given(st.sampled_from(["", "=", "+", "-", "@", "\t", "\r", "'", " ", "\n"]), st.text())
+def test_csv_cell_escapes_formulas_and_gives_back_the_text(start: str, rest: str) -> None:
+    text = start + rest
+    cell = csv_cell(text)
+    assert csv_text(cell) == text
+    assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert cell == text or cell == "'" + text
+
+
+def _without_ids(src: Path, dest: Path) -> None:
+    """What a person does in a spreadsheet: keep text and label, cells as they are."""
+    with src.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with dest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": "1"} for r in rows)
+
+
+def test_exported_csv_holds_no_formula_and_imports_back_exactly(store: InferenceStore, tmp_path: Path) -> None:
+    store.add_predictions(
+        [
+            PredictionRecord(MODEL, 1, t, 1, 0.9, 0.9, created_at=utcnow() + timedelta(seconds=i))
+            for i, t in enumerate(FORMULAS)
+        ]
+    )
+    out = tmp_path / "todo.csv"
+    assert export_feedback(store, out).rows == len(FORMULAS)
+    with out.open(newline="", encoding="utf-8") as fh:
+        cells = [r["text"] for r in csv.DictReader(fh)]
+    assert cells[:10] == ["'" + t for t in FORMULAS[:10]] and cells[10] == FORMULAS[10]
+    assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+
+    texts_only = tmp_path / "labels.csv"
+    _without_ids(out, texts_only)
+    summary = import_feedback(store, texts_only, MODEL)
+    assert summary.added == len(FORMULAS) and not summary.errors
+    assert sorted(r.text for r in store.rows(source="import")) == sorted(FORMULAS)  # exactly the texts
+
+    jsonl = tmp_path / "todo.jsonl"  # not a spreadsheet format: texts as they are, both ways
+    export_feedback(store, jsonl, model_name=MODEL)
+    assert [json.loads(line)["text"] for line in jsonl.read_text(encoding="utf-8").splitlines()][:11] == FORMULAS
+
+
+def test_hand_made_csv_cells_are_trimmed_and_lose_one_leading_quote(store: InferenceStore, tmp_path: Path) -> None:
+    path = tmp_path / "hand.csv"
+    path.write_text('text,label\n  padded by hand  ,1\n"\'=1+1",0\n')
+    import_feedback(store, path, MODEL)
+    assert sorted(r.text for r in store.rows(source="import")) == ["=1+1", "padded by hand"]
+
+
+def test_export_is_owner_only_and_never_replaces_a_file_unless_asked(store: InferenceStore, tmp_path: Path) -> None:
+    _serve(store, 3)
+    out = tmp_path / "todo.csv"
+    export_feedback(store, out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my labels\n")
+    mine.chmod(0o640)
+    with pytest.raises(ExportRefusedError, match="exists; pass --overwrite"):
+        export_feedback(store, mine)
+    assert mine.read_text() == "my labels\n"
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(ExportRefusedError, match="is a folder"):
+        export_feedback(store, tmp_path / "folder.csv", overwrite=True)
+    assert export_feedback(store, mine, overwrite=True).rows == 3
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o640 and mine.read_text().startswith("id,text")
+
+
+def test_cli_export_refuses_an_existing_file_and_texts_not_kept(  # type: ignore[no-untyped-def]
+    cli, store: InferenceStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve(store, 2)
+    out = tmp_path / "labels.csv"
+    out.write_text("id,label\n")
+    result = cli("feedback", "export", str(out))
+    assert result.exit_code == 2 and "pass --overwrite" in " ".join(result.stderr.split())
+    assert out.read_text() == "id,label\n"
+    assert cli("feedback", "export", "--overwrite", str(out)).exit_code == 0
+    monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
+    result = cli("feedback", "export", str(tmp_path / "none.csv"))
+    assert result.exit_code == 65 and "texts are not kept (store.store_text is false)" in " ".join(
+        result.stderr.split()
+    )
+    assert not (tmp_path / "none.csv").exists()

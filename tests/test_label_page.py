@@ -6,6 +6,7 @@ Chromium (Debian's chromium + chromedriver, driven by Selenium; nothing download
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -73,6 +74,31 @@ def test_label_api_needs_the_token_and_undo_clears(server: Server) -> None:
         assert c.post("/label/undo", json={"id": pid}, headers=_bearer(TOKEN)).json()["cleared"] is False
         assert c.post("/label/undo", json={"id": "nope"}, headers=_bearer(TOKEN)).status_code == 404
         assert c.get("/label/queue?select=uncertain&n=20", headers=_bearer(TOKEN)).json()["pool"] == 12
+
+
+def test_texts_not_kept_the_queue_says_so_and_no_log_line_holds_a_text(
+    home_with_model: dict[str, Any], running: list[Server], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """store.store_text false: /label/queue answers that texts are not kept (the page shows
+    the detail), and no log line of the server holds a served text."""
+    monkeypatch.setenv("SENTOPS_FEEDBACK_TOKEN", TOKEN)
+    monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
+    promote(1)
+    texts = [f"private review {i}: the crew at gate B{i} was rude" for i in range(6)]
+    with caplog.at_level(logging.DEBUG):
+        srv = start_server(serve_settings())
+        running.append(srv)
+        with srv.client() as c:
+            for text in texts[:3]:
+                assert c.post("/predict", json={"text": text}).status_code == 200
+            assert c.post("/predict/batch", json={"texts": texts[3:]}).status_code == 200
+            queue = c.get("/label/queue?select=uncertain&n=5", headers=_bearer(TOKEN))
+        srv.stop()
+    assert queue.status_code == 422, queue.text
+    assert "texts are not kept (store.store_text is false)" in queue.json()["detail"]
+    assert not any(t in queue.text for t in texts)
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert caplog.records and not any(t in logged for t in texts)
 
 
 def test_the_serving_app_imports_without_torch() -> None:

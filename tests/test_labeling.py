@@ -21,6 +21,7 @@ from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import DataError
+from sentiment_ops.feedback import TextsNotKeptError
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
 from sentiment_ops.labeling.strategies import kmeans, margins, select
@@ -236,13 +237,36 @@ def test_embedding_strategies_use_only_the_serving_backend(
     summary = json.loads(out.stdout)
     assert summary["rows"] == 0 and summary["no_embedding"] == 20 and summary["pool"] == 0
     assert (
-        json.loads(cli("feedback", "export", "--select", "uncertain", "--n", "5", out_file, "--json").stdout)["rows"]
+        json.loads(
+            cli("feedback", "export", "--select", "uncertain", "--n", "5", "--overwrite", out_file, "--json").stdout
+        )["rows"]
         == 5
     )  # no embeddings needed
-    novel = cli("feedback", "export", "--select", "novel", "--n", "5", out_file)
+    novel = cli("feedback", "export", "--select", "novel", "--n", "5", "--overwrite", out_file)
     assert novel.exit_code == 66
     assert "no reference embeddings for the onnx serving backend" in novel.stderr
     assert "sentops embed-reference" in " ".join(novel.stderr.split())
+
+
+def test_texts_not_kept_the_queue_says_so(
+    settings: Settings,
+    store: InferenceStore,
+    model: Any,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """With store.store_text false there is nothing to label by text: the queue says so
+    (one line, exit 65) instead of offering empty texts or hashes, even over rows stored
+    with their text before the setting changed."""
+    serve(store, model, load_corpus("tweets").test.texts[:20])
+    monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
+    with pytest.raises(TextsNotKeptError, match=r"texts are not kept \(store.store_text is false\)"):
+        choose_to_label(load_settings(), store, "uncertain", 5)
+    out = tmp_path / "to_label.csv"
+    result = cli("feedback", "export", "--select", "uncertain", "--n", "5", str(out))
+    assert result.exit_code == 65 and "label predictions by id instead" in " ".join(result.stderr.split())
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

@@ -3,6 +3,7 @@ close that writes everything still queued."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from sentiment_ops.serving.store_writer import StoreWriter
-from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
 
 
 def _records(n: int, start: int = 0) -> list[PredictionRecord]:
@@ -91,3 +92,31 @@ def test_rows_the_store_cannot_take_at_shutdown_are_counted_and_logged(
     with caplog.at_level(logging.ERROR, "sentiment_ops.serving"):
         assert writer.close(timeout=10) == 7
     assert "7 predictions could not be written at shutdown" in caplog.text
+
+
+@pytest.mark.parametrize("store_text", [True, False])
+def test_a_refused_row_is_dead_lettered_without_its_text_when_texts_are_not_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, store_text: bool
+) -> None:
+    """SQLite refuses a row without a model name (NOT NULL): it goes to dead_letters, with
+    its text only when store.store_text is on (else its hash, as the row would have), and
+    the log line names the row, never its text."""
+    store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}", store_text=store_text)
+    records = _records(6)
+    secret = "my card number is 4111 and I hate this airline"
+    records[3].text = secret
+    records[3].model_name = None  # type: ignore[assignment]
+    writer = StoreWriter(store)
+    writer.start()
+    with caplog.at_level(logging.DEBUG):
+        writer.put(records)
+        assert writer.flush(timeout=30)
+        writer.close()
+    assert store.count() == 5 and writer.dead_lettered == 1
+    (letter,) = store.dead_letters()
+    payload = json.loads(letter["payload"])
+    assert payload["id"] == records[3].id and "NOT NULL" in letter["error"]
+    assert payload["text_hash"] == text_hash(secret)
+    assert payload["text"] == (secret if store_text else None)
+    assert (secret in letter["payload"]) is store_text and secret not in letter["error"]
+    assert records[3].id in caplog.text and secret not in caplog.text

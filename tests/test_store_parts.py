@@ -5,11 +5,13 @@ retraining and ``feedback export`` use."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from sentiment_ops.errors import DataError, NotFoundError
 from sentiment_ops.store import (
@@ -20,6 +22,7 @@ from sentiment_ops.store import (
     PredictionRecord,
     records_from,
 )
+from sentiment_ops.store.schema import drift_checks
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -91,3 +94,30 @@ def test_rows_filters_labels_source_model_since_and_limit(url: str) -> None:
     assert ids(since=T0 + timedelta(seconds=3), source="api") == [recs[3].id, recs[4].id]
     assert len(store.rows()) == store.count() == 6
     store.close()
+
+
+def test_drift_checks_are_kept_and_read_without_served_texts(url: str) -> None:
+    """A check is recorded with its farthest rows' ids and distances only, and a check
+    recorded with texts (before this rule) is read back without them."""
+    drift = DriftLog(url)
+    far = [{"index": 0, "id": "a1", "distance": 2.5, "text": "a served text"}]
+    report = {"window": 3, "n_rows": 3, "drift": True, "p_value": 0.001, "farthest": far}
+    drift.record_drift_check("m", 1, report)
+    with drift.engine.begin() as conn:  # as older sentops recorded it: the text in details
+        conn.execute(
+            drift_checks.insert().values(
+                created_at=T0,
+                model_name="m",
+                model_version=1,
+                window=3,
+                n_rows=3,
+                drift=False,
+                details=json.dumps(report),
+            )
+        )
+        stored = [r[0] for r in conn.execute(sa.select(drift_checks.c.details))]
+    assert "a served text" not in stored[0] and json.loads(stored[0])["farthest"][0]["id"] == "a1"
+    history = drift.drift_history("m")
+    assert [h["details"]["farthest"] for h in history] == [[{"index": 0, "id": "a1", "distance": 2.5}]] * 2
+    assert report["farthest"][0]["text"] == "a served text"  # the caller's report is left as it was
+    drift.close()

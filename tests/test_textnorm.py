@@ -188,7 +188,7 @@ def test_raw_unshifted_traffic_does_not_drift(
             assert r.status_code == 200, r.text
     srv.stop()  # graceful: queued rows reach the store
 
-    result = cli("drift", "--window", "120", "--json")
+    result = cli("drift", "--window", "120", "--json", "--show-texts")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["n_rows"] == 120 and report["drift"] is False

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
+from sentiment_ops.cli.display import compose, json_controls_escaped, json_text, plain
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.errors import SentopsError
 
@@ -71,8 +72,8 @@ class SentopsGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SentopsError as exc:
-            message = " ".join(str(exc).split())
-            err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, markup=True)
+            message = " ".join(str(exc).split())  # may quote data: plain text, controls made visible
+            err_console.print(compose("[bold red]Error:[/bold red] ", plain(message)), highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -109,9 +110,9 @@ def settings_from(ctx: typer.Context, overrides: Mapping[str, Any] | None = None
 
 
 def print_json(data: Any) -> None:
-    text = json.dumps(data, default=str, indent=2, ensure_ascii=False)
+    text = json_controls_escaped(json.dumps(data, default=str, indent=2, ensure_ascii=False))
     if console.is_terminal and len(text) < 100_000:
-        console.print_json(text)  # highlighted for people
+        console.print(json_text(text), soft_wrap=True)  # highlighted for people
     else:  # scripts and long output: rich's highlighter takes seconds on megabytes of JSON
         sys.stdout.write(text + "\n")
 

@@ -7,9 +7,11 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from sentiment_ops.cli.choices import Backend, DriftMethod, DriftSource, value
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import EXIT_DRIFT
 
 
@@ -50,10 +52,16 @@ def embed_reference(
         print_json(meta.__dict__)
         return
     console.print(
-        f"reference of [bold]{settings.mlflow.model_name}[/bold] version [bold]{meta.model_version}[/bold]: "
-        f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
-        f"dim {meta.dim}, {meta.backend} backend, "
-        f"predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
+        compose(
+            "reference of ",
+            plain(settings.mlflow.model_name, "bold"),
+            f" version [bold]{meta.model_version}[/bold]: ",
+            plain(
+                f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
+                f"dim {meta.dim}, {meta.backend} backend, "
+                f"predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
+            ),
+        )
     )
 
 
@@ -75,6 +83,11 @@ def drift(
         DriftSource.api, "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    show_texts: bool = typer.Option(
+        False,
+        "--show-texts",
+        help="Show the served texts farthest from the reference (default: their ids and distances only).",
+    ),
     history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
     plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
     limit: int = typer.Option(1000, "--limit", min=1, help="With --history: the newest N checks, oldest first."),
@@ -84,7 +97,8 @@ def drift(
     - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
     - p-value: a calibrated permutation test of MMD² and nearest-reference distance; it decides the status.
     - Positive share: the predicted-label mix of the window vs the reference's (label shift).
-    - The texts of the window farthest from the reference.
+    - The rows of the window farthest from the reference: ids and distances; their served
+      texts only with --show-texts (none when store.store_text is false: texts are not kept).
 
     --source batch checks the rows `sentops score --log` wrote instead of served traffic
     (a batch never mixes into the served window).
@@ -116,11 +130,17 @@ def drift(
         else:
             _history_table(rows)
             if plot is not None:
-                console.print(f"plot written to {plot}")
+                console.print(compose("plot written to ", plain(plot)))
         return
 
     report = check.run_drift_check(
-        settings, alias=alias, version=version, window=window, permutations=permutations, source=source.value
+        settings,
+        alias=alias,
+        version=version,
+        window=window,
+        permutations=permutations,
+        source=source.value,
+        show_texts=show_texts,
     )
     if as_json:
         print_json(report.to_dict())
@@ -141,7 +161,7 @@ def _status(flag: bool) -> str:
 def _report_tables(r: dict[str, Any]) -> None:
     who = f"{r['model_name']} v{r['model_version']}" + (f" ({r['alias']})" if r.get("alias") else "")
     who += " batch predictions" if r.get("source") == "batch" else ""
-    table = Table(title=f"Drift check: {who}", show_header=True)
+    table = Table(title=plain(f"Drift check: {who}"), show_header=True)
     table.add_column("check")
     table.add_column("value", justify="right")
     table.add_column("decision")
@@ -149,8 +169,10 @@ def _report_tables(r: dict[str, Any]) -> None:
     table.add_row(
         "Window",
         f"{r['n_rows']} of last {r['window']}",
-        f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts"
-        f" ({ref.get('backend', '?')})",
+        plain(
+            f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts"
+            f" ({ref.get('backend', '?')})"
+        ),
     )
     table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
     table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
@@ -185,15 +207,36 @@ def _report_tables(r: dict[str, Any]) -> None:
         f"decided by the {decided_by}",
     )
     console.print(table)
-    if r.get("farthest"):
-        far = Table(title="Texts farthest from the reference (nearest-neighbour distance)")
-        far.add_column("distance", justify="right")
-        far.add_column("text")
-        for f in r["farthest"]:
-            text = " ".join(str(f["text"]).split())
-            far.add_row(f"{f['distance']:.3f}", text[:160] + ("…" if len(text) > 160 else ""))
-        console.print(far)
+    _farthest_table(r)
     console.print(f"check {r.get('check_id')} recorded in {r['seconds']:.2f} s", style="dim")
+
+
+TEXTS_NOTE = {
+    "hidden": "served texts hidden: --show-texts shows them",
+    "not kept": "texts are not kept (store.store_text is false): only ids and distances to show",
+}
+
+
+def _farthest_table(r: dict[str, Any]) -> None:
+    """The farthest rows by id and distance, with their texts (as plain text) when shown."""
+    if not r.get("farthest"):
+        return
+    shown = r.get("texts") == "shown"
+    far = Table(title="Rows farthest from the reference (nearest-neighbour distance)")
+    far.add_column("distance", justify="right")
+    far.add_column("prediction id", no_wrap=True)
+    if shown:
+        far.add_column("text")
+    for f in r["farthest"]:
+        cells: list[str | Text] = [f"{f['distance']:.3f}", plain(f.get("id") or "–")]
+        if shown:
+            text = " ".join(str(f.get("text") or "(text not stored)").split())
+            cells.append(plain(text[:160] + ("…" if len(text) > 160 else "")))
+        far.add_row(*cells)
+    console.print(far)
+    note = TEXTS_NOTE.get(str(r.get("texts")))
+    if note:
+        console.print(note, style="dim", markup=False)
 
 
 def _history_table(rows: list[dict[str, Any]]) -> None:
@@ -209,7 +252,7 @@ def _history_table(rows: list[dict[str, Any]]) -> None:
         table.add_row(
             str(h["id"]),
             h["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
-            str(h["model_version"]),
+            plain(h["model_version"]),
             str(h["n_rows"]),
             fmt(h["cosine_distance"]),
             "–" if h["mmd2"] is None else f"{h['mmd2']:.3g}",

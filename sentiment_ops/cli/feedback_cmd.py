@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
+from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.labeling import Strategy
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _print_import(summary: ImportSummary, file: Path) -> None:
         f"{summary.skipped} blank, {len(summary.errors)} bad"
     )
     for err in summary.errors[:MAX_ERRORS_SHOWN]:
-        err_console.print(f"{file}: {err}", highlight=False, markup=False)
+        err_console.print(plain(f"{file}: {err}"), highlight=False)
     if len(summary.errors) > MAX_ERRORS_SHOWN:
         err_console.print(f"… and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows (see --json)")
 
@@ -75,7 +76,7 @@ def _print_import(summary: ImportSummary, file: Path) -> None:
 @app.command("export")
 def export_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Output .csv or .jsonl file (replaced if it exists).")],
+    file: Annotated[Path, typer.Argument(help="Output .csv or .jsonl file (a new one, unless --overwrite).")],
     *,
     unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only predictions without a label yet.")] = False,
     window: Annotated[
@@ -95,6 +96,9 @@ def export_cmd(
     seed: Annotated[
         int | None, typer.Option("--seed", min=0, help="Seed of --select's random choices (default 0).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace FILE if it exists (it keeps its mode).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Export served predictions as id,text,prediction,confidence,label for labeling.
@@ -104,6 +108,12 @@ def export_cmd(
     person's time, in the order to label them: random, uncertain (closest to the decision
     boundary), novel (farthest from the drift reference) or mixed (the most uncertain of
     each cluster of the served embeddings, so the labels are not near-duplicates).
+
+    The file is owner-only (0600) and an existing one is never replaced without --overwrite
+    (it may hold a person's labels). In a CSV, a text a spreadsheet would run as a formula
+    (first character = + - @, tab or CR), and a text that starts with ' or starts or ends with
+    white space, gets one ' in front; `sentops feedback import` takes it off again. With
+    store.store_text false there are no texts to export (exit 65).
 
     Example: sentops feedback export --select mixed --n 200 to_label.csv
     """
@@ -117,13 +127,19 @@ def export_cmd(
             from sentiment_ops.labeling.queue import export_selection
 
             chosen = export_selection(
-                settings, store, file, select, n or 100, seed=seed or 0, window=window, since=since
+                settings, store, file, select, n or 100, seed=seed or 0, window=window, since=since, overwrite=overwrite
             )
         else:
             from sentiment_ops.feedback import export_feedback
 
             summary = export_feedback(
-                store, file, unlabeled=unlabeled, window=window, since=since, model_name=settings.mlflow.model_name
+                store,
+                file,
+                unlabeled=unlabeled,
+                window=window,
+                since=since,
+                model_name=settings.mlflow.model_name,
+                overwrite=overwrite,
             )
     finally:
         store.close()
@@ -133,7 +149,7 @@ def export_cmd(
     if as_json:
         print_json(summary.to_dict())
         return
-    console.print(f"wrote [bold]{summary.rows}[/bold] predictions to {summary.path}")
+    console.print(compose(f"wrote [bold]{summary.rows}[/bold] predictions to ", plain(summary.path)))
     if summary.skipped_no_text:
         console.print(f"left out {summary.skipped_no_text} predictions logged without their text (store_text off)")
 
@@ -144,8 +160,11 @@ def _print_selection(chosen: SelectionExport, as_json: bool) -> None:
         return
     q = chosen.queue
     console.print(
-        f"wrote [bold]{chosen.export.rows}[/bold] texts chosen by {q.strategy} (seed {q.seed}) from "
-        f"{q.pool} unlabeled served texts of version {q.version} to {chosen.export.path}"
+        compose(
+            f"wrote [bold]{chosen.export.rows}[/bold] texts chosen by {q.strategy} (seed {q.seed}) from "
+            f"{q.pool} unlabeled served texts of version {q.version} to ",
+            plain(chosen.export.path),
+        )
     )
     left_out = {
         "already labeled": q.labeled,

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from
+from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import NotFoundError
 
 HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 give all
@@ -32,7 +33,8 @@ def register(
     if as_json:
         print_json(info.to_dict())
     else:
-        console.print(f"registered [bold]{info.name}[/bold] version [bold]{info.version}[/bold] from run {run_id}")
+        who = plain(info.name, "bold")
+        console.print(compose("registered ", who, f" version [bold]{info.version}[/bold] from run ", plain(run_id)))
 
 
 def promote(
@@ -50,7 +52,7 @@ def promote(
         print_json(event.__dict__)
     else:
         frm = "(unset)" if event.from_version is None else f"v{event.from_version}"
-        console.print(f"{event.alias}: {frm} → [bold]v{event.to_version}[/bold]")
+        console.print(compose(plain(event.alias), f": {frm} → [bold]v{event.to_version}[/bold]"))
 
 
 def rollback(
@@ -66,7 +68,9 @@ def rollback(
     if as_json:
         print_json(event.__dict__)
     else:
-        console.print(f"{event.alias}: rolled back v{event.from_version} → [bold]v{event.to_version}[/bold]")
+        console.print(
+            compose(plain(event.alias), f": rolled back v{event.from_version} → [bold]v{event.to_version}[/bold]")
+        )
 
 
 def models(
@@ -96,11 +100,11 @@ def models(
             print_json([e.__dict__ for e in events])
             return
         shown = f"last {len(events)} of {total} moves" if len(events) < total else f"{total} moves"
-        table = Table(title=f"alias history: {history} ({shown})")
+        table = Table(title=plain(f"alias history: {history} ({shown})"))
         for col in ("at", "action", "from", "to"):
             table.add_column(col)
         for e in events:
-            table.add_row(e.at, e.action, str(e.from_version or "–"), str(e.to_version))
+            table.add_row(plain(e.at), plain(e.action), plain(e.from_version or "–"), plain(e.to_version))
         console.print(table)
         if len(events) < total:
             console.print(f"{total - len(events)} earlier moves not shown: --last 0 shows all, --json prints all")
@@ -112,21 +116,22 @@ def models(
         print_json([{k: v for k, v in info.to_dict().items() if k != "tags"} for info in versions])
         return
     if not versions:
-        console.print(f"model {registry.model_name!r} has no versions yet: run `sentops train`")
+        console.print(plain(f"model {registry.model_name!r} has no versions yet: run `sentops train`"))
         return
-    table = Table(title=registry.model_name)
+    table = Table(title=plain(registry.model_name))
     for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
         # aliases never wrap; the long run id folds instead
         table.add_column(col, no_wrap=col in ("version", "aliases", "golden acc", "golden F1"), overflow="fold")
     for v in versions:
+        # every cell is registry data (aliases, tags: anyone who can write to MLflow sets them)
         table.add_row(
-            str(v.version),
-            ", ".join(v.aliases) or "–",
+            plain(v.version),
+            plain(", ".join(v.aliases) or "–"),
             fmt(v.golden_accuracy),
             fmt(v.golden_f1),
-            v.created.replace("T", " ")[:16],
-            v.run_id or "–",
-            str(v.parent_version or "–"),
+            plain(v.created.replace("T", " ")[:16]),
+            plain(v.run_id or "–"),
+            plain(v.parent_version or "–"),
         )
     console.print(table)
 

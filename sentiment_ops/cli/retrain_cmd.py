@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.display import plain
 
 if TYPE_CHECKING:
     from sentiment_ops.retraining import RetrainResult
@@ -115,4 +116,4 @@ def _render(result: RetrainResult, as_json: bool) -> None:
         f"replay {d['replay_size']} rows of {d['replay_data']}; run {result.run_id}"
     )
     style = "green" if result.promoted or (result.gate.passed and not result.note) else "yellow"
-    console.print(f"[{style}]{result.summary()}[/{style}]", highlight=False)
+    console.print(plain(result.summary(), style), highlight=False)

@@ -11,6 +11,7 @@ import typer
 
 from sentiment_ops.cli.choices import Backend, ScoreEngine, value
 from sentiment_ops.cli.common import console, err_console, print_json, settings_from
+from sentiment_ops.cli.display import compose, plain
 
 if TYPE_CHECKING:
     from sentiment_ops.scoring import ScoreProgress, ScoreSummary
@@ -126,14 +127,19 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[ScoreProgress], None] | N
 
 def _print_summary(s: ScoreSummary) -> None:
     resumed = f" (resumed after row {s.resumed_rows:,})" if s.resumed_rows else ""
+    on_spark = " on Spark" if s.engine == "spark" else ""
     console.print(
-        f"{s.rows:,} rows{resumed}: [bold]{s.scored:,} scored[/bold], {s.bad:,} bad → {s.output} "
-        f"({s.model_name} v{s.model_version}, {s.backend}{' on Spark' if s.engine == 'spark' else ''}, "
-        f"{s.workers} worker(s), {s.texts_per_s:,.0f} texts/s)"
+        compose(
+            f"{s.rows:,} rows{resumed}: [bold]{s.scored:,} scored[/bold], {s.bad:,} bad → ",
+            plain(
+                f"{s.output} ({s.model_name} v{s.model_version}, {s.backend}{on_spark}, "
+                f"{s.workers} worker(s), {s.texts_per_s:,.0f} texts/s)"
+            ),
+        )
     )
     if s.logged:
         console.print(f"logged {s.logged:,} predictions to the inference store (sentops drift --source batch)")
     for err in s.errors[:MAX_ERRORS_SHOWN]:
-        err_console.print(f"{s.input}: line {err['line']}: {err['message']}", highlight=False, markup=False)
+        err_console.print(plain(f"{s.input}: line {err['line']}: {err['message']}"), highlight=False)
     if s.bad > MAX_ERRORS_SHOWN:
         err_console.print(f"… and {s.bad - MAX_ERRORS_SHOWN:,} more bad rows (see --json)")

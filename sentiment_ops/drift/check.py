@@ -5,6 +5,8 @@ reference embeddings logged with that run, reads the version's last N served pre
 (with the embeddings the server logged: no second forward pass), runs the detectors and
 records the check (``drift.history``: the inference store and an MLflow monitoring run);
 with ``store.retention_days`` set it then prunes the store (``apply_retention``).
+Served texts are put in the report only when asked (``show_texts``) and kept by the store
+(``store.store_text``); the recorded check never holds them (ids and distances only).
 
 ``embed_reference`` (re)computes a version's reference from held-out data with the
 version's own encoder and logs it to the version's run (``drift.reference``).
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sentiment_ops.config import Settings
-from sentiment_ops.drift.detectors import DriftReport, detect
+from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
 from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, StoreError
@@ -65,11 +67,10 @@ def embed_reference(
     )
 
 
-def _window_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+def _window_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     emb = np.vstack([np.asarray(r.embedding, dtype=np.float32) for r in rows])
     labels = np.array([-1 if r.prediction is None else int(r.prediction) for r in rows], dtype=np.int64)
-    texts = [r.text or f"(text not stored: prediction {r.id})" for r in rows]
-    return emb, labels, texts, [r.id for r in rows]
+    return emb, labels, [r.id for r in rows]
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,12 @@ def run_drift_check(
     record: bool = True,
     store: InferenceStore | None = None,
     source: str = "api",
+    show_texts: bool = False,
 ) -> DriftReport:
     """Compare the last ``window`` served predictions of a version with its reference
     (``source="batch"``: the last rows ``sentops score --log`` wrote instead).
+    ``show_texts``: the farthest rows carry their texts (never when ``store.store_text`` is
+    false: ``report.texts`` then says "not kept"); the recorded check never does.
 
     Raises NotFoundError (unknown alias/version, or no reference: run
     ``sentops embed-reference``), NotEnoughDataError (fewer than ``drift.min_rows`` logged
@@ -136,7 +140,7 @@ def run_drift_check(
         with tempfile.TemporaryDirectory() as tmp:
             # the reference embedded by the backend that served the window
             ref = download_reference(registry.client, str(info.run_id), Path(tmp), backend)
-        report = compare(ref, rows, settings, opts, info.version)
+        report = compare(ref, rows, settings, opts, info.version, show_texts)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)
         report.source = source
@@ -186,10 +190,19 @@ def served_window(
 
 
 def compare(
-    ref: Reference, rows: list[PredictionRecord], settings: Settings, opts: CheckOptions, version: int
+    ref: Reference,
+    rows: list[PredictionRecord],
+    settings: Settings,
+    opts: CheckOptions,
+    version: int,
+    show_texts: bool = False,
 ) -> DriftReport:
-    """Run the detectors on one window against the reference (no IO)."""
-    emb, labels, texts, ids = _window_arrays(rows)
+    """Run the detectors on one window against the reference (no IO). The farthest rows
+    carry their texts (None for a row stored without it) only with ``show_texts`` and
+    ``store.store_text``."""
+    emb, labels, ids = _window_arrays(rows)
+    kept = settings.store.store_text
+    texts = [r.text or None for r in rows] if show_texts and kept else None
     if emb.shape[1] != ref.embeddings.shape[1]:
         raise DataError(
             f"window embeddings have {emb.shape[1]} dimensions but the reference of version "
@@ -213,6 +226,8 @@ def compare(
         seed=CHECK_SEED,
     )
     report.window = opts.window
+    if not kept:
+        report.texts = TEXTS_NOT_KEPT
     report.model_version = version
     report.created_at = datetime.now(UTC).isoformat(timespec="seconds")
     keys = ("data", "split", "data_hash", "count", "pooling", "backend", "created", "run_id")

@@ -16,7 +16,8 @@ Signals that compare a window of served predictions with a model version's refer
 3. ``label_mix_test``: the predicted positive share of the window against the reference's
    (two-proportion z-test), a label shift signal.
 4. ``farthest_texts``: the window rows farthest from their nearest reference neighbour, so a
-   person sees what changed.
+   person sees what changed: their ids and distances, and their texts only when given (a
+   check shows served texts only when asked: ``sentops drift --show-texts``).
 """
 
 from __future__ import annotations
@@ -76,24 +77,30 @@ def nearest_reference_distance(ref: np.ndarray, win: np.ndarray) -> np.ndarray:
 
 
 def farthest_texts(
-    ref: np.ndarray, win: np.ndarray, texts: Sequence[str], k: int = 5, ids: Sequence[str] | None = None
+    ref: np.ndarray,
+    win: np.ndarray,
+    texts: Sequence[str | None] | None = None,
+    k: int = 5,
+    ids: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``k`` window rows farthest from the reference, farthest first."""
+    """The ``k`` window rows farthest from the reference, farthest first: index, id and
+    distance, and ``text`` only when ``texts`` are given."""
     if k <= 0:
         return []
-    if len(texts) != len(win):
+    if texts is not None and len(texts) != len(win):
         raise ValueError(f"{len(texts)} texts for {len(win)} window rows")
     dist = nearest_reference_distance(ref, win)
     order = np.argsort(-dist, kind="stable")[:k]
-    return [
-        {
-            "index": int(i),
-            "id": None if ids is None else ids[i],
-            "distance": float(dist[i]),
-            "text": texts[i],
-        }
-        for i in order
-    ]
+    out = []
+    for i in order:
+        row: dict[str, Any] = {"index": int(i), "id": None if ids is None else ids[i], "distance": float(dist[i])}
+        if texts is not None:
+            row["text"] = texts[i]
+        out.append(row)
+    return out
+
+
+TEXTS_SHOWN, TEXTS_HIDDEN, TEXTS_NOT_KEPT = "shown", "hidden", "not kept"
 
 
 METHODS = ("mmd_nn", "mmd", "cosine")
@@ -129,6 +136,9 @@ class DriftReport:
     label_mix: dict[str, Any]
     label_drift: bool
     farthest: list[dict[str, Any]] = field(default_factory=list)
+    # the texts of ``farthest``: "shown" (asked for), "hidden" (the default: ids and
+    # distances only) or "not kept" (store.store_text is false: there are none to show)
+    texts: str = TEXTS_HIDDEN
     seconds: float = 0.0
     model_name: str | None = None
     model_version: int | None = None
@@ -150,7 +160,7 @@ def detect(
     *,
     ref_labels: np.ndarray | None = None,
     win_labels: np.ndarray | None = None,
-    texts: Sequence[str] | None = None,
+    texts: Sequence[str | None] | None = None,
     ids: Sequence[str] | None = None,
     alpha: float = 0.01,
     permutations: int = 500,
@@ -160,7 +170,8 @@ def detect(
     top_k: int = 5,
     seed: int = 0,
 ) -> DriftReport:
-    """Run every detector on one window and decide."""
+    """Run every detector on one window and decide. ``texts``: the window's texts, put
+    beside the farthest rows (None: ids and distances only)."""
     if method not in METHODS:
         raise ValueError(f"unknown drift method {method!r} ({' | '.join(METHODS)})")
     start = time.perf_counter()
@@ -172,7 +183,7 @@ def detect(
         label_drift = mix.p_value < alpha
     else:
         mix_dict, label_drift = {}, False
-    far = farthest_texts(ref, win, texts, top_k, ids) if texts is not None else []
+    far = farthest_texts(ref, win, texts, top_k, ids)
     cosine_drift = cosine > cosine_threshold
     test_drift = test.p_value < alpha
     return DriftReport(
@@ -197,5 +208,6 @@ def detect(
         label_mix=mix_dict,
         label_drift=label_drift,
         farthest=far,
+        texts=TEXTS_HIDDEN if texts is None else TEXTS_SHOWN,
         seconds=time.perf_counter() - start,
     )

@@ -4,7 +4,9 @@
 ``serve.alias`` served (the drift check's window, read the same way), keeps the ones worth
 asking about and ranks them by a ``Strategy`` (``labeling.strategies``):
 
-* only rows that kept their text (``store.store_text``) and hold no label;
+* only rows that kept their text and hold no label; with ``store.store_text`` off there are
+  no texts to ask about, and the queue says so (``TextsNotKeptError``) instead of offering
+  empty texts or hashes;
 * one row per distinct text (the newest), and no text that holds a label on any row
   already (served twice, or imported with ``sentops feedback import``);
 * ``novel`` and ``mixed`` use the embeddings the server logged, so only rows embedded by
@@ -29,7 +31,7 @@ from sentiment_ops.config import Settings
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.drift.reference import download_reference
 from sentiment_ops.errors import DataError
-from sentiment_ops.feedback import ExportSummary, write_export
+from sentiment_ops.feedback import ExportSummary, TextsNotKeptError, check_export_path, write_export
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.strategies import select
 from sentiment_ops.predictors import resolve_version
@@ -115,8 +117,11 @@ def choose_to_label(
 ) -> LabelQueue:
     """The ``n`` served texts to label first, by ``strategy``, from the last ``window``
     (default ``DEFAULT_POOL``) predictions of ``version`` (default: the one behind
-    ``serve.alias``). Deterministic for a given store, window and ``seed``."""
+    ``serve.alias``). Deterministic for a given store, window and ``seed``. Raises
+    ``TextsNotKeptError`` when ``store.store_text`` is false."""
     strategy = Strategy(strategy)
+    if not settings.store.store_text:
+        raise TextsNotKeptError()
     if n < 1:
         raise DataError(f"the number of texts to choose must be at least 1, got {n}")
     if window is not None and window < 1:
@@ -176,9 +181,12 @@ def export_selection(
     seed: int = 0,
     window: int | None = None,
     since: datetime | None = None,
+    overwrite: bool = False,
 ) -> SelectionExport:
     """``choose_to_label`` written as a feedback file (``id,text,prediction,confidence,label``),
-    in the order to label; import it back with ``sentops feedback import``."""
+    in the order to label; import it back with ``sentops feedback import``. An existing file
+    is replaced only with ``overwrite``."""
+    check_export_path(Path(path), overwrite)  # before the choice, which reads the store
     queue = choose_to_label(settings, store, strategy, n, seed=seed, window=window, since=since)
-    summary = write_export(path, [i.record for i in queue.items])
+    summary = write_export(path, [i.record for i in queue.items], overwrite=overwrite)
     return SelectionExport(summary, queue)

@@ -246,7 +246,8 @@ class StoreWriter:
     def _dead_letter(self, record: PredictionRecord, error: str) -> bool:
         assert self.store is not None
         try:
-            self.store.add_dead_letters([("prediction", error, dead_letter(record))])
+            # with store_text off, no text in the dead letter either (its hash only)
+            self.store.add_dead_letters([("prediction", error, dead_letter(record, self.store.store_text))])
         except StoreRowError as exc:  # cannot happen for ASCII JSON; never silent if it does
             log.error(
                 "inference store refused prediction %s and its dead letter: %s / %s",

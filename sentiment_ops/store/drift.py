@@ -2,7 +2,8 @@
 model version (``window``), how that window splits by serving backend
 (``backend_counts``), and the history of drift checks (``record_drift_check``,
 ``drift_history``, and the last check of each version for ``/metrics``:
-``latest_drift_checks``)."""
+``latest_drift_checks``). A check is kept without served texts: its farthest rows by id and
+distance only (the texts, when kept, are in ``predictions``)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class DriftLog(Database):
             "p_value": report.get("p_value"),
             "mmd2": report.get("mmd2"),
             "cosine_distance": report.get("cosine_distance"),
-            "details": json.dumps(report, default=str),
+            "details": json.dumps(without_texts(report), default=str),
         }
         try:
             with self.engine.begin() as conn:
@@ -96,9 +97,19 @@ class DriftLog(Database):
         for r in reversed(self._select(q)):
             d = dict(r._mapping)
             d["created_at"] = as_utc(d["created_at"])
-            d["details"] = json.loads(d["details"]) if d["details"] else {}
+            d["details"] = without_texts(json.loads(d["details"])) if d["details"] else {}
             out.append(d)
         return out
+
+
+def without_texts(report: dict[str, Any]) -> dict[str, Any]:
+    """A drift report (as a dict) with no served text: the farthest rows without ``text``
+    (checks recorded before this rule held them; they are left out when read, too)."""
+    far = report.get("farthest")
+    if not isinstance(far, list):
+        return report
+    rows = [{k: v for k, v in f.items() if k != "text"} if isinstance(f, dict) else f for f in far]
+    return {**report, "farthest": rows}
 
 
 def _recent_served(q: Any, model_name: str, model_version: int | None, size: int, source: str = "api") -> Any:

@@ -9,6 +9,7 @@ do next: ``StoreUnavailableError`` (the store cannot be reached: retry), ``Store
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Sequence
@@ -171,8 +172,10 @@ def record_of(row: Any) -> PredictionRecord:
     )
 
 
-def dead_letter(record: PredictionRecord) -> str:
-    """A refused prediction as JSON that any store holds (ensure_ascii: U+0000 → \\u0000)."""
+def dead_letter(record: PredictionRecord, store_text: bool = True) -> str:
+    """A refused prediction as JSON that any store holds (ensure_ascii: U+0000 → \\u0000).
+    With ``store_text`` off it holds the text's hash and no text, as the row itself would
+    have: replaying it loses nothing the store was allowed to keep."""
     created = as_utc(record.created_at)
     return json.dumps(
         {
@@ -184,7 +187,8 @@ def dead_letter(record: PredictionRecord) -> str:
             "backend": record.backend,
             "source": record.source,
             "request_id": record.request_id,
-            "text": record.text,
+            "text": record.text if store_text else None,
+            "text_hash": _hash_of_any(record.text),
             "prediction": record.prediction,
             "probability": record.probability,
             "confidence": record.confidence,
@@ -194,3 +198,11 @@ def dead_letter(record: PredictionRecord) -> str:
         },
         ensure_ascii=True,
     )
+
+
+def _hash_of_any(text: str) -> str:
+    """``text_hash``, also for a text with a lone surrogate (one reason a row is refused)."""
+    try:
+        return text_hash(text)
+    except UnicodeEncodeError:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
