@@ -1,15 +1,29 @@
-"""The one redaction helper (sentiment_ops/redaction.py): URLs, key-value secrets, secrets of
-the environment, settings dicts, SentopsError messages and log records."""
+"""The one redaction helper (sentiment_ops/redaction.py) and where it is used without a
+server: ``sentops config show``, the resolved-config artifact, params and tags of a train
+run, CLI error lines, ``SentopsError`` messages, and the server's log configurations."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from sentiment_ops.config import load_settings
 from sentiment_ops.errors import SentopsError, StoreError
 from sentiment_ops.redaction import MASK, RedactingFilter, install_log_redaction, redact, redact_value
+from sentiment_ops.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -136,3 +150,90 @@ def test_filter_keeps_uvicorn_access_arguments() -> None:
     logger = _logger(handler)
     logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "GET", "/x?password=S3cretPw", "1.1", 200)
     assert out.getvalue().strip() == '127.0.0.1:5555 - "GET /x?password=*** HTTP/1.1" 200 OK'
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_server_log_configs_redact(log_format: str) -> None:
+    """``sentops serve``'s logging config (in a process of its own: dictConfig is global)."""
+    script = textwrap.dedent(
+        f"""
+        import logging, logging.config
+        from sentiment_ops.serving.logs import log_config
+        logging.config.dictConfig(log_config({log_format!r}, "INFO"))
+        logging.getLogger("uvicorn.error").info("store at %s", "postgresql://u:S3cretPw@h/db")
+        logging.getLogger("sentiment_ops.serving").warning("registry http://u:TrackPw@h:5000 down")
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/q?token=TrackPw", "1.1", 200
+        )
+        try:
+            raise OSError("cannot reach http://u:TrackPw@h:5000")
+        except OSError:
+            logging.getLogger("sentiment_ops.serving").exception("failed")
+        """
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    logged = result.stdout + result.stderr
+    assert "S3cretPw" not in logged and "TrackPw" not in logged, logged
+    assert "postgresql://u:***@h/db" in logged and "http://u:***@h:5000" in logged
+    if log_format == "json":
+        lines = [json.loads(line) for line in result.stderr.splitlines()]
+        assert [e["logger"] for e in lines] == [
+            "uvicorn.error",
+            "sentiment_ops.serving",
+            "uvicorn.access",
+            "sentiment_ops.serving",
+        ]
+        assert lines[2]["path"] == "/q?token=***" and "OSError: cannot reach" in lines[3]["exc"]
+
+
+# -- the CLI and what train logs --------------------------------------------------------------
+STORE_URL = "postgresql+psycopg://app:S3cretPw-store@127.0.0.1:1/sentops"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends
+
+
+def test_config_show_masks_passwords(cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTOPS_STORE__URL", STORE_URL)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://someuser:TrackPw-uri@127.0.0.1:5000")
+    shown = cli("config", "show")
+    as_json = cli("config", "show", "--json")
+    for result in (shown, as_json):
+        assert result.exit_code == 0, result.output
+        assert "S3cretPw-store" not in result.stdout and "TrackPw-uri" not in result.stdout
+    data = json.loads(as_json.stdout)
+    assert data["store"]["url"] == data["resolved"]["store_url"] == "postgresql+psycopg://app:***@127.0.0.1:1/sentops"
+    assert data["resolved"]["tracking_uri"] == "http://someuser:***@127.0.0.1:5000"
+    assert yaml.safe_load(shown.stdout)["store"]["url"] == data["store"]["url"]
+
+
+def test_cli_error_line_masks_the_tracking_password(cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://someuser:TrackPw-uri@127.0.0.1:{_closed_port()}")
+    result = cli("models")
+    assert result.exit_code == 69, result.output
+    assert "TrackPw-uri" not in result.stderr
+    assert "MLflow tracking server http://someuser:***@127.0.0.1:" in result.stderr
+
+
+def test_train_logs_no_store_password(
+    cli: Callable[..., Any], tiny_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The resolved-config artifact, params and tags of a train run (SQLite MLflow; the
+    store is never opened by train, so its URL need not be reachable)."""
+    monkeypatch.setenv("SENTOPS_STORE__URL", STORE_URL)
+    result = cli("train", "--json")
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    registry = Registry(load_settings())
+    local = Path(registry.client.download_artifacts(run_id, "config/resolved_config.yaml", str(tmp_path)))
+    config = local.read_text()
+    assert "S3cretPw-store" not in config
+    assert yaml.safe_load(config)["store"]["url"] == "postgresql+psycopg://app:***@127.0.0.1:1/sentops"
+    run = registry.client.get_run(run_id)
+    version = registry.client.get_model_version(registry.model_name, "1")
+    logged = json.dumps([run.data.params, run.data.tags, version.tags, version.description])
+    assert "S3cretPw-store" not in logged and "golden_hash" in logged
