@@ -25,9 +25,16 @@ from __future__ import annotations
 
 
 class SentopsError(Exception):
-    """Base class of every error that sentiment_ops raises on purpose."""
+    """Base class of every error that sentiment_ops raises on purpose. Its message is
+    redacted when raised (``redaction.redact``): the errors quote URLs and third-party
+    messages, and the CLI and the server show them."""
 
     exit_code: int = 1
+
+    def __init__(self, *args: object) -> None:
+        from sentiment_ops.redaction import redact
+
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SentopsError):

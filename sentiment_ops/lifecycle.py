@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from sentiment_ops.evaluation import classification_metrics, classification_report, save_plots
+from sentiment_ops.redaction import redact, redact_value
 
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
@@ -67,7 +68,7 @@ class LoggedSplit:
             name=self.name,
             digest=self.split.hash,
             source_type="sentops",
-            source=json.dumps({"uri": self.source}),
+            source=json.dumps({"uri": redact(self.source)}),
             profile=json.dumps(profile),
         )
         return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, self.context)])
@@ -75,7 +76,8 @@ class LoggedSplit:
 
 @dataclass
 class TrackedRun:
-    """One MLflow run, written through ``client``."""
+    """One MLflow run, written through ``client``; params and texts pass through
+    ``redact`` (a setting or a data source can be a URL with a password)."""
 
     client: Any
     run_id: str
@@ -83,7 +85,7 @@ class TrackedRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k), str(v)) for k, v in params.items()]
+        items = [Param(str(k), redact(str(v))) for k, v in params.items()]
         for start in range(0, len(items), _MAX_PARAMS):
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS])
 
@@ -113,20 +115,20 @@ class TrackedRun:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, redact(text), artifact_file)
 
 
 @contextmanager
 def tracked_run(registry: Registry, run_name: str, tags: Mapping[str, str]) -> Iterator[TrackedRun]:
     """A new run in the settings' experiment, with MLflow's usual context tags (user,
-    source, git) under ``tags``; ended FINISHED, or FAILED when the block raises."""
+    source, git) under ``tags``, all redacted; ended FINISHED, or FAILED when the block raises."""
     from mlflow.tracking.context.registry import resolve_tags
 
     from sentiment_ops.registry import mlflow_errors
 
     experiment_id = registry.experiment_id()
     with mlflow_errors(f"start run {run_name!r}"):
-        run = registry.client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(dict(tags)))
+        run = registry.client.create_run(experiment_id, run_name=run_name, tags=redact_value(resolve_tags(dict(tags))))
     tracked = TrackedRun(registry.client, run.info.run_id)
     try:
         yield tracked
@@ -170,15 +172,16 @@ def log_model(
     extra_meta: dict[str, Any],
     progress: ProgressFn = no_progress,
 ) -> Any:
-    """Log the resolved settings (``config/``) and the pyfunc model of ``run``; returns
-    MLflow's ``ModelInfo`` (``model_uri`` is the source ``Registry.register`` takes)."""
+    """Log the resolved settings (``config/``, credentials masked) and the pyfunc model of
+    ``run``; returns MLflow's ``ModelInfo`` (``model_uri`` is the source ``Registry.register`` takes)."""
     progress("log model", 0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         config_dir = Path(tmp) / "config"
         config_dir.mkdir()
-        (config_dir / "resolved_config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        shown = redact_value(settings.to_dict())
+        (config_dir / "resolved_config.yaml").write_text(yaml.safe_dump(shown, sort_keys=False))
         run.log_artifacts(config_dir, "config")
-        info = registry.log_model(run.run_id, model, Path(tmp), extra_meta)
+        info = registry.log_model(run.run_id, model, Path(tmp), redact_value(extra_meta))
     progress("log model", 1, 1)
     return info
 

@@ -24,6 +24,7 @@ from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError, first_line
 from sentiment_ops.paths import sqlite_file, writable_dir
+from sentiment_ops.redaction import redact, redact_value
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import SentimentModel
@@ -50,9 +51,9 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     try:
         resp = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
+        raise RegistryUnavailableError(f"MLflow tracking server {redact(uri)} is unreachable: {exc}") from exc
     if resp.status_code >= 500:
-        raise RegistryUnavailableError(f"MLflow tracking server {uri} answered {resp.status_code} on /health")
+        raise RegistryUnavailableError(f"MLflow tracking server {redact(uri)} answered {resp.status_code} on /health")
 
 
 @contextmanager
@@ -139,7 +140,7 @@ class Registry:
         description: str | None = None,
     ) -> VersionInfo:
         """Register the model logged by ``run_id`` as a new version (with ``description``,
-        the text the MLflow UI shows on the version's page)."""
+        the text the MLflow UI shows on the version's page); tags and description redacted."""
         with mlflow_errors(f"run {run_id}"):
             run = self.client.get_run(run_id)
         source = source or self._model_source(run_id, artifact)
@@ -152,6 +153,7 @@ class Registry:
                 )
             all_tags = {k: v for k, v in run.data.tags.items() if k.startswith("sentops.")}
             all_tags.update(tags or {})
+            all_tags = redact_value({k: str(v) for k, v in all_tags.items()})
             # A SQL registry store (not a server) looks the logged model of the source up
             # through the global tracking URI (MLflow 3.17, SqlAlchemyStore.create_model_version).
             with _global_tracking_uri(self.tracking_uri):
@@ -159,9 +161,9 @@ class Registry:
                     self.model_name,
                     source=source,
                     run_id=run_id,
-                    tags={k: str(v) for k, v in all_tags.items()},
+                    tags=all_tags,
                     model_id=_logged_model_id(source),
-                    description=description,
+                    description=redact(description) if description else description,
                 )
         return self.get_version(int(mv.version))
 
@@ -244,7 +246,7 @@ class Registry:
                 run.info.experiment_id,
                 name=MODEL_NAME,
                 source_run_id=run_id,
-                params={k: str(v) for k, v in run.data.params.items()},
+                params=redact_value({k: str(v) for k, v in run.data.params.items()}),
             )
         with _global_tracking_uri(self.tracking_uri):
             return log_model(model, work_dir, run_id=run_id, model_id=logged.model_id, extra_meta=extra_meta)

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from sentiment_ops.cli.display import compose, json_controls_escaped, json_text, plain
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.errors import SentopsError
+from sentiment_ops.redaction import install_log_redaction, redact
 
 # `sentops train --config` and `sentops serve --config/-c` came before the global option and
 # still work, hidden: `sentops --config FILE <command>` is the one documented spelling.
@@ -61,8 +62,8 @@ def _reflow_all(command: Any) -> None:
 
 
 class SentopsGroup(TyperGroup):
-    """The root group: maps every ``SentopsError`` to one red line on stderr and its exit
-    code, and reflows every command's help text (``reflow``)."""
+    """The root group: maps every ``SentopsError`` to one red line on stderr (credentials
+    masked) and its exit code, and reflows every command's help text (``reflow``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,7 +73,7 @@ class SentopsGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SentopsError as exc:
-            message = " ".join(str(exc).split())  # may quote data: plain text, controls made visible
+            message = redact(" ".join(str(exc).split()))  # may quote data: plain text, controls made visible
             err_console.print(compose("[bold red]Error:[/bold red] ", plain(message)), highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
@@ -87,6 +88,7 @@ def quiet_third_party(verbose: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # log lines quote URLs (httpx, SQLAlchemy, MLflow): mask their passwords
     for name in ("mlflow", "transformers", "alembic", "httpx", "urllib3", "datasets"):
         logging.getLogger(name).setLevel(level if verbose else logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")

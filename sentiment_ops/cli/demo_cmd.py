@@ -20,6 +20,7 @@ from rich.table import Table
 
 from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from
 from sentiment_ops.labeling import Strategy
+from sentiment_ops.redaction import redact
 
 StageFn = Callable[[str, str], None]
 ProgressFn = Callable[[str, int, int], None]
@@ -128,4 +129,4 @@ def demo(
     table.add_row("rows stored / sent", f"{report.stored_rows} / {report.sent_rows}")
     table.add_row("picture", str(report.picture))
     console.print(table)
-    console.print(f"explore: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    console.print(f"explore: mlflow ui --backend-store-uri {redact(settings.tracking_uri)}")

@@ -5,29 +5,37 @@ the dead-letter warnings of its rows), ``exc`` with a traceback, and for an acce
 (``sentops serve --access-log``) ``method``, ``path``, ``status`` and ``client``.
 
 ``log_config`` is the ``logging.config.dictConfig`` that ``sentops serve`` hands uvicorn:
-uvicorn's, sentops' and every other library's records go through the same formatter."""
+uvicorn's, sentops' and every other library's records go through the same formatter, and
+in both formats through ``RedactingFilter`` (no password of a URL in a log line)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sentiment_ops.redaction import redact
 from sentiment_ops.serving.request_ids import current_request_id
 
 LOG_FORMATS = ("text", "json")
+# Factories by name, not class: `--workers` processes unpickle the config before they answer
+# uvicorn's liveness pings, and importing sentiment_ops.serving there took longer than its timeout.
+REDACT_FILTER = {"()": "sentiment_ops.redaction.RedactingFilter"}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (cli.common.quiet_third_party)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line (newlines in messages are escaped)."""
+    """One JSON object per record, on one line (newlines in messages are escaped); the
+    message and traceback are redacted here too, should a handler lack the filter."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         request_id = getattr(record, "request_id", None) or current_request_id.get()
         if request_id:
@@ -36,22 +44,38 @@ class JsonFormatter(logging.Formatter):
             client, method, path, _http, status = record.args
             entry.update(method=method, path=path, status=status, client=client)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(record.exc_text or self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
-    """uvicorn's ``log_config`` for ``serve.log_format`` (``text``: uvicorn's default)."""
+    """uvicorn's ``log_config`` for ``serve.log_format`` (``text``: uvicorn's default), each
+    handler with a ``RedactingFilter``."""
     from uvicorn.config import LOGGING_CONFIG
 
     if log_format == "text":
-        return LOGGING_CONFIG
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config.setdefault("filters", {})["redact"] = REDACT_FILTER
+        # Other loggers (sentops' own) propagate to the root: a handler of the CLI's format,
+        # also in `--workers` processes, where the root would have none (Python's last resort).
+        config["formatters"]["plain"] = {"format": TEXT_FORMAT}
+        config["handlers"]["plain"] = {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }
+        config["root"] = {"handlers": ["plain"]}  # the level stays as the CLI set it
+        for handler in config["handlers"].values():
+            handler["filters"] = [*handler.get("filters", []), "redact"]
+        return config
     level = level.upper()
+    json_handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "filters": {"redact": REDACT_FILTER},
+        "handlers": {"json": {**json_handler, "filters": ["redact"]}},
         "loggers": {
             "uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
