@@ -5,6 +5,7 @@ Library code raises these; the CLI maps each to one red line and an exit code
 
     SentopsError                      exit 1   anything expected that went wrong
     ├── ConfigError                   exit 2   invalid setting, unknown key, bad YAML
+    │   └── scoring.OutputRefusedError exit 2  score's output is its input, or in the way (--overwrite)
     ├── DataError                     exit 65  unreadable / empty / malformed dataset
     │   ├── feedback.BadRowsError     exit 65  bad rows in a feedback file (the good ones applied)
     │   └── scoring.BadScoreRowsError exit 65  bad rows in a file to score (the good ones written)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from sentiment_ops.errors import DataError
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.passes import Prediction, forward_grouped
 from sentiment_ops.registry import Registry
-from sentiment_ops.scoring import InProcessEngine, ScoreProgress, output_schema, score_file
+from sentiment_ops.scoring import InProcessEngine, OutputRefusedError, ScoreProgress, output_schema, score_file
+from sentiment_ops.scoring.guard import PARQUET_KEY, written_by_score
 from sentiment_ops.scoring.partial import PartialRun
 from sentiment_ops.scoring.reader import read_chunks
 
@@ -100,8 +102,19 @@ def test_a_partial_run_resumes_only_with_the_same_key(tmp_path: Path) -> None:
     other = PartialRun(out, {"input": 1, "version": 2})  # another model version: start over
     other.open()
     assert not other.resumed and other.last_row == 0 and not list(other.dir.glob("part-*"))
-    other.finish(output_schema(None))
+    other.finish(output_schema(None), {"tool": "sentops score"})
     assert pq.read_table(out).num_rows == 0 and not other.dir.exists()
+    assert written_by_score(out)  # the marker: in the file's Parquet metadata
+
+
+def test_a_strangers_folder_where_the_parts_go_is_refused_not_emptied(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    theirs = tmp_path / "out.parquet.partial"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(OutputRefusedError, match=r"out\.parquet\.partial: in the way of the run's parts"):
+        PartialRun(out, {"input": 1}).open()
+    assert (theirs / "notes.txt").read_text() == "mine"
 
 
 # -- end to end -------------------------------------------------------------------------------
@@ -201,6 +214,107 @@ def test_output_appears_when_complete_and_a_rerun_resumes(production: Settings, 
     whole = score_file(production, path, tmp_path / "whole.parquet", chunk_rows=10, engine=engine)
     assert whole.resumed_rows == 0
     assert pq.read_table(out).equals(pq.read_table(tmp_path / "whole.parquet"))
+
+
+def test_a_file_put_in_the_way_during_a_run_is_kept_and_overwrite_resumes(production: Settings, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", texts(30))
+    predictor = onnx_backend.logged_predictor(Registry(production).download_uri(1), threads=1)
+    assert predictor is not None
+    out = tmp_path / "out.parquet"
+    engine = CountingEngine(predictor, production.serve.batch_max_tokens)
+
+    notes = "someone's notes, saved there while the run went on"
+
+    def save_notes_after_first_chunk(p: ScoreProgress) -> None:
+        if (tmp_path / "out.parquet.partial" / "part-000000.parquet").exists() and not out.exists():
+            out.write_text(notes)
+
+    CountingEngine.scored = 0
+    with pytest.raises(OutputRefusedError, match="a file that sentops score did not write is in the way"):
+        score_file(production, path, out, chunk_rows=10, engine=engine, progress=save_notes_after_first_chunk)
+    assert out.read_text() == notes and CountingEngine.scored == 30  # refused at the end, the parts kept
+    with pytest.raises(OutputRefusedError):  # and now at the start
+        score_file(production, path, out, chunk_rows=10, engine=engine)
+    assert out.read_text() == notes
+
+    CountingEngine.scored = 0  # --overwrite resumes after the kept parts
+    summary = score_file(production, path, out, chunk_rows=10, engine=engine, overwrite=True)
+    assert summary.resumed_rows == 30 and summary.scored == 30 and CountingEngine.scored == 0
+    assert pq.read_table(out).column("row").to_pylist() == list(range(1, 31)) and written_by_score(out)
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
+def test_the_output_is_never_the_input(cli: Callable[..., Any], production: Settings, tmp_path: Path) -> None:
+    """The same path, a symlink to it, a hard link to it, a folder holding it: refused, even
+    with --overwrite, and the input keeps its texts."""
+    values = texts(20)
+    src = tmp_path / "reviews.parquet"
+    pq.write_table(pa.table({"text": values}), src)
+    (tmp_path / "link.parquet").symlink_to(src)
+    os.link(src, tmp_path / "hard.parquet")
+    folder = tmp_path / "data.parquet"
+    folder.mkdir()
+    inside = folder / "reviews.parquet"
+    pq.write_table(pa.table({"text": values}), inside)
+    cases = [(src, src), (src, tmp_path / "link.parquet"), (src, tmp_path / "hard.parquet"), (inside, folder)]
+    for source, dest in cases:
+        for extra in ([], ["--overwrite"]):
+            result = cli("score", str(source), "-o", str(dest), "--workers", "1", *extra)
+            assert result.exit_code == 2, (dest, extra, result.output)
+            assert "the output is the input" in result.stderr and "choose another output" in result.stderr
+            assert pq.read_table(source).column("text").to_pylist() == values
+    assert pq.read_table(tmp_path / "hard.parquet").column("text").to_pylist() == values
+    assert (tmp_path / "link.parquet").is_symlink() and folder.is_dir()
+    assert not list(tmp_path.glob("*.partial")) and not list(folder.glob("*.partial"))
+
+
+def test_an_unrelated_output_is_refused_unless_overwrite_and_its_own_output_is_replaced(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    src = write_csv(tmp_path / "in.csv", texts(12))
+    theirs = tmp_path / "theirs.parquet"  # a Parquet file sentops did not write
+    pq.write_table(pa.table({"precious": [1, 2, 3]}), theirs)
+    folder = tmp_path / "folder.parquet"  # a user's folder
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    plain = tmp_path / "plain.parquet"  # not even Parquet
+    plain.write_text("keep me too")
+    for dest, kind in ((theirs, "a file"), (folder, "a folder"), (plain, "a file")):
+        result = cli("score", str(src), "-o", str(dest), "--workers", "1")
+        assert result.exit_code == 2, result.output
+        assert f"{kind} that sentops score did not write is in the way" in result.stderr
+        assert "--overwrite" in result.stderr
+    assert pq.read_table(theirs).column("precious").to_pylist() == [1, 2, 3]
+    assert (folder / "notes.txt").read_text() == "keep me" and plain.read_text() == "keep me too"
+    assert not list(tmp_path.glob("*.partial"))
+
+    for dest in (theirs, folder):  # asked for: replaced, now marked as ours
+        result = cli("score", str(src), "-o", str(dest), "--workers", "1", "--overwrite", "--json")
+        assert result.exit_code == 0, result.output
+        assert pq.read_table(dest).column("row").to_pylist() == list(range(1, 13))
+        assert PARQUET_KEY in (pq.read_schema(dest).metadata or {})
+    assert dest.is_file()  # the folder was replaced by the output file
+
+    # a rerun into its own output needs no --overwrite: the marker says sentops wrote it
+    result = cli("score", str(src), "-o", str(theirs), "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    marker = json.loads(pq.read_schema(theirs).metadata[PARQUET_KEY])
+    assert marker["tool"] == "sentops score" and marker["model_version"] == 1
+
+
+def test_overwrite_replaces_a_symlink_never_what_it_points_to(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    src = write_csv(tmp_path / "in.csv", texts(5))
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not an input, still not to be touched")
+    link = tmp_path / "out.parquet"
+    link.symlink_to(target)
+    assert cli("score", str(src), "-o", str(link), "--workers", "1").exit_code == 2
+    result = cli("score", str(src), "-o", str(link), "--workers", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not link.is_symlink() and pq.read_table(link).num_rows == 5
+    assert target.read_text() == "not an input, still not to be touched"
 
 
 def test_worker_processes_score_as_one_process(production: Settings, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
+from sentiment_ops.scoring.guard import MARKER
 
 N_TEXTS = 2_000
 # rows the local path calls bad, planted at known positions (1-based rows)
@@ -90,9 +91,16 @@ def test_spark_embedding_and_a_rerun_replaces_the_output(
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus(30)))
     out = tmp_path / "out.parquet"
-    for _ in range(2):  # the second run replaces the first's folder, rows not doubled
-        result = cli("score", str(src), "-o", str(out), "--spark", "local[2]", "--embedding", "--json")
+    out.mkdir()
+    (out / "old.txt").write_text("a folder of someone's, to be replaced as asked")
+    # the first run replaces that folder (--overwrite); the second replaces the first's
+    # output without it (its marker), through Spark's file system (a file: URI), rows not doubled
+    for dest, extra in ((str(out), ["--overwrite"]), (out.as_uri(), [])):
+        result = cli("score", str(src), "-o", dest, "--spark", "local[2]", "--embedding", "--json", *extra)
         assert result.exit_code == 65, result.output  # row 7 is blank
+        marker = json.loads((out / MARKER).read_text())
+        assert marker["tool"] == "sentops score" and marker["model_version"] == 1
+        assert not (out / "old.txt").exists()
     table = pq.read_table(out).to_pandas()
     assert sorted(table["row"]) == [r for r in range(1, 31) if r != 7]
     dims = {len(e) for e in table["embedding"]}
@@ -134,3 +142,40 @@ def test_spark_refuses_the_local_engine_options_and_missing_columns(
     assert result.exit_code == 65
     assert "no column 'text' (columns: review)" in result.output
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_spark_never_writes_over_the_input_or_a_users_folder(
+    cli: Callable[..., Any], production: Settings, tmp_path: Path
+) -> None:
+    """``-o ~/data``: a folder sentops did not write is refused (a plain path before Spark
+    starts, a URI through Spark's file system), its files intact; a folder holding the input
+    or inside a folder input is refused even with --overwrite."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus(5)))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "thesis.tex").write_text("years of work")
+    (data / "reviews.jsonl").write_text(src.read_text())
+
+    def intact() -> None:
+        assert sorted(p.name for p in data.iterdir()) == ["reviews.jsonl", "thesis.tex"]
+        assert (data / "thesis.tex").read_text() == "years of work"
+        assert (data / "reviews.jsonl").read_text() == src.read_text()
+        assert not list(tmp_path.glob(".data.*"))
+
+    for dest in (str(data), data.as_uri()):
+        result = cli("score", str(src), "-o", dest, "--spark", "local[1]")
+        assert result.exit_code == 2, result.output
+        assert "that sentops score did not write is in the way" in result.stderr and "--overwrite" in result.stderr
+        intact()
+    refused = [
+        (str(data / "reviews.jsonl"), str(data)),  # the output folder holds the input
+        (str(data / "reviews.jsonl"), data.as_uri()),
+        (str(data), str(data / "scores")),  # inside a folder input
+        (data.as_uri(), str(data)),
+    ]
+    for source, dest in refused:
+        result = cli("score", source, "-o", dest, "--spark", "local[1]", "--overwrite")
+        assert result.exit_code == 2, (source, dest, result.output)
+        assert "the output is the input" in result.stderr
+        intact()

@@ -26,7 +26,10 @@ def score(
     output: Annotated[
         str,
         typer.Option(
-            "--output", "-o", help="Parquet file to write (replaced when complete; with --spark a Parquet folder)."
+            "--output",
+            "-o",
+            help="Parquet file to write (with --spark a Parquet folder); never the input. It replaces only an "
+            "earlier output of sentops score, unless --overwrite.",
         ),
     ],
     text_column: Annotated[str, typer.Option("--text-column", help="Column (field) holding the texts.")] = "text",
@@ -61,6 +64,10 @@ def score(
             help="Run on Spark at this master URL (local[2], spark://HOST:7077, yarn); implies --engine spark.",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace a file or folder at --output that sentops score did not write."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
 ) -> None:
     """Score a file of texts too big for the API into a Parquet file of predictions.
@@ -72,16 +79,24 @@ def score(
     after the last finished chunk. Bad rows (empty text, undecodable bytes, control
     characters, malformed records) are reported with their line numbers and left out.
 
+    The output is never the input (the same path, a symlink or hard link to it, a folder
+    holding it or inside it): refused even with --overwrite. An existing file or folder at
+    --output is replaced only when sentops score wrote it (its marker: Parquet metadata of
+    a file, a _SENTOPS_SCORE file in a folder), so a rerun needs no flag; anything else is
+    refused unless --overwrite is given.
+
     With --spark MASTER (or --engine spark under spark-submit) it runs on Apache Spark through
     MLflow's spark_udf over the logged model into a Parquet folder (docs/scoring.md).
 
     Example: sentops score reviews.csv --output scores.parquet --log
 
-    Exit codes: 0 every row scored · 65 some rows bad (the others are written) or the input
-    unreadable · 66 unknown alias/version · 70 store error (--log) · 71 model cannot be loaded.
+    Exit codes: 0 every row scored · 2 the output is the input, or in the way (--overwrite),
+    nothing written · 65 some rows bad (the others are written) or the input unreadable · 66
+    unknown alias/version · 70 store error (--log) · 71 model cannot be loaded.
     """
     settings = settings_from(ctx)
     model: dict[str, Any] = {"version": version, "alias": alias, "text_column": text_column, "embedding": embedding}
+    model["overwrite"] = overwrite
     if spark_master is not None or engine is ScoreEngine.spark:
         from sentiment_ops.scoring.spark import score_on_spark, unsupported
 

@@ -5,11 +5,15 @@ texts → a Parquet file of predictions, in bounded memory, on every core, resum
     engine.py    where forward passes run: worker processes (ONNX) or in process; the seam
                  a distributed engine plugs into
     partial.py   the output in progress: parts, state, resume, the final rename
+    guard.py     what the output may replace: never the input; only its own outputs (their
+                 marker) unless --overwrite
     run.py       score_file: the above strung together, --log to the inference store
     spark.py     score_on_spark: the job on Apache Spark (``--spark MASTER``) through
-                 ``mlflow.pyfunc.spark_udf``; imported on demand (pyspark is an extra)"""
+                 ``mlflow.pyfunc.spark_udf``; imported on demand (pyspark is an extra)
+    spark_output.py  where the Spark job writes, under guard's rules (local path or URI)"""
 
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
+from sentiment_ops.scoring.guard import OutputRefusedError
 from sentiment_ops.scoring.run import (
     BadScoreRowsError,
     ScoreProgress,
@@ -24,6 +28,7 @@ __all__ = [
     "Engine",
     "InProcessEngine",
     "OnnxFiles",
+    "OutputRefusedError",
     "ProcessEngine",
     "ScoreProgress",
     "ScoreSummary",

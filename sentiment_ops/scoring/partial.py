@@ -1,12 +1,14 @@
 """A run of ``sentops score`` in progress, on disk: ``<output>.partial/`` holds one Parquet
 part per finished chunk and ``state.json`` (the input's fingerprint, the options, the last
 data row done, the counts). The output appears only when complete: the parts are streamed
-into one file next to them, which is then renamed over ``<output>`` and the folder removed.
+into one file next to them, stamped with the marker of ``guard`` (Parquet metadata), which
+then replaces ``<output>`` (``guard.replace``) and the folder is removed.
 
 A rerun with the same input and options resumes after the last finished chunk; anything
 else (another file, model version, text column…) starts over. Each part and each state is
 written to a temporary name and renamed, so a run killed at any moment leaves a state that
-agrees with its parts."""
+agrees with its parts. A folder at ``<output>.partial`` without a state of ours is someone
+else's: it is refused, never emptied."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sentiment_ops.scoring import guard
 
 STATE_FILE = "state.json"
 FINGERPRINT_BYTES = 1 << 20  # hashed from the start and the end of the input
@@ -60,19 +64,26 @@ class PartialRun:
 
     def open(self) -> None:
         """Resume the state of a run with the same key, or start a new one."""
-        state_file = self.dir / STATE_FILE
-        if state_file.exists():
-            try:
-                old = json.loads(state_file.read_text())
-            except (OSError, ValueError):
-                old = None
-            if isinstance(old, dict) and old.get("key") == self.key:
-                self.state = old
-                self.resumed = old["parts"] > 0
-                return
+        old = self._old_state()
+        if old is not None and old.get("key") == self.key:
+            self.state = old
+            self.resumed = old["parts"] > 0
+            return
+        if os.path.lexists(self.dir) and old is None and (not self.dir.is_dir() or any(self.dir.iterdir())):
+            raise guard.OutputRefusedError(
+                f"{self.dir}: in the way of the run's parts and not one of ours; move it, or choose another output"
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self._save()
+
+    def _old_state(self) -> dict[str, Any] | None:
+        """The state a run of ours left in the folder, or None."""
+        try:
+            old = json.loads((self.dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return old if isinstance(old, dict) and "key" in old and "parts" in old else None
 
     @property
     def last_row(self) -> int:
@@ -93,11 +104,20 @@ class PartialRun:
     def _save(self) -> None:
         _write_atomic(self.dir / STATE_FILE, json.dumps(self.state).encode())
 
-    def finish(self, schema: pa.Schema) -> None:
-        """Stream the parts into one file and rename it to the output; remove the folder."""
+    def finish(self, schema: pa.Schema, stamp: dict[str, Any], overwrite: bool = False) -> None:
+        """Stream the parts into one file stamped with ``stamp`` (the marker) and put it at
+        the output; remove the folder. What appeared at the output since the run began is
+        checked again: refused (the parts kept, a rerun with ``overwrite`` resumes) unless
+        ours or ``overwrite``."""
         result = self.dir / "result.parquet.tmp"
-        with pq.ParquetWriter(result, schema) as writer:
+        stamped = schema.with_metadata({**(schema.metadata or {}), guard.PARQUET_KEY: guard.marker_bytes(stamp)})
+        with pq.ParquetWriter(result, stamped) as writer:
             for index in range(int(self.state["parts"])):
                 writer.write_table(pq.read_table(self._part(index), schema=schema))
-        os.replace(result, self.output)
+        try:
+            guard.check_output(None, self.output, overwrite)
+        except guard.OutputRefusedError:
+            result.unlink()
+            raise
+        guard.replace(result, self.output)
         shutil.rmtree(self.dir, ignore_errors=True)

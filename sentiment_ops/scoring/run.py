@@ -2,8 +2,9 @@
 
 Reading (``reader``: bounded chunks, bad rows with their lines), the forward passes (an
 ``engine.Engine``: worker processes by default), the partial output and resuming
-(``partial.PartialRun``) and logging to the inference store (``--log``, ``source='batch'``,
-read by ``sentops drift --source batch``) are separate; this module strings them together.
+(``partial.PartialRun``), what the output may replace (``guard``) and logging to the
+inference store (``--log``, ``source='batch'``, read by ``sentops drift --source batch``) are
+separate; this module strings them together.
 
 Output columns: ``row`` (the data row number in the input, 1-based, header not counted),
 ``label`` (0/1), ``label_name``, ``probability`` (of positive), ``confidence`` (of the
@@ -33,6 +34,7 @@ from sentiment_ops.inference.onnx import download_logged
 from sentiment_ops.inference.passes import Prediction
 from sentiment_ops.predictors import exported_predictor, resolve_version
 from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.scoring import guard
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
 from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
@@ -195,6 +197,7 @@ def score_file(
     text_column: str = "text",
     embedding: bool = False,
     log: bool = False,
+    overwrite: bool = False,
     workers: int | None = None,
     backend: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
@@ -206,20 +209,25 @@ def score_file(
     """Score every row of ``input_path`` (CSV, JSONL, Parquet) with a model version
     (``version``, or the one ``alias`` points to; default ``serve.alias``) into the Parquet
     file ``output``, which appears only when complete. A rerun after an interruption
-    resumes after the last finished chunk. ``log``: the predictions (with their
+    resumes after the last finished chunk. ``output`` is never the input, and replaces only
+    an output of ``sentops score`` unless ``overwrite`` (``guard``). ``log``: the predictions (with their
     embeddings) also go to the inference store as ``source='batch'`` rows. ``engine``
     (default: the local one, ``open_engine``) runs the forward passes.
 
     ``store``: where ``log`` writes (default: ``settings.store_url``, opened and closed here).
 
     Raises DataError (unreadable input), NotFoundError, ModelLoadError, ConfigError (an
-    unknown backend); bad rows do not raise: see ``ScoreSummary.raise_for_errors``."""
+    unknown backend; its subclass guard.OutputRefusedError: the output is the input, or
+    something else is in its way); bad rows do not raise: see ``ScoreSummary.raise_for_errors``."""
     input_path, output = Path(input_path), Path(output)
     kind = input_kind(input_path)
     if backend not in (None, "onnx", "torch"):
         raise ConfigError(f"unknown backend {backend!r} (onnx | torch)")
     if output.suffix.lower() != ".parquet":
         raise DataError(f"{output}: the output is Parquet; name it .parquet")
+    guard.check_output(input_path, output, overwrite)
+    # the parts' folder beside it is ours to empty (PartialRun refuses a stranger's): only the input is checked
+    guard.check_output(input_path, output.with_name(output.name + ".partial"), overwrite=True)
     registry = registry or Registry(settings)
     info = resolve_version(registry, version, alias)
     backend = backend or (engine.backend if engine is not None else settings.serve.backend)
@@ -251,7 +259,7 @@ def score_file(
     finally:
         if own_store and log_to is not None:
             log_to.close()
-    run.finish(output_schema(counts["dim"] if embedding else None))
+    run.finish(output_schema(counts["dim"] if embedding else None), guard.stamp(info.name, info.version), overwrite)
     summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
     summary.seconds = time.perf_counter() - start
     summary.texts_per_s = scored_now / summary.seconds if summary.seconds > 0 else 0.0

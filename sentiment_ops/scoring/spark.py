@@ -16,7 +16,8 @@ position in the order Spark reads the input, which is the file's order for one f
 rows the local path calls bad (no or blank text, a control character) are counted and left
 out the same way, with the same messages; the first ``MAX_ERRORS_KEPT`` are listed by row.
 A local output appears only when complete (written beside it, then renamed); on a cluster
-file system Spark's own committer makes the folder complete (``_SUCCESS``). Spark retries
+file system Spark's own committer makes the folder complete (``_SUCCESS``). The output is
+never the input, and replaces only a folder of ours unless ``overwrite`` (``spark_output``). Spark retries
 failed tasks itself, so there is no resume; ``--log`` to the inference store is for the local
 engine.
 """
@@ -24,27 +25,22 @@ engine.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError, first_line
 from sentiment_ops.predictors import resolve_version
 from sentiment_ops.registry import Registry
+from sentiment_ops.scoring import guard, spark_output
 from sentiment_ops.scoring.reader import KINDS, row_problem
 from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreSummary
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from pyspark.sql import Column, DataFrame, SparkSession
 
 # The Java regex of store.text_problem's rule (C0 controls but tab/LF/CR, and DEL): rows it
@@ -168,6 +164,7 @@ def score_on_spark(
     text_column: str = "text",
     embedding: bool = False,
     backend: str | None = None,
+    overwrite: bool = False,
     registry: Registry | None = None,
     spark: SparkSession | None = None,
 ) -> ScoreSummary:
@@ -175,15 +172,19 @@ def score_on_spark(
     ``backend``: ``torch`` (default: the logged model's own predict, which needs only its
     pinned requirements) or ``onnx`` (the int8 graph logged with it, through the pyfunc's
     ``model_config``: the local path's model, about three times faster on CPU; the
-    executors need onnxruntime).
+    executors need onnxruntime). ``output`` is never the input, and replaces only an
+    output of ``sentops score`` unless ``overwrite``.
 
-    Raises ConfigError (no pyspark, Spark does not start), DataError (unreadable input, no
+    Raises ConfigError (no pyspark, Spark does not start; guard.OutputRefusedError: the
+    output is the input, or something else is in its way), DataError (unreadable input, no
     such column), NotFoundError, ModelLoadError; bad rows do not raise (see
     ``ScoreSummary.raise_for_errors``)."""
     src, dest = str(input_path), str(output)
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"unknown backend {backend!r} (torch | onnx)")
-    job = _Job(text_column, embedding, backend or "torch", settings.serve.batch_max_tokens, settings.serve.max_length)
+    spark_output.check_before_spark(src, dest, overwrite)
+    serve = settings.serve
+    job = _Job(text_column, embedding, backend or "torch", serve.batch_max_tokens, serve.max_length, overwrite)
     registry = registry or Registry(settings)
     info = resolve_version(registry, version, alias)
     who = None if version is not None else alias or settings.serve.alias
@@ -211,6 +212,7 @@ class _Job:
     backend: str
     batch_max_tokens: int
     max_length: int | None
+    overwrite: bool = False  # replace an output sentops score did not write
 
     def model_config(self, session: SparkSession) -> dict[str, Any]:
         """The pyfunc's ``model_config``: the backend, and for onnx one ORT thread per core a
@@ -235,6 +237,7 @@ def _score(
     summary = ScoreSummary(src, dest, registry.model_name, version, who, job.backend, workers, engine="spark")
     text_column, embedding = job.text_column, job.embedding
     start = time.perf_counter()
+    spark_output.check_on_spark(session, src, dest, job.overwrite)
     with tempfile.TemporaryDirectory(prefix="sentops-spark-") as tmp:
         model_dir = _download(registry, version, Path(tmp))
         df, summary.rows = numbered(read_input(session, src, text_column))
@@ -251,7 +254,8 @@ def _score(
                 good = good.repartition(summary.workers)
             scored = good.withColumn("p", udf("text"))
             columns = ["row", "p.label", "p.label_name", "p.probability", "p.confidence"]
-            with _complete_when_done(dest) as write_to:
+            stamp = guard.stamp(registry.model_name, version)
+            with spark_output.write_to(session, src, dest, job.overwrite, stamp) as write_to:
                 scored.select(*columns, *(["p.embedding"] if embedding else [])).write.mode("overwrite").parquet(
                     write_to
                 )
@@ -304,25 +308,3 @@ def _udf(spark: SparkSession, model_dir: str, embedding: bool, model_config: dic
         )
     except Exception as exc:  # MLflow cannot read the model: one line
         raise ModelLoadError(f"cannot make a Spark UDF of the model: {first_line(exc)}") from exc
-
-
-@contextmanager
-def _complete_when_done(dest: str) -> Iterator[str]:
-    """Where Spark writes: beside a local ``dest``, renamed over it when the write succeeded
-    (the old output, if any, replaced); a cluster URI is written in place."""
-    parsed = urlparse(dest)
-    if parsed.scheme not in ("", "file"):
-        yield dest
-        return
-    final = Path(parsed.path if parsed.scheme else dest)
-    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        yield str(partial)
-        if final.is_dir():
-            shutil.rmtree(final)
-        elif final.exists():
-            final.unlink()
-        partial.rename(final)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
