@@ -121,3 +121,11 @@ def test_sentops_leaves_mlflow_global_uris_alone(cli, trained, tmp_path: Path, m
 def test_demo_section_in_default_yaml_is_the_builtin_one() -> None:
     data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     assert data["demo"] == Settings().demo.model_dump(mode="json")
+
+
+def test_cli_config_show_prints_values_as_written(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # A value with Rich markup must print as the characters it is, not crash or style.
+    monkeypatch.setenv("SENTOPS_MLFLOW__EXPERIMENT", "exp [/bold] [link=https://example.invalid]x[/link]")
+    result = cli("config", "show")
+    assert result.exit_code == 0, result.stderr
+    assert "exp [/bold] [link=https://example.invalid]x[/link]" in result.stdout

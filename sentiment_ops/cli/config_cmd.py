@@ -29,4 +29,4 @@ def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
     if as_json:
         print_json(data)
     else:
-        console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
+        console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False, markup=False)  # values are data
