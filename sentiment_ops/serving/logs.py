@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sentiment_ops.redaction import RedactingFilter
 from sentiment_ops.serving.request_ids import current_request_id
 
 LOG_FORMATS = ("text", "json")
@@ -41,22 +42,30 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
-    """uvicorn's ``log_config`` for ``serve.log_format`` (``text``: uvicorn's default)."""
+    """uvicorn's ``log_config`` for ``serve.log_format`` (``text``: uvicorn's default);
+    every handler masks credentials (``redaction.RedactingFilter``)."""
+    import copy
+
     from uvicorn.config import LOGGING_CONFIG
 
     if log_format == "text":
-        return LOGGING_CONFIG
-    level = level.upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
-            "uvicorn.error": {"level": level},
-            "uvicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
-            "sentiment_ops": {"level": level},  # propagates to the root's JSON handler
-        },
-        "root": {"handlers": ["json"], "level": "WARNING"},  # other libraries: warnings and up
-    }
+        config = copy.deepcopy(LOGGING_CONFIG)
+    else:
+        level = level.upper()
+        config = {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": JsonFormatter}},
+            "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+            "loggers": {
+                "uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
+                "uvicorn.error": {"level": level},
+                "uvicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+                "sentiment_ops": {"level": level},  # propagates to the root's JSON handler
+            },
+            "root": {"handlers": ["json"], "level": "WARNING"},  # other libraries: warnings and up
+        }
+    config["filters"] = {**config.get("filters", {}), "redact": {"()": RedactingFilter}}
+    for handler in config["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "redact"]
+    return config
