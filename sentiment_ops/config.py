@@ -86,10 +86,20 @@ class ServeSettings(_Section):
     alias: str = "production"
     # ONNX Runtime int8: measured on the default model (benchmarks/serve_backends.py) within
     # 0.15 points of fp32 golden accuracy (0.878 vs 0.8795, 2,000 reviews) and several times
-    # faster on CPU. "torch" serves the fp32 model exactly as trained and evaluated.
+    # faster on CPU. "torch" serves the fp32 model exactly as trained and evaluated. "onnx"
+    # loads only the logged graph and tokenizer, never the version's code; "torch" loads the
+    # logged MLflow model, which runs it (docs/serving.md#backends).
     backend: Literal["torch", "onnx"] = "onnx"
     max_text_chars: int = Field(20_000, ge=1)
     max_batch_items: int = Field(256, ge=1)  # largest /predict/batch request
+    # Text requests (/predict, /predict/batch, /invocations) handled at once, and the MiB of
+    # their bodies (one request always passes); past either, 503 + Retry-After before the
+    # body is read. A request holds ~2.5-3x its body in memory (body, texts, answer): with 32
+    # clients each sending the largest batch at once the peak stayed at ~620 MiB, against
+    # 2.3 GB for 16 without the bounds (benchmarks/serve_memory.py, docs/serving.md#memory-bound;
+    # the API pod's limit is 2 GiB). 64 requests: twice the serving benchmark's 32 clients.
+    max_concurrent_requests: int = Field(64, ge=1)
+    max_inflight_mb: int = Field(32, ge=1)
     # Micro-batching of concurrent requests.
     batch_max_size: int = Field(32, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
@@ -114,6 +124,9 @@ class ServeSettings(_Section):
     # embedding, ~0.6 KB record and text), so ~45 MB when full; long texts add their length.
     # Full → /predict answers 503 instead of dropping rows (docs/serving.md).
     store_queue_max: int = Field(20_000, ge=1)
+    # ... and at most this many MiB of their texts, counted at 4 bytes a character (the most
+    # Python takes): 20,000 rows of 20,000-character texts would otherwise hold up to 1.6 GB.
+    store_queue_max_mb: int = Field(128, ge=1)
     torch_threads: int | None = None  # null = number of cores
     # Intra-op threads of a pass that runs alone (adaptive_threads); null = torch_threads or
     # the number of cores. `sentops serve --workers N` gives each process cores / N threads
@@ -123,6 +136,11 @@ class ServeSettings(_Section):
     # "text": uvicorn's lines; "json": one JSON object per line (ts, level, logger, message,
     # request_id) for log shippers (docs/serving.md#logs).
     log_format: Literal["text", "json"] = "text"
+    # true: the server refuses to start without SENTOPS_PREDICT_TOKEN (the deploy files set
+    # it, so /predict is never open by accident); false: without it the predict routes are open.
+    require_predict_token: bool = False
+    # false: no /docs, /redoc or /openapi.json (404): the server does not describe itself.
+    docs: bool = True
 
 
 class DriftSettings(_Section):

@@ -16,6 +16,7 @@ Library code raises these; the CLI maps each to one red line and an exit code
     │   ├── StoreRowError             exit 70  the store refused a row (its data)
     │   └── StoreSchemaError          exit 70  the store's schema is not this version's
     ├── ModelLoadError                exit 71  a model version that cannot be loaded
+    │   └── predictors.ModelRefusedError exit 71  refused by the backend (onnx: no logged int8 graph)
     ├── NotEnoughDataError            exit 4   too few rows / labels for the operation
     └── GateFailedError               exit 5   a candidate did not beat production
 

@@ -3,10 +3,14 @@ training run: the server's holder (``serving.holder``) and batch scoring (``scor
 and ``resolve_version`` (a version by number or alias, as drift, scoring and the reference
 name it). Imports neither torch nor onnxruntime.
 
-``onnx``: the int8 graph logged with the version, run without torch
-(``inference.onnx.logged_predictor``); a version logged without its graph is exported at
-load and cached in the home (``inference.onnx.export_cache_dir``), which needs torch.
-``torch``: the logged model itself (fp32)."""
+``onnx`` (``predictor_for``, the server): only the int8 graph and the tokenizer files
+logged with the version, run without torch (``inference.onnx.logged_predictor``); the
+version's own Python (its logged model code, its pickles) never runs, so whoever can move
+the alias cannot run code in the server. A version logged without its graph is refused
+(``ModelRefusedError``). ``torch``: the logged model itself (fp32), loaded through MLflow,
+which runs the version's code. ``exported_predictor``: the logged model through torch,
+exported to ONNX and cached in the home (``inference.onnx.export_cache_dir``), for batch
+scoring of versions logged without their graph."""
 
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ from sentiment_ops.inference.passes import Predictor
 from sentiment_ops.registry import Registry, VersionInfo
 
 
+class ModelRefusedError(ModelLoadError):
+    """A version the server will not load with its backend (exit 71, as ModelLoadError):
+    with ``onnx``, one logged without its int8 graph and tokenizer. The message is ours
+    alone, so it may be shown publicly (``/model``)."""
+
+
 def predictor_for(
     registry: Registry,
     info: VersionInfo,
@@ -26,28 +36,23 @@ def predictor_for(
     threads: int | None = None,
     torch_threads: int | None = None,
     max_length: int | None = None,
-    home: Path | None = None,
     solo_threads: int | None = None,
 ) -> Predictor:
     """The predictor of ``info``'s version: ``threads`` per ONNX session (and a second
     session of ``solo_threads`` for passes that run alone, ``OnnxPredictor.solo``),
-    ``torch_threads`` for torch (the torch backend, or the export of a version logged
-    without its graph); ``max_length`` overrides the training one. Raises ModelLoadError."""
-    if backend == "onnx":  # the graph logged with the version: no torch needed
+    ``torch_threads`` for torch; ``max_length`` overrides the training one. Raises
+    ModelLoadError; ModelRefusedError for an ``onnx`` version logged without its graph."""
+    if backend == "onnx":  # the graph and tokenizer logged with the version, nothing else
         uri = registry.download_uri(info.version)
         predictor = onnx_backend.logged_predictor(uri, threads, max_length, solo_threads)
-        if predictor is not None:
-            return predictor
-    return exported_predictor(
-        registry,
-        info,
-        backend,
-        threads=threads,
-        torch_threads=torch_threads,
-        max_length=max_length,
-        home=home,
-        solo_threads=solo_threads,
-    )
+        if predictor is None:
+            raise ModelRefusedError(
+                f"version {info.version} was logged without its ONNX int8 graph (onnx_int8) and tokenizer "
+                "(hf_model): the onnx backend serves only those and never runs a version's own code; "
+                "retrain or re-log it with sentops"
+            )
+        return predictor
+    return exported_predictor(registry, info, backend, torch_threads=torch_threads, max_length=max_length)
 
 
 def exported_predictor(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from local_services import unavailable
 from serve_support import Server, assert_imports_without_torch, promote, serve_settings, start_server, wait_for
@@ -47,6 +48,11 @@ def test_label_api_needs_the_token_and_undo_clears(server: Server) -> None:
     with server.client() as c:
         page = c.get("/label")  # the page holds no data: public
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy and "script-src 'sha256-" in policy and "form-action 'none'" in policy
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["X-Frame-Options"] == "DENY"
         assert 'name="viewport"' in page.text and 'aria-live="polite"' in page.text
         for headers in (None, _bearer("wrong")):
             assert c.get("/label/queue", headers=headers).status_code == 401
@@ -132,6 +138,7 @@ def browser() -> Iterator[Any]:
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,760"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP violations show there
     # the system driver: Selenium Manager never runs, so nothing is downloaded
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(60)
@@ -173,6 +180,11 @@ def test_label_three_by_keyboard_then_undo_one(server: Server, browser: Any) -> 
     if WRITE_SCREENSHOT:  # the page mid-session, for docs/retraining.md
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOT))
+
+    # the page ran under its Content-Security-Policy, and nothing of it was refused
+    assert "Content-Security-Policy" in httpx.get(f"{server.url}/label").headers
+    console = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in console if "Content Security Policy" in m or "Refused" in m], console
 
     store = server.state.store
     labeled = {r.id: r.feedback_label for r in store.rows(labeled=True)}

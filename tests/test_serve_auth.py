@@ -94,3 +94,32 @@ def test_feedback_needs_its_own_token_and_predict_the_optional_one(
             assert schema["paths"][path]["post"]["security"] == [{"SENTOPS_PREDICT_TOKEN": []}]
             assert "401" in schema["paths"][path]["post"]["responses"]
         assert {"401", "403"} <= set(schema["paths"]["/feedback"]["post"]["responses"])
+
+
+def test_require_predict_token_refuses_to_start_without_it(
+    home_with_model: dict[str, Any], running: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deploy files set serve.require_predict_token: a server without the token does not
+    start (one line, exit 2), so /predict is never open by accident."""
+    from typer.testing import CliRunner
+
+    from sentiment_ops.cli.main import app as cli
+    from sentiment_ops.errors import ConfigError
+    from sentiment_ops.serving import create_app
+
+    promote(1)
+    with pytest.raises(ConfigError, match="SENTOPS_PREDICT_TOKEN is not set"):
+        create_app(serve_settings(require_predict_token=True))
+    monkeypatch.setenv("SENTOPS_SERVE__REQUIRE_PREDICT_TOKEN", "true")
+    for workers in ("1", "2"):
+        result = CliRunner().invoke(cli, ["serve", "--port", "1", "--workers", workers])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "SENTOPS_PREDICT_TOKEN is not set" in lines[0], result.output
+
+    monkeypatch.setenv("SENTOPS_PREDICT_TOKEN", PREDICT)
+    srv = start_server(serve_settings(require_predict_token=True))
+    running.append(srv)
+    with srv.client() as c:
+        assert [r.status_code for r in _predict_all(c)] == [401, 401, 401]
+        assert [r.status_code for r in _predict_all(c, _bearer(PREDICT))] == [200, 200, 200]

@@ -3,16 +3,19 @@ answers (label, probability, embedding) as torch within quantisation error."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
-import pytest
-from serve_support import Server, promote, serve_settings, start_server
+from serve_support import Server, promote, serve_settings, start_server, wait_for
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.pyfunc import load_pyfunc
+from sentiment_ops.registry import Registry, _global_tracking_uri
 from sentiment_ops.serving.batcher import ThreadChooser
 
 TEXTS = [
@@ -47,25 +50,63 @@ def test_onnx_backend_serves_the_logged_graph(home_with_model: dict[str, Any], r
         assert abs(o["probability"] - t["probability"]) < 0.02
 
 
-def test_a_version_without_a_graph_is_exported_once_and_cached(
-    home_with_model: dict[str, Any], running: list[Server], monkeypatch: pytest.MonkeyPatch
+class Hostile(mlflow.pyfunc.PythonModel):
+    """A version's own code, as whoever can register a version could log it: loading it
+    (``load_context``) leaves a marker file, predicting raises."""
+
+    _skip_type_hint_validation = True
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def load_context(self, context: Any) -> None:
+        Path(self.marker).write_text("the version's code ran in the server")
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # no hints: MLflow reads them
+        raise RuntimeError("the version's code ran in the server")
+
+
+def _register_hostile(marker: Path) -> int:
+    """A version logged without the int8 graph (a pickled PythonModel of its own)."""
+    registry = Registry(load_settings())
+    with _global_tracking_uri(registry.tracking_uri), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's notes about pickles and type hints
+        with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+            mlflow.pyfunc.log_model(name="model", python_model=Hostile(str(marker)), pip_requirements=[])
+    return registry.register(run.info.run_id).version
+
+
+def test_a_version_without_its_graph_is_refused_and_its_code_never_runs(
+    home_with_model: dict[str, Any], running: list[Server], tmp_path: Path
 ) -> None:
-    """Versions logged before the graph was: exported at load (torch), cached in the home."""
-    monkeypatch.setattr(onnx_backend, "logged_predictor", lambda *a, **k: None)
+    """With the onnx backend the server loads the logged graph and tokenizer only: a version
+    without them is refused (the old one keeps serving, /model says why), its code never runs."""
+    marker = tmp_path / "ran.txt"
     promote(1)
     srv = start_server(serve_settings(backend="onnx"))
     running.append(srv)
+    hostile = _register_hostile(marker)
     with srv.client() as c:
-        assert c.post("/predict", json={"text": "fine"}).status_code == 200
+        promote(hostile)
+        info = wait_for(lambda: (i := c.get("/model").json())["last_reload_error"] and i, timeout=30)
+        assert not marker.exists(), marker.read_text()
+        assert info["version"] == 1 and info["ready"] is True
+        error = info["last_reload_error"]
+        assert error["version"] == hostile
+        assert "without its ONNX int8 graph" in error["error"] and "never runs a version's own code" in error["error"]
+        r = c.post("/predict", json={"text": "still the old model?"})
+        assert r.status_code == 200 and r.json()["model"]["version"] == 1
     srv.stop()
-    cached = list((load_settings().home / "serving-cache").glob(f"*/{ONNX_FILE}"))
-    assert len(cached) == 1
-    mtime = cached[0].stat().st_mtime_ns
-    srv2 = start_server(serve_settings(backend="onnx"))  # loads from the cache, no new export
+    assert not list((load_settings().home / "serving-cache").glob("*"))  # nothing exported either
+
+    # at start-up with only that version behind the alias: not ready, with the reason
+    srv2 = start_server(serve_settings(backend="onnx"))
     running.append(srv2)
     with srv2.client() as c:
-        assert c.post("/predict", json={"text": "fine"}).status_code == 200
-    assert cached[0].stat().st_mtime_ns == mtime
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "without its ONNX int8 graph" in ready.json()["detail"]
+        assert c.post("/predict", json={"text": "anyone?"}).status_code == 503
+    assert not marker.exists()
 
 
 def test_the_logged_graph_answers_as_the_export_at_load(

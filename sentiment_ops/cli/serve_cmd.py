@@ -54,6 +54,8 @@ def serve(
 
     Example: sentops serve --port 8000 --alias production
     """
+    from sentiment_ops.redaction import install_log_redaction
+    from sentiment_ops.serving.app import check_tokens
     from sentiment_ops.serving.http_protocol import HeadLimitProtocol
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
@@ -71,12 +73,14 @@ def serve(
         },
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
+    check_tokens(settings)  # before anything starts, also for --workers N
     # Check the home and open the store here, not in the app's startup: a home that cannot
     # be written (the ONNX cache, an embedded MLflow), a store that cannot be reached or
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
     writable_dir(settings.home)
     store = InferenceStore(settings.store_url, settings.store.store_text)
     app = _app(settings, store, workers)
+    install_log_redaction()  # the root handler; uvicorn's own handlers mask through log_config
     console.print(
         f"serving alias [bold]{settings.serve.alias}[/bold] of {settings.mlflow.model_name} "
         f"({settings.serve.backend}) on http://{settings.serve.host}:{settings.serve.port}"

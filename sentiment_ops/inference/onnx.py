@@ -230,14 +230,17 @@ def _run(session: Any, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray,
     return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+# What ``TextEncoder`` reads of a logged model folder: nothing else of it is downloaded (no
+# weights, no code a tokenizer could be told to import).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentops.json")
 
 
 def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
     """The int8 graph of a model version logged with it (``onnx_int8``), downloaded to
-    ``dest`` with what ``TextEncoder`` reads (the tokenizer files and ``sentops.json``, not
-    the weights): ``(model folder, graph file)``. None when the version was logged without
-    a graph. Batch scoring downloads once and opens one session per worker process."""
+    ``dest`` with what ``TextEncoder`` reads (``TOKENIZER_FILES``): ``(model folder, graph
+    file)``. None when the version was logged without a graph. Only data is read: the
+    MLmodel file as plain YAML, never the version's code or pickles. Batch scoring
+    downloads once and opens one session per worker process."""
     import yaml
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -247,23 +250,37 @@ def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
     with mlflow_errors(f"download {model_uri}"):
         repo = get_artifact_repository(model_uri)
         mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", str(dest))).read_text())
-        artifacts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
-        graph, hf_model = artifacts.get("onnx_int8"), artifacts.get("hf_model")
-        if not graph or not hf_model:
+        artifacts = _mapping(_mapping(_mapping(mlmodel).get("flavors")).get("python_function")).get("artifacts")
+        graph, hf_model = _mapping(artifacts).get("onnx_int8"), _mapping(artifacts).get("hf_model")
+        if not isinstance(graph, dict) or not isinstance(hf_model, dict):
             return None
-        graph_dir = Path(repo.download_artifacts(graph["path"], str(dest)))
-        for item in repo.list_artifacts(hf_model["path"]):
-            if not item.is_dir and not item.path.endswith(WEIGHT_SUFFIXES):
-                repo.download_artifacts(item.path, str(dest))
-    return Path(dest) / hf_model["path"], graph_dir / ONNX_FILE
+        graph_path, model_path = _inside(graph.get("path")), _inside(hf_model.get("path"))
+        graph_dir = Path(repo.download_artifacts(graph_path, str(dest)))
+        names = {item.path.rsplit("/", 1)[-1] for item in repo.list_artifacts(model_path) if not item.is_dir}
+        for name in TOKENIZER_FILES:
+            if name in names:
+                repo.download_artifacts(f"{model_path}/{name}", str(dest))
+    return Path(dest) / model_path, graph_dir / ONNX_FILE
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _inside(path: Any) -> str:
+    """An artifact path of the MLmodel file, which must stay inside the model's folder."""
+    parts = str(path or "").replace("\\", "/").split("/")
+    if not path or not isinstance(path, str) or path.startswith("/") or ".." in parts or ":" in path:
+        raise ModelLoadError(f"the model's MLmodel file names an artifact outside the model: {path!r}")
+    return path
 
 
 def logged_predictor(
     model_uri: str, threads: int | None = None, max_length: int | None = None, solo_threads: int | None = None
 ) -> OnnxPredictor | None:
     """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
-    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded (not
-    the weights) and loaded into memory. None when the version was logged without a graph."""
+    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded
+    (``download_logged``) and loaded into memory. None when the version was logged without a graph."""
     from sentiment_ops.inference.text import TextEncoder
 
     with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp:

@@ -19,10 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiment_ops import __version__
 from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
+from sentiment_ops.errors import ConfigError
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
-from sentiment_ops.serving.body_limit import BodyLimitMiddleware, body_limits
+from sentiment_ops.serving.body_limit import Admission, BodyLimitMiddleware, body_limits
 from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
 from sentiment_ops.serving.label_page import label_router
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -49,13 +50,16 @@ def create_app(
     store: InferenceStore | None = None,
 ) -> FastAPI:
     """Build the app. ``registry`` and ``store`` may be passed in (tests, embedding);
-    by default they are opened from ``settings`` when the app starts."""
+    by default they are opened from ``settings`` when the app starts. ConfigError when
+    ``serve.require_predict_token`` is set and SENTOPS_PREDICT_TOKEN is not."""
+    check_tokens(settings)
     serve = settings.serve
     metrics = ServingMetrics(settings.mlflow.model_name, serve.backend)
     holder = ModelHolder(settings, registry, listener=metrics)
     writer = StoreWriter(
         store,
         max_queue=serve.store_queue_max,
+        max_text_chars=serve.store_queue_max_mb * 1024 * 1024 // 4,
         on_write=metrics.rows_written,
         on_error=metrics.store_error,
         on_dead_letter=metrics.rows_dead_lettered,
@@ -72,6 +76,7 @@ def create_app(
     state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
     metrics.watch_drift(lambda: state.store, settings.mlflow.model_name)
     own_store = store is None
+    admission = Admission(serve.max_concurrent_requests, serve.max_inflight_mb * 1024 * 1024)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,8 +105,12 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if serve.docs else None,  # serve.docs: false hides the API's description
+        redoc_url="/redoc" if serve.docs else None,
+        openapi_url="/openapi.json" if serve.docs else None,
     )
     app.state.sentops = state
+    app.state.admission = admission  # the text requests in progress (body_limit.Admission)
     app.include_router(
         build_router(
             request_models(serve.max_text_chars, serve.max_batch_items),
@@ -115,10 +124,24 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items))
+    app.add_middleware(
+        BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items), admission=admission
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-Id
+    # outermost: every answer carries X-Request-Id, and nosniff (no answer is sniffed as HTML)
+    app.add_middleware(RequestIdMiddleware, extra_headers=[(b"x-content-type-options", b"nosniff")])
     return app
+
+
+def check_tokens(settings: Settings) -> None:
+    """ConfigError (one line) when ``serve.require_predict_token`` is set and the server's
+    environment has no SENTOPS_PREDICT_TOKEN: /predict must not be open by accident."""
+    if settings.serve.require_predict_token and not os.environ.get(PREDICT_TOKEN_ENV):
+        raise ConfigError(
+            f"serve.require_predict_token is true but {PREDICT_TOKEN_ENV} is not set: set the token "
+            "(clients send it as `Authorization: Bearer <token>`), or set serve.require_predict_token "
+            "to false to open the predict routes"
+        )
 
 
 def worker_settings(settings: Settings, workers: int) -> Settings:
@@ -188,5 +211,5 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unexpected error on %s %s", request.method, request.url.path, exc_info=exc, extra={"request_id": request_id}
     )
-    headers = {HEADER: request_id} if request_id else None
+    headers = {"X-Content-Type-Options": "nosniff", **({HEADER: request_id} if request_id else {})}
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500, headers=headers)

@@ -12,7 +12,14 @@ The limits follow the text limits, so no valid request is ever refused: a text o
 ``serve.max_text_chars`` characters takes at most ``BYTES_PER_CHAR`` bytes as JSON (a
 character outside the Basic Multilingual Plane escaped as two ``\\uXXXX``), plus room for
 the field names, whitespace and, for /invocations, other columns. Routes without texts
-(/feedback, /admin/reload, the labeling page) take ``OTHER_LIMIT`` bytes."""
+(/feedback, /admin/reload, the labeling page) take ``OTHER_LIMIT`` bytes.
+
+The text routes are also admitted (``Admission``): at most ``serve.max_concurrent_requests``
+of them at once, whose bodies (``Content-Length``, or the route's limit for a chunked body)
+add up to at most ``serve.max_inflight_mb``. A request past either bound gets a 503 with
+``Retry-After`` when its handler first reads, before any of its body is read: what a
+request holds in memory (its body, its texts parsed, its answer) is bounded by its body,
+so the server's memory is bounded whatever the clients send at once."""
 
 from __future__ import annotations
 
@@ -49,13 +56,56 @@ def too_large(path: str, limit: int, size: int | None, texts: bool = True) -> st
     )
 
 
-class BodyLimitMiddleware:
-    """Pure ASGI; ``limits`` by exact path, ``default`` for every other path."""
+OVERLOADED_RETRY_AFTER_S = "2"
 
-    def __init__(self, app: Any, limits: dict[str, int], default: int = OTHER_LIMIT) -> None:
+
+class OverloadedError(HTTPException):
+    """Raised from ``receive`` for a text request that was not admitted (503)."""
+
+    def __init__(self, why: str) -> None:
+        headers = {"Retry-After": OVERLOADED_RETRY_AFTER_S, "Connection": "close"}
+        super().__init__(503, f"server busy: {why}; retry later", headers=headers)
+
+
+class Admission:
+    """What the text routes hold at once: requests and their body bytes. Used on the
+    event loop only (no lock). A request is admitted while fewer than ``max_requests`` run
+    and its bytes fit in ``max_bytes``; the first request is always admitted (a body limit
+    above ``max_bytes`` still lets one through at a time)."""
+
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.requests = 0
+        self.bytes = 0
+
+    def refusal(self, size: int) -> str | None:
+        """Why a request of ``size`` body bytes cannot be admitted now, or None (admitted:
+        hand back with ``release(size)``)."""
+        if self.requests >= self.max_requests:
+            return f"{self.requests} requests in progress (serve.max_concurrent_requests)"
+        if self.requests and self.bytes + size > self.max_bytes:
+            return f"{self.bytes:,} bytes of requests in progress (serve.max_inflight_mb)"
+        self.requests += 1
+        self.bytes += size
+        return None
+
+    def release(self, size: int) -> None:
+        self.requests -= 1
+        self.bytes -= size
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI; ``limits`` by exact path (the text routes, admitted by ``admission``
+    when given), ``default`` for every other path."""
+
+    def __init__(
+        self, app: Any, limits: dict[str, int], default: int = OTHER_LIMIT, admission: Admission | None = None
+    ) -> None:
         self.app = app
         self.limits = limits
         self.default = default
+        self.admission = admission
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,9 +116,18 @@ class BodyLimitMiddleware:
         texts = path in self.limits
         declared = _content_length(scope)
         received = 0
+        size = min(limit, declared if declared is not None else limit)
+        refused = None
+        admitted = texts and self.admission is not None and (declared is None or declared <= limit)
+        if admitted:
+            assert self.admission is not None
+            refused = self.admission.refusal(size)
+            admitted = refused is None
 
         async def limited() -> dict[str, Any]:
             nonlocal received
+            if refused is not None:
+                raise OverloadedError(refused)  # unread, as the 413 below
             if declared is not None and declared > limit:
                 # Refused unread, when the route's handler first reads (so the refusal is
                 # the route's, in metrics and logs); the client may still be sending, so
@@ -81,7 +140,12 @@ class BodyLimitMiddleware:
                     raise BodyTooLargeError(path, limit, None, texts)
             return message
 
-        await self.app(scope, limited, send)
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            if admitted:
+                assert self.admission is not None
+                self.admission.release(size)
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:

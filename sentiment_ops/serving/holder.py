@@ -6,7 +6,9 @@ then swapped in; batches already running keep the object they started with, so r
 in flight finish on the old version. A version that fails to load leaves the old one
 serving; the failure is kept (``last_error``) for ``/model``, the log and ``/metrics``,
 and that version is not retried by the poller until the alias moves again (an explicit
-reload retries it)."""
+reload retries it). What ``/model`` and ``/ready`` show of a failure says what failed in
+plain words (``public_reason``); its detail (a registry's host name, a path) goes to the
+log only, with credentials masked."""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from datetime import datetime
 from typing import Protocol
 
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import NotFoundError, SentopsError
+from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.inference.passes import Predictor
-from sentiment_ops.predictors import predictor_for
+from sentiment_ops.predictors import ModelRefusedError, predictor_for
+from sentiment_ops.redaction import redact
 from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
 
@@ -92,6 +95,19 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def public_reason(exc: Exception) -> str:
+    """Why a version did not load, in words fit for a public answer: a refusal says its
+    own reason (``ModelRefusedError``); other failures say what failed, never the
+    wrapped error's text (host names, paths), which the log has."""
+    if isinstance(exc, ModelRefusedError):
+        return " ".join(str(exc).split())[:500]
+    if isinstance(exc, RegistryUnavailableError):
+        return "cannot load the version: the model registry is unavailable (details in the server log)"
+    if isinstance(exc, ModelLoadError):
+        return "cannot load the version's model files (details in the server log)"
+    return f"cannot load the version: unexpected {type(exc).__name__} (details in the server log)"
+
+
 class ModelHolder:
     def __init__(
         self,
@@ -113,6 +129,7 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self._said_no_model = False
         self._said_unreachable = False
+        self.registry_unreachable = False  # the last alias lookup could not reach the registry
         if self.backend == "torch":
             from sentiment_ops.modeling import set_cpu_threads
 
@@ -153,11 +170,12 @@ class ModelHolder:
                     self._said_no_model = True
                 return False
             except SentopsError as exc:
+                self.registry_unreachable = isinstance(exc, RegistryUnavailableError)
                 if not self._said_unreachable:
-                    log.error("cannot resolve alias %r: %s (will keep trying)", self.alias, exc)
+                    log.error("cannot resolve alias %r: %s (will keep trying)", self.alias, redact(str(exc)))
                     self._said_unreachable = True
                 return False
-            self._said_unreachable = False
+            self._said_unreachable = self.registry_unreachable = False
             current = self._current
             if current is not None and current.version == info.version and not force:
                 return False
@@ -173,10 +191,8 @@ class ModelHolder:
         )
         try:
             loaded = self._load_version(registry, info)
-        except SentopsError as exc:
-            return self._failed(info.version, str(exc))
         except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
-            return self._failed(info.version, f"{type(exc).__name__}: {exc}")
+            return self._failed(info.version, exc)
         old = self._current
         self._current = loaded  # the atomic swap: readers take one reference per batch
         gc.freeze()  # the new model's objects: never scanned by the cyclic collector (see freeze_heap)
@@ -195,7 +211,6 @@ class ModelHolder:
             threads=onnx_threads(self.settings),
             torch_threads=self.settings.serve.torch_threads,
             max_length=self.settings.serve.max_length,
-            home=self.settings.home,
             solo_threads=solo_threads(self.settings),
         )
         solo = getattr(predictor, "solo", predictor)
@@ -214,11 +229,12 @@ class ModelHolder:
             predictor=predictor,
         )
 
-    def _failed(self, version: int | None, message: str) -> bool:
-        failure = ReloadFailure(version=version, error=" ".join(message.split())[:500], at=utcnow())
+    def _failed(self, version: int | None, exc: Exception) -> bool:
+        failure = ReloadFailure(version=version, error=public_reason(exc), at=utcnow())
         self.last_error = failure
         serving = f"still serving version {self._current.version}" if self._current else "no model is serving"
-        log.error("cannot load %s version %s: %s (%s)", self.model_name, version, failure.error, serving)
+        detail = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        log.error("cannot load %s version %s: %s (%s)", self.model_name, version, detail, serving)
         if self._listener is not None:
             self._listener.reload_failed(failure)
         return False

@@ -12,10 +12,18 @@ tab's ``sessionStorage``:
   label of the same text replaces the first, the same label twice writes nothing);
 * ``POST /label/undo`` ``{"id"}``: the label of that prediction is removed (the row is
   unlabeled again, as served).
+
+The page is served with a strict Content-Security-Policy: its one inline script and one
+inline style run only by their SHA-256 (no ``'unsafe-inline'``), it may fetch from its own
+origin only, submit no form anywhere (a form that posted the token would put it in a URL),
+and no other site may frame it; no referrer leaves it (``page_headers``).
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real classes.
 
+import base64
+import hashlib
+import re
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
@@ -28,7 +36,19 @@ from starlette.concurrency import run_in_threadpool
 from sentiment_ops.errors import DataError, NotFoundError, RegistryUnavailableError, StoreError
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.serving.routes import E401, E403, E404, E422, State, Store, _unavailable, bearer_guard
+from sentiment_ops.redaction import redact
+from sentiment_ops.serving.routes import (
+    E401,
+    E403,
+    E404,
+    E422,
+    State,
+    Store,
+    _unavailable,
+    bearer_guard,
+    log,
+    store_failed,
+)
 from sentiment_ops.serving.schemas import ErrorResponse
 
 MAX_QUEUE = 500  # texts one queue request may ask for
@@ -79,6 +99,28 @@ def page_html() -> str:
     return resources.files("sentiment_ops.serving").joinpath("static/label.html").read_text(encoding="utf-8")
 
 
+def _hashes(html: str, tag: str) -> str:
+    """The CSP sources of the inline ``tag`` elements of ``html``: one SHA-256 each."""
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
+
+
+@cache
+def page_headers() -> dict[str, str]:
+    """The headers of the page (nosniff comes with every answer, ``RequestIdMiddleware``)."""
+    html = page_html()
+    policy = (
+        f"default-src 'none'; script-src {_hashes(html, 'script')}; style-src {_hashes(html, 'style')}; "
+        "connect-src 'self'; img-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 2
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 def label_router(feedback_token: str | None) -> APIRouter:
     """/label (the page, public) and its data endpoints behind SENTOPS_FEEDBACK_TOKEN."""
     guard = bearer_guard(
@@ -93,7 +135,7 @@ def label_router(feedback_token: str | None) -> APIRouter:
     @router.get("/label", response_class=HTMLResponse)
     async def label_page() -> HTMLResponse:
         """The labeling page (it asks for the label-writer token; its data calls need it)."""
-        return HTMLResponse(page_html(), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page_html(), headers=page_headers())
 
     @router.get(
         "/label/queue", response_model=QueueResponse, dependencies=guarded, responses={**E401, **E403, **QUEUE_ERRORS}
@@ -118,8 +160,11 @@ def label_router(feedback_token: str | None) -> APIRouter:
             raise HTTPException(404, str(exc)) from None
         except DataError as exc:
             raise HTTPException(422, str(exc)) from None
-        except (StoreError, RegistryUnavailableError) as exc:
-            raise HTTPException(503, str(exc)) from None
+        except StoreError as exc:
+            raise store_failed(exc, "reading the label queue") from None
+        except RegistryUnavailableError as exc:
+            log.error("reading the label queue failed: %s", redact(str(exc)))
+            raise HTTPException(503, "the model registry is unavailable; retry later") from None
         return queue.to_dict()
 
     @router.post(
@@ -135,7 +180,7 @@ def label_router(feedback_token: str | None) -> APIRouter:
         except NotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
         except StoreError as exc:
-            raise HTTPException(503, str(exc)) from None
+            raise store_failed(exc, "removing a label") from None
         return UndoResponse(id=body.id, cleared=cleared)
 
     return router

@@ -35,11 +35,13 @@ def valid_request_id(raw: bytes | None) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Pure ASGI: sets the request id (given or new) before the app runs, answers it."""
+    """Pure ASGI: sets the request id (given or new) before the app runs, answers it, with
+    ``extra_headers`` that every answer carries (in the same step: no middleware of their own)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.app = app
         self._header = HEADER.lower().encode("latin-1")
+        self._extra = list(extra_headers or [])
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -49,12 +51,12 @@ class RequestIdMiddleware:
         request_id = (valid_request_id(given[0]) if len(given) == 1 else None) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = current_request_id.set(request_id)
-        header = (self._header, request_id.encode("ascii"))
+        added = [(self._header, request_id.encode("ascii")), *self._extra]
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != self._header]
-                message = {**message, "headers": [*headers, header]}
+                message = {**message, "headers": [*headers, *added]}
             await send(message)
 
         try:

@@ -6,6 +6,7 @@ Blocking work (store reads/writes, model loads) runs in threads."""
 # No ``from __future__ import annotations`` here: the request models are built per app
 # and FastAPI must see the real classes in the handler signatures.
 
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import DataError, NotFoundError, StoreError
+from sentiment_ops.redaction import redact
 from sentiment_ops.serving.batcher import MicroBatcher, ModelUnavailableError, Result
 from sentiment_ops.serving.holder import ModelHolder
 from sentiment_ops.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -38,6 +40,8 @@ from sentiment_ops.serving.schemas import (
 )
 from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter
 from sentiment_ops.store import InferenceStore
+
+log = logging.getLogger("sentiment_ops.serving")
 
 
 @dataclass
@@ -113,18 +117,28 @@ def bearer_guard(token: str | None, scheme_name: str, description: str, disabled
 def _unavailable(state: ServingState) -> HTTPException:
     s = state.settings
     why = f"; last load error: {state.holder.last_error.error}" if state.holder.last_error else ""
+    if state.holder.registry_unreachable:
+        why += "; the model registry is unavailable"
     return HTTPException(
         503,
         f"no model is loaded: alias {s.serve.alias!r} of {s.mlflow.model_name!r} has no loadable version yet{why}",
     )
 
 
+def store_failed(exc: StoreError, action: str) -> HTTPException:
+    """A 503 for a store failure while ``action``: the body says what failed in plain words,
+    the store's own message (host names) goes to the log, with credentials masked."""
+    log.error("%s failed: %s", action, redact(str(exc)))
+    return HTTPException(503, "inference store unavailable; retry later", headers={"Retry-After": STORE_RETRY_AFTER_S})
+
+
 async def _predict(state: ServingState, texts: list[str], request_id: str | None = None) -> list[Result]:
     """Predict, with room held in the store's write-behind queue first: a request that the
     store could not take is refused (503) before any work, never answered and then lost.
     Every row of the request is stored with its ``request_id``."""
+    chars = sum(map(len, texts))
     try:
-        state.writer.reserve(len(texts))
+        state.writer.reserve(len(texts), chars)
     except QueueFullError as exc:
         state.metrics.rows_rejected(len(texts))
         raise HTTPException(503, str(exc), headers={"Retry-After": STORE_RETRY_AFTER_S}) from None
@@ -133,7 +147,7 @@ async def _predict(state: ServingState, texts: list[str], request_id: str | None
     except ModelUnavailableError:
         raise _unavailable(state) from None
     finally:
-        state.writer.release(len(texts))
+        state.writer.release(len(texts), chars)
 
 
 def result_dict(r: Result) -> dict[str, Any]:
@@ -165,7 +179,7 @@ def model_info(state: ServingState) -> dict[str, Any]:
         backend=holder.backend,
         version=current.version if current else None,
         run_id=current.run_id if current else None,
-        source=current.source if current else None,
+        source=redact(current.source) if current else None,
         loaded_at=current.loaded_at if current else None,
         last_reload_error=None if err is None else ReloadError(version=err.version, error=err.error, at=err.at),
     ).model_dump(mode="json")
@@ -252,7 +266,7 @@ def feedback_router(feedback_token: str | None) -> APIRouter:
         except DataError as exc:
             raise HTTPException(422, str(exc)) from None
         except StoreError as exc:
-            raise HTTPException(503, str(exc)) from None
+            raise store_failed(exc, "recording feedback") from None
         return FeedbackResponse(id=body.id, label=label, updated=updated)
 
     return router

@@ -13,7 +13,9 @@ transaction. Two kinds of failure are told apart:
 The queue is bounded: a request reserves room for its rows before it is predicted
 (``reserve``), and a request that finds no room is refused (the API answers 503), so every
 row of a 2xx answer is either stored or dead-lettered, never dropped, and memory stays
-bounded. ``close`` drains what it can before the process exits and logs the count of rows
+bounded: by rows (``max_queue``) and by the characters of their texts (``max_text_chars``:
+a row holds its text until it is written, and texts may be long).
+``close`` drains what it can before the process exits and logs the count of rows
 that could not be written."""
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from sentiment_ops.errors import StoreError, StoreRowError
+from sentiment_ops.redaction import redact
 from sentiment_ops.store import PredictionLog, PredictionRecord, dead_letter
 
 log = logging.getLogger("sentiment_ops.serving")
@@ -44,6 +47,7 @@ class StoreWriter:
         store: PredictionLog | None,
         max_batch: int = 512,
         max_queue: int = 20_000,
+        max_text_chars: int | None = None,
         high_water: float = 0.8,
         slow_write_s: float = SLOW_WRITE_S,
         on_write: Callable[[int, float], None] | None = None,
@@ -53,6 +57,7 @@ class StoreWriter:
         self.store = store  # may be set later, before start() (the app opens it at startup)
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.max_text_chars = max_text_chars
         self.high_water = max(1, int(max_queue * high_water))
         self.slow_write_s = slow_write_s
         self._on_write = on_write
@@ -61,6 +66,8 @@ class StoreWriter:
         self._queue: deque[PredictionRecord] = deque()
         self._cond = threading.Condition()
         self._reserved = 0
+        self._text = 0  # characters of the texts of the rows not yet written
+        self._reserved_text = 0
         self._in_flight = 0  # rows taken off the queue by the write under way
         self._enqueued = 0
         self._written = 0
@@ -91,7 +98,8 @@ class StoreWriter:
         past its high-water mark), or None."""
         pending = self.pending
         if not self.store_up:
-            return f"inference store unavailable ({self.last_error}); {pending} predictions queued"
+            # the store's own error (host names) is in the log, not in this public text
+            return f"inference store unavailable; {pending} predictions queued"
         if pending + self._reserved >= self.high_water:
             return f"inference store is behind: {pending} of at most {self.max_queue} predictions queued"
         since = self._write_since
@@ -104,25 +112,37 @@ class StoreWriter:
             self._thread = threading.Thread(target=self._run, name="sentops-store-writer", daemon=True)
             self._thread.start()
 
-    def reserve(self, n: int) -> None:
-        """Hold room for ``n`` rows about to be predicted; QueueFullError when there is none.
-        Release it with ``release(n)`` once the rows are queued (or will never be)."""
+    def reserve(self, n: int, chars: int = 0) -> None:
+        """Hold room for ``n`` rows (of ``chars`` characters of text) about to be predicted;
+        QueueFullError when there is none. Release it with ``release(n, chars)`` once the
+        rows are queued (or will never be). Texts past ``max_text_chars`` still pass when
+        nothing else waits, so a request within the text limits is never refused for good."""
         with self._cond:
             if self.pending + self._reserved + n > self.max_queue:
                 raise QueueFullError(
                     f"the inference store cannot keep up: {self.pending} predictions wait to be written "
                     f"(serve.store_queue_max {self.max_queue}); retry later"
                 )
+            text = self._text + self._reserved_text
+            if self.max_text_chars is not None and text and text + chars > self.max_text_chars:
+                raise QueueFullError(
+                    f"the inference store cannot keep up: {self.pending} predictions with {text:,} characters "
+                    "of text wait to be written (serve.store_queue_max_mb); retry later"
+                )
             self._reserved += n
+            self._reserved_text += chars
 
-    def release(self, n: int) -> None:
+    def release(self, n: int, chars: int = 0) -> None:
         with self._cond:
             self._reserved = max(0, self._reserved - n)
+            self._reserved_text = max(0, self._reserved_text - chars)
 
     def put(self, records: Sequence[PredictionRecord]) -> None:
         if not records:
             return
+        chars = _chars(records)
         with self._cond:
+            self._text += chars
             self._queue.extend(records)
             self._enqueued += len(records)
             self._cond.notify_all()
@@ -238,7 +258,7 @@ class StoreWriter:
                 return [*chunk, *(r for c in chunks for r in c)]
             finally:
                 self._write_since = None
-            self._done(written=len(chunk))
+            self._done(written=len(chunk), chars=_chars(chunk))
             if self._on_write is not None:
                 self._on_write(len(chunk), time.perf_counter() - t0)
         return []
@@ -256,7 +276,7 @@ class StoreWriter:
                 exc,
                 extra={"request_id": record.request_id},
             )
-            self._done(lost=1)
+            self._done(lost=1, chars=len(record.text))
             return True
         except StoreError as exc:
             self._failed(1, exc)
@@ -267,13 +287,14 @@ class StoreWriter:
             error,
             extra={"request_id": record.request_id},  # the log line of the request that asked for it
         )
-        self._done(dead=1)
+        self._done(dead=1, chars=len(record.text))
         if self._on_dead_letter is not None:
             self._on_dead_letter(1)
         return True
 
-    def _done(self, written: int = 0, dead: int = 0, lost: int = 0) -> None:
+    def _done(self, written: int = 0, dead: int = 0, lost: int = 0, chars: int = 0) -> None:
         with self._cond:
+            self._text = max(0, self._text - chars)
             self._written += written
             self._dead += dead
             self._lost += lost
@@ -286,8 +307,12 @@ class StoreWriter:
 
     def _failed(self, rows: int, exc: StoreError) -> None:
         if self.store_up:
-            log.error("inference store write of %d rows failed (kept queued, retrying): %s", rows, exc)
+            log.error("inference store write of %d rows failed (kept queued, retrying): %s", rows, redact(str(exc)))
         self.store_up = False
-        self.last_error = str(exc)
+        self.last_error = redact(str(exc))
         if self._on_error is not None:
             self._on_error(str(exc))
+
+
+def _chars(records: Sequence[PredictionRecord]) -> int:
+    return sum(len(r.text) for r in records)
