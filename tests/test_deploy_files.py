@@ -252,13 +252,8 @@ def test_every_sentops_service_resolves_one_serving_backend(resolved: dict[str, 
 
 
 def _settings_env(env: dict[str, Any]) -> dict[str, str]:
-    """The variables sentops' settings loader reads. serve.require_predict_token is the
-    server's setting from the serving branch of issue 32; until both are merged it is
-    left out here (the lead drops this filter at the merge)."""
-    from sentiment_ops.config import ServeSettings
-
-    known = "require_predict_token" in ServeSettings.model_fields
-    return {k: v for k, v in env.items() if v is not None and (known or k != "SENTOPS_SERVE__REQUIRE_PREDICT_TOKEN")}
+    """The variables sentops' settings loader reads."""
+    return {k: v for k, v in env.items() if v is not None}
 
 
 @pytest.mark.parametrize("service", SENTOPS_SERVICES)

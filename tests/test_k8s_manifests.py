@@ -112,14 +112,8 @@ def _environment(container: dict[str, Any]) -> dict[str, str]:
 
 
 def _settings_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables sentops' settings loader reads. serve.require_predict_token is the
-    server's setting from the serving branch of issue 32; until both are merged it is
-    left out here (the lead drops this filter at the merge)."""
-    from sentiment_ops.config import ServeSettings
-
-    if "require_predict_token" in ServeSettings.model_fields:
-        return env
-    return {k: v for k, v in env.items() if k != "SENTOPS_SERVE__REQUIRE_PREDICT_TOKEN"}
+    """The variables sentops' settings loader reads."""
+    return env
 
 
 def _dockerfile_env(target: str) -> dict[str, str]:
