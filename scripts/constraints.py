@@ -54,7 +54,7 @@ def closure() -> dict[str, str]:
 def main() -> None:
     pins = closure()
     sys.stdout.write(
-        "# The versions CI tested with: the runtime dependency closure of sentiment-ops[postgres]\n"
+        "# The versions CI tested with: the runtime dependency closure of sentiment-ops[postgres,server]\n"
         "# (torch left out: the Dockerfile's TORCH_VERSION / TORCH_INDEX choose its build).\n"
         "# Regenerate after changing dependencies: .venv/bin/python scripts/constraints.py > constraints.txt\n"
     )
