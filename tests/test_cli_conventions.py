@@ -279,3 +279,11 @@ def test_models_of_an_existing_empty_model_says_no_versions() -> None:
     assert result.exit_code == 0, result.output
     assert "model 'sentiment-classifier' has no versions yet" in result.stdout
     assert json.loads(sentops("models", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands()], ids=lambda p: " ".join(p) or "sentops")
+def test_flags_show_no_value_in_help(path: tuple[str, ...]) -> None:
+    # `--json <bool>` reads as if the flag took a value
+    result = sentops(*path, "--help", COLUMNS="200")
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout

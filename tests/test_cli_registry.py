@@ -97,8 +97,11 @@ def test_full_alias_lifecycle(cli, trained: dict[str, Any]) -> None:  # type: ig
         ("rollback", 3, 2),
         ("rollback", 2, 1),
     ]
-    table = cli("models")
+    table = cli("models", env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "production" in table.stdout
+    # fits an 80-column terminal: one line per version, the run id as short as git's
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert second["run_id"][:8] in table.stdout and second["run_id"] not in table.stdout
 
 
 def _closed_port() -> int:

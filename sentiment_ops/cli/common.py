@@ -55,8 +55,17 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(paragraphs)
 
 
+def _no_flag_values(params: list[Any]) -> None:
+    """A flag takes no value: no `<bool>` after it in --help."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
 def _reflow_all(command: Any) -> None:
     command.help = reflow(command.help)
+    help_option = command.get_help_option(typer.Context(command))  # made once per command, kept
+    _no_flag_values([*command.params, *([help_option] if help_option is not None else [])])
     for sub in getattr(command, "commands", {}).values():
         _reflow_all(sub)
 
@@ -68,6 +77,11 @@ class SentopsGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _reflow_all(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        _no_flag_values(params)  # the completion options are added after __init__
+        return params
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context is not click.Context
         try:

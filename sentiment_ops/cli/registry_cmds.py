@@ -11,6 +11,8 @@ from sentiment_ops.cli.common import console, fmt, print_json, settings_from
 from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import NotFoundError
 
+RUN_ID_CHARS = 8  # of MLflow's 32 hex digits: enough to tell a model's runs apart
+
 HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 give all
 
 
@@ -119,9 +121,10 @@ def models(
         console.print(plain(f"model {registry.model_name!r} has no versions yet: run `sentops train`"))
         return
     table = Table(title=plain(registry.model_name))
+    # these never wrap; the run id is shortened, as git shows a commit (--json has it whole)
+    no_wrap = ("version", "aliases", "golden acc", "golden F1", "run id")
     for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
-        # aliases never wrap; the long run id folds instead
-        table.add_column(col, no_wrap=col in ("version", "aliases", "golden acc", "golden F1"), overflow="fold")
+        table.add_column(col, no_wrap=col in no_wrap, overflow="fold")
     for v in versions:
         # every cell is registry data (aliases, tags: anyone who can write to MLflow sets them)
         table.add_row(
@@ -130,7 +133,7 @@ def models(
             fmt(v.golden_accuracy),
             fmt(v.golden_f1),
             plain(v.created.replace("T", " ")[:16]),
-            plain(v.run_id or "–"),
+            plain((v.run_id or "–")[:RUN_ID_CHARS]),
             plain(v.parent_version or "–"),
         )
     console.print(table)
