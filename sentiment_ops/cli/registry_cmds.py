@@ -96,20 +96,7 @@ def models(
     """
     registry = _registry(ctx)
     if history:
-        limit = last if last is not None else (0 if as_json else HISTORY_TABLE_ROWS)
-        total, events = registry.history_tail(history, limit or None)
-        if as_json:
-            print_json([e.__dict__ for e in events])
-            return
-        shown = f"last {len(events)} of {total} moves" if len(events) < total else f"{total} moves"
-        table = Table(title=plain(f"alias history: {history} ({shown})"))
-        for col in ("at", "action", "from", "to"):
-            table.add_column(col)
-        for e in events:
-            table.add_row(plain(e.at), plain(e.action), plain(e.from_version or "–"), plain(e.to_version))
-        console.print(table)
-        if len(events) < total:
-            console.print(f"{total - len(events)} earlier moves not shown: --last 0 shows all, --json prints all")
+        _print_history(registry, history, last, as_json)
         return
     versions = registry.list_versions()
     if not versions:  # a model that is not there is an error, not an empty list
@@ -145,3 +132,21 @@ def _require_model(registry: Any) -> None:
         registry.registered_model()
     except NotFoundError as exc:
         raise NotFoundError(f"{exc}: train and register one with `sentops train`, or set mlflow.model_name") from exc
+
+
+def _print_history(registry: Any, alias: str, last: int | None, as_json: bool) -> None:
+    """The move history of one alias: a table of the last moves, or all of them as JSON."""
+    limit = last if last is not None else (0 if as_json else HISTORY_TABLE_ROWS)
+    total, events = registry.history_tail(alias, limit or None)
+    if as_json:
+        print_json([e.__dict__ for e in events])
+        return
+    shown = f"last {len(events)} of {total} moves" if len(events) < total else f"{total} moves"
+    table = Table(title=plain(f"alias history: {alias} ({shown})"))
+    for col in ("at", "action", "from", "to"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(plain(e.at), plain(e.action), plain(e.from_version or "–"), plain(e.to_version))
+    console.print(table)
+    if len(events) < total:
+        console.print(f"{total - len(events)} earlier moves not shown: --last 0 shows all, --json prints all")
