@@ -20,14 +20,13 @@ alone (no HTTP, no store; tokenised beforehand) over the same texts in a shuffle
 
 ``server / ceiling`` bounds the efficiency of the server at C clients from above (the HTTP
 path, tokenising and the store come on top). Rounds alternate between the groupings; the
-figure is the median round. Writes benchmarks/results/batch_bound.json.
+figure is the median round. Writes the section ``bound`` of benchmarks/results/graph.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import tempfile
@@ -36,7 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from graph_record import logged_graph, write_record
+from graph import logged_graph
+from harness import RESULTS, load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
@@ -44,7 +44,7 @@ from sentiment_ops.inference import forward_grouped, split_by_length
 from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.serving.batcher import fair_share, take_fitting
 
-RESULTS = Path(__file__).parent / "results" / "batch_bound.json"
+OUT = RESULTS / "graph.json"  # its section "bound"
 
 
 @dataclass
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pass-tokens", type=int, default=384, help="the ceiling's passes (its best on this machine)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     quiet_third_party()
     from sentiment_ops.data import golden_test, load_corpus
@@ -106,7 +106,7 @@ def main() -> None:
     _, predictor = logged_graph(settings, args.version, tmp)
     workers = inference_workers(settings)
     corpora = {"short": load_corpus("rotten_tomatoes").test.texts, "long": golden_test(args.texts).texts}
-    load_before = os.getloadavg()
+    load_before = load_average()
     result: dict[str, object] = {}
     for kind, corpus in corpora.items():
         texts = list(corpus[: args.texts])
@@ -153,7 +153,7 @@ def main() -> None:
             "model_version": args.version,
         }
     )
-    write_record(args.out, result, load_before)
+    write_result(args.out, result, load_before, section="bound")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from local_services import PostgresCluster, free_port, start_postgres  # noqa: E402
+from harness import free_port  # noqa: E402
+from local_services import PostgresCluster, start_postgres  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "fault.json"
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses

@@ -31,17 +31,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import ServeProcess
 from machine import describe as describe_machine
 from machine import wait_idle
 
@@ -49,12 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses, prints LOAD_RESULT
 RESULTS = Path(__file__).parent / "results" / "serve_ab.json"
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bodies(path: Path, kind: str, n: int = 2000) -> Path:
@@ -65,48 +57,23 @@ def bodies(path: Path, kind: str, n: int = 2000) -> Path:
     return path
 
 
-class Server:
-    """``sentops serve`` from ``tree`` on a free loopback port; stopped by its PID."""
+class Server(ServeProcess):
+    """``sentops serve`` from ``tree`` on a free loopback port (harness: stopped by its PID)."""
 
     def __init__(self, tree: Path, home: Path, log: Path, settings: dict[str, str] | None = None) -> None:
         self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, SENTOPS_HOME=str(home), PYTHONPATH=str(tree))
         for key in ("SENTOPS_CONFIG", "MLFLOW_TRACKING_URI", "SENTOPS_PREDICT_TOKEN"):
             env.pop(key, None)
         env.update(settings or {})
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            cwd=str(tree),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(env, log_path=log, cwd=tree)
+        self.url = self.base_url
 
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"server exited with {self.proc.returncode}; see its log")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        sys.exit("server not ready in time")
+    def wait_ready(self, timeout_s: float = 300, path: str = "/ready") -> None:
+        super().wait_ready(timeout_s, path)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def stop(self, timeout_s: float = 120, sig: int = signal.SIGTERM) -> int | None:
+        return super().stop(timeout_s, sig)
 
 
 def env_pairs(pairs: list[str]) -> dict[str, str]:

@@ -8,22 +8,20 @@ logged MLflow model, scores the first ``--samples`` golden reviews with both bac
 short (Rotten Tomatoes) and long (IMDB) texts. ONNX int8 may become the default serving
 backend only if its golden accuracy is within 0.5 points of fp32. Also reports how far
 int8 moves the pooled embeddings, since drift monitoring compares them with a reference
-computed in fp32. Writes benchmarks/results/serve_backends.json.
+computed in fp32. Writes the section ``backends`` of benchmarks/results/graph.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from harness import RESULTS, load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
@@ -32,7 +30,7 @@ from sentiment_ops.inference import OnnxPredictor, forward_grouped
 from sentiment_ops.modeling import set_cpu_threads
 from sentiment_ops.registry import Registry
 
-RESULTS = Path(__file__).parent / "results" / "serve_backends.json"
+OUT = RESULTS / "graph.json"  # its section "backends"
 MAX_GAP_POINTS = 0.5
 
 
@@ -55,6 +53,7 @@ def main() -> None:
     ap.add_argument("--version", type=int, default=None)
     ap.add_argument("--samples", type=int, default=2000)
     args = ap.parse_args()
+    load_before = load_average()
     quiet_third_party()
     settings = load_settings(overrides={"home": args.home})
     set_cpu_threads(None)
@@ -104,14 +103,9 @@ def main() -> None:
         "embedding_cosine_mean": round(float(cos.mean()), 4),
         "embedding_cosine_p01": round(float(np.percentile(cos, 1)), 4),
         "centroid_cosine_distance_fp32_vs_int8": round(centroid_distance, 5),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],  # the cores are shared
         "torch": torch.__version__,
-        "date": datetime.now(UTC).date().isoformat(),
-        "command": f"python benchmarks/serve_backends.py --home HOME --samples {args.samples}",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = write_result(OUT, result, load_before, section="backends")
     print(json.dumps(result, indent=2))
 
 

@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import free_port
 from machine import describe as describe_machine
 from machine import wait_idle
 
@@ -108,12 +108,6 @@ def write_bodies(work: Path, texts: dict[str, list[str]]) -> tuple[dict[str, Pat
 
 
 # -- servers ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

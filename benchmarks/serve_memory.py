@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, free_port
+
 LIMIT_BYTES = 2 * 1024**3  # the API pod's memory limit
 SHOWN = ("max_batch_items", "max_text_chars", "max_concurrent_requests", "max_inflight_mb", "store_queue_max_mb")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_kib(pid: int, field: str) -> int:

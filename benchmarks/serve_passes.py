@@ -5,20 +5,19 @@
 Per-text time by texts per pass, for short (Rotten Tomatoes, sorted by length) and long
 (IMDB golden, 256 tokens head + tail) texts, and throughput of one 2-thread pass at a time
 vs two 1-thread passes side by side. These figures set ``serve.batch_max_tokens`` and
-``serve.inference_workers``. Writes benchmarks/results/serve_passes.json.
+``serve.inference_workers``. Writes the section ``passes`` of benchmarks/results/graph.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from harness import RESULTS, load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
@@ -26,7 +25,7 @@ from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.registry import Registry
 
-RESULTS = Path(__file__).parent / "results" / "serve_passes.json"
+OUT = RESULTS / "graph.json"  # its section "passes"
 
 
 def texts_per_s(predictor: OnnxPredictor, ids: list[list[int]], per_pass: int, seconds: float) -> float:
@@ -58,6 +57,7 @@ def main() -> None:
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
+    load_before = load_average()
     quiet_third_party()
     settings = load_settings(overrides={"home": args.home})
     model = Registry(settings).load_model(args.version)
@@ -85,14 +85,9 @@ def main() -> None:
     out.update(
         {
             "model_version": args.version,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).date().isoformat(),
-            "command": "python benchmarks/serve_passes.py --home HOME",
         }
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    out = write_result(OUT, out, load_before, section="passes")
     print(json.dumps(out, indent=2))
 
 

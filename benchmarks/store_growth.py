@@ -12,7 +12,7 @@ texts (the labeling queue) and ``rows(labeled=True)`` (retraining's read); after
 whole ``sentops feedback import`` command. Last, ``sentops db prune --days 30`` (about half
 the rows), with the longest transaction and the largest write-ahead log seen meanwhile.
 The store is deleted at the end (``--keep`` keeps it). Writes
-benchmarks/results/store_growth.json.
+the section ``growth`` of benchmarks/results/store.json.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe
+
+from harness import RESULTS, write_result
 
 from sentiment_ops import migrations
 from sentiment_ops.data import load_corpus
 from sentiment_ops.feedback import import_feedback
 from sentiment_ops.store import InferenceStore, text_hash
 
-RESULTS = Path(__file__).parent / "results" / "store_growth.json"
+OUT = RESULTS / "store.json"  # its section "growth"
 DIM = 384  # MiniLM's hidden size
 # Two rows then fit a 4 KiB SQLite page: ~2.1 KB a row on disk, as the store of the issue
 # (1,001,800 rows in 2.2 GB); rows just over half a page take a page each.
@@ -222,13 +223,8 @@ def main() -> None:
         "after_0004": after,
         "prune_30_of_60_days": pruned,
         "file_gb_after_prune": round(size_pruned / 1e9, 2),
-        "machine": describe(),
-        "load_avg_before": [round(x, 2) for x in load_before],
-        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        "command": "nice -n 10 python benchmarks/store_growth.py " + " ".join(sys.argv[1:]),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    record = write_result(OUT, record, load_before, section="growth")
     print(json.dumps(record, indent=2))
 
 

@@ -6,26 +6,24 @@ Builds ``--rows`` records as the server does (a ~90-character text, a 384-float 
 that is a view on its micro-batch's array), measures their memory with tracemalloc, then
 queues them all in a ``StoreWriter`` and times the drain into ``--url`` (default: a
 throwaway SQLite file). These figures size ``serve.store_queue_max``
-(docs/serving.md, "When the store fails"). Writes benchmarks/results/store_queue.json.
+(docs/serving.md, "When the store fails"). Writes the section ``queue`` of benchmarks/results/store.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import tracemalloc
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, load_average, write_result
 
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
-RESULTS = Path(__file__).parent / "results" / "store_queue.json"
+OUT = RESULTS / "store.json"  # its section "queue"
 DIM = 384  # MiniLM's hidden size
 
 
@@ -53,6 +51,7 @@ def main() -> None:
     parser.add_argument("--url", help="inference store URL (default: a throwaway SQLite file)")
     parser.add_argument("--rows", type=int, default=20_000)
     args = parser.parse_args()
+    load_before = load_average()
 
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -78,11 +77,8 @@ def main() -> None:
         "store": dialect,
         "drain_seconds": round(seconds, 2),
         "drain_rows_per_s": round(args.rows / seconds),
-        "machine": platform.machine(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = write_result(OUT, result, load_before, section="queue")
     print(json.dumps(result, indent=2))
 
 

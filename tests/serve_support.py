@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 
 from sentiment_ops.cli.main import app as cli_app
 from sentiment_ops.config import Settings, load_settings
+from sentiment_ops.demo.server import free_port
 from sentiment_ops.serving import create_app
 from sentiment_ops.serving.http_protocol import HeadLimitProtocol
 
@@ -79,12 +79,6 @@ def serve_settings(**serve: Any) -> Settings:
     # path has its own tests, and the fuzz test and the CLI test run the default.
     overrides.setdefault("serve.backend", "torch")
     return load_settings(overrides=overrides)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

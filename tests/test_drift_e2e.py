@@ -4,7 +4,6 @@ inference store, and ``sentops drift`` reads them (no second forward pass)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,12 +13,7 @@ import pytest
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sentiment_ops.demo.server import free_port
 
 
 def test_api_traffic_then_drift(cli: Callable[..., Any], trained: dict[str, Any]) -> None:
@@ -30,7 +24,7 @@ def test_api_traffic_then_drift(cli: Callable[..., Any], trained: dict[str, Any]
 
     assert cli("promote", "--version", "1").exit_code == 0
     settings = load_settings(overrides={"serve.poll_interval_s": 0.5})
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

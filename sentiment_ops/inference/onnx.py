@@ -60,7 +60,7 @@ def export_fp32(model: SentimentModel, dest: Path, attention: str = "eager") -> 
     """``pooling.LogitsAndPooled`` of ``model`` as an fp32 ONNX graph at ``dest``: inputs
     ``input_ids`` and ``attention_mask`` (padded by ``passes.pad``), outputs ``logits`` and
     ``pooled``. ``attention``: the transformers attention implementation traced (``eager``;
-    ``sdpa`` only to compare, benchmarks/export_graph.py)."""
+    ``sdpa`` only to compare, benchmarks/graph.py export)."""
     import copy
 
     import torch
@@ -101,7 +101,7 @@ def export_fp32(model: SentimentModel, dest: Path, attention: str = "eager") -> 
 def quantize_int8(fp32: Path, dest: Path, **options: Any) -> Path:
     """``quantize_dynamic`` of the fp32 graph at ``fp32`` to ``dest`` with the settings every
     logged graph has (int8 weights, one scale per output channel); ``options`` override them
-    (``benchmarks/int8_variants.py`` compares others)."""
+    (``benchmarks/graph.py int8`` compares others)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     settings: dict[str, Any] = {"weight_type": QuantType.QInt8, "per_channel": True, **options}
@@ -189,7 +189,7 @@ class _SoloView:
 
 def _session(onnx_path: Path, threads: int, arena: bool = False, spin: bool = False) -> Any:
     """An ONNX Runtime CPU session of ``onnx_path`` with ``threads`` intra-op threads
-    (``arena``: with the CPU memory arena, for ``benchmarks/onnx_arena.py``; ``spin``: its
+    (``arena``: with the CPU memory arena, for ``benchmarks/graph.py arena``; ``spin``: its
     threads spin within a pass, for the many-thread session of a lone pass)."""
     import onnxruntime as ort
 
@@ -205,7 +205,7 @@ def _session(onnx_path: Path, threads: int, arena: bool = False, spin: bool = Fa
     # still busy); without it, 10 of 10 cells ran at 73-75 and short texts at 32 clients
     # went from 434-475 to 476-511 req/s. The graph alone on one thread is as fast without
     # it for passes within the 384-token budget (serve.batch_max_tokens: 0.99-1.01x); passes
-    # of 2,000 tokens are 15% slower (buffers mapped and faulted in anew; benchmarks/onnx_arena.py).
+    # of 2,000 tokens are 15% slower (buffers mapped and faulted in anew; benchmarks/graph.py arena).
     opts.enable_cpu_mem_arena = arena
     # The one-thread sessions' idle workers must not spin: on a few cores they would steal
     # the CPU that the event loop and the other passes need. The many-thread session of a

@@ -6,80 +6,31 @@
     through the API before and after → report + picture.
 
 Each step is a function so tests can drive them on the tiny model. The server is a child
-process started here and ended here, by its PID.
+process started here and ended here, by its PID (``server``); the HTTP calls are ``client``'s,
+the picture ``figure``'s.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
-import yaml
 
 from sentiment_ops.config import DemoSettings, Settings
 from sentiment_ops.data import Split, load_corpus
+from sentiment_ops.demo.client import drift_summary, post_labels, score_through_api, send_traffic, wait_for_version
+from sentiment_ops.demo.figure import draw_story
+from sentiment_ops.demo.report import DemoOptions, DemoReport, StageFn, took
+from sentiment_ops.demo.report import quiet as _quiet
+from sentiment_ops.demo.server import ServerProcess
 from sentiment_ops.errors import SentopsError
-from sentiment_ops.evaluation import classification_metrics
 from sentiment_ops.lifecycle import ProgressFn, no_progress
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from sentiment_ops.registry import Registry
-
-StageFn = Callable[[str, str], None]  # (stage, message)
-
-
-def _quiet(stage: str, message: str) -> None:
-    return None
-
-
-@dataclass
-class DemoOptions:
-    """How this run goes; what it trains and sends is the ``demo`` settings section."""
-
-    reuse: bool = True  # reuse the production model when there is one
-    out_dir: Path = field(default_factory=lambda: Path("sentops-demo"))
-    # which served tweets the simulated person labels: a labeling.Strategy; "random" labels the
-    # first ones sent (the tweets are shuffled), as the demo did before active selection
-    labels_from: str = "mixed"
-
-
-@dataclass
-class DemoReport:
-    base_url: str = ""
-    production_before: int | None = None
-    production_after: int | None = None
-    trained_new_model: bool = False
-    drift_imdb: dict[str, Any] = field(default_factory=dict)
-    drift_tweets: dict[str, Any] = field(default_factory=dict)
-    drift_after: dict[str, Any] = field(default_factory=dict)  # the new version on tweets, after the reload
-    labels_posted: int = 0
-    labels_from: str = ""  # the strategy that chose them
-    retrain: dict[str, Any] = field(default_factory=dict)
-    promoted: bool = False
-    reload_seconds: float | None = None
-    tweets_before: dict[str, float] = field(default_factory=dict)
-    tweets_after: dict[str, float] = field(default_factory=dict)
-    stored_rows: int = 0
-    sent_rows: int = 0
-    picture: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -91,12 +42,6 @@ def demo_train_settings(settings: Settings) -> Settings:
     quick.train.eval_samples = demo.eval_samples
     quick.train.val_samples = min(quick.train.val_samples or demo.val_samples, demo.val_samples)
     return quick
-
-
-def took(seconds: float) -> str:
-    """A duration as a phase line shows it: ``42 s``, ``7 min 05 s``."""
-    whole = round(seconds)
-    return f"{seconds:.1f} s" if seconds < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
 def ensure_production(
@@ -125,193 +70,6 @@ def ensure_production(
     golden = result.metrics["golden_accuracy"]
     stage("model", f"v{result.version} golden accuracy {golden:.3f} → {alias} (took {took(time.monotonic() - start)})")
     return result.version, True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``sentops serve`` as a child process on 127.0.0.1, serving with ``settings`` (written
-    to a private YAML file that the child reads as its ``SENTOPS_CONFIG``); stopped by its PID."""
-
-    def __init__(self, settings: Settings, port: int | None = None, log_path: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._config_dir = tempfile.TemporaryDirectory(prefix="sentops-demo-")  # 0700: URIs may hold passwords
-        config_file = Path(self._config_dir.name) / "settings.yaml"
-        config_file.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-        env = dict(os.environ)
-        env["SENTOPS_CONFIG"] = str(config_file)
-        env["SENTOPS_HOME"] = str(settings.home)
-        env.setdefault("SENTOPS_SERVE__POLL_INTERVAL_S", "1")
-        # Label writes need a token: a fresh random one for this server only.
-        self.feedback_token = secrets.token_urlsafe(32)
-        env["SENTOPS_FEEDBACK_TOKEN"] = self.feedback_token
-        self.log_path = log_path
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SentopsError(f"the demo server exited with code {self.proc.returncode} (log: {self.log_path})")
-            try:
-                resp = httpx.get(f"{self.base_url}/ready", timeout=2)
-                if resp.status_code == 200:
-                    return dict(httpx.get(f"{self.base_url}/model", timeout=5).json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SentopsError(f"the demo server was not ready within {timeout_s:.0f} s (log: {self.log_path})")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # graceful: the store writer drains
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not isinstance(self._log, int):  # an open log file, not subprocess.DEVNULL
-            self._log.close()
-        self._config_dir.cleanup()
-
-
-def send_traffic(client: httpx.Client, texts: list[str], batch: int = 16) -> list[dict[str, Any]]:
-    """Send texts the way clients do (POST /predict/batch in small batches); return predictions."""
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(texts), batch):
-        resp = client.post("/predict/batch", json={"texts": texts[start : start + batch]})
-        resp.raise_for_status()
-        out.extend(resp.json()["predictions"])
-    return out
-
-
-def post_labels(client: httpx.Client, predictions: list[dict[str, Any]], labels: np.ndarray, token: str) -> int:
-    """A simulated person: the corpus's true label for each logged prediction id (with the
-    server's label-writer token)."""
-    auth = {"Authorization": f"Bearer {token}"}
-    for pred, label in zip(predictions, labels.tolist(), strict=True):
-        client.post("/feedback", json={"id": pred["id"], "label": int(label)}, headers=auth).raise_for_status()
-    return len(predictions)
-
-
-def score_through_api(client: httpx.Client, split: Split) -> dict[str, float]:
-    preds = send_traffic(client, split.texts, batch=32)
-    probs = np.array([p["probability"] for p in preds])
-    m = classification_metrics(split.labels, probs)
-    return {"accuracy": m["accuracy"], "f1": m["f1"], "version": float(preds[0]["model"]["version"])}
-
-
-def wait_for_version(client: httpx.Client, version: int, timeout_s: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        info = client.get("/model").json()
-        if info.get("version") == version:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise SentopsError(f"the server did not load version {version} within {timeout_s:.0f} s")
-
-
-def drift_summary(report: Any) -> dict[str, Any]:
-    return {
-        "drift": report.drift,
-        "p_value": report.p_value,
-        "mmd2": report.mmd2,
-        "cosine_distance": report.cosine_distance,
-        "cosine_drift": report.cosine_drift,
-        "n_rows": report.n_rows,
-        "check_id": report.check_id,
-    }
-
-
-P_FLOOR = 1e-3  # the p-value axis starts here; smaller p-values are drawn on it
-
-
-def story_checks(report: DemoReport) -> list[tuple[str, dict[str, Any]]]:
-    """The drift checks of this run, in order, each named by the traffic it saw."""
-    named = [("IMDB", report.drift_imdb), ("tweets", report.drift_tweets), ("after reload", report.drift_after)]
-    return [(name, check) for name, check in named if check]
-
-
-def story_figure(report: DemoReport, alpha: float) -> Figure:
-    """The picture of one demo run: left, the p-value of each drift check on a log axis
-    (``P_FLOOR`` to 1) with the ``alpha`` line, the cosine distance on a second axis, and
-    where the promotion and the reload happened; right, tweet accuracy / F1 before vs after."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    checks = story_checks(report)
-    xs = list(range(1, len(checks) + 1))
-    legend_on = ax1
-    if checks:
-        p_values = [max(float(c["p_value"]), P_FLOOR) for _, c in checks]
-        ax1.plot(xs, p_values, "o-", color="C0", label="drift test p-value", clip_on=False)
-        for x, p, (_, c) in zip(xs, p_values, checks, strict=True):
-            ax1.annotate("drift" if c["drift"] else "ok", (x, p), textcoords="offset points", xytext=(5, 5))
-        cosine = ax1.twinx()
-        cosine.plot(xs, [c["cosine_distance"] for _, c in checks], "s--", color="C2", label="cosine distance")
-        cosine.set_ylabel("cosine distance to the reference", color="C2")
-        cosine.set_ylim(bottom=0)
-        legend_on = cosine  # drawn last, so the legend is not hidden under its line
-    ax1.axhline(alpha, color="red", lw=0.8, label=f"alpha {alpha}")
-    _mark_promotion(ax1, report, len(checks))
-    ax1.set_yscale("log")
-    ax1.set_ylim(P_FLOOR, 1.0)
-    ax1.set_ylabel("p-value (log scale)")
-    ax1.set_xticks(xs, [name for name, _ in checks])
-    ax1.set_xlim(0.5, max(len(checks), 1) + 0.5)
-    ax1.set_xlabel("drift check, by the traffic it saw")
-    handles = [h for ax in fig.axes if ax is not ax2 for h in ax.get_legend_handles_labels()[0]]
-    legend_on.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
-    ax1.set_title("Drift checks over the demo")
-    _before_after_bars(ax2, report)
-    fig.tight_layout()
-    return fig
-
-
-def _mark_promotion(ax: Any, report: DemoReport, n_checks: int) -> None:
-    """Vertical lines after the tweet check (number 2): the promotion, then the reload."""
-    if not report.promoted or n_checks < 2:
-        return
-    version = report.retrain.get("version")
-    ax.axvline(2.33, color="C1", ls=":", label=f"promoted v{version}")
-    reload_s = "" if report.reload_seconds is None else f" ({report.reload_seconds:.1f} s)"
-    ax.axvline(2.67, color="C4", ls="-.", label=f"server reloaded{reload_s}")
-
-
-def _before_after_bars(ax: Any, report: DemoReport) -> None:
-    names = ["accuracy", "f1"]
-    before = [report.tweets_before.get(n, 0.0) for n in names]
-    after = [report.tweets_after.get(n, 0.0) for n in names]
-    pos = np.arange(len(names))
-    ax.bar(pos - 0.2, before, 0.4, label=f"before (v{report.production_before})")
-    ax.bar(pos + 0.2, after, 0.4, label=f"after (v{report.production_after})")
-    for i in range(len(names)):
-        ax.text(pos[i] - 0.2, before[i] + 0.01, f"{before[i]:.3f}", ha="center", fontsize=8)
-        ax.text(pos[i] + 0.2, after[i] + 0.01, f"{after[i]:.3f}", ha="center", fontsize=8)
-    ax.set_xticks(pos, ["tweet accuracy", "tweet F1"])
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.set_title("Served model on held-out tweets")
-
-
-def draw_story(settings: Settings, report: DemoReport, path: Path) -> Path:
-    """``story_figure`` of ``report`` saved as a PNG at ``path``."""
-    fig = story_figure(report, settings.drift.alpha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
 
 
 # -- the whole story -----------------------------------------------------------------------

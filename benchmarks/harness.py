@@ -1,0 +1,84 @@
+"""What every benchmark shares: the ``--home`` / ``--out`` arguments, the record of the
+machine (CPU, cores, date, load average before and after, the command) written with each
+result, and the child server (``sentiment_ops.demo.server``: a free 127.0.0.1 port, /ready,
+stopped by its PID).
+
+A result file holds one benchmark; where one area has several benchmarks, each writes its
+own section of the area's file (``write_result(..., section="arena")``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this tree's sentiment_ops, as the servers it starts run it
+
+from machine import describe as describe_machine  # noqa: E402
+
+from sentiment_ops.demo.server import ServeProcess, free_port, sentops_serve_command  # noqa: E402
+
+__all__ = [
+    "RESULTS",
+    "ROOT",
+    "ServeProcess",
+    "free_port",
+    "load_average",
+    "parser",
+    "record",
+    "sentops_serve_command",
+    "write_result",
+]
+
+
+def parser(doc: str | None, out: str | None = None, home: str | None = "", **prog: Any) -> argparse.ArgumentParser:
+    """An argument parser with ``doc`` as its help, ``--home`` (``home``: its help; required
+    unless the help says "default"; ``None``: no ``--home``) and, with ``out`` (a file name
+    in benchmarks/results/), ``--out``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **prog)
+    if home is not None:
+        text = home or "a sentops home with a trained model behind production (copied or read, never written)"
+        ap.add_argument("--home", type=Path, required="default" not in text, help=text)
+    if out is not None:
+        ap.add_argument("--out", type=Path, default=RESULTS / out, help="where the JSON goes (default: %(default)s)")
+    return ap
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages now: other work on the same cores."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def record(load_before: list[float] | tuple[float, ...]) -> dict[str, Any]:
+    """The machine, the date, the load average before and now, and the command of this run."""
+    return {
+        "machine": describe_machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": load_average(),
+        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+    }
+
+
+def write_result(
+    out: Path, result: dict[str, Any], load_before: list[float] | tuple[float, ...], section: str | None = None
+) -> dict[str, Any]:
+    """``result`` with ``record(load_before)`` to ``out``: the whole file, or its ``section``
+    (the file's other sections are kept). Returns what was written for this run."""
+    result = {**result, **record(load_before)}
+    data: dict[str, Any] = result
+    if section is not None:
+        data = json.loads(out.read_text()) if out.exists() else {}
+        data[section] = result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {out}" + (f" ({section})" if section else ""), file=sys.stderr)
+    return result
