@@ -34,6 +34,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.errors import SentopsError
 from sentiment_ops.inference.passes import Prediction, Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
@@ -44,7 +45,7 @@ log = logging.getLogger("sentiment_ops.serving")
 
 
 # A lone batch of fewer tokens always runs on one thread: its operators are too small to
-# share (on 2 shared cores a lone short review, ~25 tokens, was served faster on one).
+# share between threads.
 SOLO_MIN_TOKENS = 64
 
 
@@ -82,8 +83,10 @@ def take_fitting(pending: deque[T], batch: list[T], limit: int, budget: int | No
     return True
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(SentopsError):
     """No model is loaded (yet): the request gets a 503."""
+
+    exit_code = 69
 
 
 @dataclass(frozen=True)
@@ -117,17 +120,13 @@ class ThreadChooser:
     seconds per token of each choice (moving average), takes the cheaper one, and once every
     ``explore_every_s`` seconds the other one twice, so a change in the machine's load is
     noticed. The chosen layout is measured at every pass (a slowdown of it shows at once);
-    exploring is only for the other one getting faster, and it costs: a lone long review
-    on 1 thread of 2 takes ~1.6x as long, and the first 2-thread pass after it wakes the
-    sleeping threads. Done every 32 turns (before), that was ~4 % of a lone client's time.
+    exploring is only for the other one getting faster, and it costs (a lone long review
+    on 1 thread of 2 takes ~1.6x as long), so it is timed, not done every few turns.
 
     A pass right after a pass of the other layout is not measured (``record``): the
     many-thread session's threads sleep between its passes, and waking them costs the
-    first pass after a switch. Measured on 2 cores, a lone 256-token review on 2 threads:
-    30 ms right after a 1-thread pass, 18.5 ms after another 2-thread pass (1 thread: 31 ms).
-    Measuring the switches made the two layouts look alike, and a new server served lone
-    long reviews on 1 thread for its first ~150 of them. So each layout is first measured
-    in a run of its own (``min_samples`` + 1 passes), and explored in pairs."""
+    first pass after a switch, which would make the two layouts look alike. So each layout
+    is first measured in a run of its own (``min_samples`` + 1 passes), and explored in pairs."""
 
     def __init__(
         self,
