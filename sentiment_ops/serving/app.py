@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +56,37 @@ def create_app(
     check_tokens(settings)
     check_uvicorn()
     serve = settings.serve
+    state = _parts(settings, registry, store)
+    admission = Admission(serve.max_concurrent_requests, serve.max_inflight_mb * 1024 * 1024)
+    app = FastAPI(
+        title="sentops serve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(state, own_store=store is None),
+        docs_url="/docs" if serve.docs else None,  # serve.docs: false hides the API's description
+        redoc_url="/redoc" if serve.docs else None,
+        openapi_url="/openapi.json" if serve.docs else None,
+        responses=http_errors.APP_ERRORS,  # what any route may answer (the HTTP protocol's 408, 431)
+    )
+    app.state.sentops = state
+    app.state.admission = admission  # the text requests in progress (body_limit.Admission)
+    app.include_router(
+        build_router(request_models(serve.max_text_chars, serve.max_batch_items), serve.max_batch_items, state.tokens)
+    )
+    app.include_router(label_router())  # /label: the labeling page
+    http_errors.install(app)
+    app.add_middleware(
+        BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items), admission=admission
+    )
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    # outermost: every answer carries X-Request-Id, and nosniff (no answer is sniffed as HTML)
+    app.add_middleware(RequestIdMiddleware, extra_headers=[(b"x-content-type-options", b"nosniff")])
+    return app
+
+
+def _parts(settings: Settings, registry: Registry | None, store: InferenceStore | None) -> ServingState:
+    """The app's parts, wired to each other; nothing is opened or started yet."""
+    serve = settings.serve
     metrics = ServingMetrics(settings.mlflow.model_name, serve.backend)
     holder = ModelHolder(settings, registry, listener=metrics)
     writer = StoreWriter(
@@ -75,11 +106,16 @@ def create_app(
         max_tokens=serve.batch_max_tokens,
         workers=inference_workers(settings),
     )
-    tokens = read_tokens()
-    state = ServingState(settings, holder, batcher, writer, metrics, store=store, tokens=tokens)
+    state = ServingState(settings, holder, batcher, writer, metrics, store=store, tokens=read_tokens())
     metrics.watch_drift(lambda: state.store, settings.mlflow.model_name)
-    own_store = store is None
-    admission = Admission(serve.max_concurrent_requests, serve.max_inflight_mb * 1024 * 1024)
+    return state
+
+
+def _lifespan(state: ServingState, own_store: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up opens the store (unless given: ``own_store`` False), loads the model behind
+    the alias and starts the poller, the batcher and the writer; shutdown stops them and
+    flushes every queued prediction to the store."""
+    settings, holder, writer, batcher = state.settings, state.holder, state.writer, state.batcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +128,7 @@ def create_app(
         freeze_heap()  # after the first model's load: see holder.freeze_heap
         holder.start_polling()
         await batcher.start()
-        log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)
+        log.info("sentops serve ready=%s on alias %r", holder.ready, settings.serve.alias)
         try:
             yield
         finally:
@@ -103,30 +139,7 @@ def create_app(
                 state.store.close()
                 state.store = None
 
-    app = FastAPI(
-        title="sentops serve",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs" if serve.docs else None,  # serve.docs: false hides the API's description
-        redoc_url="/redoc" if serve.docs else None,
-        openapi_url="/openapi.json" if serve.docs else None,
-        responses=http_errors.APP_ERRORS,  # what any route may answer (the HTTP protocol's 408, 431)
-    )
-    app.state.sentops = state
-    app.state.admission = admission  # the text requests in progress (body_limit.Admission)
-    app.include_router(
-        build_router(request_models(serve.max_text_chars, serve.max_batch_items), serve.max_batch_items, tokens)
-    )
-    app.include_router(label_router())  # /label: the labeling page
-    http_errors.install(app)
-    app.add_middleware(
-        BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items), admission=admission
-    )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # outermost: every answer carries X-Request-Id, and nosniff (no answer is sniffed as HTML)
-    app.add_middleware(RequestIdMiddleware, extra_headers=[(b"x-content-type-options", b"nosniff")])
-    return app
+    return lifespan
 
 
 def check_tokens(settings: Settings) -> None:
