@@ -18,7 +18,7 @@ Library code raises these; the CLI maps each to one red line and an exit code
     │   └── StoreSchemaError          exit 70  the store's schema is not this version's
     ├── ModelLoadError                exit 71  a model version that cannot be loaded
     │   └── predictors.ModelRefusedError exit 71  refused by the backend (onnx: no logged int8 graph)
-    ├── serving.batcher.ModelUnavailableError exit 69  the server has no model loaded (yet)
+    ├── serving.batcher.ModelUnavailableError exit 1  the server has no model loaded (yet)
     ├── NotEnoughDataError            exit 4   too few rows / labels for the operation
     └── GateFailedError               exit 5   a candidate did not beat production
 

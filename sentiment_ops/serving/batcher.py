@@ -83,8 +83,6 @@ def take_fitting(pending: deque[T], batch: list[T], limit: int, budget: int | No
 class ModelUnavailableError(SentopsError):
     """No model is loaded (yet): the request gets a 503."""
 
-    exit_code = 69
-
 
 @dataclass(frozen=True)
 class Result:
