@@ -13,12 +13,16 @@ Library code raises these; the CLI maps each to one red line and an exit code
     ├── RegistryUnavailableError      exit 69  MLflow tracking / registry unreachable
     ├── StoreError                    exit 70  inference store failure
     │   ├── StoreUnavailableError     exit 70  the store cannot be reached (retry later)
+    │   │   └── serving.store_writer.QueueFullError  the server's write-behind queue is full
     │   ├── StoreRowError             exit 70  the store refused a row (its data)
     │   └── StoreSchemaError          exit 70  the store's schema is not this version's
     ├── ModelLoadError                exit 71  a model version that cannot be loaded
     │   └── predictors.ModelRefusedError exit 71  refused by the backend (onnx: no logged int8 graph)
+    ├── serving.batcher.ModelUnavailableError exit 1  the server has no model loaded (yet)
     ├── NotEnoughDataError            exit 4   too few rows / labels for the operation
     └── GateFailedError               exit 5   a candidate did not beat production
+
+The server answers each with an HTTP status (``serving.http_errors``).
 
 ``sentops drift`` additionally exits 3 when drift is detected (not an error).
 """

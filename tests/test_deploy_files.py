@@ -379,11 +379,34 @@ def test_mlflow_runs_its_basic_auth_app(resolved: dict[str, Any]) -> None:
 def test_nginx_limits_requests_and_adds_no_header_the_api_sends() -> None:
     conf = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
     directives = dict(re.findall(r"^\s*([a-z_]+) ([^;]+);", conf, flags=re.MULTILINE))
-    assert directives["client_max_body_size"] == "8m"
     for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout", "proxy_read_timeout"):
         assert directives[timeout].endswith("s") and int(directives[timeout][:-1]) <= 60, timeout
     assert directives["server_tokens"] == "off"
     assert "add_header" not in directives, "security headers are the API's (on /label), not duplicated here"
+
+
+def test_nginx_limits_are_the_servers() -> None:
+    """The edge refuses what `sentops serve` with its default settings refuses, no less and
+    no more: the largest valid body, a 64 KiB head, the head and body time-outs and the
+    lingering close of serving/http_protocol.py."""
+    from sentiment_ops.config import ServeSettings
+    from sentiment_ops.serving import http_protocol as protocol
+    from sentiment_ops.serving.body_limit import body_limits
+
+    conf = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
+    directives = dict(re.findall(r"^\s*([a-z_]+) ([^;]+);", conf, flags=re.MULTILINE))
+    serve = ServeSettings()  # the defaults (a section reads no environment)
+    assert int(directives["client_max_body_size"]) == max(
+        body_limits(serve.max_text_chars, serve.max_batch_items).values()
+    )
+    number, size = directives["large_client_header_buffers"].split()
+    assert size.endswith("k") and int(number) * int(size[:-1]) * 1024 == protocol.MAX_HEAD_BYTES
+    seconds = {k: float(v.removesuffix("s")) for k, v in directives.items() if k.endswith(("_timeout", "_time"))}
+    assert seconds["client_header_timeout"] == protocol.HEAD_TIMEOUT_S
+    assert seconds["client_body_timeout"] == protocol.BODY_IDLE_TIMEOUT_S
+    assert directives["lingering_close"] == "on"
+    assert seconds["lingering_time"] == protocol.LINGER_MAX_S
+    assert seconds["lingering_timeout"] == protocol.LINGER_IDLE_S
 
 
 def _binds(service: dict[str, Any]) -> dict[str, Path]:

@@ -56,7 +56,7 @@ def serve(
     """
     from sentiment_ops.redaction import install_log_redaction
     from sentiment_ops.serving.app import check_tokens
-    from sentiment_ops.serving.http_protocol import HeadLimitProtocol
+    from sentiment_ops.serving.http_protocol import HeadLimitProtocol, check_uvicorn
     from sentiment_ops.serving.logs import log_config
     from sentiment_ops.store import InferenceStore
 
@@ -74,6 +74,7 @@ def serve(
     )
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
     check_tokens(settings)  # before anything starts, also for --workers N
+    check_uvicorn()  # the internals HeadLimitProtocol relies on
     # Check the home and open the store here, not in the app's startup: a home that cannot
     # be written (the ONNX cache, an embedded MLflow), a store that cannot be reached or
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.

@@ -7,41 +7,41 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiment_ops import __version__
 from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.errors import ConfigError
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.registry import Registry
+from sentiment_ops.serving import http_errors
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.body_limit import Admission, BodyLimitMiddleware, body_limits
+from sentiment_ops.serving.deps import ADMIN_TOKEN, FEEDBACK_TOKEN, PREDICT_TOKEN, ServingState, read_tokens
 from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
+from sentiment_ops.serving.http_protocol import check_uvicorn
 from sentiment_ops.serving.label_page import label_router
 from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
-from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
-from sentiment_ops.serving.routes import ServingState, build_router
+from sentiment_ops.serving.request_ids import RequestIdMiddleware
+from sentiment_ops.serving.routes import build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import InferenceStore
 
 log = logging.getLogger("sentiment_ops.serving")
 
-ADMIN_TOKEN_ENV = "SENTOPS_ADMIN_TOKEN"
-FEEDBACK_TOKEN_ENV = "SENTOPS_FEEDBACK_TOKEN"  # required for POST /feedback (label writes)
-PREDICT_TOKEN_ENV = "SENTOPS_PREDICT_TOKEN"  # optional: when set, the predict routes need it
+ADMIN_TOKEN_ENV = ADMIN_TOKEN.env
+FEEDBACK_TOKEN_ENV = FEEDBACK_TOKEN.env  # required for POST /feedback (label writes)
+PREDICT_TOKEN_ENV = PREDICT_TOKEN.env  # optional: when set, the predict routes need it
 
 DESCRIPTION = """Serves the model behind an MLflow alias (default `production`), logs every
 prediction with its embedding to the inference store, and hot-reloads when the alias moves.
-Bad input gets a 4xx with a one-line `detail`."""
+Every error answer is JSON with a one-line `detail`; each route declares the statuses it may
+answer, and its inputs' limits."""
 
 
 def create_app(
@@ -51,8 +51,41 @@ def create_app(
 ) -> FastAPI:
     """Build the app. ``registry`` and ``store`` may be passed in (tests, embedding);
     by default they are opened from ``settings`` when the app starts. ConfigError when
-    ``serve.require_predict_token`` is set and SENTOPS_PREDICT_TOKEN is not."""
+    ``serve.require_predict_token`` is set and SENTOPS_PREDICT_TOKEN is not; SentopsError
+    when the installed uvicorn lacks what the server's HTTP protocol relies on."""
     check_tokens(settings)
+    check_uvicorn()
+    serve = settings.serve
+    state = _parts(settings, registry, store)
+    admission = Admission(serve.max_concurrent_requests, serve.max_inflight_mb * 1024 * 1024)
+    app = FastAPI(
+        title="sentops serve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(state, own_store=store is None),
+        docs_url="/docs" if serve.docs else None,  # serve.docs: false hides the API's description
+        redoc_url="/redoc" if serve.docs else None,
+        openapi_url="/openapi.json" if serve.docs else None,
+        responses=http_errors.APP_ERRORS,  # what any route may answer (the HTTP protocol's 408, 431)
+    )
+    app.state.sentops = state
+    app.state.admission = admission  # the text requests in progress (body_limit.Admission)
+    app.include_router(
+        build_router(request_models(serve.max_text_chars, serve.max_batch_items), serve.max_batch_items, state.tokens)
+    )
+    app.include_router(label_router())  # /label: the labeling page
+    http_errors.install(app)
+    app.add_middleware(
+        BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items), admission=admission
+    )
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    # outermost: every answer carries X-Request-Id, and nosniff (no answer is sniffed as HTML)
+    app.add_middleware(RequestIdMiddleware, extra_headers=[(b"x-content-type-options", b"nosniff")])
+    return app
+
+
+def _parts(settings: Settings, registry: Registry | None, store: InferenceStore | None) -> ServingState:
+    """The app's parts, wired to each other; nothing is opened or started yet."""
     serve = settings.serve
     metrics = ServingMetrics(settings.mlflow.model_name, serve.backend)
     holder = ModelHolder(settings, registry, listener=metrics)
@@ -73,10 +106,16 @@ def create_app(
         max_tokens=serve.batch_max_tokens,
         workers=inference_workers(settings),
     )
-    state = ServingState(settings=settings, holder=holder, batcher=batcher, writer=writer, metrics=metrics, store=store)
+    state = ServingState(settings, holder, batcher, writer, metrics, store=store, tokens=read_tokens())
     metrics.watch_drift(lambda: state.store, settings.mlflow.model_name)
-    own_store = store is None
-    admission = Admission(serve.max_concurrent_requests, serve.max_inflight_mb * 1024 * 1024)
+    return state
+
+
+def _lifespan(state: ServingState, own_store: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up opens the store (unless given: ``own_store`` False), loads the model behind
+    the alias and starts the poller, the batcher and the writer; shutdown stops them and
+    flushes every queued prediction to the store."""
+    settings, holder, writer, batcher = state.settings, state.holder, state.writer, state.batcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +128,7 @@ def create_app(
         freeze_heap()  # after the first model's load: see holder.freeze_heap
         holder.start_polling()
         await batcher.start()
-        log.info("sentops serve ready=%s on alias %r", holder.ready, serve.alias)
+        log.info("sentops serve ready=%s on alias %r", holder.ready, settings.serve.alias)
         try:
             yield
         finally:
@@ -100,37 +139,7 @@ def create_app(
                 state.store.close()
                 state.store = None
 
-    app = FastAPI(
-        title="sentops serve",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs" if serve.docs else None,  # serve.docs: false hides the API's description
-        redoc_url="/redoc" if serve.docs else None,
-        openapi_url="/openapi.json" if serve.docs else None,
-    )
-    app.state.sentops = state
-    app.state.admission = admission  # the text requests in progress (body_limit.Admission)
-    app.include_router(
-        build_router(
-            request_models(serve.max_text_chars, serve.max_batch_items),
-            serve.max_batch_items,
-            os.environ.get(ADMIN_TOKEN_ENV) or None,
-            feedback_token=os.environ.get(FEEDBACK_TOKEN_ENV) or None,
-            predict_token=os.environ.get(PREDICT_TOKEN_ENV) or None,
-        )
-    )
-    app.include_router(label_router(os.environ.get(FEEDBACK_TOKEN_ENV) or None))  # /label: the labeling page
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(
-        BodyLimitMiddleware, limits=body_limits(serve.max_text_chars, serve.max_batch_items), admission=admission
-    )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # outermost: every answer carries X-Request-Id, and nosniff (no answer is sniffed as HTML)
-    app.add_middleware(RequestIdMiddleware, extra_headers=[(b"x-content-type-options", b"nosniff")])
-    return app
+    return lifespan
 
 
 def check_tokens(settings: Settings) -> None:
@@ -169,47 +178,3 @@ def create_app_from_env() -> FastAPI:
     settings = Settings.model_validate_json(raw)
     logging.getLogger("sentiment_ops").setLevel(settings.log_level.upper())
     return create_app(settings)
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
-
-
-async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = []
-    for err in exc.errors():
-        message = str(err.get("msg", "invalid"))
-        loc = tuple(err.get("loc", ()))
-        if err.get("type") == "json_invalid":  # loc: ("body", the character position)
-            why = err.get("ctx", {}).get("error", "parse error")
-            message = f"request body is not valid JSON ({why}: character {loc[-1]})"
-            loc = ("body",)
-        elif message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        errors.append({"field": _field(loc), "message": message, "type": str(err.get("type"))})
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
-    if len(errors) > 5:
-        detail += f"; and {len(errors) - 5} more"
-    return JSONResponse({"detail": detail, "errors": errors[:50]}, status_code=422)
-
-
-async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == 400:  # FastAPI's "There was an error parsing the body": say why
-        cause = exc.__cause__
-        if isinstance(cause, UnicodeDecodeError):
-            detail = f"request body is not UTF-8 ({cause.reason} at byte {cause.start})"
-        elif isinstance(cause, RecursionError):
-            detail = "request body is not valid JSON (nested too deeply)"
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # Starlette answers this outside every middleware: the request id is set here again
-    request_id = getattr(request.state, "request_id", None)
-    log.error(
-        "unexpected error on %s %s", request.method, request.url.path, exc_info=exc, extra={"request_id": request_id}
-    )
-    headers = {"X-Content-Type-Options": "nosniff", **({HEADER: request_id} if request_id else {})}
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500, headers=headers)

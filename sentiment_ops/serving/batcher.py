@@ -4,20 +4,17 @@ Each text becomes an item with a future, queued first come first served. Each in
 thread takes its own batches (``_take``): the first waiting item, then more in arrival order
 until ``batch_max_size`` items or ``batch_max_wait_ms`` have passed (the wait only when its
 previous batch held more than one text: a single client is never delayed) and, with several
-inference threads, until the batch holds a fair share of what waits or about one pass of
-``batch_max_tokens``. A thread that finishes a batch hands the answers to the event loop
-(one ``call_soon_threadsafe`` per batch) and takes the next batch at once: it never waits
-for the loop, which under load is busy with HTTP. While the threads work, new requests
-queue up, so batches grow with load by themselves. In the thread the batch is
-tokenised, sorted by length and split where padding would add more than half the work
-or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own longest
-text (``inference.forward_grouped``). One forward pass gives label,
-probability and the pooled embedding; the records go to the store writer, the results
-back to the waiting requests. With ``workers`` > 1 (ONNX backend) that many batches run
-at once, each forward pass on one thread: on 2 shared cores two single-threaded passes
-outrun one two-threaded pass (no cross-thread barrier per operator). A batch that starts
-while nothing else runs may take the predictor's many-thread session instead, when that
-has been measured faster (``ThreadChooser``)."""
+threads, until the batch holds a fair share of what waits or about one pass of
+``batch_max_tokens``. A thread hands a batch's answers to the event loop (one
+``call_soon_threadsafe``) and takes the next batch at once, never waiting for the loop,
+which under load is busy with HTTP; batches grow with load by themselves. In the thread the
+batch is tokenised, sorted by length and split where padding would add more than half the
+work or a pass would exceed ``batch_max_tokens``; each pass is padded only to its own
+longest text (``inference.forward_grouped``) and gives label, probability and the pooled
+embedding; the records go to the store writer. With ``workers`` > 1 (ONNX) that many
+batches run at once, each pass on one thread (no cross-thread barrier per operator); a
+batch that runs alone may take the predictor's many-thread session when that is measured
+faster (``ThreadChooser``)."""
 
 from __future__ import annotations
 
@@ -34,6 +31,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.errors import SentopsError
 from sentiment_ops.inference.passes import Prediction, Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
@@ -44,7 +42,7 @@ log = logging.getLogger("sentiment_ops.serving")
 
 
 # A lone batch of fewer tokens always runs on one thread: its operators are too small to
-# share (on 2 shared cores a lone short review, ~25 tokens, was served faster on one).
+# share between threads.
 SOLO_MIN_TOKENS = 64
 
 
@@ -82,7 +80,7 @@ def take_fitting(pending: deque[T], batch: list[T], limit: int, budget: int | No
     return True
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(SentopsError):
     """No model is loaded (yet): the request gets a 503."""
 
 
@@ -116,18 +114,11 @@ class ThreadChooser:
     one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
     seconds per token of each choice (moving average), takes the cheaper one, and once every
     ``explore_every_s`` seconds the other one twice, so a change in the machine's load is
-    noticed. The chosen layout is measured at every pass (a slowdown of it shows at once);
-    exploring is only for the other one getting faster, and it costs: a lone long review
-    on 1 thread of 2 takes ~1.6x as long, and the first 2-thread pass after it wakes the
-    sleeping threads. Done every 32 turns (before), that was ~4 % of a lone client's time.
-
-    A pass right after a pass of the other layout is not measured (``record``): the
-    many-thread session's threads sleep between its passes, and waking them costs the
-    first pass after a switch. Measured on 2 cores, a lone 256-token review on 2 threads:
-    30 ms right after a 1-thread pass, 18.5 ms after another 2-thread pass (1 thread: 31 ms).
-    Measuring the switches made the two layouts look alike, and a new server served lone
-    long reviews on 1 thread for its first ~150 of them. So each layout is first measured
-    in a run of its own (``min_samples`` + 1 passes), and explored in pairs."""
+    noticed. The chosen layout is measured at every pass; exploring is only for the other
+    one getting faster, and it costs (a lone long review on 1 thread of 2 takes ~1.6x as long).
+    A pass right after a pass of the other layout is not measured (``record``): waking the
+    many-thread session's sleeping threads costs that pass, which would make the layouts look
+    alike; so each is first measured in a run of its own (``min_samples`` + 1 passes)."""
 
     def __init__(
         self,
@@ -216,10 +207,7 @@ class MicroBatcher:
         self.max_tokens = max_tokens
         self._clock = clock
         self.workers = max(1, workers)
-        # What waits, first come first served; the inference threads take their batches
-        # from it themselves (under ``_cond``): a thread that finishes a batch starts the
-        # next one at once, without a round trip through the event loop.
-        self._pending: deque[_Item] = deque()
+        self._pending: deque[_Item] = deque()  # taken by the inference threads themselves (``_cond``)
         self._cond = threading.Condition()
         self._busy = 0  # inference threads in a batch
         self._was_idle = True  # the last batch taken found no other batch running, nothing waiting
@@ -299,10 +287,9 @@ class MicroBatcher:
         only under load (the last batch was shared): a lone client never pays the wait, a
         busy server fills its batches. With several inference threads a batch takes a fair
         share of what waits (one thread must not take the whole queue while the other soon
-        idles: its requests would wait a long batch and the others a short one) and about
-        one pass of ``max_tokens`` (by an estimate of 4 characters a token): the threads then
-        take the waiting texts pass by pass, in order. A text that does not fit opens the
-        next batch. ``alone``: no other batch runs and nothing else waits (every core idle)."""
+        idles) and about one pass of ``max_tokens`` (4 characters a token, estimated): the
+        threads take the waiting texts pass by pass, in order; a text that does not fit opens
+        the next batch. ``alone``: no other batch runs and nothing else waits."""
         with self._cond:
             while not self._pending:
                 if self._closed:
@@ -319,10 +306,8 @@ class MicroBatcher:
                 if remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            # Alone: no other batch runs and nothing waits, now and when the batch before it
-            # was taken (a lone client's regime, not a gap in a busy stream: a many-thread
-            # pass started in such a gap shares the cores with the passes of the requests
-            # that arrive while it runs).
+            # Alone: now and when the previous batch was taken (a lone client, not a gap in a
+            # busy stream, where a many-thread pass would share the cores with the next ones).
             idle = self._busy == 0 and not pending
             alone, self._was_idle = idle and self._was_idle, idle
             self._busy += 1

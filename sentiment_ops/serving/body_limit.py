@@ -3,10 +3,9 @@ a 413 and a one-line ``detail``, before it is read when its ``Content-Length`` s
 as soon as the bytes received pass the limit (a chunked body). Both are raised from
 ``receive``, when the route's handler reads the body: a request whose handler does not read
 one (a GET, a 404) is answered as it would be, and the body it was sent is discarded.
-Without the limits the server read and parsed any body whole before validation refused it:
-one 300 MB body to /predict raised the server's peak memory by ~880 MB and held the event
-loop (every other client) for ~1.5 s, for a 422 in the end; a few such requests at once
-would take a container's memory.
+Without them the server would read and parse any body whole before validation refused it,
+holding the event loop and the body's memory (a few large bodies at once would take a
+container's memory).
 
 The limits follow the text limits, so no valid request is ever refused: a text of
 ``serve.max_text_chars`` characters takes at most ``BYTES_PER_CHAR`` bytes as JSON (a

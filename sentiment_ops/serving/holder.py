@@ -88,9 +88,9 @@ def _cores(settings: Settings) -> int:
 def freeze_heap() -> None:
     """Collect once, then move every object alive (libraries, the model, the app) out of
     the cyclic garbage collector's reach (``gc.freeze``). A server process holds a few
-    hundred thousand long-lived objects; a full collection walks them all with the GIL held
-    (~150 ms on one core), which under load stalled every request in flight at once: the
-    99th percentile. What is allocated per request is still collected as before."""
+    hundred thousand long-lived objects; a full collection walks them all with the GIL held,
+    stalling every request in flight at once. What is allocated per request is still
+    collected."""
     gc.collect()
     gc.freeze()
 

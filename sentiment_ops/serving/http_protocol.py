@@ -1,57 +1,28 @@
-"""The HTTP protocol `sentops serve` runs: uvicorn's httptools protocol with a bound on a
-request's head (request line and headers), ``MAX_HEAD_BYTES``, a time for the head to arrive,
-``HEAD_TIMEOUT_S``, one for a body that stalls, ``BODY_IDLE_TIMEOUT_S``, and a minimum rate for
-a body, ``BODY_MIN_RATE``.
+"""The HTTP protocol `sentops serve` runs: uvicorn's httptools protocol with the protections
+it lacks, each answered with a one-line JSON ``detail`` and a closed connection:
 
-uvicorn puts no limit on the head with httptools, and httptools gathers a header's value by
-concatenating what arrives, so the cost grows with the square of its length, on the event
-loop. Measured on 2 cores: one client sending a 100 MB header held every other client
-(``GET /health`` took 2.4 s at the median, 7.5 s at worst, instead of ~1 ms), a 300 MB
-header took 152 s to read and raised the server's memory by 580 MB. Here a head that passes
-the bound gets a 431 with a one-line JSON ``detail`` and the connection is closed, before
-more of it is parsed. The bound counts the bytes a connection receives while a head is
-incomplete, up to the blank line that ends it (body bytes that arrive with it do not count).
-64 KiB is four times what nginx accepts by default (four 8 KiB buffers).
+* a bound on a request's head (request line and headers), ``MAX_HEAD_BYTES``: 431. httptools
+  gathers a header by concatenation, at a cost that grows with its square, on the event loop;
+* a time for the head to arrive, ``HEAD_TIMEOUT_S``, one for a body that stalls,
+  ``BODY_IDLE_TIMEOUT_S``, and a minimum body rate, ``BODY_MIN_RATE``: 408. uvicorn times out
+  only idle connections, so a slow client would hold a connection and a handler for good;
+* a lingering close after an answer given while the client still sends (a 413, a 431), so
+  the client reads its answer instead of a connection reset.
 
-A head must also arrive within ``HEAD_TIMEOUT_S`` of its first byte (of the connection, for
-the first request): uvicorn times out a connection only while it is idle between requests,
-so one that never sends a head, or sends it a byte at a time, was held for good (400 such
-connections, opened and left, were all still open 20 s later; each holds a file descriptor
-until the process has none left). On time-out the connection gets a 408 and is closed;
-nginx waits 60 s (``client_header_timeout``), a client on a slow link sends a head in one
-packet.
-
-A body must not stall for ``BODY_IDLE_TIMEOUT_S`` between two reads (nginx's
-``client_body_timeout``, 60 s by default, works the same way): a client that announced a body
-and stopped sending held its connection and the request's handler for good. The time counts
-from the last byte received, and not while the server itself has paused reading (a request
-pipelined behind another, a body the handler has not taken yet), so a large upload on a slow
-link is not cut; on time-out the connection gets a 408 (when nothing has been answered yet)
-and is closed, and the request's handler sees the client gone.
-
-A body must also keep up a minimum rate, ``BODY_MIN_RATE`` bytes a second after its first
-``BODY_IDLE_TIMEOUT_S`` (Apache's ``mod_reqtimeout``, ``body=20,MinRate=500``, works the same
-way): the time a body may take starts at ``BODY_IDLE_TIMEOUT_S`` and grows by a second for
-every ``BODY_MIN_RATE`` bytes received, and again by ``BODY_IDLE_TIMEOUT_S`` whenever the
-server itself has paused reading. Without it a client that sent a byte every 29 s held its
-connection and handler for good (a 300 KB body for 100 days); with it such a client is
-answered 408 and closed after ~30 s, while the largest valid batch body (~62 MB) may take 34
-hours.
-
-An answer given while the client is still sending (a 413 for a body past its limit, a 431)
-is followed by a lingering close, as nginx's ``lingering_close``: the server stops sending,
-reads and discards what still arrives, and closes when the client does, after
-``LINGER_IDLE_S`` without a byte, or after ``LINGER_MAX_S`` in all. Closing at once, with the
-client's bytes still arriving, makes the kernel reset the connection, and a client that sends
-its whole body before it reads (Python's ``http.client``, so ``requests``) saw "connection
-reset by peer" or "broken pipe" instead of the 413 for any body of 10 MB or more."""
+It subclasses uvicorn's private ``HttpToolsProtocol``: ``check_uvicorn`` verifies at start-up
+that what it relies on is there (pyproject.toml pins the uvicorn versions it is tested on).
+docs/serving.md has the figures."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from sentiment_ops.errors import SentopsError
 
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
@@ -60,6 +31,52 @@ BODY_MIN_RATE = 500  # bytes a second, after the first BODY_IDLE_TIMEOUT_S
 LINGER_IDLE_S = 5.0  # nginx's lingering_timeout
 LINGER_MAX_S = 30.0  # nginx's lingering_time
 _END = b"\r\n\r\n"
+
+
+# What HeadLimitProtocol relies on in uvicorn's private classes: the methods it overrides
+# (each calls the base's; the parser calls the on_* hooks by name) or calls, and the
+# attributes it reads, which the classes' __init__ (or connection_made) set.
+OVERRIDDEN = (
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "shutdown",
+)
+PROTOCOL_ATTRIBUTES = ("loop", "logger", "cycle", "transport", "flow")
+FLOW_ATTRIBUTES = ("read_paused",)
+CYCLE_ATTRIBUTES = ("response_started",)
+
+
+def _missing(cls: type, methods: tuple[str, ...], attributes: tuple[str, ...], setters: tuple[str, ...]) -> list[str]:
+    """The names of ``methods`` that ``cls`` lacks, and of ``attributes`` that none of its
+    ``setters`` (methods) assigns (their code's names: the attributes exist per instance)."""
+    gone = [f"{cls.__name__}.{m}()" for m in methods if not callable(getattr(cls, m, None))]
+    assigned: set[str] = set()
+    for setter in setters:
+        code = getattr(getattr(cls, setter, None), "__code__", None)
+        assigned.update(code.co_names if code is not None else ())
+    return gone + [f"{cls.__name__}.{a}" for a in attributes if a not in assigned]
+
+
+def check_uvicorn(
+    protocol: type = HttpToolsProtocol, flow: type = FlowControl, cycle: type = RequestResponseCycle
+) -> None:
+    """SentopsError (one line) when the installed uvicorn lacks what ``HeadLimitProtocol``
+    relies on: the server must refuse to start rather than serve without its protections or
+    fail at every request. Called when the app is built."""
+    missing = (
+        _missing(protocol, OVERRIDDEN, PROTOCOL_ATTRIBUTES, ("__init__", "connection_made"))
+        + _missing(flow, ("resume_reading",), FLOW_ATTRIBUTES, ("__init__",))
+        + _missing(cycle, (), CYCLE_ATTRIBUTES, ("__init__",))
+    )
+    if missing:
+        raise SentopsError(
+            f"uvicorn {uvicorn.__version__} is not supported by sentops serve's HTTP protocol: it has no "
+            f"{', '.join(missing)} (install the uvicorn version pyproject.toml names)"
+        )
 
 
 def too_large_head(limit: int) -> str:

@@ -28,35 +28,21 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from sentiment_ops.errors import DataError, NotFoundError, RegistryUnavailableError, StoreError
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.redaction import redact
-from sentiment_ops.serving.routes import (
-    E401,
-    E403,
-    E404,
-    E422,
-    State,
-    Store,
-    _unavailable,
-    bearer_guard,
-    log,
-    store_failed,
-)
-from sentiment_ops.serving.schemas import ErrorResponse
+from sentiment_ops.serving.deps import AppSettings, Holder, LabelAuth, Store, Writer
+from sentiment_ops.serving.http_errors import BODY_ERRORS, responses
+from sentiment_ops.serving.routes import no_model
 
 MAX_QUEUE = 500  # texts one queue request may ask for
 MAX_SEED = 2**32 - 1
-QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No reference embeddings for `novel` (sentops embed-reference)."},
-    503: {"model": ErrorResponse, "description": "No model is loaded yet, or the store or registry is unavailable."},
-}
+E404 = "No reference embeddings for `novel` (sentops embed-reference)."
+E503 = "No model is loaded yet, or the store or registry is unavailable."
 
 
 class QueueItemResponse(BaseModel):
@@ -121,16 +107,10 @@ def page_headers() -> dict[str, str]:
     }
 
 
-def label_router(feedback_token: str | None) -> APIRouter:
+def label_router() -> APIRouter:
     """/label (the page, public) and its data endpoints behind SENTOPS_FEEDBACK_TOKEN."""
-    guard = bearer_guard(
-        feedback_token,
-        "SENTOPS_FEEDBACK_TOKEN",
-        "The label-writer token: labels train the next model.",
-        "labeling is disabled: set SENTOPS_FEEDBACK_TOKEN on the server",
-    )
     router = APIRouter(tags=["label"])
-    guarded = [Depends(guard)]
+    guarded = [LabelAuth]
 
     @router.get("/label", response_class=HTMLResponse)
     async def label_page() -> HTMLResponse:
@@ -138,49 +118,37 @@ def label_router(feedback_token: str | None) -> APIRouter:
         return HTMLResponse(page_html(), headers=page_headers())
 
     @router.get(
-        "/label/queue", response_model=QueueResponse, dependencies=guarded, responses={**E401, **E403, **QUEUE_ERRORS}
+        "/label/queue",
+        response_model=QueueResponse,
+        dependencies=guarded,
+        responses=responses(401, 403, 404, 422, 503, e404=E404, e503=E503),
     )
     async def label_queue(
-        state: State,
+        holder: Holder,
+        writer: Writer,
+        settings: AppSettings,
         store: Store,
         select: Strategy = Strategy.MIXED,
         n: Annotated[int, Query(ge=1, le=MAX_QUEUE)] = 50,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> dict[str, Any]:
         """The unlabeled served texts to label next, chosen by `select` (see `sentops feedback export --select`)."""
-        current = state.holder.current
+        current = holder.current
         if current is None:
-            raise _unavailable(state)
-        await run_in_threadpool(state.writer.flush, 10.0)  # predictions still queued for the store
-        try:
-            queue = await run_in_threadpool(
-                choose_to_label, state.settings, store, select, n, seed=seed, version=current.version
-            )
-        except NotFoundError as exc:
-            raise HTTPException(404, str(exc)) from None
-        except DataError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except StoreError as exc:
-            raise store_failed(exc, "reading the label queue") from None
-        except RegistryUnavailableError as exc:
-            log.error("reading the label queue failed: %s", redact(str(exc)))
-            raise HTTPException(503, "the model registry is unavailable; retry later") from None
+            raise no_model(holder, settings)
+        await run_in_threadpool(writer.flush, 10.0)  # predictions still queued for the store
+        queue = await run_in_threadpool(choose_to_label, settings, store, select, n, seed=seed, version=current.version)
         return queue.to_dict()
 
     @router.post(
         "/label/undo",
         response_model=UndoResponse,
         dependencies=guarded,
-        responses={**E422, **E401, **E403, **E404, 503: QUEUE_ERRORS[503]},
+        responses=responses(*BODY_ERRORS, 401, 403, 404, 503, e503=E503),
     )
     async def label_undo(body: UndoRequest, store: Store) -> UndoResponse:
         """Remove the label of a logged prediction (the page's undo)."""
-        try:
-            cleared = await run_in_threadpool(store.clear_feedback, body.id)
-        except NotFoundError as exc:
-            raise HTTPException(404, str(exc)) from None
-        except StoreError as exc:
-            raise store_failed(exc, "removing a label") from None
+        cleared = await run_in_threadpool(store.clear_feedback, body.id)
         return UndoResponse(id=body.id, cleared=cleared)
 
     return router

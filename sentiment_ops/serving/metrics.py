@@ -99,6 +99,10 @@ class ServingMetrics:
         self.predictions = Counter("sentops_predictions", "Predictions by label.", ["label"], registry=r)
         for name in LABEL_NAMES:
             self.predictions.labels(name)
+        self._model_metrics(r)
+        self._store_metrics(r)
+
+    def _model_metrics(self, r: CollectorRegistry) -> None:
         self.model_version = Gauge(
             "sentops_model_version", "Model version being served (0 = none).", ["name", "alias", "backend"], registry=r
         )
@@ -111,6 +115,8 @@ class ServingMetrics:
         self.reload_failed_version = Gauge(
             "sentops_reload_failed_version", "Version of the last failed load (0 = none since).", registry=r
         )
+
+    def _store_metrics(self, r: CollectorRegistry) -> None:
         self.store_rows = Counter("sentops_store_rows_written", "Predictions written to the store.", registry=r)
         self.store_write = Histogram(
             "sentops_store_write_seconds",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Body
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sentiment_ops.data import LABEL_NAMES
@@ -26,11 +27,48 @@ def check_text(value: str) -> str:
     return value
 
 
+# What ``text_problem`` refuses that a JSON Schema can say: C0 controls but tab, newline
+# and carriage return, and DEL (published only: validation is ``check_text``'s).
+NO_CONTROLS = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]*$"
+
+
+def text_rule(max_chars: int) -> str:
+    return (
+        f"1 to {max_chars} characters (serve.max_text_chars), not only whitespace, valid Unicode "
+        "(no lone surrogate), and no control character other than tab, newline and carriage return."
+    )
+
+
 def _text_type(max_chars: int) -> Any:
     return Annotated[
         StrictStr,
-        Field(min_length=1, max_length=max_chars, description=f"1 to {max_chars} characters, not only whitespace."),
+        Field(
+            min_length=1,
+            max_length=max_chars,
+            description=text_rule(max_chars),
+            json_schema_extra={"pattern": NO_CONTROLS},
+        ),
         AfterValidator(check_text),
+    ]
+
+
+def _invocations_body(max_chars: int, max_items: int) -> Any:
+    """The /invocations body: checked by ``routes.invocation_texts``, described here."""
+    return Annotated[
+        dict[str, Any],
+        Body(
+            description=(
+                'An MLflow scoring request, one of `{"dataframe_split": {"columns": ["text"], "data": '
+                '[[text], ...]}}`, `{"dataframe_records": [{"text": text}, ...]}`, `{"inputs": [text, ...]}` '
+                '(or `{"text": [...]}`, or objects with a `text` field) or the same under `instances`. '
+                f"1 to {max_items} texts (serve.max_batch_items), each {text_rule(max_chars)} "
+                "An empty body or object is refused."
+            ),
+            json_schema_extra={
+                "minProperties": 1,
+                "examples": [{"inputs": ["Loved it."]}],
+            },
+        ),
     ]
 
 
@@ -42,6 +80,7 @@ class _Body(BaseModel):
 class RequestModels:
     predict: type[BaseModel]
     batch: type[BaseModel]
+    invocations: Any  # the /invocations body parameter's annotation
 
 
 def request_models(max_chars: int, max_items: int) -> RequestModels:
@@ -56,14 +95,16 @@ def request_models(max_chars: int, max_items: int) -> RequestModels:
 
     class BatchPredictRequest(_Body):
         texts: list[text] = Field(  # type: ignore[valid-type]
-            min_length=1, max_length=max_items, description=f"1 to {max_items} texts."
+            min_length=1, max_length=max_items, description=f"1 to {max_items} texts (serve.max_batch_items)."
         )
 
         model_config = ConfigDict(
             extra="forbid", json_schema_extra={"examples": [{"texts": ["Loved it.", "Dull and far too long."]}]}
         )
 
-    return RequestModels(predict=PredictRequest, batch=BatchPredictRequest)
+    return RequestModels(
+        predict=PredictRequest, batch=BatchPredictRequest, invocations=_invocations_body(max_chars, max_items)
+    )
 
 
 FeedbackLabel = Annotated[

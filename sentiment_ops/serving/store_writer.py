@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from sentiment_ops.errors import StoreError, StoreRowError
+from sentiment_ops.errors import StoreError, StoreRowError, StoreUnavailableError
 from sentiment_ops.redaction import redact
 from sentiment_ops.store import PredictionLog, PredictionRecord, dead_letter
 
@@ -37,7 +37,7 @@ RETRY_MAX_S = 2.0  # a store back after an outage is noticed within 2 s
 SLOW_WRITE_S = 10.0  # a write in flight this long makes /ready say the store is stuck
 
 
-class QueueFullError(RuntimeError):
+class QueueFullError(StoreUnavailableError):
     """The write-behind queue has no room for more rows (the store is down or too slow)."""
 
 
