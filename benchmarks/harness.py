@@ -31,6 +31,7 @@ __all__ = [
     "ROOT",
     "ServeProcess",
     "command",
+    "common_arguments",
     "free_port",
     "load_average",
     "parser",
@@ -44,10 +45,17 @@ __all__ = [
 def parser(
     doc: str | None, out: str | None = None, home: str | None = "", required: bool | None = None, **prog: Any
 ) -> argparse.ArgumentParser:
-    """An argument parser with ``doc`` as its help, ``--home`` (``home``: its help; ``None``:
-    no ``--home``; ``required``: by default, unless the help says "default") and, with
-    ``out`` (a file name in benchmarks/results/), ``--out``."""
+    """An argument parser with ``doc`` as its help and ``common_arguments``."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **prog)
+    return common_arguments(ap, out, home, required)
+
+
+def common_arguments(
+    ap: argparse.ArgumentParser, out: str | None = None, home: str | None = "", required: bool | None = None
+) -> argparse.ArgumentParser:
+    """``ap`` with ``--home`` (``home``: its help; ``None``: no ``--home``; ``required``: by
+    default, unless the help says "default") and, with ``out`` (a file name in
+    benchmarks/results/), ``--out``."""
     if home is not None:
         text = home or "a sentops home with a trained model behind production (copied or read, never written)"
         needed = "default" not in text if required is None else required
