@@ -3,40 +3,34 @@
     python benchmarks/accuracy.py                       # default config → "cpu" entry
     python benchmarks/accuracy.py --config configs/full.yaml --key gpu
 
-Writes benchmarks/results/accuracy.json (merging keys) and prints the entry. Training
+Writes the section ``--key`` of benchmarks/results/accuracy.json and prints the entry. Training
 time is the Trainer's wall time; evaluation runs on the full 5,000-review golden split.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
+import harness
 import torch
+from harness import load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.training import train
 
-RESULTS = Path(__file__).parent / "results" / "accuracy.json"
-
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = harness.parser(__doc__, "accuracy.json", "where the model is trained (default: a new temp folder)")
     ap.add_argument("--config", default=None)
-    ap.add_argument("--key", default="cpu")
-    ap.add_argument("--home", default=None)
+    ap.add_argument("--key", default="cpu", help="the section of the results file")
     args = ap.parse_args()
     quiet_third_party()
     home = args.home or tempfile.mkdtemp(prefix="sentops-bench-")
     settings = load_settings(args.config, {"home": home, "train.eval_samples": None})
-    load_before = os.getloadavg()
+    load_before = load_average()
     start = time.perf_counter()
     result = train(settings)
     total = time.perf_counter() - start
@@ -62,21 +56,9 @@ def main() -> None:
             )
         },
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
-        "date": datetime.now(UTC).date().isoformat(),
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
-        "command": " ".join(
-            [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SENTOPS_TRAIN__")]
-            + ["python benchmarks/accuracy.py"]
-            + (["--config", args.config] if args.config else [])
-            + ["--key", args.key]
-        ),
     }
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[args.key] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    entry = write_result(args.out, entry, load_before, section=args.key, env_prefixes=("SENTOPS_TRAIN__",))
     print(json.dumps(entry, indent=2))
 
 

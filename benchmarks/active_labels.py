@@ -34,16 +34,16 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import torch
+from harness import load_average, write_result
 from retrain_benchmark import _entry, _scores
 
 from sentiment_ops.cli.common import quiet_third_party
@@ -57,7 +57,6 @@ from sentiment_ops.registry import Registry
 from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
-RESULTS = Path(__file__).parent / "results" / "active_labels.json"
 TRAFFIC_SEED = 11  # which tweets are served (as benchmarks/retrain_benchmark.py)
 TARGET = {"tweets_f1_gain_min": 0.08, "imdb_acc_drop_max": 0.01}
 SIZES = (50, 100, 200, 400, 800)
@@ -65,10 +64,9 @@ QUICK: dict[str, Any] = {"sizes": (20, 40), "seeds": (0,), "pool": 300, "tweets_
 
 
 def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "active_labels.json", "Where the copy goes (default: a new temp folder).")
     ap.add_argument("--source-home", default="/tmp/bench-acc", help="Trained home to copy (never modified).")
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 sizes, a tiny model trained here.")
-    ap.add_argument("--home", default=None, help="Where the copy goes (default: a new temp folder).")
     ap.add_argument("--config", default=None)
     ap.add_argument("--key", default=None, help="Key in the results file (default: cpu, or quick).")
     ap.add_argument("--strategies", default=",".join(Strategy))
@@ -281,20 +279,20 @@ def markdown(entry: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write(key: str, entry: dict[str, Any]) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = entry
+def _write(out: Path, key: str, entry: dict[str, Any], load_before: list[float]) -> None:
+    entry = write_result(out, entry, load_before, section=key)
     if key == "cpu":  # the issue's contract: labels_to_target and the curves at the top level
+        data = json.loads(out.read_text())
         data["labels_to_target"], data["curves"] = entry["labels_to_target"], entry["curves"]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+        out.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def main() -> None:
     args = _args()
     if args.render:
-        print(markdown(json.loads(RESULTS.read_text())[args.key]))
+        print(markdown(json.loads(args.out.read_text())[args.key]))
         return
+    load_before = load_average()
     quiet_third_party()
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
@@ -333,14 +331,10 @@ def main() -> None:
         },
         "before": {k: round(v, 4) for k, v in ctx["before"].items()},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
-        "command": "python benchmarks/active_labels.py "
-        + ("--quick" if args.quick else f"--source-home {args.source_home}")
-        + f" --key {args.key}",
     }
     fingerprint = hashlib.sha256(json.dumps(fixed["config"], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    old = json.loads(RESULTS.read_text()).get(args.key, {}) if RESULTS.exists() else {}
+    old = json.loads(args.out.read_text()).get(args.key, {}) if args.out.exists() else {}
     runs = old.get("runs", []) if old.get("fingerprint") == fingerprint else []
     done = {(r["strategy"], r["labels"], r["seed"]) for r in runs}
     for seed in args.seeds:
@@ -352,15 +346,11 @@ def main() -> None:
                 runs.append(entry)
                 keys = ("strategy", "labels", "seed", "tweets_f1_gain", "imdb_acc_drop", "retrain_seconds")
                 print(json.dumps({k: entry[k] for k in keys}), flush=True)
-                fixed.update(
-                    fingerprint=fingerprint,
-                    date=datetime.now(UTC).date().isoformat(),
-                    total_seconds=round(time.perf_counter() - start, 1),
-                )
-                _write(args.key, _summary(args, runs, fixed))
+                fixed.update(fingerprint=fingerprint, total_seconds=round(time.perf_counter() - start, 1))
+                _write(args.out, args.key, _summary(args, runs, fixed), load_before)
     store.close()
     summary = _summary(args, runs, fixed)
-    _write(args.key, summary)
+    _write(args.out, args.key, summary, load_before)
     print(json.dumps({k: summary[k] for k in ("labels_to_target", "target_met", "curves")}, indent=2))
 
 

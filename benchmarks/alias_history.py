@@ -18,7 +18,6 @@ and prints the entry.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results" / "alias_history.json"
+import harness
+from harness import ROOT, load_average, write_result
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -73,11 +73,12 @@ def cli(env: dict[str, str], *args: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "alias_history.json", None)
     parser.add_argument("--moves", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres", action="store_true", help="mlflow server on a throwaway PostgreSQL")
     args = parser.parse_args()
+    load_before = load_average()
 
     from sentiment_ops.cli.common import quiet_third_party
 
@@ -127,19 +128,13 @@ def main() -> None:
                 ),
             },
             "history_length_after": len(registry.history("production")),
-            "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-            "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     finally:
         for fn in stop:
             fn()
         shutil.rmtree(base, ignore_errors=True)
     key = f"{'postgres_server' if args.postgres else 'sqlite'}_{args.moves}"
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(entry, indent=2))
+    print(json.dumps(write_result(args.out, entry, load_before, section=key), indent=2))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ Writes benchmarks/results/fault.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -35,21 +33,19 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import sqlalchemy as sa
+from harness import ROOT, ServeProcess, load_average, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from sentiment_ops.errors import SentopsError
+
 sys.path.insert(0, str(ROOT / "tests"))
+from local_services import PostgresCluster, start_postgres
 
-from harness import free_port  # noqa: E402
-from local_services import PostgresCluster, start_postgres  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "fault.json"
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses
 PY = sys.executable
 
@@ -191,8 +187,9 @@ def count_rows(url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", help="a sentops home with >= 2 registered versions (a copy is used)")
+    ap = harness.parser(
+        __doc__, "fault.json", "a sentops home with >= 2 registered versions (a copy is used; default: trains two)"
+    )
     ap.add_argument("--seconds", type=int, default=120)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--outage-at", type=float, default=40.0)
@@ -201,12 +198,11 @@ def main() -> None:
     ap.add_argument("--bad-share", type=float, default=0.01)
     ap.add_argument("--backend", default=None, help="serve.backend (default: the setting's default)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="sentops-fault-"))
     home = work / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTOPS_", "MLFLOW_"))}
@@ -227,10 +223,9 @@ def main() -> None:
     sentops(env, "promote", "--version", str(versions[0]))
 
     cluster = start_postgres()
-    server: subprocess.Popen[bytes] | None = None
+    server: ServeProcess | None = None
     try:
         store_url = cluster.create_database("inference")
-        port = free_port()
         serve_env = {
             **env,
             "SENTOPS_STORE__URL": store_url,
@@ -239,27 +234,12 @@ def main() -> None:
         if args.backend:
             serve_env["SENTOPS_SERVE__BACKEND"] = args.backend
         log_path = work / "serve.log"
-        with log_path.open("wb") as log:
-            server = subprocess.Popen(
-                [PY, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=serve_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"sentops serve exited {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("sentops serve not ready after 600 s")
-            time.sleep(0.5)
+        server = ServeProcess(serve_env, log_path=log_path)
+        url = server.base_url
+        try:
+            server.wait_ready(600)
+        except SentopsError as e:
+            sys.exit(f"{e}:\n{log_path.read_text()[-3000:]}")
         for v in versions:  # both versions loaded once (ONNX export) before the clock starts
             sentops(env, "promote", "--version", str(v))
             while httpx.get(f"{url}/model", timeout=5).json().get("version") != v:
@@ -318,14 +298,12 @@ def main() -> None:
         load = json.loads(match.group(1))
         metrics_text = httpx.get(f"{url}/metrics", timeout=10).text
         server_2xx = served_2xx(url) - warm_2xx
-        server.send_signal(signal.SIGTERM)  # graceful: the writer drains before exit
-        server.wait(180)
-        serve_exit = server.returncode
+        serve_exit = server.stop(180)  # SIGTERM, graceful: the writer drains before exit
         server = None
         rows = count_rows(store_url)
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
+        if server is not None:
+            server.stop(0, signal.SIGKILL)
         cluster.stop()
 
     statuses = {int(k): v for k, v in load["statuses"].items()}
@@ -341,12 +319,7 @@ def main() -> None:
     queued = [int(m.group(1)) for s in ready_samples if (m := re.search(r"(\d+) predictions queued", s["detail"]))]
     ready_503_outside = [t for t in ready_503 if t_stop is None or t_start is None or not (t_stop <= t <= t_start + 15)]
     result: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "load_average_before": load_before,
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "command": "python " + " ".join(["benchmarks/fault_benchmark.py", *sys.argv[1:]]),
-        "settings": vars(args),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "setup_seconds": setup_s,
         "versions": versions,
         **made,
@@ -381,9 +354,7 @@ def main() -> None:
         and not ready_503_outside
         and load["socket_errors"]["timeout"] == 0
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, load_before)
     print(json.dumps({k: v for k, v in result.items() if k not in ("timeline", "metrics_after")}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -30,23 +30,36 @@ __all__ = [
     "RESULTS",
     "ROOT",
     "ServeProcess",
+    "command",
+    "common_arguments",
     "free_port",
     "load_average",
     "parser",
     "record",
     "sentops_serve_command",
+    "write_json",
     "write_result",
 ]
 
 
-def parser(doc: str | None, out: str | None = None, home: str | None = "", **prog: Any) -> argparse.ArgumentParser:
-    """An argument parser with ``doc`` as its help, ``--home`` (``home``: its help; required
-    unless the help says "default"; ``None``: no ``--home``) and, with ``out`` (a file name
-    in benchmarks/results/), ``--out``."""
+def parser(
+    doc: str | None, out: str | None = None, home: str | None = "", required: bool | None = None, **prog: Any
+) -> argparse.ArgumentParser:
+    """An argument parser with ``doc`` as its help and ``common_arguments``."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **prog)
+    return common_arguments(ap, out, home, required)
+
+
+def common_arguments(
+    ap: argparse.ArgumentParser, out: str | None = None, home: str | None = "", required: bool | None = None
+) -> argparse.ArgumentParser:
+    """``ap`` with ``--home`` (``home``: its help; ``None``: no ``--home``; ``required``: by
+    default, unless the help says "default") and, with ``out`` (a file name in
+    benchmarks/results/), ``--out``."""
     if home is not None:
         text = home or "a sentops home with a trained model behind production (copied or read, never written)"
-        ap.add_argument("--home", type=Path, required="default" not in text, help=text)
+        needed = "default" not in text if required is None else required
+        ap.add_argument("--home", type=Path, required=needed, help=text)
     if out is not None:
         ap.add_argument("--out", type=Path, default=RESULTS / out, help="where the JSON goes (default: %(default)s)")
     return ap
@@ -57,28 +70,45 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def record(load_before: list[float] | tuple[float, ...]) -> dict[str, Any]:
+def command(env_prefixes: tuple[str, ...] = ()) -> str:
+    """This run's command line, after the environment variables that start with one of
+    ``env_prefixes`` (settings that change what is measured, e.g. ``SENTOPS_TRAIN__``)."""
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if env_prefixes and k.startswith(env_prefixes)]
+    return " ".join([*env, "python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def record(load_before: list[float] | tuple[float, ...], env_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
     """The machine, the date, the load average before and now, and the command of this run."""
     return {
         "machine": describe_machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": load_average(),
-        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "command": command(env_prefixes),
     }
 
 
 def write_result(
-    out: Path, result: dict[str, Any], load_before: list[float] | tuple[float, ...], section: str | None = None
+    out: Path,
+    result: dict[str, Any],
+    load_before: list[float] | tuple[float, ...],
+    section: str | None = None,
+    env_prefixes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """``result`` with ``record(load_before)`` to ``out``: the whole file, or its ``section``
-    (the file's other sections are kept). Returns what was written for this run."""
-    result = {**result, **record(load_before)}
+    """``result`` with ``record(load_before, env_prefixes)`` to ``out``: the whole file, or
+    its ``section`` (the file's other sections are kept). Returns what was written for this
+    run."""
+    result = {**result, **record(load_before, env_prefixes)}
     data: dict[str, Any] = result
     if section is not None:
         data = json.loads(out.read_text()) if out.exists() else {}
         data[section] = result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(out, data)
     print(f"wrote {out}" + (f" ({section})" if section else ""), file=sys.stderr)
     return result
+
+
+def write_json(out: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON to ``out`` (its folder made)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")

@@ -22,18 +22,17 @@ artifacts live in the copy. Writes benchmarks/results/retrain.json (merging keys
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import torch
+from harness import load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
@@ -43,7 +42,6 @@ from sentiment_ops.registry import Registry
 from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
-RESULTS = Path(__file__).parent / "results" / "retrain.json"
 TRAFFIC_SEED = 11
 
 
@@ -78,9 +76,8 @@ def _entry(before: dict[str, float], after: dict[str, float], result: Any, secon
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = harness.parser(__doc__, "retrain.json", "Where the copy goes (default: a new temp folder).")
     ap.add_argument("--source-home", default="/tmp/bench-acc", help="Trained home to copy (never modified).")
-    ap.add_argument("--home", default=None, help="Where the copy goes (default: a new temp folder).")
     ap.add_argument("--config", default=None)
     ap.add_argument("--key", default="cpu")
     ap.add_argument("--labels", type=int, default=1000, help="Served tweets that get labeled.")
@@ -93,6 +90,7 @@ def main() -> None:
     ap.add_argument("--version", type=int, default=1, help="Version of the source home to start from.")
     ap.add_argument("--scenarios", default="pseudo,labels", help="Which of pseudo,labels to run.")
     args = ap.parse_args()
+    load_before = load_average()
     quiet_third_party()
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -181,25 +179,16 @@ def main() -> None:
         },
         "total_seconds": round(time.perf_counter() - start, 1),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
-        "date": datetime.now(UTC).date().isoformat(),
-        "command": "flock /tmp/sentops-bench.lock python benchmarks/retrain_benchmark.py "
-        f"--source-home {args.source_home} --labels {args.labels}"
-        + (f" --epochs {args.epochs}" if args.epochs else "")
-        + (f" --learning-rate {args.learning_rate}" if args.learning_rate else "")
-        + (f" --pseudo-threshold {args.pseudo_threshold}" if args.pseudo_threshold != 0.9 else "")
-        + (f" --scenarios {args.scenarios}" if args.scenarios != "pseudo,labels" else "")
-        + (f" --config {args.config}" if args.config else "")
-        + f" --key {args.key}",
     }
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[args.key] = entry
-    # The contract: labels.* and pseudo.* at the top level hold the CPU figures.
+    entry = write_result(
+        args.out, entry, load_before, section=args.key, env_prefixes=("SENTOPS_TRAIN__", "SENTOPS_RETRAIN__")
+    )
     if args.key == "cpu" and {"labels", "pseudo"} <= set(entries):
+        # The contract: labels.* and pseudo.* at the top level hold the CPU figures.
+        data = json.loads(args.out.read_text())
         data["labels"], data["pseudo"] = entry["labels"], entry["pseudo"]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
 
 

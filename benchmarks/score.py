@@ -36,21 +36,20 @@ of the ceiling and at least 3 times pyfunc."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "score.json"
+import harness
+from harness import load_average
+
 TOKEN_BUDGETS = (256, 384, 768, 1536)  # candidate padded tokens per pass for the ceiling
 ALL_PARTS = {"local", "ceiling", "pyfunc", "spark"}
 MODEL_ARGS: list[str] = []  # --version N or --alias A for every sentops score run (set by main)
@@ -226,8 +225,7 @@ def run_spark(home: Path, texts: list[str], tmp: Path, master: str, int8_out: Pa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", required=True, type=Path)
+    ap = harness.parser(__doc__, "score.json")
     ap.add_argument("--alias", default="production")
     ap.add_argument("--version", type=int, default=None)
     ap.add_argument("--n", type=int, default=100_000)
@@ -238,7 +236,6 @@ def main() -> None:
     ap.add_argument("--spark-n", type=int, default=2000)
     ap.add_argument("--spark-master", default="local[2]")
     ap.add_argument("--parts", default="local,ceiling,pyfunc,spark", help="comma-separated subset to run")
-    ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     MODEL_ARGS[:] = ["--version", str(args.version)] if args.version else ["--alias", args.alias]
@@ -251,7 +248,7 @@ def main() -> None:
     from sentiment_ops.scoring import OnnxFiles
 
     quiet_third_party()
-    load_before = os.getloadavg()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="sentops-bench-score-") as tmp_name:
         tmp = Path(tmp_name)
         home = tmp / "home"
@@ -266,7 +263,7 @@ def main() -> None:
             raise SystemExit(f"version {info.version} was logged without its int8 graph: retrain or re-log it")
         files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
 
-        result: dict[str, Any] = json.loads(args.output.read_text()) if parts != ALL_PARTS else {}
+        result: dict[str, Any] = json.loads(args.out.read_text()) if parts != ALL_PARTS else {}
         if "local" in parts:
             result["local"] = run_local(home, csv_path, tmp / "out.parquet", args.n, args.workers)
         if "ceiling" in parts:
@@ -283,24 +280,23 @@ def main() -> None:
             int8 = tmp / "out.parquet" if "local" in parts else None
             result["spark"] = run_spark(home, texts[: args.spark_n], tmp, args.spark_master, int8)
 
-    now = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "model": {"name": info.name, "version": info.version},
-    }
+    model = {"name": info.name, "version": info.version}
     if parts == ALL_PARTS:
-        result.update(now, n=args.n, texts="bundled IMDB + Rotten Tomatoes, raw, shuffled (seed 0), repeated to n")
-    else:
-        result.setdefault("updated", []).append({**now, "parts": sorted(parts), "n": args.n})
+        result.update(
+            model=model, n=args.n, texts="bundled IMDB + Rotten Tomatoes, raw, shuffled (seed 0), repeated to n"
+        )
+    else:  # the parts run now over an earlier full run: its record stays, this one is added
+        update = {**harness.record(load_before), "model": model, "parts": sorted(parts), "n": args.n}
+        result.setdefault("updated", []).append(update)
     local, ceiling, pyfunc = (result.get(k) for k in ("local", "ceiling", "pyfunc"))
     if local and ceiling and pyfunc:
         result["local_over_ceiling"] = round(local["texts_per_s"] / ceiling["texts_per_s"], 3)
         result["local_over_pyfunc"] = round(local["texts_per_s"] / pyfunc["texts_per_s"], 2)
     result["targets"] = {"local_over_ceiling": 0.9, "local_over_pyfunc": 3.0, "spark_rows_match": 1.0}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    if parts == ALL_PARTS:
+        result = harness.write_result(args.out, result, load_before)
+    else:
+        harness.write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

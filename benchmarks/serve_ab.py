@@ -25,7 +25,6 @@ Writes benchmarks/results/serve_ab.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,17 +34,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import ServeProcess
-from machine import describe as describe_machine
+import harness
+from harness import ROOT, ServeProcess, load_average, write_result
 from machine import wait_idle
 
-ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"  # POST /predict bodies, counts statuses, prints LOAD_RESULT
-RESULTS = Path(__file__).parent / "results" / "serve_ab.json"
 PY = sys.executable
 
 
@@ -121,8 +117,7 @@ def wrk(url: str, body_file: Path, clients: int, seconds: float) -> dict[str, An
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--home", required=True, help="sentops home with a version behind production (copied)")
+    ap = harness.parser(__doc__, "serve_ab.json", "sentops home with a version behind production (copied)")
     ap.add_argument("--before", default="4d4a506", help="the earlier commit (git ref), or . for this tree")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
@@ -135,12 +130,11 @@ def main() -> None:
     )
     ap.add_argument("--env-before", action="append", default=[], metavar="KEY=VALUE", help="setting of the before side")
     ap.add_argument("--env-after", action="append", default=[], metavar="KEY=VALUE", help="setting of the after side")
-    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     clients = [int(c) for c in args.clients.split(",")]
-    load_before = os.getloadavg()
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="sentops-ab-"))
     before_tree = work / "before"
     if args.before == ".":  # the same tree on both sides: settings A/B (--env-before / --env-after)
@@ -236,10 +230,6 @@ def main() -> None:
             "non_2xx": sum(r["non_2xx"] for s in sides.values() for r in s),
         }
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": describe_machine(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "before": args.before,
         "env_before": side_env["before"],
         "env_after": side_env["after"],
@@ -247,11 +237,10 @@ def main() -> None:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "interleaved": args.interleave,
-        "command": " ".join(["python", "benchmarks/serve_ab.py", *sys.argv[1:]]),
         "summary": summary,
         "runs": cells,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, load_before)
     for cell, s in summary.items():
         print(
             f"{cell:10} before {s['before_rps']:7.1f} after {s['after_rps']:7.1f} req/s ({s['rps_ratio']:.3f}x, "

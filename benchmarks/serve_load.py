@@ -39,24 +39,20 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
-from harness import free_port
-from machine import describe as describe_machine
+from harness import ROOT, ServeProcess, free_port, load_average, write_result
 from machine import wait_idle
 
-ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).parent / "serve_load.lua"
-RESULTS = Path(__file__).parent / "results" / "serve_load.json"
 PY = sys.executable
 
 
@@ -108,29 +104,6 @@ def write_bodies(work: Path, texts: dict[str, list[str]]) -> tuple[dict[str, Pat
 
 
 # -- servers ------------------------------------------------------------------------------
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def env_for(home: Path, store: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTOPS_")}
     env.update(
@@ -157,27 +130,22 @@ def run_cli(env: dict[str, str], *args: str) -> str:
 
 
 # -- phases -------------------------------------------------------------------------------
-def start_sentops(env: dict[str, str], work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    cmd = sentops_cmd("serve", "--port", str(port), "--backend", args.backend)
-    if args.workers > 1:
-        cmd += ["--workers", str(args.workers)]
-    with open(work / "sentops.log", "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(f"http://127.0.0.1:{port}/ready", proc)
-    print(f"sentops serve ({args.backend}, {args.workers} worker(s)) on :{port}", flush=True)
-    return proc, port
+def start_sentops(env: dict[str, str], work: Path, args: argparse.Namespace) -> ServeProcess:
+    extra = ["--backend", args.backend] + (["--workers", str(args.workers)] if args.workers > 1 else [])
+    server = ServeProcess(env, extra, log_path=work / "sentops.log")
+    server.wait_ready(600)
+    print(f"sentops serve ({args.backend}, {args.workers} worker(s)) on :{server.port}", flush=True)
+    return server
 
 
-def start_mlflow(env: dict[str, str], work: Path, version: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_mlflow(env: dict[str, str], work: Path, version: int) -> ServeProcess:
     port = free_port()
     cmd = [str(Path(PY).parent / "mlflow"), "models", "serve", "--env-manager", "local"]
     cmd += ["-m", f"models:/sentiment-classifier/{version}", "-p", str(port), "-h", "127.0.0.1"]
-    with open(work / "mlflow.log", "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(f"http://127.0.0.1:{port}/ping", proc)
+    server = ServeProcess(env, port=port, log_path=work / "mlflow.log", command=cmd)
+    server.wait_ready(600, path="/ping")
     print(f"mlflow models serve on :{port}", flush=True)
-    return proc, port
+    return server
 
 
 class Ceiling:
@@ -268,8 +236,9 @@ def run_cells(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", help="sentops home with a registered model (copied, never written)")
+    ap = harness.parser(
+        __doc__, "serve_load.json", "sentops home with a registered model (copied, never written)", False
+    )
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
@@ -282,7 +251,6 @@ def main() -> None:
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--skip-reload", action="store_true")
     ap.add_argument("--skip-ceiling", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
     ap.add_argument("--render", default=None, help="print a results JSON as a markdown table and exit")
     args = ap.parse_args()
     if args.render:
@@ -294,7 +262,7 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk")
     if args.quick:
         args.seconds, args.warmup = min(args.seconds, 5.0), 2.0
-    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on these shared cores
+    load_before = load_average()  # other work on these shared cores
     levels = [int(x) for x in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sentops-load-"))
     home = work / "home"
@@ -318,27 +286,27 @@ def main() -> None:
         "order": "per kind and client count: sentops' cell, then mlflow's; the ceiling right before and after "
         "sentops' cell at the top client count",
     }
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[ServeProcess] = []
     ceiling = None
     try:
-        sentops, port = start_sentops(env, work, args)
-        procs.append(sentops)
+        servers.append(start_sentops(env, work, args))
+        port = servers[0].port
         ports = {"sentops": port}
         if not args.skip_mlflow:
-            mlflow, ports["mlflow_serve"] = start_mlflow(env, work, args.version)
-            procs.append(mlflow)
+            servers.append(start_mlflow(env, work, args.version))
+            ports["mlflow_serve"] = servers[-1].port
         ceiling = None if args.skip_ceiling else Ceiling(home, args.version, texts, args.quick)
         before = time.perf_counter()
         result.update(run_cells(ports, {"sentops": ours, "mlflow_serve": theirs}, levels, args, ceiling))
         result["cells_seconds"] = round(time.perf_counter() - before, 1)
         if not args.skip_mlflow:
-            stop(procs.pop())  # the baseline is done: the hot reload runs alone
+            servers.pop().stop(120)  # the baseline is done: the hot reload runs alone
         if not args.skip_reload:
             result["hot_reload"] = hot_reload(port, env, ours["short"], args.version, args.reload_seconds)
         served = _served_ok(port, args.workers)
     finally:
-        for proc in procs:
-            stop(proc)
+        for server in servers:
+            server.stop(120)
         if ceiling is not None:
             ceiling.close()
     rows = _rows(work / "inference.db")
@@ -360,21 +328,7 @@ def main() -> None:
             for kind in texts
         }
         result["efficiency_at"] = top
-    command = f"flock /tmp/sentops-bench.lock python benchmarks/serve_load.py --home HOME --seconds {args.seconds:g}"
-    command += "".join(f" {flag}" for flag, on in (("--quick", args.quick),) if on)
-    command += f" --workers {args.workers}" if args.workers > 1 else ""
-    result.update(
-        {
-            "machine": describe_machine() + " (shared)",
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).date().isoformat(),
-            "command": command,
-        }
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, load_before)
     keys = ("lost_rows", "hot_reload", "speedup_vs_mlflow", "efficiency", "load_average_before", "load_average_after")
     print(json.dumps({k: v for k, v in result.items() if k in keys}, indent=2))
     shutil.rmtree(work, ignore_errors=True)

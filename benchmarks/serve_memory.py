@@ -16,19 +16,16 @@ character outside the Basic Multilingual Plane as two ``\\uXXXX`` escapes, the l
 body the server accepts (12 bytes a character); ``utf8`` sends the same characters raw,
 ``spaced`` escaped with a space after each (a word a character: the most tokens),
 ``ascii`` plain words. Everything is bounded in time (``--deadline``); the server is
-stopped at the end. Prints one JSON object.
+stopped at the end. Writes benchmarks/results/serve_memory.json and prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +33,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, free_port
+import harness
+from harness import ROOT, ServeProcess, load_average, write_result
+
+from sentiment_ops.config import load_settings
 
 LIMIT_BYTES = 2 * 1024**3  # the API pod's memory limit
 SHOWN = ("max_batch_items", "max_text_chars", "max_concurrent_requests", "max_inflight_mb", "store_queue_max_mb")
@@ -91,24 +91,8 @@ def one_round(port: int, body: bytes, clients: int, timeout: float) -> list[tupl
     return out
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"sentops serve exited with {proc.returncode} before it was ready")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("sentops serve was not ready in time")
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", type=Path, required=True, help="a home with a model behind production")
+    ap = harness.parser(__doc__, "serve_memory.json", "a home with a model behind production")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--text", choices=("escaped", "spaced", "utf8", "ascii"), default="escaped")
@@ -117,9 +101,7 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=900.0, help="seconds for the whole run")
     args = ap.parse_args()
     end = time.monotonic() + args.deadline
-
-    sys.path.insert(0, str(ROOT))  # this tree's sentops, as the server runs it
-    from sentiment_ops.config import load_settings
+    load_before = load_average()
 
     tmp = Path(tempfile.mkdtemp(prefix="sentops-mem-"))
     home = tmp / "home"
@@ -131,14 +113,13 @@ def main() -> None:
         env[f"SENTOPS_SERVE__{key.upper()}"] = value
     serve = load_settings(environ=env).serve
     body = largest_body(args.text, serve.max_batch_items, serve.max_text_chars)
-    port = free_port()
-    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--backend", "onnx", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"))
+    server = ServeProcess(env, ["--backend", "onnx"], log_path=tmp / "serve.log", cwd=tmp)
+    port, proc = server.port, server.proc
     statuses: Counter[str] = Counter()
     errors: list[str] = []
     t0 = time.monotonic()
     try:
-        wait_ready(port, proc, min(end, time.monotonic() + 300))
+        server.wait_ready(max(1.0, min(end - time.monotonic(), 300)))
         rest_kib = proc_kib(proc.pid, "VmRSS")
         for _ in range(args.rounds):
             timeout = max(5.0, min(args.timeout, end - time.monotonic()))
@@ -152,12 +133,7 @@ def main() -> None:
         after, _ = post(port, json.dumps({"texts": ["still there?"]}).encode(), 30) if alive else (None, "")
         peak_kib = proc_kib(proc.pid, "VmHWM") if alive else None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        server.stop(60, signal.SIGINT)
     result: dict[str, Any] = {
         "clients": args.clients,
         "rounds": args.rounds,
@@ -175,7 +151,7 @@ def main() -> None:
         "exit_code": proc.returncode,
         "cpu_count": os.cpu_count(),
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(write_result(args.out, result, load_before), indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -89,14 +89,19 @@ class ServeProcess:
 
     def stop(self, timeout_s: float = 30, sig: int = signal.SIGTERM) -> int | None:
         """``sig`` (SIGTERM: graceful, the store writer drains), then SIGKILL to its process
-        group after ``timeout_s``; closes the log. The exit code."""
+        group after ``timeout_s``, and to what the child left in its group once it exited
+        (``mlflow models serve``'s uvicorn outlives its parent); closes the log. The exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.kill()
                 self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group outlives its leader while members remain
+        except (ProcessLookupError, PermissionError):
+            pass
         if not isinstance(self._log, int):  # an open log file, not subprocess.DEVNULL
             self._log.close()
         return self.proc.returncode

@@ -1,7 +1,5 @@
 """How to cut micro-batches into forward passes on CPU (the ONNX int8 serving model).
 
-    flock /tmp/sentops-bench.lock python benchmarks/serve_passes.py --home HOME [--version 1]
-
 Per-text time by texts per pass, for short (Rotten Tomatoes, sorted by length) and long
 (IMDB golden, 256 tokens head + tail) texts, and throughput of one 2-thread pass at a time
 vs two 1-thread passes side by side. These figures set ``serve.batch_max_tokens`` and
@@ -17,15 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from harness import RESULTS, load_average, write_result
+from harness import load_average, write_result
 
-from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.registry import Registry
-
-OUT = RESULTS / "graph.json"  # its section "passes"
 
 
 def texts_per_s(predictor: OnnxPredictor, ids: list[list[int]], per_pass: int, seconds: float) -> float:
@@ -51,14 +46,13 @@ def side_by_side(predictor: OnnxPredictor, ids: list[list[int]], per_pass: int, 
     return sum(counts)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--home", required=True)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=3.0)
-    args = ap.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     load_before = load_average()
-    quiet_third_party()
     settings = load_settings(overrides={"home": args.home})
     model = Registry(settings).load_model(args.version)
     assert model is not None
@@ -87,9 +81,5 @@ def main() -> None:
             "model_version": args.version,
         }
     )
-    out = write_result(OUT, out, load_before, section="passes")
+    out = write_result(args.out, out, load_before, section="passes")
     print(json.dumps(out, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,5 @@
 """Serving backends compared on the served model: torch fp32 vs ONNX Runtime int8.
 
-    flock /tmp/sentops-bench.lock python benchmarks/serve_backends.py --home DIR [--samples 2000]
-
 Loads the version behind ``--alias`` (default production; else ``--version``) through the
 logged MLflow model, scores the first ``--samples`` golden reviews with both backends
 (same tokenisation, batches of 32 sorted by length), and measures single-text latency on
@@ -21,16 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness import RESULTS, load_average, write_result
+from harness import load_average, write_result
 
-from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import OnnxPredictor, forward_grouped
 from sentiment_ops.modeling import set_cpu_threads
 from sentiment_ops.registry import Registry
 
-OUT = RESULTS / "graph.json"  # its section "backends"
 MAX_GAP_POINTS = 0.5
 
 
@@ -46,15 +42,14 @@ def latency_ms(predictor, ids: list[list[int]], seconds: float = 5.0) -> dict[st
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "mean_ms": round(float(np.mean(times)), 2)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--home", required=True)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--alias", default="production")
     ap.add_argument("--version", type=int, default=None)
     ap.add_argument("--samples", type=int, default=2000)
-    args = ap.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     load_before = load_average()
-    quiet_third_party()
     settings = load_settings(overrides={"home": args.home})
     set_cpu_threads(None)
     registry = Registry(settings)
@@ -105,9 +100,5 @@ def main() -> None:
         "centroid_cosine_distance_fp32_vs_int8": round(centroid_distance, 5),
         "torch": torch.__version__,
     }
-    result = write_result(OUT, result, load_before, section="backends")
+    result = write_result(args.out, result, load_before, section="backends")
     print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,5 @@
 """How close to the serving ceiling first-come-first-served batches can come: the graph alone.
 
-    flock /tmp/sentops-bench.lock python benchmarks/batch_bound.py --home HOME [--version 1]
-
 The ceiling of ``benchmarks/serve_load.py`` runs the int8 graph on all the texts of a kind
 sorted by length, in passes of its best token budget: almost no padding. A server cannot
 sort what has not arrived. At C clients at most C texts are in it at once, and each
@@ -33,18 +31,14 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
-from graph import logged_graph
-from harness import RESULTS, load_average, write_result
+from harness import load_average, write_result
 
-from sentiment_ops.cli.common import quiet_third_party
+from graph_experiments.common import logged_graph
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.inference import forward_grouped, split_by_length
 from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.serving.batcher import fair_share, take_fitting
-
-OUT = RESULTS / "graph.json"  # its section "bound"
 
 
 @dataclass
@@ -87,17 +81,15 @@ def timed(predictor: OnnxPredictor, ids: list[list[int]], groups: list[list[int]
     return len(ids) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", required=True)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--texts", type=int, default=500)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pass-tokens", type=int, default=384, help="the ceiling's passes (its best on this machine)")
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
-    quiet_third_party()
+
+
+def run(args: argparse.Namespace) -> None:
     from sentiment_ops.data import golden_test, load_corpus
     from sentiment_ops.serving.holder import inference_workers
 
@@ -154,7 +146,3 @@ def main() -> None:
         }
     )
     write_result(args.out, result, load_before, section="bound")
-
-
-if __name__ == "__main__":
-    main()

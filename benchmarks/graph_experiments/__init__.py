@@ -1,0 +1,1 @@
+"""The subcommands of benchmarks/graph.py: one module each (``add_arguments``, ``run``)."""
