@@ -22,7 +22,7 @@ import torch
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
-from sentiment_ops.training import train
+from sentiment_ops.jobs.train import train
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.json"
 

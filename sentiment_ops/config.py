@@ -178,6 +178,9 @@ class RetrainSettings(_Section):
     # Corpus replayed; null = the data the production version was trained on (its run's
     # sentops.data / sentops.replay_data tag), else train.data.
     replay_data: str | None = None
+    # Opt-in: also train on unlabeled served texts whose prediction confidence is at least
+    # this (pseudo-labels); null = real labels only. Below 0.5 a prediction is no label.
+    pseudo_label_threshold: float | None = Field(None, ge=0.5, le=1.0)
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     # false (default): random batches that mix new-domain rows and replay. true: batches of

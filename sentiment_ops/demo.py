@@ -32,7 +32,7 @@ from sentiment_ops.config import DemoSettings, Settings
 from sentiment_ops.data import Split, load_corpus
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.evaluation import classification_metrics
-from sentiment_ops.lifecycle import ProgressFn, no_progress
+from sentiment_ops.jobs.steps import ProgressFn, no_progress
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -108,8 +108,8 @@ def ensure_production(
 ) -> tuple[int, bool]:
     """The production version: reused when there is one (and ``reuse``), else trained now
     (``progress`` follows the training's steps)."""
+    from sentiment_ops.jobs.train import train
     from sentiment_ops.registry import Registry
-    from sentiment_ops.training import train
 
     registry = registry or Registry(settings)
     alias = settings.serve.alias
@@ -418,18 +418,14 @@ def _choose_labels(
 
 def _retrain(story: _Story, check_id: str | None) -> None:
     """Retrain with replay and gate, promoting when the gate passes."""
-    from sentiment_ops.retraining import CandidateNotPromoted, retrain
+    from sentiment_ops.jobs.retrain import CandidateNotPromoted, retrain
 
-    demo, report = story.settings.demo, story.report
+    report = story.report
+    settings = story.settings.model_copy(deep=True)
+    settings.retrain.replay_ratio = settings.demo.replay_ratio  # the demo's replay, validated
     story.stage("retrain", "fine-tuning from production on the labels + IMDB replay")
     try:
-        result = retrain(
-            story.settings,
-            promote_if_better=True,
-            triggered_by=check_id,
-            replay_ratio=demo.replay_ratio,
-            progress=story.progress,
-        )
+        result = retrain(settings, promote_if_better=True, triggered_by=check_id, progress=story.progress)
     except CandidateNotPromoted as exc:  # a refused candidate is part of the story
         result = exc.result
     report.retrain = {

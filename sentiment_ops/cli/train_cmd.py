@@ -12,7 +12,7 @@ from sentiment_ops.cli.choices import Device, value
 from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, fmt, print_json, settings_from, stage_progress
 
 if TYPE_CHECKING:
-    from sentiment_ops.training import TrainResult
+    from sentiment_ops.jobs.train import TrainResult
 
 
 def train(
@@ -54,7 +54,7 @@ def train(
             "train.register_model": register,
         },
     )
-    from sentiment_ops.training import train as run_training
+    from sentiment_ops.jobs.train import train as run_training
 
     with stage_progress(not as_json) as progress:
         result = run_training(settings, promote=promote, progress=progress)
