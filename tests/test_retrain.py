@@ -120,7 +120,8 @@ def test_retrain_end_to_end_registers_a_candidate(cli, production: Registry) -> 
     run = production.client.get_run(out["run_id"])
     assert run.data.metrics["candidate_new_f1"] == pytest.approx(out["metrics"]["candidate_new_f1"])
     for key in ("feedback_hash", "holdout_hash", "replay_hash", "golden_hash"):
-        assert len(run.data.params[key]) == 16
+        assert len(run.data.tags[f"sentops.{key}"]) == 16
+        assert key not in run.data.params  # the data summary is logged once, as tags
     artifacts = {a.path for a in production.client.list_artifacts(out["run_id"])}
     assert {"config", "reference", "retrain"} <= artifacts
     assert production.get_version(2).golden_accuracy == pytest.approx(out["metrics"]["candidate_golden_accuracy"])
