@@ -19,7 +19,7 @@ from harness import load_average, write_result
 
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
-from sentiment_ops.training import train
+from sentiment_ops.jobs.train import train
 
 
 def main() -> None:

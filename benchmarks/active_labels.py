@@ -51,10 +51,10 @@ from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.drift.check import embed_reference
 from sentiment_ops.drift.reference import artifact_path, embed_as_served
+from sentiment_ops.jobs.retrain import retrain
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
 from sentiment_ops.registry import Registry
-from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 TRAFFIC_SEED = 11  # which tweets are served (as benchmarks/retrain_benchmark.py)
@@ -112,12 +112,13 @@ def _home(args: argparse.Namespace) -> tuple[Settings, int]:
         "retrain.epochs": args.epochs,
         "retrain.golden_samples": args.golden,
         "retrain.min_labels": 10,
+        "retrain.replay_ratio": args.replay_ratio,
         "train.reference_samples": 0,  # retrained candidates need no drift reference here
     }
     if not args.quick:
         shutil.copytree(args.source_home, home)
         return load_settings(args.config, overrides), args.version
-    from sentiment_ops.training import train
+    from sentiment_ops.jobs.train import train
 
     tiny = {
         "train.base_model": str(_tiny_base_model(root / "tiny-bert")),
@@ -185,7 +186,7 @@ def _one_run(
     assert statuses.count("applied") == len(chosen)
     try:
         t0 = time.perf_counter()
-        result = retrain(settings, registry=ctx["registry"], store=store, replay_ratio=ctx["replay_ratio"])
+        result = retrain(settings, registry=ctx["registry"], store=store)
         seconds = time.perf_counter() - t0
         model = ctx["registry"].load_model(result.version)
         after = _scores(model, ctx["tweets_eval"], ctx["golden"], settings.train.eval_batch_size)

@@ -37,9 +37,9 @@ from harness import load_average, write_result
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
-from sentiment_ops.lifecycle import evaluate
+from sentiment_ops.jobs.retrain import retrain
+from sentiment_ops.jobs.steps import evaluate
 from sentiment_ops.registry import Registry
-from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 TRAFFIC_SEED = 11
@@ -105,6 +105,7 @@ def main() -> None:
             "retrain.learning_rate": args.learning_rate,
             "retrain.golden_samples": args.golden,
             "retrain.min_labels": 10,
+            "retrain.replay_ratio": args.replay_ratio,
         },
     )
     registry = Registry(settings)
@@ -141,7 +142,9 @@ def main() -> None:
     entries: dict[str, Any] = {}
     if "pseudo" in scenarios:
         t0 = time.perf_counter()
-        pseudo = retrain(settings, pseudo_label_threshold=args.pseudo_threshold, replay_ratio=args.replay_ratio)
+        pseudo_settings = settings.model_copy(deep=True)
+        pseudo_settings.retrain.pseudo_label_threshold = args.pseudo_threshold
+        pseudo = retrain(pseudo_settings)
         seconds = time.perf_counter() - t0
         after = _scores(registry.load_model(pseudo.version), tweets_eval, golden, bs)
         entries["pseudo"] = {**_entry(before, after, pseudo, seconds), "threshold": args.pseudo_threshold}
@@ -150,7 +153,7 @@ def main() -> None:
         statuses = store.set_feedback_many([(r.id, int(lbl)) for r, lbl in zip(records, traffic.labels, strict=True)])
         assert statuses.count("applied") == len(records)
         t0 = time.perf_counter()
-        labels = retrain(settings, replay_ratio=args.replay_ratio)
+        labels = retrain(settings)
         seconds = time.perf_counter() - t0
         after = _scores(registry.load_model(labels.version), tweets_eval, golden, bs)
         entries["labels"] = _entry(before, after, labels, seconds)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,8 +25,42 @@ from sentiment_ops.errors import ConfigError
 ENV_PREFIX = "SENTOPS_"
 
 
+# Settings with a fixed set of values. The CLI's options take these same enums
+# (cli/choices.py), so --help lists the choices and a wrong value exits 2 with the list.
+class Device(StrEnum):
+    """``train.device``."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Backend(StrEnum):
+    """``serve.backend``: ONNX Runtime int8 or the fp32 torch model."""
+
+    torch = "torch"
+    onnx = "onnx"
+
+
+class DriftMethod(StrEnum):
+    """``drift.method``: what decides the drift status."""
+
+    mmd_nn = "mmd_nn"
+    mmd = "mmd"
+    cosine = "cosine"
+
+
+class LogFormat(StrEnum):
+    """``serve.log_format``: plain text lines, or one JSON object per line."""
+
+    text = "text"
+    json = "json"
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # An enum setting holds its plain string value (defaults included), as the library takes it.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True, validate_default=True)
 
 
 class TrainSettings(_Section):
@@ -55,7 +90,7 @@ class TrainSettings(_Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     weight_decay: float = 0.01
     seed: int = 42
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Device = Device.auto
     register_model: bool = True
     # Reference embeddings for drift, computed at the end of training (0 = skip).
     reference_samples: int = Field(1000, ge=0)
@@ -89,7 +124,7 @@ class ServeSettings(_Section):
     # faster on CPU. "torch" serves the fp32 model exactly as trained and evaluated. "onnx"
     # loads only the logged graph and tokenizer, never the version's code; "torch" loads the
     # logged MLflow model, which runs it (docs/serving.md#backends).
-    backend: Literal["torch", "onnx"] = "onnx"
+    backend: Backend = Backend.onnx
     max_text_chars: int = Field(20_000, ge=1)
     max_batch_items: int = Field(256, ge=1)  # largest /predict/batch request
     # Text requests (/predict, /predict/batch, /invocations) handled at once, and the MiB of
@@ -135,7 +170,7 @@ class ServeSettings(_Section):
     max_length: int | None = None  # null = the model's training max_length
     # "text": uvicorn's lines; "json": one JSON object per line (ts, level, logger, message,
     # request_id) for log shippers (docs/serving.md#logs).
-    log_format: Literal["text", "json"] = "text"
+    log_format: LogFormat = LogFormat.text
     # true: the server refuses to start without SENTOPS_PREDICT_TOKEN (the deploy files set
     # it, so /predict is never open by accident); false: without it the predict routes are open.
     require_predict_token: bool = False
@@ -153,7 +188,7 @@ class DriftSettings(_Section):
     # What decides the status: "mmd_nn" (min-p of MMD² and nearest-reference distance:
     # finds a 5% share of tweets at window 500), "mmd" (MMD² alone) or "cosine" (the
     # seed's fixed threshold). Measured in docs/benchmarks.md#drift-detection.
-    method: Literal["mmd_nn", "mmd", "cosine"] = "mmd_nn"
+    method: DriftMethod = DriftMethod.mmd_nn
     # PCA-whiten the pooled embeddings to this many components before the test (0 = raw).
     # Fine-tuned embeddings keep ~88% of their variance on the sentiment axis; raw
     # distances then miss a new domain mixed into the traffic.
@@ -178,6 +213,9 @@ class RetrainSettings(_Section):
     # Corpus replayed; null = the data the production version was trained on (its run's
     # sentops.data / sentops.replay_data tag), else train.data.
     replay_data: str | None = None
+    # Opt-in: also train on unlabeled served texts whose prediction confidence is at least
+    # this (pseudo-labels); null = real labels only. Below 0.5 a prediction is no label.
+    pseudo_label_threshold: float | None = Field(None, ge=0.5, le=1.0)
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     # false (default): random batches that mix new-domain rows and replay. true: batches of

@@ -12,8 +12,8 @@ import pytest
 from test_retrain import _log_tweets
 
 from sentiment_ops.config import load_settings
+from sentiment_ops.jobs.retrain import retrain
 from sentiment_ops.registry import Registry
-from sentiment_ops.retraining import retrain
 
 MODEL = "sentiment-classifier"
 
@@ -91,13 +91,13 @@ def test_retrain_run_datasets_plots_model_metrics_and_description(
     registry = Registry(settings)
     result = retrain(settings, registry=registry)
     client, run_id = registry.client, result.run_id
-    params = client.get_run(run_id).data.params
+    tags = client.get_run(run_id).data.tags
 
     assert _inputs(client, run_id) == {
-        "feedback-train": (params["feedback_hash"], "training"),
-        "imdb-replay": (params["replay_hash"], "training"),
-        "feedback-holdout": (params["holdout_hash"], "validation"),
-        "imdb-golden": (params["golden_hash"], "golden"),
+        "feedback-train": (tags["sentops.feedback_hash"], "training"),
+        "imdb-replay": (tags["sentops.replay_hash"], "training"),
+        "feedback-holdout": (tags["sentops.holdout_hash"], "validation"),
+        "imdb-golden": (tags["sentops.golden_hash"], "golden"),
     }
 
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
@@ -110,7 +110,7 @@ def test_retrain_run_datasets_plots_model_metrics_and_description(
     assert metrics["candidate_new_f1"].value == pytest.approx(result.metrics["candidate_new_f1"])
     assert (metrics["candidate_new_f1"].dataset_name, metrics["candidate_new_f1"].dataset_digest) == (
         "feedback-holdout",
-        params["holdout_hash"],
+        tags["sentops.holdout_hash"],
     )
     assert metrics["golden_accuracy"].dataset_name == "imdb-golden"
     assert not any(key.startswith("production_") for key in metrics)  # production's scores are not this model's

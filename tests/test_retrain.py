@@ -14,8 +14,9 @@ import pytest
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import GateFailedError
+from sentiment_ops.gate import gate
+from sentiment_ops.jobs.retrain import PSEUDO_TAG, TRIGGER_TAG, CandidateNotPromoted, retrain
 from sentiment_ops.registry import PARENT_TAG, Registry
-from sentiment_ops.retraining import PSEUDO_TAG, TRIGGER_TAG, CandidateNotPromoted, gate, retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 MODEL = "sentiment-classifier"
@@ -119,7 +120,8 @@ def test_retrain_end_to_end_registers_a_candidate(cli, production: Registry) -> 
     run = production.client.get_run(out["run_id"])
     assert run.data.metrics["candidate_new_f1"] == pytest.approx(out["metrics"]["candidate_new_f1"])
     for key in ("feedback_hash", "holdout_hash", "replay_hash", "golden_hash"):
-        assert len(run.data.params[key]) == 16
+        assert len(run.data.tags[f"sentops.{key}"]) == 16
+        assert key not in run.data.params  # the data summary is logged once, as tags
     artifacts = {a.path for a in production.client.list_artifacts(out["run_id"])}
     assert {"config", "reference", "retrain"} <= artifacts
     assert production.get_version(2).golden_accuracy == pytest.approx(out["metrics"]["candidate_golden_accuracy"])

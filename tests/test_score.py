@@ -21,7 +21,14 @@ from sentiment_ops.errors import DataError
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.passes import Prediction, forward_grouped
 from sentiment_ops.registry import Registry
-from sentiment_ops.scoring import InProcessEngine, OutputRefusedError, ScoreProgress, output_schema, score_file
+from sentiment_ops.scoring import (
+    InProcessEngine,
+    OutputRefusedError,
+    ScoreJob,
+    ScoreProgress,
+    output_schema,
+    score_file,
+)
 from sentiment_ops.scoring.guard import PARQUET_KEY, written_by_score
 from sentiment_ops.scoring.partial import PartialRun
 from sentiment_ops.scoring.reader import read_chunks
@@ -201,17 +208,17 @@ def test_output_appears_when_complete_and_a_rerun_resumes(production: Settings, 
 
     engine = CountingEngine(predictor, production.serve.batch_max_tokens)
     with pytest.raises(Interrupt):
-        score_file(production, path, out, chunk_rows=10, engine=engine, progress=stop_after_first_chunk)
+        score_file(production, ScoreJob(path, out), chunk_rows=10, engine=engine, progress=stop_after_first_chunk)
     assert not out.exists() and (tmp_path / "out.parquet.partial").is_dir()
     assert CountingEngine.scored == 10
 
     CountingEngine.scored = 0
-    summary = score_file(production, path, out, chunk_rows=10, engine=engine)
+    summary = score_file(production, ScoreJob(path, out), chunk_rows=10, engine=engine)
     assert summary.resumed_rows == 10 and summary.rows == 30 and summary.scored == 30
     assert CountingEngine.scored == 20  # the first chunk was not scored again
     assert out.exists() and not (tmp_path / "out.parquet.partial").exists()
 
-    whole = score_file(production, path, tmp_path / "whole.parquet", chunk_rows=10, engine=engine)
+    whole = score_file(production, ScoreJob(path, tmp_path / "whole.parquet"), chunk_rows=10, engine=engine)
     assert whole.resumed_rows == 0
     assert pq.read_table(out).equals(pq.read_table(tmp_path / "whole.parquet"))
 
@@ -231,14 +238,14 @@ def test_a_file_put_in_the_way_during_a_run_is_kept_and_overwrite_resumes(produc
 
     CountingEngine.scored = 0
     with pytest.raises(OutputRefusedError, match="a file that sentops score did not write is in the way"):
-        score_file(production, path, out, chunk_rows=10, engine=engine, progress=save_notes_after_first_chunk)
+        score_file(production, ScoreJob(path, out), chunk_rows=10, engine=engine, progress=save_notes_after_first_chunk)
     assert out.read_text() == notes and CountingEngine.scored == 30  # refused at the end, the parts kept
     with pytest.raises(OutputRefusedError):  # and now at the start
-        score_file(production, path, out, chunk_rows=10, engine=engine)
+        score_file(production, ScoreJob(path, out), chunk_rows=10, engine=engine)
     assert out.read_text() == notes
 
     CountingEngine.scored = 0  # --overwrite resumes after the kept parts
-    summary = score_file(production, path, out, chunk_rows=10, engine=engine, overwrite=True)
+    summary = score_file(production, ScoreJob(path, out, overwrite=True), chunk_rows=10, engine=engine)
     assert summary.resumed_rows == 30 and summary.scored == 30 and CountingEngine.scored == 0
     assert pq.read_table(out).column("row").to_pylist() == list(range(1, 31)) and written_by_score(out)
     assert not (tmp_path / "out.parquet.partial").exists()
@@ -319,8 +326,8 @@ def test_overwrite_replaces_a_symlink_never_what_it_points_to(
 
 def test_worker_processes_score_as_one_process(production: Settings, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", texts(1100))
-    one = score_file(production, path, tmp_path / "one.parquet", workers=1)
-    two = score_file(production, path, tmp_path / "two.parquet", workers=2)
+    one = score_file(production, ScoreJob(path, tmp_path / "one.parquet", workers=1))
+    two = score_file(production, ScoreJob(path, tmp_path / "two.parquet", workers=2))
     assert (one.workers, two.workers) == (1, 2) and two.scored == 1100
     a, b = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")
     assert a.column("row").to_pylist() == b.column("row").to_pylist() == list(range(1, 1101))

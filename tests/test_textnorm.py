@@ -200,7 +200,7 @@ def test_feedback_counts_a_text_once_whatever_its_markup(tiny_env: dict[str, str
     """The same review labelled once raw and once cleaned is one text to the model: one
     training row, never one copy in training and one in the new-domain hold-out."""
     from sentiment_ops.config import load_settings
-    from sentiment_ops.retraining import feedback_data
+    from sentiment_ops.feedback_dataset import feedback_data
     from sentiment_ops.store import InferenceStore, PredictionRecord
 
     tweets = load_corpus("tweets").train

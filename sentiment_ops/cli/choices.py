@@ -1,35 +1,14 @@
 """Options with a fixed set of values, as enums: ``--help`` lists the choices and a wrong
-value exits 2 with the list. The library keeps taking plain strings (the settings'
-``Literal`` fields): commands pass ``value(option)`` on. tests/test_cli_conventions.py
-keeps these equal to the settings' literals."""
+value exits 2 with the list. The settings' choices are defined once, in ``config``, and
+used here as they are; the others are the CLI's own."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from sentiment_ops.config import Backend, Device, DriftMethod, LogFormat
 
-class Device(StrEnum):
-    """``train.device``."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Backend(StrEnum):
-    """``serve.backend``: ONNX Runtime int8 or the fp32 torch model."""
-
-    torch = "torch"
-    onnx = "onnx"
-
-
-class DriftMethod(StrEnum):
-    """``drift.method``: what decides the drift status."""
-
-    mmd_nn = "mmd_nn"
-    mmd = "mmd"
-    cosine = "cosine"
+__all__ = ["Backend", "Device", "DriftMethod", "DriftSource", "LogFormat", "ScoreEngine", "value"]
 
 
 class DriftSource(StrEnum):
@@ -37,13 +16,6 @@ class DriftSource(StrEnum):
 
     api = "api"
     batch = "batch"
-
-
-class LogFormat(StrEnum):
-    """``serve.log_format``: plain text lines, or one JSON object per line."""
-
-    text = "text"
-    json = "json"
 
 
 class ScoreEngine(StrEnum):

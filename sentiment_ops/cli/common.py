@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -123,6 +124,27 @@ def settings_from(ctx: typer.Context, overrides: Mapping[str, Any] | None = None
     settings = load_settings(obj.get("config"), merged)
     quiet_third_party(bool(obj.get("verbose")))
     return settings
+
+
+@functools.cache
+def _defaults() -> Settings:
+    return Settings()
+
+
+def default_of(dotted: str) -> str:
+    """The built-in default of the setting ``dotted`` (``retrain.epochs``) as help text shows
+    it, read from the settings model so that help never repeats a value of its own."""
+    node: Any = _defaults()
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    if node is None:
+        return "none"
+    return f"{node:g}" if isinstance(node, float) else str(node)
+
+
+def from_setting(dotted: str) -> str:
+    """``default: <setting> setting, <its default>``, for a flag that overrides a setting."""
+    return f"default: {dotted} setting, {default_of(dotted)}"
 
 
 def print_json(data: Any) -> None:

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sentiment_ops.cli.common import console, err_console, fmt, print_json, settings_from
+from sentiment_ops.cli.common import console, err_console, fmt, from_setting, print_json, settings_from
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.redaction import redact
 
@@ -71,13 +71,13 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Train a new quick model even if production exists."),
     out: Path = typer.Option(Path("sentops-demo"), "--out", help="Folder for the picture and the server log."),
     train_samples: int = typer.Option(
-        None, "--train-samples", min=1, help="IMDB reviews for the quick model (default: demo.train_samples, 3000)."
+        None, "--train-samples", min=1, help=f"IMDB reviews for the quick model ({from_setting('demo.train_samples')})."
     ),
     tweets: int = typer.Option(
-        None, "--tweets", min=1, help="Tweets sent as drifted traffic (default: demo.tweet_traffic, 700)."
+        None, "--tweets", min=1, help=f"Tweets sent as drifted traffic ({from_setting('demo.tweet_traffic')})."
     ),
     labeled: int = typer.Option(
-        None, "--labeled", min=0, help="How many of them a (simulated) person labels (default: demo.labeled, 600)."
+        None, "--labeled", min=0, help=f"How many of them a (simulated) person labels ({from_setting('demo.labeled')})."
     ),
     labels_from: Strategy = typer.Option(
         Strategy.MIXED,

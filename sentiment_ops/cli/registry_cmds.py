@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from sentiment_ops.cli.common import console, fmt, print_json, settings_from
+from sentiment_ops.cli.common import console, fmt, from_setting, print_json, settings_from
 from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import NotFoundError
 
@@ -42,7 +42,7 @@ def register(
 def promote(
     ctx: typer.Context,
     version: int = typer.Option(..., "--version", help="Model version to point the alias at."),
-    alias: str = typer.Option(None, "--alias", help="Alias to move (default: serve.alias setting, production)."),
+    alias: str = typer.Option(None, "--alias", help=f"Alias to move ({from_setting('serve.alias')})."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias at a model version and record the move.
@@ -59,7 +59,7 @@ def promote(
 
 def rollback(
     ctx: typer.Context,
-    alias: str = typer.Option(None, "--alias", help="Alias to move back (default: serve.alias setting, production)."),
+    alias: str = typer.Option(None, "--alias", help=f"Alias to move back ({from_setting('serve.alias')})."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Point an alias back at the version it had before (walks back through history).

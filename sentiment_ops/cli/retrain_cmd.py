@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.common import console, fmt, from_setting, print_json, settings_from, stage_progress
 from sentiment_ops.cli.display import plain
 
 if TYPE_CHECKING:
-    from sentiment_ops.retraining import RetrainResult
+    from sentiment_ops.jobs.retrain import RetrainResult
 
 ROWS = (
     ("golden IMDB accuracy", "golden_accuracy"),
@@ -22,30 +22,44 @@ ROWS = (
 )
 
 
+# Each flag with a `retrain.*` setting overrides it (validated there, like a config file).
+Window = Annotated[
+    int | None, typer.Option("--window", help="Use the N most recent labeled rows (retrain.window setting).")
+]
+Since = Annotated[datetime | None, typer.Option("--since", help="Use labeled rows logged since this date/time (UTC).")]
+ReplayRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--replay-ratio", help=f"Original training rows per new row ({from_setting('retrain.replay_ratio')})."
+    ),
+]
+Epochs = Annotated[float | None, typer.Option("--epochs", help=f"Training epochs ({from_setting('retrain.epochs')}).")]
+PromoteIfBetter = Annotated[
+    bool, typer.Option("--promote-if-better", help="Move production to the candidate when the gate passes.")
+]
+PseudoLabelThreshold = Annotated[
+    float | None,
+    typer.Option(
+        "--pseudo-label-threshold",
+        help="Opt-in: also train on unlabeled served texts whose prediction confidence is ≥ T (0.5-1; "
+        "retrain.pseudo_label_threshold setting).",
+    ),
+]
+TriggeredBy = Annotated[
+    str | None, typer.Option("--triggered-by", help="Drift check id that triggered this retrain (lineage tag).")
+]
+
+
 def retrain(
     ctx: typer.Context,
     *,
-    window: Annotated[int | None, typer.Option("--window", min=1, help="Use the N most recent labeled rows.")] = None,
-    since: Annotated[
-        datetime | None, typer.Option("--since", help="Use labeled rows logged since this date/time (UTC).")
-    ] = None,
-    replay_ratio: Annotated[
-        float | None, typer.Option("--replay-ratio", min=0, help="Original training rows per new row (default 1).")
-    ] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Training epochs (default 1).")] = None,
-    promote_if_better: Annotated[
-        bool, typer.Option("--promote-if-better", help="Move production to the candidate when the gate passes.")
-    ] = False,
-    pseudo_label_threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--pseudo-label-threshold",
-            help="Opt-in: also train on unlabeled served texts whose prediction confidence is ≥ T (0.5-1).",
-        ),
-    ] = None,
-    triggered_by: Annotated[
-        str | None, typer.Option("--triggered-by", help="Drift check id that triggered this retrain (lineage tag).")
-    ] = None,
+    window: Window = None,
+    since: Since = None,
+    replay_ratio: ReplayRatio = None,
+    epochs: Epochs = None,
+    promote_if_better: PromoteIfBetter = False,
+    pseudo_label_threshold: PseudoLabelThreshold = None,
+    triggered_by: TriggeredBy = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Retrain production on labeled traffic (plus replay), gate the candidate.
@@ -70,22 +84,16 @@ def retrain(
         raise typer.BadParameter("use --window or --since, not both")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    settings = settings_from(ctx)
-    from sentiment_ops.retraining import CandidateNotPromoted
-    from sentiment_ops.retraining import retrain as run_retrain
+    overrides = {"window": window, "replay_ratio": replay_ratio, "epochs": epochs}
+    overrides["pseudo_label_threshold"] = pseudo_label_threshold
+    settings = settings_from(ctx, {f"retrain.{k}": v for k, v in overrides.items()})
+    from sentiment_ops.jobs.retrain import CandidateNotPromoted
+    from sentiment_ops.jobs.retrain import retrain as run_retrain
 
     try:
         with stage_progress(not as_json) as progress:
             result = run_retrain(
-                settings,
-                window=window,
-                since=since,
-                replay_ratio=replay_ratio,
-                epochs=epochs,
-                promote_if_better=promote_if_better,
-                pseudo_label_threshold=pseudo_label_threshold,
-                triggered_by=triggered_by,
-                progress=progress,
+                settings, since=since, promote_if_better=promote_if_better, triggered_by=triggered_by, progress=progress
             )
     except CandidateNotPromoted as exc:
         _render(exc.result, as_json)  # the comparison first; the error line (exit 5) after

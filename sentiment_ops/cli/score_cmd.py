@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sentiment_ops.cli.choices import Backend, ScoreEngine, value
-from sentiment_ops.cli.common import console, err_console, print_json, settings_from
+from sentiment_ops.cli.common import console, err_console, from_setting, print_json, settings_from
 from sentiment_ops.cli.display import compose, plain
 
 if TYPE_CHECKING:
@@ -19,56 +19,65 @@ if TYPE_CHECKING:
 MAX_ERRORS_SHOWN = 20
 
 
+Input = Annotated[str, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file (or Spark URI).")]
+Output = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Parquet file to write (with --spark a Parquet folder); never the input. It replaces only an "
+        "earlier output of sentops score, unless --overwrite.",
+    ),
+]
+TextColumn = Annotated[str, typer.Option("--text-column", help="Column (field) holding the texts.")]
+Alias = Annotated[
+    str | None,
+    typer.Option("--alias", help=f"Score with the version this alias points to ({from_setting('serve.alias')})."),
+]
+Version = Annotated[int | None, typer.Option("--version", help="Score with this model version instead.")]
+Workers = Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: one per core).")]
+BackendOption = Annotated[
+    Backend | None,
+    typer.Option("--backend", help=f"onnx (int8) or torch (fp32) ({from_setting('serve.backend')}; on Spark: torch)."),
+]
+Embedding = Annotated[bool, typer.Option("--embedding", help="Also write each text's embedding.")]
+Log = Annotated[
+    bool, typer.Option("--log", help="Also log the predictions to the inference store (sentops drift --source batch).")
+]
+EngineOption = Annotated[
+    ScoreEngine,
+    typer.Option("--engine", help="local: this machine's cores; spark: a Spark job (mlflow.pyfunc.spark_udf)."),
+]
+SparkMaster = Annotated[
+    str | None,
+    typer.Option(
+        "--spark",
+        metavar="MASTER",
+        help="Run on Spark at this master URL (local[2], spark://HOST:7077, yarn); implies --engine spark.",
+    ),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace a file or folder at --output that sentops score did not write.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")]
+
+
 def score(
     ctx: typer.Context,
-    input_file: Annotated[str, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file (or Spark URI).")],
+    input_file: Input,
     *,
-    output: Annotated[
-        str,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Parquet file to write (with --spark a Parquet folder); never the input. It replaces only an "
-            "earlier output of sentops score, unless --overwrite.",
-        ),
-    ],
-    text_column: Annotated[str, typer.Option("--text-column", help="Column (field) holding the texts.")] = "text",
-    alias: Annotated[
-        str | None,
-        typer.Option(
-            "--alias", help="Score with the version this alias points to (default: serve.alias setting, production)."
-        ),
-    ] = None,
-    version: Annotated[int | None, typer.Option("--version", help="Score with this model version instead.")] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Worker processes (default: one per core).")
-    ] = None,
-    backend: Annotated[
-        Backend | None,
-        typer.Option("--backend", help="onnx (int8, default: serve.backend; on Spark: torch) or torch (fp32)."),
-    ] = None,
-    embedding: Annotated[bool, typer.Option("--embedding", help="Also write each text's embedding.")] = False,
-    log: Annotated[
-        bool,
-        typer.Option("--log", help="Also log the predictions to the inference store (sentops drift --source batch)."),
-    ] = False,
-    engine: Annotated[
-        ScoreEngine,
-        typer.Option("--engine", help="local: this machine's cores; spark: a Spark job (mlflow.pyfunc.spark_udf)."),
-    ] = ScoreEngine.local,
-    spark_master: Annotated[
-        str | None,
-        typer.Option(
-            "--spark",
-            metavar="MASTER",
-            help="Run on Spark at this master URL (local[2], spark://HOST:7077, yarn); implies --engine spark.",
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="Replace a file or folder at --output that sentops score did not write."),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
+    output: Output,
+    text_column: TextColumn = "text",
+    alias: Alias = None,
+    version: Version = None,
+    workers: Workers = None,
+    backend: BackendOption = None,
+    embedding: Embedding = False,
+    log: Log = False,
+    engine: EngineOption = ScoreEngine.local,
+    spark_master: SparkMaster = None,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
 ) -> None:
     """Score a file of texts too big for the API into a Parquet file of predictions.
 
@@ -94,21 +103,21 @@ def score(
     nothing written · 65 some rows bad (the others are written) or the input unreadable · 66
     unknown alias/version · 70 store error (--log) · 71 model cannot be loaded.
     """
-    settings = settings_from(ctx)
-    model: dict[str, Any] = {"version": version, "alias": alias, "text_column": text_column, "embedding": embedding}
-    model["overwrite"] = overwrite
+    from sentiment_ops.scoring.run import ScoreJob
+
+    settings = settings_from(ctx, {"serve.alias": alias})
+    job = ScoreJob(input_file, output, text_column, version, embedding, overwrite, value(backend), log, workers)
     if spark_master is not None or engine is ScoreEngine.spark:
         from sentiment_ops.scoring.spark import score_on_spark, unsupported
 
         unsupported(log=log, workers=workers)
         err_console.print(f"scoring on Spark ({spark_master or 'the session spark-submit made, else local[*]'})")
-        summary = score_on_spark(settings, input_file, output, master=spark_master, backend=value(backend), **model)
+        summary = score_on_spark(settings, job, master=spark_master)
     else:
         from sentiment_ops.scoring import score_file
 
         with _progress_bar(not as_json) as progress:
-            local: dict[str, Any] = {"log": log, "workers": workers, "backend": value(backend), "progress": progress}
-            summary = score_file(settings, input_file, output, **local, **model)
+            summary = score_file(settings, job, progress=progress)
     print_json(summary.to_dict()) if as_json else _print_summary(summary)
     summary.raise_for_errors()  # bad rows: SentopsGroup prints the one error line, exit 65
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sentiment_ops.cli.choices import Backend, LogFormat, value
-from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, settings_from
+from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, from_setting, settings_from
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.paths import writable_dir
 
@@ -27,17 +27,19 @@ UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when start-up (lifespan, 
 def serve(
     ctx: typer.Context,
     *,
-    host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8000).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help=f"Interface to bind ({from_setting('serve.host')}).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help=f"TCP port ({from_setting('serve.port')}).")] = None,
     alias: Annotated[
-        str | None, typer.Option("--alias", help="Model alias to serve (default: serve.alias setting, production).")
+        str | None, typer.Option("--alias", help=f"Model alias to serve ({from_setting('serve.alias')}).")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True, help=LEGACY_CONFIG_HELP)] = None,
     backend: Annotated[
         Backend | None,
         typer.Option(
             "--backend",
-            help="onnx: the int8 graph logged with the version; torch: fp32 (default: serve.backend setting, onnx).",
+            help=f"onnx: the int8 graph logged with the version; torch: fp32 ({from_setting('serve.backend')}).",
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,

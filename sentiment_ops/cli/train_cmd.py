@@ -9,15 +9,23 @@ import typer
 from rich.table import Table
 
 from sentiment_ops.cli.choices import Device, value
-from sentiment_ops.cli.common import LEGACY_CONFIG_HELP, console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.common import (
+    LEGACY_CONFIG_HELP,
+    console,
+    fmt,
+    from_setting,
+    print_json,
+    settings_from,
+    stage_progress,
+)
 
 if TYPE_CHECKING:
-    from sentiment_ops.training import TrainResult
+    from sentiment_ops.jobs.train import TrainResult
 
 
 def train(
     ctx: typer.Context,
-    epochs: float = typer.Option(None, help="Training epochs (default from settings: 1)."),
+    epochs: float = typer.Option(None, help=f"Training epochs ({from_setting('train.epochs')})."),
     max_samples: int = typer.Option(None, "--max-samples", help="Training rows to sample."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Golden-test rows to score (first N)."),
     max_length: int = typer.Option(None, "--max-length", help="Tokens per text (head + tail kept)."),
@@ -26,7 +34,7 @@ def train(
     base_model: str = typer.Option(None, "--base-model", help="'minilm' (bundled), a HF id or a local path."),
     data: str = typer.Option(None, "--data", help="imdb | rotten_tomatoes | tweets | FILE | hf:NAME"),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
-    device: Device = typer.Option(None, "--device", help="Where to train (default: train.device setting, auto)."),
+    device: Device = typer.Option(None, "--device", help=f"Where to train ({from_setting('train.device')})."),
     config: Path = typer.Option(None, "--config", hidden=True, help=LEGACY_CONFIG_HELP),
     register: bool = typer.Option(None, "--register/--no-register", help="Register a model version."),
     promote: bool = typer.Option(False, "--promote", help="Point serve.alias (production) at the new version."),
@@ -54,7 +62,7 @@ def train(
             "train.register_model": register,
         },
     )
-    from sentiment_ops.training import train as run_training
+    from sentiment_ops.jobs.train import train as run_training
 
     with stage_progress(not as_json) as progress:
         result = run_training(settings, promote=promote, progress=progress)

@@ -27,7 +27,7 @@ from sentiment_ops.demo.report import DemoOptions, DemoReport, StageFn, took
 from sentiment_ops.demo.report import quiet as _quiet
 from sentiment_ops.demo.server import ServerProcess
 from sentiment_ops.errors import SentopsError
-from sentiment_ops.lifecycle import ProgressFn, no_progress
+from sentiment_ops.jobs.steps import ProgressFn, no_progress
 
 if TYPE_CHECKING:
     from sentiment_ops.registry import Registry
@@ -53,8 +53,8 @@ def ensure_production(
 ) -> tuple[int, bool]:
     """The production version: reused when there is one (and ``reuse``), else trained now
     (``progress`` follows the training's steps)."""
+    from sentiment_ops.jobs.train import train
     from sentiment_ops.registry import Registry
-    from sentiment_ops.training import train
 
     registry = registry or Registry(settings)
     alias = settings.serve.alias
@@ -176,18 +176,14 @@ def _choose_labels(
 
 def _retrain(story: _Story, check_id: str | None) -> None:
     """Retrain with replay and gate, promoting when the gate passes."""
-    from sentiment_ops.retraining import CandidateNotPromoted, retrain
+    from sentiment_ops.jobs.retrain import CandidateNotPromoted, retrain
 
-    demo, report = story.settings.demo, story.report
+    report = story.report
+    settings = story.settings.model_copy(deep=True)
+    settings.retrain.replay_ratio = settings.demo.replay_ratio  # the demo's replay, validated
     story.stage("retrain", "fine-tuning from production on the labels + IMDB replay")
     try:
-        result = retrain(
-            story.settings,
-            promote_if_better=True,
-            triggered_by=check_id,
-            replay_ratio=demo.replay_ratio,
-            progress=story.progress,
-        )
+        result = retrain(settings, promote_if_better=True, triggered_by=check_id, progress=story.progress)
     except CandidateNotPromoted as exc:  # a refused candidate is part of the story
         result = exc.result
     report.retrain = {

@@ -16,6 +16,7 @@ from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, Pro
 from sentiment_ops.scoring.guard import OutputRefusedError
 from sentiment_ops.scoring.run import (
     BadScoreRowsError,
+    ScoreJob,
     ScoreProgress,
     ScoreSummary,
     open_engine,
@@ -30,6 +31,7 @@ __all__ = [
     "OnnxFiles",
     "OutputRefusedError",
     "ProcessEngine",
+    "ScoreJob",
     "ScoreProgress",
     "ScoreSummary",
     "open_engine",

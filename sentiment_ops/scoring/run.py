@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sentiment_ops.config import Settings
+from sentiment_ops.config import Backend, Settings
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
 from sentiment_ops.inference.onnx import download_logged
@@ -49,6 +49,28 @@ BATCH_TEXTS = 512
 BATCHES_PER_WORKER = 4  # of a small chunk
 MAX_ERRORS_KEPT = 1_000  # bad rows listed in the summary (all are counted)
 SOURCE = "batch"  # the store's ``source`` of logged rows (``sentops drift --source batch``)
+
+
+@dataclass
+class ScoreJob:
+    """What ``sentops score`` is asked to do, whichever engine runs it. The model is
+    ``version``, else the one ``serve.alias`` points to."""
+
+    input: str | Path
+    output: str | Path
+    text_column: str = "text"
+    version: int | None = None
+    embedding: bool = False  # also write each text's embedding
+    overwrite: bool = False  # replace an output that sentops score did not write (never the input)
+    backend: str | None = None  # None: serve.backend locally, torch on Spark
+    log: bool = False  # the local engine only: also log the predictions to the inference store
+    workers: int | None = None  # the local engine only: worker processes (None: one per core)
+
+
+def check_backend(backend: str | None) -> None:
+    """ConfigError for a backend that is not one of ``serve.backend``'s."""
+    if backend is not None and backend not in set(Backend):
+        raise ConfigError(f"unknown backend {backend!r} ({' | '.join(Backend)})")
 
 
 @dataclass
@@ -189,65 +211,48 @@ ProgressFn = Callable[[ScoreProgress], None]
 
 def score_file(
     settings: Settings,
-    input_path: str | Path,
-    output: str | Path,
+    job: ScoreJob,
     *,
-    version: int | None = None,
-    alias: str | None = None,
-    text_column: str = "text",
-    embedding: bool = False,
-    log: bool = False,
-    overwrite: bool = False,
-    workers: int | None = None,
-    backend: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     registry: Registry | None = None,
     engine: Engine | None = None,
     store: InferenceStore | None = None,
     progress: ProgressFn | None = None,
 ) -> ScoreSummary:
-    """Score every row of ``input_path`` (CSV, JSONL, Parquet) with a model version
-    (``version``, or the one ``alias`` points to; default ``serve.alias``) into the Parquet
-    file ``output``, which appears only when complete. A rerun after an interruption
-    resumes after the last finished chunk. ``output`` is never the input, and replaces only
-    an output of ``sentops score`` unless ``overwrite`` (``guard``). ``log``: the predictions (with their
-    embeddings) also go to the inference store as ``source='batch'`` rows. ``engine``
+    """Score every row of ``job.input`` (CSV, JSONL, Parquet) with a model version
+    (``job.version``, or the one ``serve.alias`` points to) into the Parquet file
+    ``job.output``, which appears only when complete. A rerun after an interruption
+    resumes after the last finished chunk. The output is never the input, and replaces only
+    an output of ``sentops score`` unless ``job.overwrite`` (``guard``). ``job.log``: the
+    predictions (with their embeddings) also go to the inference store as ``source='batch'``
+    rows, in ``store`` (default: ``settings.store_url``, opened and closed here). ``engine``
     (default: the local one, ``open_engine``) runs the forward passes.
-
-    ``store``: where ``log`` writes (default: ``settings.store_url``, opened and closed here).
 
     Raises DataError (unreadable input), NotFoundError, ModelLoadError, ConfigError (an
     unknown backend; its subclass guard.OutputRefusedError: the output is the input, or
     something else is in its way); bad rows do not raise: see ``ScoreSummary.raise_for_errors``."""
-    input_path, output = Path(input_path), Path(output)
-    kind = input_kind(input_path)
-    if backend not in (None, "onnx", "torch"):
-        raise ConfigError(f"unknown backend {backend!r} (onnx | torch)")
-    if output.suffix.lower() != ".parquet":
-        raise DataError(f"{output}: the output is Parquet; name it .parquet")
-    guard.check_output(input_path, output, overwrite)
-    # the parts' folder beside it is ours to empty (PartialRun refuses a stranger's): only the input is checked
-    guard.check_output(input_path, output.with_name(output.name + ".partial"), overwrite=True)
+    input_path, output, kind = _checked_paths(job)
     registry = registry or Registry(settings)
-    info = resolve_version(registry, version, alias)
-    backend = backend or (engine.backend if engine is not None else settings.serve.backend)
+    info = resolve_version(registry, job.version, settings.serve.alias)
+    backend = job.backend or (engine.backend if engine is not None else settings.serve.backend)
     key = {"input": fingerprint(input_path), "model": info.name, "version": info.version, "backend": backend}
-    key.update(text_column=text_column, embedding=embedding, log=log)
+    key.update(text_column=job.text_column, embedding=job.embedding, log=job.log)
     run = PartialRun(output, key)
     run.open()
-    who = None if version is not None else alias or settings.serve.alias
+    who = None if job.version is not None else settings.serve.alias
     summary = ScoreSummary(str(input_path), str(output), info.name, info.version, who, backend, workers=0)
     summary.resumed_rows, summary.errors = run.last_row, list(run.state["errors"])
     counts = {"rows": run.last_row, "scored": 0, "bad": 0, "logged": 0, "dim": None, **run.state["counts"]}
     start = time.perf_counter()
-    own_store = log and store is None
-    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if log else None
-    sink = _ChunkSink(run, summary, counts, embedding, log_to, progress, input_size(input_path, kind))
-    chunks = read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row)
+    own_store = job.log and store is None
+    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if job.log else None
+    sink = _ChunkSink(run, summary, counts, job.embedding, log_to, progress, input_size(input_path, kind))
+    chunks = read_chunks(input_path, job.text_column, chunk_rows, skip_rows=run.last_row)
     try:
         with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
             own_engine = engine is None
-            engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
+            workers = job.workers or os.cpu_count() or 1
+            engine = engine or open_engine(registry, info, settings, backend, workers, Path(tmp))
             summary.workers = engine.workers
             try:
                 scored_now = sink.consume(engine, chunks)
@@ -259,11 +264,30 @@ def score_file(
     finally:
         if own_store and log_to is not None:
             log_to.close()
-    run.finish(output_schema(counts["dim"] if embedding else None), guard.stamp(info.name, info.version), overwrite)
-    summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
-    summary.seconds = time.perf_counter() - start
-    summary.texts_per_s = scored_now / summary.seconds if summary.seconds > 0 else 0.0
+    run.finish(
+        output_schema(counts["dim"] if job.embedding else None), guard.stamp(info.name, info.version), job.overwrite
+    )
+    _totals(summary, counts, scored_now, time.perf_counter() - start)
     return summary
+
+
+def _totals(summary: ScoreSummary, counts: dict[str, Any], scored_now: int, seconds: float) -> None:
+    summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
+    summary.seconds = seconds
+    summary.texts_per_s = scored_now / seconds if seconds > 0 else 0.0
+
+
+def _checked_paths(job: ScoreJob) -> tuple[Path, Path, str]:
+    """The input, the output and the input's kind, once the job may write the output."""
+    input_path, output = Path(job.input), Path(job.output)
+    kind = input_kind(input_path)
+    check_backend(job.backend)
+    if output.suffix.lower() != ".parquet":
+        raise DataError(f"{output}: the output is Parquet; name it .parquet")
+    guard.check_output(input_path, output, job.overwrite)
+    # the parts' folder beside it is ours to empty (PartialRun refuses a stranger's): only the input is checked
+    guard.check_output(input_path, output.with_name(output.name + ".partial"), overwrite=True)
+    return input_path, output, kind
 
 
 class _ChunkSink:

@@ -38,7 +38,7 @@ from sentiment_ops.predictors import resolve_version
 from sentiment_ops.registry import Registry
 from sentiment_ops.scoring import guard, spark_output
 from sentiment_ops.scoring.reader import KINDS, row_problem
-from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreSummary
+from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreJob, ScoreSummary, check_backend
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -155,43 +155,38 @@ def bad_row(text: Column) -> Column:
 
 def score_on_spark(
     settings: Settings,
-    input_path: str | Path,
-    output: str | Path,
+    job: ScoreJob,
     *,
     master: str | None = None,
-    version: int | None = None,
-    alias: str | None = None,
-    text_column: str = "text",
-    embedding: bool = False,
-    backend: str | None = None,
-    overwrite: bool = False,
     registry: Registry | None = None,
     spark: SparkSession | None = None,
 ) -> ScoreSummary:
-    """Score ``input_path`` with a model version on Spark into the Parquet folder ``output``.
-    ``backend``: ``torch`` (default: the logged model's own predict, which needs only its
+    """Score ``job.input`` with a model version on Spark into the Parquet folder ``job.output``.
+    ``job.backend``: ``torch`` (default: the logged model's own predict, which needs only its
     pinned requirements) or ``onnx`` (the int8 graph logged with it, through the pyfunc's
     ``model_config``: the local path's model, about three times faster on CPU; the
-    executors need onnxruntime). ``output`` is never the input, and replaces only an
-    output of ``sentops score`` unless ``overwrite``.
+    executors need onnxruntime). The output is never the input, and replaces only an
+    output of ``sentops score`` unless ``job.overwrite``. ``job.log`` and ``job.workers``
+    are the local engine's: ConfigError here.
 
     Raises ConfigError (no pyspark, Spark does not start; guard.OutputRefusedError: the
     output is the input, or something else is in its way), DataError (unreadable input, no
     such column), NotFoundError, ModelLoadError; bad rows do not raise (see
     ``ScoreSummary.raise_for_errors``)."""
-    src, dest = str(input_path), str(output)
-    if backend not in (None, "torch", "onnx"):
-        raise ConfigError(f"unknown backend {backend!r} (torch | onnx)")
-    spark_output.check_before_spark(src, dest, overwrite)
+    unsupported(log=job.log, workers=job.workers)
+    src, dest = str(job.input), str(job.output)
+    check_backend(job.backend)
+    spark_output.check_before_spark(src, dest, job.overwrite)
     serve = settings.serve
-    job = _Job(text_column, embedding, backend or "torch", serve.batch_max_tokens, serve.max_length, overwrite)
+    backend = job.backend or "torch"
+    plan = _Job(job.text_column, job.embedding, backend, serve.batch_max_tokens, serve.max_length, job.overwrite)
     registry = registry or Registry(settings)
-    info = resolve_version(registry, version, alias)
-    who = None if version is not None else alias or settings.serve.alias
+    info = resolve_version(registry, job.version, serve.alias)
+    who = None if job.version is not None else serve.alias
     own = spark is None and (master is not None or _active() is None)  # a session made here is stopped here
     session = spark or spark_session(master, f"sentops score {info.name} v{info.version}")
     try:
-        return _score(session, registry, info.version, src, dest, job, who)
+        return _score(session, registry, info.version, src, dest, plan, who)
     finally:
         if own:
             session.stop()

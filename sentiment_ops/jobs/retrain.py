@@ -24,18 +24,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
-from sentiment_ops.data import Split, golden_test, load_corpus
-from sentiment_ops.errors import ConfigError, GateFailedError, NotFoundError
-from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
+from sentiment_ops.errors import GateFailedError, NotFoundError
 from sentiment_ops.gate import GateDecision, describe, gate
-from sentiment_ops.lifecycle import ProgressFn, no_progress
+from sentiment_ops.jobs import steps
+from sentiment_ops.jobs.recipe import FineTunePlan, run_plan
+from sentiment_ops.jobs.retrain_data import RetrainData, RetrainRequest, logged_splits, read_feedback, with_replay
+from sentiment_ops.jobs.steps import ProgressFn, no_progress
 from sentiment_ops.store import InferenceStore
 
 if TYPE_CHECKING:
-    from sentiment_ops.lifecycle import LoggedSplit, TrackedRun
+    from sentiment_ops.lifecycle import TrackedRun
     from sentiment_ops.modeling import Prediction, SentimentModel
     from sentiment_ops.registry import Registry, VersionInfo
-    from sentiment_ops.training import FitOptions
 
 PSEUDO_TAG = "sentops.pseudo_labels"
 TRIGGER_TAG = "sentops.triggered_by"
@@ -95,83 +95,6 @@ class CandidateNotPromoted(GateFailedError):
         self.result = result
 
 
-@dataclass
-class RetrainRequest:
-    """The options of one retraining, validated, defaults taken from ``retrain`` settings."""
-
-    window: int | None
-    since: datetime | None
-    replay_ratio: float
-    pseudo_label_threshold: float | None
-    fit: FitOptions
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        window: int | None = None,
-        since: datetime | None = None,
-        replay_ratio: float | None = None,
-        epochs: float | None = None,
-        pseudo_label_threshold: float | None = None,
-    ) -> RetrainRequest:
-        from sentiment_ops.training import FitOptions
-
-        cfg = settings.retrain
-        replay_ratio = cfg.replay_ratio if replay_ratio is None else replay_ratio
-        if window is None and since is None:
-            window = cfg.window
-        fit = FitOptions.from_retrain_settings(settings, epochs)
-        if replay_ratio < 0 or fit.epochs <= 0 or (window is not None and window < 1):
-            raise ConfigError("replay ratio must be ≥ 0, epochs > 0 and window ≥ 1")
-        if pseudo_label_threshold is not None and not 0.5 <= pseudo_label_threshold <= 1.0:
-            raise ConfigError(f"pseudo-label threshold must be between 0.5 and 1, got {pseudo_label_threshold}")
-        return cls(window, since, replay_ratio, pseudo_label_threshold, fit)
-
-
-@dataclass
-class RetrainData:
-    feedback: FeedbackData
-    replay_name: str
-    replay: Split
-    train: Split  # feedback training rows + replay
-    golden: Split
-
-    def describe(self) -> dict[str, Any]:
-        fb = self.feedback
-        return {
-            "labels_real": fb.real,
-            "labels_pseudo": fb.pseudo,
-            "labels_train": len(fb.train),
-            "labels_holdout": len(fb.holdout),
-            "labels_skipped_no_text": fb.skipped_no_text,
-            "train_label_counts": fb.train.label_counts(),
-            "holdout_label_counts": fb.holdout.label_counts(),
-            "replay_data": self.replay_name,
-            "replay_size": len(self.replay),
-            "train_size": len(self.train),
-            "golden_size": len(self.golden),
-            "feedback_hash": fb.train.hash,
-            "holdout_hash": fb.holdout.hash,
-            "replay_hash": self.replay.hash,
-            "train_hash": self.train.hash,
-            "golden_hash": self.golden.hash,
-        }
-
-
-def _read_feedback(settings: Settings, store: InferenceStore | None, req: RetrainRequest) -> FeedbackData:
-    """The feedback rows, from ``store`` (or the settings' store, opened and closed here)."""
-    own = store is None
-    store = store or InferenceStore(settings.store_url, store_text=settings.store.store_text)
-    try:
-        return feedback_data(
-            store, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
-        )
-    finally:
-        if own:
-            store.close()
-
-
 def _production(registry: Registry, alias: str) -> VersionInfo:
     version = registry.alias_version(alias)
     if version is None:
@@ -179,43 +102,17 @@ def _production(registry: Registry, alias: str) -> VersionInfo:
     return registry.get_version(version)
 
 
-def _with_replay(settings: Settings, fb: FeedbackData, parent: VersionInfo, req: RetrainRequest) -> RetrainData:
-    name = replay_data_name(settings, parent.tags)
-    replay = load_corpus(name).train.sample(round(req.replay_ratio * len(fb.train)), seed=settings.train.seed)
-    return RetrainData(fb, name, replay, concat(fb.train, replay), golden_test(settings.retrain.golden_samples))
-
-
 def _score(
-    who: str, model: SentimentModel, data: RetrainData, batch_size: int, progress: ProgressFn, steps: tuple[int, int]
+    who: str, model: SentimentModel, data: RetrainData, batch_size: int, progress: ProgressFn, done: tuple[int, int]
 ) -> tuple[dict[str, dict[str, float]], dict[str, Prediction]]:
     """``<who>_golden`` and (with a hold-out) ``<who>_new`` metrics of ``model``, and its
     predictions on each hold-out (``golden``, ``new``)."""
-    from sentiment_ops.lifecycle import evaluate
-
     scores, preds = {}, {}
-    scores[f"{who}_golden"], preds["golden"] = evaluate(model, data.golden, batch_size)
+    scores[f"{who}_golden"], preds["golden"] = steps.evaluate(model, data.golden, batch_size)
     if len(data.feedback.holdout):
-        scores[f"{who}_new"], preds["new"] = evaluate(model, data.feedback.holdout, batch_size)
-    progress("evaluate", *steps)
+        scores[f"{who}_new"], preds["new"] = steps.evaluate(model, data.feedback.holdout, batch_size)
+    progress("evaluate", *done)
     return scores, preds
-
-
-def logged_splits(data: RetrainData) -> dict[str, LoggedSplit]:
-    """The retrain run's dataset inputs by metric prefix: the feedback labels and the replay
-    rows (training), the new-domain hold-out (validation) and the golden hold-out."""
-    from sentiment_ops.lifecycle import LoggedSplit
-
-    fb = data.feedback
-    store = "feedback labels from the inference store"
-    out = {
-        "feedback": LoggedSplit("feedback-train", "training", fb.train, store),
-        "replay": LoggedSplit(f"{data.replay_name}-replay", "training", data.replay, f"{data.replay_name} train split"),
-        "candidate_golden": LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
-    }
-    out["golden"] = out["candidate_golden"]
-    if len(fb.holdout):
-        out["candidate_new"] = LoggedSplit("feedback-holdout", "validation", fb.holdout, store)
-    return out
 
 
 def version_description(
@@ -263,9 +160,9 @@ def _run_tags(data: RetrainData, parent: VersionInfo, req: RetrainRequest, trigg
     )
 
 
-def _run_params(
-    settings: Settings, data: RetrainData, parent: VersionInfo, req: RetrainRequest, model: SentimentModel
-) -> dict[str, str]:
+def _run_params(settings: Settings, parent: VersionInfo, req: RetrainRequest, model: SentimentModel) -> dict[str, str]:
+    """The run's options. The data's sizes and hashes are tags (``_run_tags``): the
+    version copies them."""
     from sentiment_ops import __version__
 
     cfg = settings.retrain
@@ -286,7 +183,6 @@ def _run_params(
             "head_tokens": model.head_tokens,
             "seed": req.fit.seed,
             "sentops_version": __version__,
-            **{k: v for k, v in data.describe().items() if not isinstance(v, dict)},
         }
     )
 
@@ -325,64 +221,37 @@ def _tags(values: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None}
 
 
-@dataclass
-class _Job:
-    """What the retraining run works with."""
+class _Candidate:
+    """The evaluation of a retrain plan: scores the fine-tuned model on both hold-outs,
+    compares it with production's ``scores`` (the gate, kept in ``decision``) and logs the
+    comparison and the plots."""
 
-    settings: Settings
-    registry: Registry
-    data: RetrainData
-    parent: VersionInfo
-    req: RetrainRequest
-    progress: ProgressFn
+    def __init__(
+        self,
+        settings: Settings,
+        data: RetrainData,
+        parent: VersionInfo,
+        scores: dict[str, dict[str, float]],
+        progress: ProgressFn,
+    ) -> None:
+        self.settings, self.data, self.parent, self.scores, self.progress = settings, data, parent, scores, progress
+        self.decision: GateDecision | None = None
 
-
-@dataclass
-class _Logged:
-    """The retraining run, once it has ended."""
-
-    run_id: str
-    model_uri: str  # the logged model (models:/<model_id>), the version's source
-    metrics: dict[str, float]
-    decision: GateDecision
-    seconds: float
-
-
-def _tracked_retrain(
-    job: _Job,
-    model: SentimentModel,
-    scores: dict[str, dict[str, float]],
-    triggered_by: Any,
-) -> _Logged:
-    """The MLflow run of one retraining: fine-tune ``model`` (production's weights) in place,
-    score it, compare it with production's ``scores`` (gate), and log the datasets, metrics
-    (linked to the logged model), plots, the model and its reference embeddings."""
-    from sentiment_ops import lifecycle
-    from sentiment_ops.training import fine_tune
-
-    settings, data, parent, req, progress = job.settings, job.data, job.parent, job.req, job.progress
-    bs, steps = settings.train.eval_batch_size, 4 if len(data.feedback.holdout) else 2
-    splits = logged_splits(data)
-    tags = _run_tags(data, parent, req, triggered_by)
-    with lifecycle.tracked_run(job.registry, f"retrain-from-v{parent.version}", tags) as run:
-        run.log_params(_run_params(settings, data, parent, req, model))
-        run.log_datasets(list({id(s): s for s in splits.values()}.values()))
-        seconds = fine_tune(model, data.train, None, req.fit, progress=progress, on_metrics=run.log_metrics)
-        after_scores, after = _score("candidate", model, data, bs, progress, (steps, steps))
-        scores = {**scores, **after_scores}
-        metrics, decision = _compare(scores, settings)
+    def evaluate(self, model: SentimentModel, run: TrackedRun, seconds: float) -> dict[str, float]:
+        data, steps_done = self.data, 4 if len(self.data.feedback.holdout) else 2
+        bs = self.settings.train.eval_batch_size
+        after_scores, after = _score("candidate", model, data, bs, self.progress, (steps_done, steps_done))
+        scores = {**self.scores, **after_scores}
+        metrics, self.decision = _compare(scores, self.settings)
         metrics["train_seconds"] = seconds
-        run.log_text(
-            json.dumps({"gate": asdict(decision), "data": data.describe()}, indent=2), "retrain/comparison.json"
-        )
-        _log_plots(run, data, scores, after, parent.version)
-        info = lifecycle.log_model(
-            job.registry, run, settings, model, {"data": "feedback", "run_id": run.run_id}, progress
-        )
-        linked: dict[str, LoggedSplit | None] = {**splits, "train": None}  # train_seconds: on no one split
-        lifecycle.log_model_metrics(run, info.model_id, metrics, linked)
-        lifecycle.attach_reference(settings, job.registry, run.run_id, model, progress)
-    return _Logged(run.run_id, info.model_uri, metrics, decision, seconds)
+        comparison = {"gate": asdict(self.decision), "data": data.describe()}
+        run.log_text(json.dumps(comparison, indent=2), "retrain/comparison.json")
+        _log_plots(run, data, scores, after, self.parent.version)
+        return metrics
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        assert self.decision is not None  # evaluate ran
+        return version_description(self.data, self.parent, metrics, self.decision)
 
 
 def _log_plots(
@@ -395,13 +264,12 @@ def _log_plots(
     from pathlib import Path
 
     from sentiment_ops.evaluation import save_comparison_plot
-    from sentiment_ops.lifecycle import log_evaluation
 
     if "new" in after:
-        log_evaluation(run, data.feedback.holdout, after["new"], "new-domain hold-out")
-        log_evaluation(run, data.golden, after["golden"], "golden IMDB", subdir="golden")
+        steps.log_evaluation(run, data.feedback.holdout, after["new"], "new-domain hold-out")
+        steps.log_evaluation(run, data.golden, after["golden"], "golden IMDB", subdir="golden")
     else:
-        log_evaluation(run, data.golden, after["golden"], "golden IMDB")
+        steps.log_evaluation(run, data.golden, after["golden"], "golden IMDB")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_comparison_plot(
             scores, Path(tmp) / "before_after.png", (f"production (v{parent})", "candidate (retrained)")
@@ -409,64 +277,89 @@ def _log_plots(
         run.log_artifacts(path.parent, "plots")
 
 
+def retrain_plan(
+    settings: Settings,
+    data: RetrainData,
+    parent: VersionInfo,
+    req: RetrainRequest,
+    model: SentimentModel,
+    candidate: _Candidate,
+    triggered_by: int | str | None,
+) -> FineTunePlan:
+    """The run of ``sentops retrain``: production's weights (``model``) fine-tuned on the
+    feedback rows + replay, scored and gated by ``candidate``."""
+    from sentiment_ops.registry import PARENT_TAG
+
+    return FineTunePlan(
+        run_name=f"retrain-from-v{parent.version}",
+        tags=_run_tags(data, parent, req, triggered_by),
+        params=_run_params(settings, parent, req, model),
+        datasets={**logged_splits(data), "train": None},  # train_seconds: on no one split
+        model=model,
+        train=data.train,
+        val=None,
+        fit=req.fit,
+        evaluate=candidate.evaluate,
+        describe=candidate.describe,
+        model_meta={"data": "feedback"},
+        version_tags={PARENT_TAG: str(parent.version)},
+    )
+
+
 def retrain(
     settings: Settings,
-    *,
     registry: Registry | None = None,
     store: InferenceStore | None = None,
-    window: int | None = None,
+    *,
     since: datetime | None = None,
-    replay_ratio: float | None = None,
-    epochs: float | None = None,
     promote_if_better: bool = False,
-    pseudo_label_threshold: float | None = None,
     triggered_by: int | str | None = None,
     progress: ProgressFn = no_progress,
 ) -> RetrainResult:
-    """``sentops retrain``: see the module docstring. ``registry`` and ``store`` default to
-    the ones the settings name. Raises NotEnoughDataError (too few labels, nothing
+    """``sentops retrain``: see the module docstring; what it reads and trains with is the
+    ``retrain`` settings (``since`` replaces ``retrain.window``). ``registry`` and ``store``
+    default to the ones the settings name. Raises NotEnoughDataError (too few labels, nothing
     registered), NotFoundError (no production version) and, with ``promote_if_better``,
     CandidateNotPromoted when the candidate was registered but not promoted."""
-    from sentiment_ops.registry import PARENT_TAG, Registry
+    from sentiment_ops.registry import Registry
 
-    req = RetrainRequest.from_settings(settings, window, since, replay_ratio, epochs, pseudo_label_threshold)
-    production, candidate = settings.serve.alias, settings.retrain.candidate_alias
+    req = RetrainRequest.from_settings(settings, since)
+    production, candidate_alias = settings.serve.alias, settings.retrain.candidate_alias
     progress("data", 0, 1)
-    fb = _read_feedback(settings, store, req)
+    fb = read_feedback(settings, store, req)
     registry = registry or Registry(settings)
     parent = _production(registry, production)
-    data = _with_replay(settings, fb, parent, req)
+    data = with_replay(settings, fb, parent, req)
     progress("data", 1, 1)
     progress("load model", 0, 1)
     model = registry.load_model(parent.version)
     progress("load model", 1, 1)
-    bs, steps = settings.train.eval_batch_size, 4 if len(fb.holdout) else 2
-    progress("evaluate", 0, steps)
-    scores, _ = _score("production", model, data, bs, progress, (steps // 2, steps))
-    logged = _tracked_retrain(_Job(settings, registry, data, parent, req, progress), model, scores, triggered_by)
-    decision, metrics, seconds = logged.decision, logged.metrics, logged.seconds
-    description = version_description(data, parent, metrics, decision)
-    tags = {PARENT_TAG: str(parent.version)}
-    version = registry.register(logged.run_id, tags=tags, source=logged.model_uri, description=description).version
-    registry.promote(version, candidate)
+    bs, total = settings.train.eval_batch_size, 4 if len(fb.holdout) else 2
+    progress("evaluate", 0, total)
+    scores, _ = _score("production", model, data, bs, progress, (total // 2, total))
+    candidate = _Candidate(settings, data, parent, scores, progress)
+    plan = retrain_plan(settings, data, parent, req, model, candidate, triggered_by)
+    done = run_plan(plan, settings, registry, progress)
+    assert done.version is not None and candidate.decision is not None  # a retrain plan registers
+    registry.promote(done.version, candidate_alias)
     promoted, note = False, ""
-    if promote_if_better and decision.passed:
-        promoted, note = _promote_if_unchanged(registry, version, parent.version, production)
+    if promote_if_better and candidate.decision.passed:
+        promoted, note = _promote_if_unchanged(registry, done.version, parent.version, production)
     result = RetrainResult(
-        run_id=logged.run_id,
-        version=version,
+        run_id=done.run_id,
+        version=done.version,
         parent_version=parent.version,
-        model_uri=registry.model_uri(version),
+        model_uri=registry.model_uri(done.version),
         promoted=promoted,
         promote_requested=promote_if_better,
-        gate=decision,
-        metrics=metrics,
+        gate=candidate.decision,
+        metrics=done.metrics,
         data=data.describe(),
         pseudo_labels=req.pseudo_label_threshold is not None,
         triggered_by=None if triggered_by is None else str(triggered_by),
-        train_seconds=seconds,
+        train_seconds=done.seconds,
         production_alias=production,
-        candidate_alias=candidate,
+        candidate_alias=candidate_alias,
         note=note,
     )
     if promote_if_better and not promoted:

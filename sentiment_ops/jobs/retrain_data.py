@@ -1,0 +1,105 @@
+"""What ``retrain`` trains on: the feedback labels of the inference store (the options of
+``RetrainRequest``), split by ``feedback_dataset``, mixed with a replay sample of the
+corpus production was trained on, and the golden hold-out both models are scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sentiment_ops.config import Settings
+from sentiment_ops.data import Split, golden_test, load_corpus
+from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
+from sentiment_ops.lifecycle import LoggedSplit
+from sentiment_ops.store import InferenceStore
+
+if TYPE_CHECKING:
+    from sentiment_ops.jobs.fit import FitOptions
+    from sentiment_ops.registry import VersionInfo
+
+
+@dataclass
+class RetrainRequest:
+    """What one retraining reads and fine-tunes with, from the ``retrain`` settings (validated
+    there): the labels of the last ``window`` rows, or those logged ``since`` a time."""
+
+    window: int | None
+    since: datetime | None
+    replay_ratio: float
+    pseudo_label_threshold: float | None
+    fit: FitOptions
+
+    @classmethod
+    def from_settings(cls, settings: Settings, since: datetime | None = None) -> RetrainRequest:
+        from sentiment_ops.jobs.fit import FitOptions
+
+        cfg = settings.retrain
+        window = None if since is not None else cfg.window
+        fit = FitOptions.from_retrain_settings(settings)
+        return cls(window, since, cfg.replay_ratio, cfg.pseudo_label_threshold, fit)
+
+
+@dataclass
+class RetrainData:
+    feedback: FeedbackData
+    replay_name: str
+    replay: Split
+    train: Split  # feedback training rows + replay
+    golden: Split
+
+    def describe(self) -> dict[str, Any]:
+        fb = self.feedback
+        return {
+            "labels_real": fb.real,
+            "labels_pseudo": fb.pseudo,
+            "labels_train": len(fb.train),
+            "labels_holdout": len(fb.holdout),
+            "labels_skipped_no_text": fb.skipped_no_text,
+            "train_label_counts": fb.train.label_counts(),
+            "holdout_label_counts": fb.holdout.label_counts(),
+            "replay_data": self.replay_name,
+            "replay_size": len(self.replay),
+            "train_size": len(self.train),
+            "golden_size": len(self.golden),
+            "feedback_hash": fb.train.hash,
+            "holdout_hash": fb.holdout.hash,
+            "replay_hash": self.replay.hash,
+            "train_hash": self.train.hash,
+            "golden_hash": self.golden.hash,
+        }
+
+
+def read_feedback(settings: Settings, store: InferenceStore | None, req: RetrainRequest) -> FeedbackData:
+    """The feedback rows, from ``store`` (or the settings' store, opened and closed here)."""
+    own = store is None
+    store = store or InferenceStore(settings.store_url, store_text=settings.store.store_text)
+    try:
+        return feedback_data(
+            store, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
+        )
+    finally:
+        if own:
+            store.close()
+
+
+def with_replay(settings: Settings, fb: FeedbackData, parent: VersionInfo, req: RetrainRequest) -> RetrainData:
+    name = replay_data_name(settings, parent.tags)
+    replay = load_corpus(name).train.sample(round(req.replay_ratio * len(fb.train)), seed=settings.train.seed)
+    return RetrainData(fb, name, replay, concat(fb.train, replay), golden_test(settings.retrain.golden_samples))
+
+
+def logged_splits(data: RetrainData) -> dict[str, LoggedSplit]:
+    """The retrain run's dataset inputs by metric prefix: the feedback labels and the replay
+    rows (training), the new-domain hold-out (validation) and the golden hold-out."""
+    fb = data.feedback
+    store = "feedback labels from the inference store"
+    out = {
+        "feedback": LoggedSplit("feedback-train", "training", fb.train, store),
+        "replay": LoggedSplit(f"{data.replay_name}-replay", "training", data.replay, f"{data.replay_name} train split"),
+        "candidate_golden": LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
+    }
+    out["golden"] = out["candidate_golden"]
+    if len(fb.holdout):
+        out["candidate_new"] = LoggedSplit("feedback-holdout", "validation", fb.holdout, store)
+    return out
