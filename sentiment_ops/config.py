@@ -119,7 +119,7 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     alias: str = "production"
-    # ONNX Runtime int8: measured on the default model (benchmarks/serve_backends.py) within
+    # ONNX Runtime int8: measured on the default model (benchmarks/graph.py backends) within
     # 0.15 points of fp32 golden accuracy (0.878 vs 0.8795, 2,000 reviews) and several times
     # faster on CPU. "torch" serves the fp32 model exactly as trained and evaluated. "onnx"
     # loads only the logged graph and tokenizer, never the version's code; "torch" loads the
@@ -139,14 +139,14 @@ class ServeSettings(_Section):
     batch_max_size: int = Field(32, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     # Most padded tokens in one forward pass. Measured with ONNX int8 on 2 cores
-    # (benchmarks/serve_passes.py): per-text time is lowest at ~8 short texts per pass and at
+    # (benchmarks/graph.py passes): per-text time is lowest at ~8 short texts per pass and at
     # ONE long (256-token) text per pass (8 long texts per pass cost 1.3-1.6x as much per
     # text: the activations outgrow the cache), so micro-batches run as passes of at most
     # this many tokens.
     batch_max_tokens: int = Field(384, ge=1)
     # Forward passes run at once (ONNX backend; torch always runs one). Each pass then gets
     # torch_threads / inference_workers threads. Measured on 2 shared cores
-    # (benchmarks/serve_passes.py): two 1-thread passes beat one 2-thread pass (short texts
+    # (benchmarks/graph.py passes): two 1-thread passes beat one 2-thread pass (short texts
     # +7 %, long texts +65 %): no cross-thread barrier per operator.
     inference_workers: int = Field(2, ge=1)
     # A batch that runs while no other pass does (a lone request on an idle server) runs on

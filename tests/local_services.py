@@ -20,8 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from sentiment_ops.demo.server import free_port
+from sentiment_ops.demo.server import ServeProcess, free_port
+from sentiment_ops.errors import SentopsError
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SERVICES_SCRIPT = ROOT / "scripts" / "ci_services.sh"
@@ -80,27 +79,6 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status in ok:
-                    return
-                last = str(resp.status)
-        except urllib.error.HTTPError as exc:
-            if exc.code in ok:
-                return
-            last = str(exc.code)
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout:.0f} s ({last})\n{tail(log)}")
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -329,13 +307,41 @@ def start_postgres() -> PostgresCluster:
 # -- mlflow server / sentops serve -------------------------------------------------------------
 @dataclass
 class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
+    """A test's child server (the package's ``ServeProcess``): its URL, process and log."""
+
+    child: ServeProcess
     log: Path
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
+
+    @property
+    def url(self) -> str:
+        return self.child.base_url
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
-        stop_process(self.proc, sig, timeout)
-        return int(self.proc.returncode)
+        return int(self.child.stop(timeout, sig, group=True))
+
+
+def _serve(
+    command: Sequence[str] | None, args: Sequence[str], env: Mapping[str, str], log: Path, ready: str, timeout: float
+) -> ServerProcess:
+    """A child server on a free port (``command`` built from ``port``, or ``sentops serve``
+    with ``args``), its output in ``log``; returns once ``ready`` answers 200."""
+    port = free_port()
+    log.unlink(missing_ok=True)
+    cmd = [str(port) if c == "{port}" else c for c in command] if command else None
+    server = ServerProcess(ServeProcess(_child_env(env), args, port=port, log_path=log, command=cmd), log)
+    try:
+        server.child.wait_ready(timeout, ready)
+    except SentopsError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{tail(log)}") from exc
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -375,7 +381,6 @@ def start_mlflow_server(
 ) -> ServerProcess:
     """``mlflow server`` on ``backend_uri`` with served artifacts; with ``auth``, behind MLflow's
     basic-auth app (every request but /health needs a user)."""
-    port = free_port()
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: nothing here uses MLflow jobs
     app: list[str] = []
     if auth is not None:
@@ -397,39 +402,15 @@ def start_mlflow_server(
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        "{port}",
         "--workers",
         "1",
     ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_child_env(env),
-            start_new_session=True,
-        )
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_http(f"{server.url}/health", proc, log, timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _serve(cmd, (), env, log, "/health", timeout)
 
 
 def start_sentops_serve(
     env: Mapping[str, str], log: Path, timeout: float = 120, args: Sequence[str] = ()
 ) -> ServerProcess:
     """``sentops serve`` (with ``args``) on a free port; returns once /ready says a model is loaded."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "sentiment_ops.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_child_env(env), start_new_session=True)
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_http(f"{server.url}/ready", proc, log, timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _serve(None, args, env, log, "/ready", timeout)

@@ -87,12 +87,16 @@ class ServeProcess:
             time.sleep(0.5)
         raise SentopsError(f"the server was not ready within {timeout_s:.0f} s (log: {self.log_path})")
 
-    def stop(self, timeout_s: float = 30, sig: int = signal.SIGTERM) -> int | None:
-        """``sig`` (SIGTERM: graceful, the store writer drains), then SIGKILL to its process
-        group after ``timeout_s``, and to what the child left in its group once it exited
-        (``mlflow models serve``'s uvicorn outlives its parent); closes the log. The exit code."""
+    def stop(self, timeout_s: float = 30, sig: int = signal.SIGTERM, group: bool = False) -> int | None:
+        """``sig`` (SIGTERM: graceful, the store writer drains) to the child, or to its whole
+        process group with ``group``, then SIGKILL to the group after ``timeout_s``, and to what
+        the child left in its group once it exited (``mlflow models serve``'s uvicorn outlives
+        its parent); closes the log. The exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if group:
+                os.killpg(self.proc.pid, sig)  # its own session: the group id is the child's PID
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
