@@ -53,9 +53,9 @@ from sentiment_ops.drift.check import embed_reference
 from sentiment_ops.drift.reference import artifact_path, embed_as_served
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.registry import Registry
 from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "active_labels.json"
 TRAFFIC_SEED = 11  # which tweets are served (as benchmarks/retrain_benchmark.py)

@@ -15,9 +15,10 @@ from typing import Any
 from machine import describe as describe_machine
 
 from sentiment_ops.config import Settings
-from sentiment_ops.inference.onnx import OnnxPredictor, download_logged
-from sentiment_ops.registry import Registry
+from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.scoring import OnnxFiles
+from sentiment_ops.tracking.artifacts import download_logged
+from sentiment_ops.tracking.registry import Registry
 
 
 def logged_graph(settings: Settings, version: int, tmp: tempfile.TemporaryDirectory[str]) -> tuple[Path, OnnxPredictor]:

@@ -40,7 +40,7 @@ from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import forward_grouped
 from sentiment_ops.inference.onnx import OnnxPredictor, export_fp32, quantize_int8
 from sentiment_ops.inference.passes import pad
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "int8_variants.json"
 PASS_TOKENS = 256

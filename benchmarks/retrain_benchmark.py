@@ -39,9 +39,9 @@ from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.lifecycle import evaluate
-from sentiment_ops.registry import Registry
 from sentiment_ops.retraining import retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "retrain.json"
 TRAFFIC_SEED = 11

@@ -24,7 +24,7 @@ from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference.onnx import OnnxPredictor
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 RESULTS = Path(__file__).parent / "results" / "serve_passes.json"
 

@@ -37,7 +37,7 @@ from sentiment_ops.lifecycle import ProgressFn, no_progress
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
 StageFn = Callable[[str, str], None]  # (stage, message)
 
@@ -108,7 +108,7 @@ def ensure_production(
 ) -> tuple[int, bool]:
     """The production version: reused when there is one (and ``reuse``), else trained now
     (``progress`` follows the training's steps)."""
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
     from sentiment_ops.training import train
 
     registry = registry or Registry(settings)

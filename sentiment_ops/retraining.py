@@ -32,9 +32,9 @@ from sentiment_ops.lifecycle import ProgressFn, no_progress
 from sentiment_ops.store import InferenceStore
 
 if TYPE_CHECKING:
-    from sentiment_ops.lifecycle import LoggedSplit, TrackedRun
     from sentiment_ops.modeling import Prediction, SentimentModel
-    from sentiment_ops.registry import Registry, VersionInfo
+    from sentiment_ops.tracking.registry import Registry, VersionInfo
+    from sentiment_ops.tracking.runs import LoggedSplit, TrackedRun
     from sentiment_ops.training import FitOptions
 
 PSEUDO_TAG = "sentops.pseudo_labels"
@@ -203,7 +203,7 @@ def _score(
 def logged_splits(data: RetrainData) -> dict[str, LoggedSplit]:
     """The retrain run's dataset inputs by metric prefix: the feedback labels and the replay
     rows (training), the new-domain hold-out (validation) and the golden hold-out."""
-    from sentiment_ops.lifecycle import LoggedSplit
+    from sentiment_ops.tracking.runs import LoggedSplit
 
     fb = data.feedback
     store = "feedback labels from the inference store"
@@ -246,7 +246,7 @@ def version_description(
 
 def _run_tags(data: RetrainData, parent: VersionInfo, req: RetrainRequest, triggered_by: Any) -> dict[str, str]:
     from sentiment_ops.provenance import git_commit
-    from sentiment_ops.registry import PARENT_TAG
+    from sentiment_ops.tracking.registry import PARENT_TAG
 
     return _tags(
         {
@@ -358,13 +358,14 @@ def _tracked_retrain(
     score it, compare it with production's ``scores`` (gate), and log the datasets, metrics
     (linked to the logged model), plots, the model and its reference embeddings."""
     from sentiment_ops import lifecycle
+    from sentiment_ops.tracking.runs import tracked_run
     from sentiment_ops.training import fine_tune
 
     settings, data, parent, req, progress = job.settings, job.data, job.parent, job.req, job.progress
     bs, steps = settings.train.eval_batch_size, 4 if len(data.feedback.holdout) else 2
     splits = logged_splits(data)
     tags = _run_tags(data, parent, req, triggered_by)
-    with lifecycle.tracked_run(job.registry, f"retrain-from-v{parent.version}", tags) as run:
+    with tracked_run(job.registry, f"retrain-from-v{parent.version}", tags) as run:
         run.log_params(_run_params(settings, data, parent, req, model))
         run.log_datasets(list({id(s): s for s in splits.values()}.values()))
         seconds = fine_tune(model, data.train, None, req.fit, progress=progress, on_metrics=run.log_metrics)
@@ -427,7 +428,7 @@ def retrain(
     the ones the settings name. Raises NotEnoughDataError (too few labels, nothing
     registered), NotFoundError (no production version) and, with ``promote_if_better``,
     CandidateNotPromoted when the candidate was registered but not promoted."""
-    from sentiment_ops.registry import PARENT_TAG, Registry
+    from sentiment_ops.tracking.registry import PARENT_TAG, Registry
 
     req = RetrainRequest.from_settings(settings, window, since, replay_ratio, epochs, pseudo_label_threshold)
     production, candidate = settings.serve.alias, settings.retrain.candidate_alias

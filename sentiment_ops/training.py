@@ -16,7 +16,6 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from transformers.trainer_callback import PrinterCallback
 
 from sentiment_ops import lifecycle
-from sentiment_ops.alias_history import AliasEvent
 from sentiment_ops.config import Settings, TrainSettings
 from sentiment_ops.data import Corpus, Split, golden_test, load_corpus
 from sentiment_ops.evaluation import classification_metrics
@@ -29,9 +28,11 @@ from sentiment_ops.modeling import (
     prediction_from_logits,
     resolve_base_model,
 )
+from sentiment_ops.tracking.alias_history import AliasEvent
+from sentiment_ops.tracking.runs import LoggedSplit, TrackedRun, tracked_run
 
 if TYPE_CHECKING:
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -319,18 +320,16 @@ def _tags(cfg: TrainSettings, data: TrainData, commit: str) -> dict[str, str]:
     }
 
 
-def logged_splits(data: TrainData) -> dict[str, lifecycle.LoggedSplit]:
+def logged_splits(data: TrainData) -> dict[str, LoggedSplit]:
     """The run's dataset inputs by metric prefix: training, validation, golden (and the
     test split when it is not the golden one)."""
     name, source = data.corpus.name, data.corpus.source
     out = {
-        "train": lifecycle.LoggedSplit(f"{name}-train", "training", data.train, source),
-        "val": lifecycle.LoggedSplit(f"{name}-validation", "validation", data.val, source),
-        "golden": lifecycle.LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
+        "train": LoggedSplit(f"{name}-train", "training", data.train, source),
+        "val": LoggedSplit(f"{name}-validation", "validation", data.val, source),
+        "golden": LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
     }
-    out["test"] = (
-        out["golden"] if data.golden is data.test else lifecycle.LoggedSplit(f"{name}-test", "test", data.test, source)
-    )
+    out["test"] = out["golden"] if data.golden is data.test else LoggedSplit(f"{name}-test", "test", data.test, source)
     return out
 
 
@@ -348,7 +347,7 @@ def version_description(cfg: TrainSettings, data: TrainData, metrics: dict[str, 
 
 
 def _evaluate(
-    model: SentimentModel, data: TrainData, batch_size: int, run: lifecycle.TrackedRun, progress: ProgressFn
+    model: SentimentModel, data: TrainData, batch_size: int, run: TrackedRun, progress: ProgressFn
 ) -> dict[str, float]:
     """Validation, test and golden metrics; the test split's plots and report go to ``run``."""
     progress("evaluate", 0, 2)
@@ -371,7 +370,8 @@ def train(
     ``promote`` point ``serve.alias`` at the new version. ``registry`` defaults to the one
     the settings name. Under ``torchrun`` a rank > 0 only fine-tunes (see ``_fine_tune_as_worker``)."""
     from sentiment_ops.provenance import git_commit
-    from sentiment_ops.registry import Registry, check_reachable
+    from sentiment_ops.tracking.client import check_reachable
+    from sentiment_ops.tracking.registry import Registry
 
     cfg = settings.train
     if registry is None:
@@ -383,7 +383,7 @@ def train(
     model, base_path = new_model(settings)
     commit = git_commit()
     splits = logged_splits(data)
-    with lifecycle.tracked_run(registry, f"train-{data.corpus.name}", _tags(cfg, data, commit)) as run:
+    with tracked_run(registry, f"train-{data.corpus.name}", _tags(cfg, data, commit)) as run:
         run.log_params(_params(settings, data, base_path, commit))
         run.log_datasets(list({id(s): s for s in splits.values()}.values()))
         opts = FitOptions.from_train_settings(cfg)

@@ -14,9 +14,9 @@ import pytest
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import GateFailedError
-from sentiment_ops.registry import PARENT_TAG, Registry
 from sentiment_ops.retraining import PSEUDO_TAG, TRIGGER_TAG, CandidateNotPromoted, gate, retrain
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import PARENT_TAG, Registry
 
 MODEL = "sentiment-classifier"
 

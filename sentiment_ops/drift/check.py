@@ -30,9 +30,9 @@ from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
 from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, StoreError
 from sentiment_ops.inference.onnx import export_cache_dir
-from sentiment_ops.predictors import resolve_version
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+from sentiment_ops.tracking.predictors import resolve_version
+from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def embed_reference(
     model = registry.load_model(info.version)
     backend = backend or settings.serve.backend
     return embed_and_log(
-        registry.client,
+        registry,
         str(info.run_id),
         model,
         data=data or settings.drift.reference_data,
@@ -139,7 +139,7 @@ def run_drift_check(
         rows = served_window(store, settings, info.version, opts.window, backend, source)
         with tempfile.TemporaryDirectory() as tmp:
             # the reference embedded by the backend that served the window
-            ref = download_reference(registry.client, str(info.run_id), Path(tmp), backend)
+            ref = download_reference(registry, str(info.run_id), Path(tmp), backend)
         report = compare(ref, rows, settings, opts, info.version, show_texts)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)

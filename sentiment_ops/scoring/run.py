@@ -30,15 +30,15 @@ import pyarrow as pa
 from sentiment_ops.config import Settings
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
-from sentiment_ops.inference.onnx import download_logged
 from sentiment_ops.inference.passes import Prediction
-from sentiment_ops.predictors import exported_predictor, resolve_version
-from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.scoring import guard
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
 from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
 from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+from sentiment_ops.tracking.artifacts import download_logged
+from sentiment_ops.tracking.predictors import exported_predictor, resolve_version
+from sentiment_ops.tracking.registry import Registry, VersionInfo
 
 CHUNK_ROWS = 16_384  # rows per chunk: the unit of memory, of the output's parts and of resuming
 # Texts per engine batch, at most. A chunk is sorted by length before it is cut into batches,

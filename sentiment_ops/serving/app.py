@@ -21,7 +21,6 @@ from sentiment_ops import __version__
 from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.errors import ConfigError
 from sentiment_ops.paths import writable_dir
-from sentiment_ops.registry import Registry
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.body_limit import Admission, BodyLimitMiddleware, body_limits
 from sentiment_ops.serving.holder import ModelHolder, freeze_heap, inference_workers
@@ -32,6 +31,7 @@ from sentiment_ops.serving.routes import ServingState, build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter
 from sentiment_ops.store import InferenceStore
+from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger("sentiment_ops.serving")
 

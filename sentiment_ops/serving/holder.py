@@ -24,10 +24,10 @@ from typing import Protocol
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.inference.passes import Predictor
-from sentiment_ops.predictors import ModelRefusedError, predictor_for
 from sentiment_ops.redaction import redact
-from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
+from sentiment_ops.tracking.predictors import ModelRefusedError, predictor_for
+from sentiment_ops.tracking.registry import Registry, VersionInfo
 
 log = logging.getLogger("sentiment_ops.serving")
 
