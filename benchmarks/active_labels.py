@@ -145,7 +145,7 @@ def _ensure_reference(settings: Settings, registry: Registry, version: int) -> N
     run_id = str(registry.get_version(version).run_id)
     where = artifact_path(settings.serve.backend)
     if not any(f.path == f"{where}/meta.json" for f in registry.client.list_artifacts(run_id, where)):
-        embed_reference(settings, version=version, backend=settings.serve.backend)
+        embed_reference(settings, registry, version=version, backend=settings.serve.backend)
 
 
 def _serve_traffic(settings: Settings, store: InferenceStore, model: Any, version: int, pool: int) -> dict[str, int]:

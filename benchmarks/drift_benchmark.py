@@ -339,7 +339,7 @@ def end_to_end_seconds(
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            run_drift_check(settings, alias="production", window=size, store=store)
+            run_drift_check(settings, registry, alias="production", window=size, store=store)
             times.append(time.perf_counter() - t0)
         store.close()
     return {"window": size, "seconds_median_of_3": round(float(np.median(times)), 3)}

@@ -29,7 +29,7 @@ from sentiment_ops.errors import ConfigError, GateFailedError, NotFoundError
 from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
 from sentiment_ops.gate import GateDecision, describe, gate
 from sentiment_ops.lifecycle import ProgressFn, no_progress
-from sentiment_ops.store import InferenceStore
+from sentiment_ops.store import InferenceStore, using_store
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import Prediction, SentimentModel
@@ -161,15 +161,10 @@ class RetrainData:
 
 def _read_feedback(settings: Settings, store: InferenceStore | None, req: RetrainRequest) -> FeedbackData:
     """The feedback rows, from ``store`` (or the settings' store, opened and closed here)."""
-    own = store is None
-    store = store or InferenceStore(settings.store_url, store_text=settings.store.store_text)
-    try:
+    with using_store(settings, store) as opened:
         return feedback_data(
-            store, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
+            opened, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
         )
-    finally:
-        if own:
-            store.close()
 
 
 def _production(registry: Registry, alias: str) -> VersionInfo:

@@ -10,7 +10,7 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import DataError, NotEnoughDataError
-from sentiment_ops.store import open_store
+from sentiment_ops.store import using_store
 from sentiment_ops.tracking.monitoring import log_monitoring_metrics
 from sentiment_ops.tracking.registry import Registry
 
@@ -47,11 +47,8 @@ def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftRep
 def drift_history(settings: Settings, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recent checks of the configured model (of one ``version`` when
     given), oldest first."""
-    store = open_store(settings.store_url, settings.store.store_text)
-    try:
+    with using_store(settings) as store:
         return store.drift_history(settings.mlflow.model_name, limit=limit, version=version)
-    finally:
-        store.close()
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, threshold: float) -> Path:

@@ -13,6 +13,7 @@ the output; ``ScoreSummary`` counts them and keeps the first ``MAX_ERRORS_KEPT``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -35,7 +36,7 @@ from sentiment_ops.scoring import guard
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
 from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
-from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+from sentiment_ops.store import InferenceStore, PredictionRecord, using_store
 from sentiment_ops.tracking.artifacts import download_logged
 from sentiment_ops.tracking.predictors import exported_predictor, resolve_version
 from sentiment_ops.tracking.registry import Registry, VersionInfo
@@ -240,25 +241,20 @@ def score_file(
     summary.resumed_rows, summary.errors = run.last_row, list(run.state["errors"])
     counts = {"rows": run.last_row, "scored": 0, "bad": 0, "logged": 0, "dim": None, **run.state["counts"]}
     start = time.perf_counter()
-    own_store = log and store is None
-    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if log else None
-    sink = _ChunkSink(run, summary, counts, embedding, log_to, progress, input_size(input_path, kind))
-    chunks = read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row)
-    try:
-        with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
-            own_engine = engine is None
-            engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
-            summary.workers = engine.workers
-            try:
-                scored_now = sink.consume(engine, chunks)
-            except BrokenProcessPool as exc:
-                raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
-            finally:
-                if own_engine:
-                    engine.close()
-    finally:
-        if own_store and log_to is not None:
-            log_to.close()
+    with contextlib.ExitStack() as closing, tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
+        log_to = closing.enter_context(using_store(settings, store)) if log else None
+        sink = _ChunkSink(run, summary, counts, embedding, log_to, progress, input_size(input_path, kind))
+        chunks = read_chunks(input_path, text_column, chunk_rows, skip_rows=run.last_row)
+        own_engine = engine is None
+        engine = engine or open_engine(registry, info, settings, backend, workers or os.cpu_count() or 1, Path(tmp))
+        summary.workers = engine.workers
+        try:
+            scored_now = sink.consume(engine, chunks)
+        except BrokenProcessPool as exc:
+            raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
+        finally:
+            if own_engine:
+                engine.close()
     run.finish(output_schema(counts["dim"] if embedding else None), guard.stamp(info.name, info.version), overwrite)
     summary.rows, summary.scored, summary.bad, summary.logged = (counts[k] for k in ("rows", "scored", "bad", "logged"))
     summary.seconds = time.perf_counter() - start

@@ -30,7 +30,7 @@ from sentiment_ops.serving.request_ids import HEADER, RequestIdMiddleware
 from sentiment_ops.serving.routes import ServingState, build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter
-from sentiment_ops.store import InferenceStore
+from sentiment_ops.store import InferenceStore, open_store
 from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger("sentiment_ops.serving")
@@ -82,7 +82,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.store is None:
             writable_dir(settings.home)
-            state.store = await run_in_threadpool(InferenceStore, settings.store_url, settings.store.store_text)
+            state.store = await run_in_threadpool(open_store, settings)
         writer.store = state.store
         writer.start()
         await run_in_threadpool(holder.check)

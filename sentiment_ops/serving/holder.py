@@ -144,6 +144,12 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._current is not None
 
+    @property
+    def registry(self) -> Registry:
+        """The registry the holder follows the alias in (built on first use): the app's one
+        registry, shared by the routes that read MLflow."""
+        return self._get_registry()
+
     def _get_registry(self) -> Registry:
         if self._registry is None:
             factory = self._registry_arg if callable(self._registry_arg) else None

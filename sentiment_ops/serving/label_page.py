@@ -154,7 +154,14 @@ def label_router(feedback_token: str | None) -> APIRouter:
         await run_in_threadpool(state.writer.flush, 10.0)  # predictions still queued for the store
         try:
             queue = await run_in_threadpool(
-                choose_to_label, state.settings, store, select, n, seed=seed, version=current.version
+                choose_to_label,
+                state.settings,
+                store,
+                select,
+                n,
+                seed=seed,
+                version=current.version,
+                registry=state.holder.registry,  # the app's: no client and health probe per request
             )
         except NotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
