@@ -54,8 +54,8 @@ from sentiment_ops.drift.reference import artifact_path, embed_as_served
 from sentiment_ops.jobs.retrain import retrain
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import Registry
 
 TRAFFIC_SEED = 11  # which tweets are served (as benchmarks/retrain_benchmark.py)
 TARGET = {"tweets_f1_gain_min": 0.08, "imdb_acc_drop_max": 0.01}
@@ -144,7 +144,7 @@ def _ensure_reference(settings: Settings, registry: Registry, version: int) -> N
     run_id = str(registry.get_version(version).run_id)
     where = artifact_path(settings.serve.backend)
     if not any(f.path == f"{where}/meta.json" for f in registry.client.list_artifacts(run_id, where)):
-        embed_reference(settings, version=version, backend=settings.serve.backend)
+        embed_reference(settings, registry, version=version, backend=settings.serve.backend)
 
 
 def _serve_traffic(settings: Settings, store: InferenceStore, model: Any, version: int, pool: int) -> dict[str, int]:

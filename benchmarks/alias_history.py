@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def seed(registry: Any, moves: int, versions: int) -> None:
     from mlflow import MlflowClient
 
-    from sentiment_ops.alias_history import AliasLog, Move
+    from sentiment_ops.tracking.alias_history import AliasLog, Move
 
     client: MlflowClient = registry.client
     client.create_registered_model(registry.model_name)
@@ -98,7 +98,7 @@ def main() -> None:
     os.environ.update(env)
     try:
         from sentiment_ops.config import load_settings
-        from sentiment_ops.registry import Registry
+        from sentiment_ops.tracking.registry import Registry
 
         registry = Registry(load_settings())
         t0 = time.perf_counter()

@@ -294,8 +294,8 @@ def end_to_end_seconds(
     reference artifact, ``size`` served rows in the SQLite store."""
     from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.drift.reference import Reference, ReferenceMeta, log_reference
-    from sentiment_ops.registry import Registry
     from sentiment_ops.store import InferenceStore, PredictionRecord
+    from sentiment_ops.tracking.registry import Registry
 
     with tempfile.TemporaryDirectory(prefix="sentops-drift-bench-") as home:
         settings = load_settings(overrides={"home": home, "serve.backend": backend})
@@ -313,7 +313,7 @@ def end_to_end_seconds(
             datetime.now(UTC).isoformat(),
             backend=backend,
         )
-        log_reference(client, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
+        log_reference(registry, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
         client.create_registered_model(settings.mlflow.model_name)
         mv = client.create_model_version(
             settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
@@ -339,7 +339,7 @@ def end_to_end_seconds(
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            run_drift_check(settings, alias="production", window=size, store=store)
+            run_drift_check(settings, registry, alias="production", window=size, store=store)
             times.append(time.perf_counter() - t0)
         store.close()
     return {"window": size, "seconds_median_of_3": round(float(np.median(times)), 3)}

@@ -124,7 +124,7 @@ def pg_pause_resume(cluster: PostgresCluster, at: float, seconds: float, tl: Tim
 
 def alias_mover(env: dict[str, str], versions: list[int], every: float, tl: Timeline, stop: threading.Event) -> None:
     from sentiment_ops.config import load_settings
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
     registry = Registry(load_settings(environ=env))
     i = 0

@@ -39,8 +39,8 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.jobs.retrain import retrain
 from sentiment_ops.jobs.steps import evaluate
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import Registry
 
 TRAFFIC_SEED = 11
 

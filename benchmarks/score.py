@@ -242,10 +242,10 @@ def main() -> None:
 
     from sentiment_ops.cli.common import quiet_third_party
     from sentiment_ops.config import load_settings
-    from sentiment_ops.inference.onnx import download_logged
-    from sentiment_ops.predictors import resolve_version
-    from sentiment_ops.registry import Registry
     from sentiment_ops.scoring import OnnxFiles
+    from sentiment_ops.tracking.artifacts import download_logged
+    from sentiment_ops.tracking.predictors import resolve_version
+    from sentiment_ops.tracking.registry import Registry
 
     quiet_third_party()
     load_before = load_average()

@@ -160,9 +160,9 @@ class Ceiling:
         from score import TOKEN_BUDGETS, ceiling_layout
 
         from sentiment_ops.config import load_settings
-        from sentiment_ops.inference.onnx import download_logged
-        from sentiment_ops.registry import Registry
         from sentiment_ops.scoring import OnnxFiles
+        from sentiment_ops.tracking.artifacts import download_logged
+        from sentiment_ops.tracking.registry import Registry
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         settings = load_settings(overrides={"home": home})

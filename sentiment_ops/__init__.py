@@ -5,7 +5,8 @@ The public surface is re-exported here; the ``sentops`` CLI is built on it.
 
 Importing the package imports nothing beyond the standard library: the settings (pydantic,
 YAML) load on first use. A logged model carries this package as code and imports it
-where only MLflow, torch and transformers are installed (``pyfunc``, ``mlflow_model``).
+where only MLflow, torch and transformers are installed (``tracking.pyfunc``,
+``tracking.model_file``).
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from sentiment_ops.alias_history import CHUNK_EVENTS, HEAD_TAG, LEGACY_TAG, AliasLog, Move
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.errors import NotFoundError, RegistryUnavailableError
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.alias_history import CHUNK_EVENTS, HEAD_TAG, LEGACY_TAG, AliasLog, Move
+from sentiment_ops.tracking.registry import Registry
 
 PG_TAG_LIMIT = 5000  # MLflow's PostgreSQL schema: registered_model_tags.value varchar(5000)
 

@@ -15,9 +15,9 @@ import pytest
 from local_services import PostgresCluster, ServerProcess, cli_json, sql_rows, start_mlflow_server
 from test_alias_history import PG_TAG_LIMIT, make_versions
 
-from sentiment_ops.alias_history import AliasLog, Move
 from sentiment_ops.config import load_settings
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.alias_history import AliasLog, Move
+from sentiment_ops.tracking.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -280,7 +280,7 @@ def test_models_of_a_model_that_does_not_exist_is_an_error() -> None:
 
 
 def test_models_of_an_existing_empty_model_says_no_versions() -> None:
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
     Registry(load_settings()).client.create_registered_model("sentiment-classifier")
     result = sentops("models")

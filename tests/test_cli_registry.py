@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 
 def _json(result: Any) -> Any:

@@ -22,8 +22,8 @@ from sentiment_ops.demo import (
     story_checks,
     story_figure,
 )
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore
+from sentiment_ops.tracking.registry import Registry
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_env_vars
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ from sentiment_ops.data import load_corpus
 from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import EXIT_DRIFT
 from sentiment_ops.inference.onnx import export_cache_dir
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import Registry
 
 
 def imdb_texts(n: int) -> list[str]:

@@ -25,8 +25,8 @@ from sentiment_ops.feedback import TextsNotKeptError
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.queue import choose_to_label
 from sentiment_ops.labeling.strategies import kmeans, margins, select
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from
+from sentiment_ops.tracking.registry import Registry
 
 GIBBERISH = [
     "zxqv blorp 8843 #### qqq",

@@ -25,7 +25,7 @@ import pytest
 from serve_support import Server, free_port, promote, serve_settings, start_server
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.pyfunc import pip_requirements
+from sentiment_ops.tracking.pyfunc import pip_requirements
 
 pytestmark = pytest.mark.integration
 

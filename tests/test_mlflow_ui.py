@@ -13,7 +13,7 @@ from test_retrain import _log_tweets
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.jobs.retrain import retrain
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 MODEL = "sentiment-classifier"
 

@@ -27,9 +27,9 @@ from serve_support import Server, promote, scrape, serve_settings, start_server,
 
 from sentiment_ops import __version__
 from sentiment_ops.config import load_settings
-from sentiment_ops.registry import Registry
 from sentiment_ops.serving.request_ids import MAX_REQUEST_ID_CHARS, valid_request_id
 from sentiment_ops.store import InferenceStore
+from sentiment_ops.tracking.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "sentops.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ import pandas as pd
 import yaml
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.pyfunc import pip_requirements
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.artifacts import logged_predictor
+from sentiment_ops.tracking.pyfunc import pip_requirements
+from sentiment_ops.tracking.registry import Registry
 
 
 def test_pyfunc_through_registry(trained: dict[str, Any], plain_mlflow: str) -> None:
@@ -47,12 +49,11 @@ def test_model_config_onnx_runs_the_logged_int8_graph(trained: dict[str, Any], p
     import pytest
 
     from sentiment_ops.errors import ModelLoadError
-    from sentiment_ops.inference import onnx as onnx_backend
     from sentiment_ops.inference.passes import forward_grouped
 
     texts = ["great movie", "terrible plot, dull and long", "meh", "an <b>uneven</b> but moving film 🎬"]
     registry = Registry(load_settings())
-    served = onnx_backend.logged_predictor(registry.download_uri(1), threads=1)
+    served = logged_predictor(registry.download_uri(1), threads=1)
     assert served is not None
     want = forward_grouped(served, served.encode(texts), max_tokens=384)
     model = mlflow.pyfunc.load_model("models:/sentiment-classifier/1", model_config={"backend": "onnx", "threads": 1})
@@ -76,9 +77,9 @@ def test_logged_as_code_with_pinned_requirements(trained: dict[str, Any], tmp_pa
     local = Path(download_artifacts(artifact_uri=registry.download_uri(1), dst_path=str(tmp_path)))
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     conf = mlmodel["flavors"]["python_function"]
-    assert conf["code"] == "code" and conf["model_code_path"].endswith("mlflow_model.py")
+    assert conf["code"] == "code" and conf["model_code_path"].endswith("model_file.py")
     assert "python_model" not in conf and not list(local.glob("*.pkl"))
-    assert (local / "code" / "sentiment_ops" / "pyfunc.py").is_file()
+    assert (local / "code" / "sentiment_ops" / "tracking" / "pyfunc.py").is_file()
     assert not list((local / "code").rglob("__pycache__"))
     assert set(conf["artifacts"]) == {"hf_model", "onnx_int8"}  # the int8 graph travels too
     assert mlmodel["metadata"]["sentops"]["text_normalizer"] == {"name": "sentops.clean", "version": 1}
@@ -88,6 +89,29 @@ def test_logged_as_code_with_pinned_requirements(trained: dict[str, Any], tmp_pa
     assert [r.split("==")[0] for r in reqs] == ["mlflow", "torch", "transformers", "tokenizers", "numpy", "pandas"]
     assert all("==" in r and "+" not in r for r in reqs), reqs  # torch 2.13.0+cpu → torch==2.13.0
     assert not any(r.startswith("sentiment") for r in reqs)
+
+
+def test_versions_whose_model_file_imports_the_old_path_still_load(trained: dict[str, Any], tmp_path: Path) -> None:
+    """The model file of versions logged before the model moved into ``tracking`` imports
+    ``sentiment_ops.pyfunc.SentimentPyfunc``: such a version loads, as the same model."""
+    from mlflow.artifacts import download_artifacts
+
+    from sentiment_ops.tracking.pyfunc import load_pyfunc
+
+    registry = Registry(load_settings())
+    local = Path(download_artifacts(artifact_uri=registry.download_uri(1), dst_path=str(tmp_path)))
+    conf = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    model_file = local / Path(conf["model_code_path"]).name
+    model_file.write_text(
+        "from mlflow.models import set_model\n\n"
+        "from sentiment_ops.pyfunc import SentimentPyfunc\n\n"
+        "set_model(SentimentPyfunc())\n"
+    )
+    old = load_pyfunc(str(local)).model
+    assert old is not None
+    texts = ["great movie", "terrible plot"]
+    a, b = registry.load_model(1).predict(texts), old.predict(texts)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-6)
 
 
 @contextmanager
@@ -121,8 +145,8 @@ def test_no_pickle_warning_and_pickled_versions_still_load(
     SentimentPyfunc, no code) still loads, as the same model."""
     from mlflow.models import Model
 
-    from sentiment_ops.pyfunc import ARTIFACT_KEY, SentimentPyfunc
-    from sentiment_ops.registry import _global_tracking_uri
+    from sentiment_ops.tracking.client import global_tracking_uri
+    from sentiment_ops.tracking.pyfunc import ARTIFACT_KEY, SentimentPyfunc
 
     registry = Registry(load_settings())
     path, modules = list(sys.path), set(sys.modules)
@@ -146,17 +170,23 @@ def test_no_pickle_warning_and_pickled_versions_still_load(
     for added in ("onnx", "max_tokens"):
         del then.__dict__[added]
     old_id = registry.client.create_logged_model(registry.experiment_id(), name="old", source_run_id=run_id).model_id
-    with _global_tracking_uri(registry.tracking_uri), mlflow_warnings() as messages:
-        info = Model.log(
-            artifact_path=None,
-            name="old",
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=old_id,
-            python_model=then,
-            artifacts={ARTIFACT_KEY: str(folder)},
-            pip_requirements=["sentiment-ops==0.1.0", "torch", "transformers", "pandas", "numpy"],
-        )
+    # pickled by the module path earlier versions name (sentiment_ops.pyfunc, now a re-export)
+    importlib.import_module("sentiment_ops.pyfunc")
+    SentimentPyfunc.__module__ = "sentiment_ops.pyfunc"
+    try:
+        with global_tracking_uri(registry.tracking_uri), mlflow_warnings() as messages:
+            info = Model.log(
+                artifact_path=None,
+                name="old",
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=old_id,
+                python_model=then,
+                artifacts={ARTIFACT_KEY: str(folder)},
+                pip_requirements=["sentiment-ops==0.1.0", "torch", "transformers", "pandas", "numpy"],
+            )
+    finally:
+        SentimentPyfunc.__module__ = "sentiment_ops.tracking.pyfunc"
     assert [m for m in messages if "CloudPickle" in m]  # what the check above would have seen
     version = registry.register(run_id, source=info.model_uri).version
     old = registry.load_model(version)

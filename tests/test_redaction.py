@@ -21,7 +21,7 @@ import yaml
 from sentiment_ops.config import load_settings
 from sentiment_ops.errors import SentopsError, StoreError
 from sentiment_ops.redaction import MASK, RedactingFilter, install_log_redaction, redact, redact_value
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

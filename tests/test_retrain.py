@@ -16,8 +16,8 @@ from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import GateFailedError
 from sentiment_ops.gate import gate
 from sentiment_ops.jobs.retrain import PSEUDO_TAG, TRIGGER_TAG, CandidateNotPromoted, retrain
-from sentiment_ops.registry import PARENT_TAG, Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord
+from sentiment_ops.tracking.registry import PARENT_TAG, Registry
 
 MODEL = "sentiment-classifier"
 

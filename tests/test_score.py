@@ -18,9 +18,7 @@ import pytest
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import load_corpus
 from sentiment_ops.errors import DataError
-from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.passes import Prediction, forward_grouped
-from sentiment_ops.registry import Registry
 from sentiment_ops.scoring import (
     InProcessEngine,
     OutputRefusedError,
@@ -32,6 +30,8 @@ from sentiment_ops.scoring import (
 from sentiment_ops.scoring.guard import PARQUET_KEY, written_by_score
 from sentiment_ops.scoring.partial import PartialRun
 from sentiment_ops.scoring.reader import read_chunks
+from sentiment_ops.tracking.artifacts import logged_predictor
+from sentiment_ops.tracking.registry import Registry
 
 COLUMNS = ["row", "label", "label_name", "probability", "confidence"]
 
@@ -57,7 +57,7 @@ def production(cli: Callable[..., Any], trained: dict[str, Any]) -> Settings:
 
 def served(settings: Settings, values: list[str]) -> Prediction:
     """What the server answers for ``values``: the logged graph, the server's pass rule."""
-    predictor = onnx_backend.logged_predictor(Registry(settings).download_uri(1), threads=1)
+    predictor = logged_predictor(Registry(settings).download_uri(1), threads=1)
     assert predictor is not None
     return forward_grouped(predictor, predictor.encode(values), max_tokens=settings.serve.batch_max_tokens)
 
@@ -198,7 +198,7 @@ class Interrupt(Exception):
 
 def test_output_appears_when_complete_and_a_rerun_resumes(production: Settings, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", texts(30))
-    predictor = onnx_backend.logged_predictor(Registry(production).download_uri(1), threads=1)
+    predictor = logged_predictor(Registry(production).download_uri(1), threads=1)
     assert predictor is not None
     out = tmp_path / "out.parquet"
 
@@ -225,7 +225,7 @@ def test_output_appears_when_complete_and_a_rerun_resumes(production: Settings, 
 
 def test_a_file_put_in_the_way_during_a_run_is_kept_and_overwrite_resumes(production: Settings, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", texts(30))
-    predictor = onnx_backend.logged_predictor(Registry(production).download_uri(1), threads=1)
+    predictor = logged_predictor(Registry(production).download_uri(1), threads=1)
     assert predictor is not None
     out = tmp_path / "out.parquet"
     engine = CountingEngine(predictor, production.serve.batch_max_tokens)

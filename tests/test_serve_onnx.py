@@ -12,11 +12,12 @@ import numpy as np
 from serve_support import Server, promote, serve_settings, start_server, wait_for
 
 from sentiment_ops.config import load_settings
-from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
-from sentiment_ops.pyfunc import load_pyfunc
-from sentiment_ops.registry import Registry, _global_tracking_uri
 from sentiment_ops.serving.batcher import ThreadChooser
+from sentiment_ops.tracking.artifacts import logged_predictor
+from sentiment_ops.tracking.client import global_tracking_uri
+from sentiment_ops.tracking.pyfunc import load_pyfunc
+from sentiment_ops.tracking.registry import Registry
 
 TEXTS = [
     "A moving, beautifully acted film.",
@@ -69,7 +70,7 @@ class Hostile(mlflow.pyfunc.PythonModel):
 def _register_hostile(marker: Path) -> int:
     """A version logged without the int8 graph (a pickled PythonModel of its own)."""
     registry = Registry(load_settings())
-    with _global_tracking_uri(registry.tracking_uri), warnings.catch_warnings():
+    with global_tracking_uri(registry.tracking_uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow's notes about pickles and type hints
         with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
             mlflow.pyfunc.log_model(name="model", python_model=Hostile(str(marker)), pip_requirements=[])
@@ -118,7 +119,7 @@ def test_the_logged_graph_answers_as_the_export_at_load(
     model = load_pyfunc(uri).model
     assert model is not None
     exported = OnnxPredictor.from_model(model, tmp_path / "cache", threads=1)
-    logged = onnx_backend.logged_predictor(uri, threads=1)
+    logged = logged_predictor(uri, threads=1)
     assert logged is not None
     texts = [*TEXTS, "<br />Überraschend gut!<br /><br />", "word " * 400, "", "émoji 🎬 ok"]
     ids = logged.encode(texts)
@@ -213,8 +214,8 @@ def test_the_many_thread_session_answers_as_the_one_thread_one(
 ) -> None:
     """``solo``: the same graph on every core, for a pass that runs alone: same answers."""
     uri = "models:/sentiment-classifier/1"
-    one = onnx_backend.logged_predictor(uri, threads=1)
-    both = onnx_backend.logged_predictor(uri, threads=1, solo_threads=2)
+    one = logged_predictor(uri, threads=1)
+    both = logged_predictor(uri, threads=1, solo_threads=2)
     assert one is not None and both is not None
     assert one.solo is one  # no second session unless asked for more threads
     assert both.solo is not both and both.solo.threads == 2

@@ -13,8 +13,8 @@ from serve_support import Server, promote, serve_settings, start_server, wait_fo
 
 from sentiment_ops.config import load_settings
 from sentiment_ops.inference.passes import PAD_SPLIT_FACTOR, split_by_length
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore
+from sentiment_ops.tracking.registry import Registry
 
 
 def _register_copy(run_id: str, source: str | None = None) -> int:

@@ -21,7 +21,7 @@ from sentiment_ops import textnorm
 from sentiment_ops.data import as_shipped, clean_text, golden_test, load_corpus
 from sentiment_ops.errors import ModelLoadError
 from sentiment_ops.modeling import META_FILE, SentimentModel
-from sentiment_ops.pyfunc import ARTIFACT_KEY, SentimentPyfunc, load_pyfunc
+from sentiment_ops.tracking.pyfunc import ARTIFACT_KEY, SentimentPyfunc, load_pyfunc
 
 RAW = [
     "A moving film.<br /><br />The   cast is superb<BR>and the ending\n\tworks.",

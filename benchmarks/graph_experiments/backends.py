@@ -25,7 +25,7 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import OnnxPredictor, forward_grouped
 from sentiment_ops.modeling import set_cpu_threads
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 MAX_GAP_POINTS = 0.5
 

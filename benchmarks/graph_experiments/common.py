@@ -8,9 +8,10 @@ from pathlib import Path
 from harness import RESULTS
 
 from sentiment_ops.config import Settings
-from sentiment_ops.inference.onnx import OnnxPredictor, download_logged
-from sentiment_ops.registry import Registry
+from sentiment_ops.inference.onnx import OnnxPredictor
 from sentiment_ops.scoring import OnnxFiles
+from sentiment_ops.tracking.artifacts import download_logged
+from sentiment_ops.tracking.registry import Registry
 
 OUT = RESULTS / "graph.json"  # each experiment writes its section
 PASS_TOKENS = 256  # export and int8: the serving ceiling's best pass on one thread

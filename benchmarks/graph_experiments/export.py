@@ -30,7 +30,7 @@ from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import forward_grouped
 from sentiment_ops.inference.onnx import OnnxPredictor, export_int8
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference import forward_grouped
 from sentiment_ops.inference.onnx import OnnxPredictor, export_fp32, quantize_int8
 from sentiment_ops.inference.passes import pad
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from harness import load_average, write_result
 from sentiment_ops.config import load_settings
 from sentiment_ops.data import golden_test, load_corpus
 from sentiment_ops.inference.onnx import OnnxPredictor
-from sentiment_ops.registry import Registry
+from sentiment_ops.tracking.registry import Registry
 
 
 def texts_per_s(predictor: OnnxPredictor, ids: list[list[int]], per_pass: int, seconds: float) -> float:

@@ -113,19 +113,16 @@ def prune(
     Exit codes: 0 ok · 2 no retention set (store.retention_days or --days) · 70 store error.
     """
     from sentiment_ops.errors import ConfigError
-    from sentiment_ops.store import PRUNE_BATCH, open_store
+    from sentiment_ops.store import PRUNE_BATCH, using_store
 
     settings = settings_from(ctx)
     days = days if days is not None else settings.store.retention_days
     if days is None:
         raise ConfigError("no retention set: pass --days N or set store.retention_days")
-    store = open_store(settings.store_url, settings.store.store_text)
-    try:
+    with using_store(settings) as store:
         batch = batch_size or PRUNE_BATCH
         result = store.prune(days, include_labeled=include_labeled, dry_run=dry_run, batch_size=batch)
         url = store.display_url
-    finally:
-        store.close()
     if as_json:
         print_json({"url": url} | result.to_dict())
         return

@@ -43,10 +43,11 @@ def embed_reference(
         ctx, {"drift.reference_data": data, "drift.reference_samples": samples, "serve.backend": value(backend)}
     )
     from sentiment_ops.drift.check import embed_reference as run_embed
+    from sentiment_ops.tracking.registry import Registry
 
     with stage_progress(not as_json) as progress:
         progress("reference", 0, 1)
-        meta = run_embed(settings, version=version, alias=alias)
+        meta = run_embed(settings, Registry(settings), version=version, alias=alias)
         progress("reference", 1, 1)
     if as_json:
         print_json(meta.__dict__)
@@ -120,6 +121,7 @@ def drift(
     settings = settings_from(ctx, overrides)
     from sentiment_ops.drift import check
     from sentiment_ops.drift import history as checks
+    from sentiment_ops.tracking.registry import Registry
 
     if history or plot is not None:
         rows = checks.drift_history(settings, limit=limit, version=version)
@@ -135,6 +137,7 @@ def drift(
 
     report = check.run_drift_check(
         settings,
+        Registry(settings),
         alias=alias,
         version=version,
         window=window,

@@ -25,10 +25,10 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as JSO
 
 
 def _store(ctx: typer.Context) -> tuple[Settings, InferenceStore]:
-    from sentiment_ops.store import InferenceStore
+    from sentiment_ops.store import open_store
 
     settings = settings_from(ctx)
-    return settings, InferenceStore(settings.store_url, store_text=settings.store.store_text)
+    return settings, open_store(settings)
 
 
 @app.command("import")

@@ -17,7 +17,7 @@ HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 
 
 
 def _registry(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
     return Registry(settings_from(ctx))
 

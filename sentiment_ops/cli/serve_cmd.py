@@ -60,7 +60,7 @@ def serve(
     from sentiment_ops.serving.app import check_tokens
     from sentiment_ops.serving.http_protocol import HeadLimitProtocol, check_uvicorn
     from sentiment_ops.serving.logs import log_config
-    from sentiment_ops.store import InferenceStore
+    from sentiment_ops.store import open_store
 
     if config is not None:
         ctx.find_root().obj["config"] = config
@@ -81,7 +81,7 @@ def serve(
     # be written (the ONNX cache, an embedded MLflow), a store that cannot be reached or
     # whose schema is behind (`sentops db upgrade`) is one line and exit 70, not a traceback.
     writable_dir(settings.home)
-    store = InferenceStore(settings.store_url, settings.store.store_text)
+    store = open_store(settings)
     app = _app(settings, store, workers)
     install_log_redaction()  # the root handler; uvicorn's own handlers mask through log_config
     console.print(

@@ -30,7 +30,7 @@ from sentiment_ops.errors import SentopsError
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
 
 if TYPE_CHECKING:
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def ensure_production(
     """The production version: reused when there is one (and ``reuse``), else trained now
     (``progress`` follows the training's steps)."""
     from sentiment_ops.jobs.train import train
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
     registry = registry or Registry(settings)
     alias = settings.serve.alias
@@ -115,12 +115,13 @@ def _send_and_check(
     """Send ``split`` (``what``: its name) through the API, then run a drift check on the
     served window."""
     from sentiment_ops.drift.check import run_drift_check
+    from sentiment_ops.tracking.registry import Registry
 
     story.stage("traffic", f"{len(split)} {what} → /predict/batch")
     preds = send_traffic(client, split.texts)
     story.report.sent_rows += len(split)
     time.sleep(1.0)  # the store writer flushes in the background
-    check = run_drift_check(story.settings, alias=story.settings.serve.alias, window=window)
+    check = run_drift_check(story.settings, Registry(story.settings), alias=story.settings.serve.alias, window=window)
     return check, preds
 
 
@@ -202,10 +203,12 @@ def _check_after_reload(story: _Story, window: int) -> None:
     they are fewer than ``drift.min_rows``)."""
     from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.errors import NotEnoughDataError
+    from sentiment_ops.tracking.registry import Registry
 
     time.sleep(1.0)  # the store writer flushes in the background
     try:
-        check = run_drift_check(story.settings, alias=story.settings.serve.alias, window=window)
+        registry = Registry(story.settings)
+        check = run_drift_check(story.settings, registry, alias=story.settings.serve.alias, window=window)
     except NotEnoughDataError as exc:
         story.stage("drift", f"no check after the reload: {exc}")
         return
@@ -234,7 +237,7 @@ def run_demo(
 ) -> DemoReport:
     """The whole story (see the module docstring), with the ``demo`` settings; ``progress``
     follows the training and the retraining step by step."""
-    from sentiment_ops.store import InferenceStore
+    from sentiment_ops.store import open_store
 
     story = _Story(settings, DemoReport(), stage, progress)
     report = story.report
@@ -242,7 +245,7 @@ def run_demo(
     report.production_before, report.trained_new_model = ensure_production(settings, opts, stage, progress=progress)
     story.lap("model")
     traffic = _Traffic.load(settings.demo)
-    store = InferenceStore(settings.store_url, store_text=settings.store.store_text)
+    store = open_store(settings)
     story.labels_from, story.store = opts.labels_from, store
     try:
         rows_before = store.count(settings.mlflow.model_name, source="api")

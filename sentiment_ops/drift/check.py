@@ -30,9 +30,9 @@ from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
 from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, StoreError
 from sentiment_ops.inference.onnx import export_cache_dir
-from sentiment_ops.predictors import resolve_version
-from sentiment_ops.registry import Registry
-from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+from sentiment_ops.store import InferenceStore, PredictionRecord, using_store
+from sentiment_ops.tracking.predictors import resolve_version
+from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ CHECK_SEED = 0  # permutation seed: the same window and reference give the same 
 
 def embed_reference(
     settings: Settings,
+    registry: Registry,
     version: int | None = None,
     alias: str | None = None,
     data: str | None = None,
@@ -49,13 +50,12 @@ def embed_reference(
 ) -> ReferenceMeta:
     """Embed held-out texts (the corpus's validation split, never its training split) with
     the version's own encoder and the serving backend (default ``serve.backend``), and log
-    them as the reference of the version's run."""
-    registry = Registry(settings)
+    them as the reference of the version's run (in ``registry``)."""
     info = resolve_version(registry, version, alias)
     model = registry.load_model(info.version)
     backend = backend or settings.serve.backend
     return embed_and_log(
-        registry.client,
+        registry,
         str(info.run_id),
         model,
         data=data or settings.drift.reference_data,
@@ -109,6 +109,7 @@ class CheckOptions:
 
 def run_drift_check(
     settings: Settings,
+    registry: Registry,
     *,
     alias: str | None = None,
     version: int | None = None,
@@ -121,8 +122,8 @@ def run_drift_check(
     source: str = "api",
     show_texts: bool = False,
 ) -> DriftReport:
-    """Compare the last ``window`` served predictions of a version with its reference
-    (``source="batch"``: the last rows ``sentops score --log`` wrote instead).
+    """Compare the last ``window`` served predictions of a version (of ``registry``'s
+    model) with its reference (``source="batch"``: the last rows ``sentops score --log`` wrote instead).
     ``show_texts``: the farthest rows carry their texts (never when ``store.store_text`` is
     false: ``report.texts`` then says "not kept"); the recorded check never does.
 
@@ -130,29 +131,23 @@ def run_drift_check(
     ``sentops embed-reference``), NotEnoughDataError (fewer than ``drift.min_rows`` logged
     predictions with embeddings), DataError (window and reference from different spaces)."""
     opts = CheckOptions.resolve(settings, window, alpha, permutations, method)
-    registry = Registry(settings)
     info = resolve_version(registry, version, alias)
-    own_store = store is None
-    store = store or open_store(settings.store_url, settings.store.store_text)
-    try:
+    with using_store(settings, store) as db:
         backend = settings.serve.backend  # the space of the reference compared with
-        rows = served_window(store, settings, info.version, opts.window, backend, source)
+        rows = served_window(db, settings, info.version, opts.window, backend, source)
         with tempfile.TemporaryDirectory() as tmp:
             # the reference embedded by the backend that served the window
-            ref = download_reference(registry.client, str(info.run_id), Path(tmp), backend)
+            ref = download_reference(registry, str(info.run_id), Path(tmp), backend)
         report = compare(ref, rows, settings, opts, info.version, show_texts)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)
         report.source = source
         if record:
-            check_id = store.record_drift_check(registry.model_name, info.version, report.to_dict())
+            check_id = db.record_drift_check(registry.model_name, info.version, report.to_dict())
             report.check_id = check_id
             report.monitoring_run_id = log_check_to_mlflow(registry, settings, report, check_id)
-            report.pruned = apply_retention(store, settings)
+            report.pruned = apply_retention(db, settings)
         return report
-    finally:
-        if own_store:
-            store.close()
 
 
 def apply_retention(store: InferenceStore, settings: Settings) -> dict[str, Any] | None:

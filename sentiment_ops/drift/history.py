@@ -1,10 +1,8 @@
-"""The record of drift checks: each check in the inference store and as metrics of an
-MLflow monitoring run (experiment ``<experiment>-monitoring``, one run per model version,
-step = the store's check id); the history as a table and a plot."""
+"""The record of drift checks in the inference store; the history as a table and a plot.
+Each check is also logged as metrics of an MLflow monitoring run (``tracking.monitoring``)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,53 +10,16 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import DataError, NotEnoughDataError
-from sentiment_ops.registry import Registry, mlflow_errors
-from sentiment_ops.store import open_store
+from sentiment_ops.store import using_store
+from sentiment_ops.tracking.monitoring import log_monitoring_metrics
+from sentiment_ops.tracking.registry import Registry
 
 if TYPE_CHECKING:
     from sentiment_ops.drift.detectors import DriftReport
 
-MONITORING_KIND = "monitoring"
 
-
-def monitoring_experiment(settings: Settings) -> str:
-    return f"{settings.mlflow.experiment}-monitoring"
-
-
-def _monitoring_run(registry: Registry, settings: Settings, version: int) -> str:
-    client = registry.client
-    experiment_id = registry.experiment_id(monitoring_experiment(settings))
-    with mlflow_errors("monitoring run"):
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=(
-                f"tags.`sentops.kind` = '{MONITORING_KIND}' AND tags.`sentops.model_name` = '{registry.model_name}' "
-                f"AND tags.`sentops.model_version` = '{version}'"
-            ),
-            max_results=1,
-        )
-        if runs:
-            return str(runs[0].info.run_id)
-        run = client.create_run(
-            experiment_id,
-            run_name=f"monitor-{registry.model_name}-v{version}",
-            tags={
-                "sentops.kind": MONITORING_KIND,
-                "sentops.model_name": registry.model_name,
-                "sentops.model_version": str(version),
-            },
-        )
-        client.set_terminated(run.info.run_id, "FINISHED")
-        return str(run.info.run_id)
-
-
-def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftReport, check_id: int) -> str:
-    """Log one check as metrics (step = the store's check id) of the version's monitoring run."""
-    from mlflow.entities import Metric
-
-    assert report.model_version is not None
-    run_id = _monitoring_run(registry, settings, report.model_version)
-    now = int(time.time() * 1000)
+def check_metrics(report: DriftReport) -> dict[str, float]:
+    """What the monitoring run records of one check: statistics and counts, never texts."""
     values = {
         "drift_detected": float(report.drift),
         "drift_p_value": report.p_value,
@@ -74,20 +35,20 @@ def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftRep
     if report.label_mix:
         values["drift_window_positive_share"] = float(report.label_mix["window_positive"])
         values["drift_label_p_value"] = float(report.label_mix["p_value"])
-    with mlflow_errors(f"log drift check to run {run_id}"):
-        registry.client.log_batch(run_id, metrics=[Metric(k, float(v), now, check_id) for k, v in values.items()])
-        registry.client.set_tag(run_id, "sentops.last_check_id", str(check_id))
-    return run_id
+    return values
+
+
+def log_check_to_mlflow(registry: Registry, settings: Settings, report: DriftReport, check_id: int) -> str:
+    """Log one check as metrics (step = the store's check id) of the version's monitoring run."""
+    assert report.model_version is not None
+    return log_monitoring_metrics(registry, settings, report.model_version, check_metrics(report), check_id)
 
 
 def drift_history(settings: Settings, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recent checks of the configured model (of one ``version`` when
     given), oldest first."""
-    store = open_store(settings.store_url, settings.store.store_text)
-    try:
+    with using_store(settings) as store:
         return store.drift_history(settings.mlflow.model_name, limit=limit, version=version)
-    finally:
-        store.close()
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, alpha: float, threshold: float) -> Path:

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,10 +25,11 @@ from sentiment_ops.data import LABEL_NAMES, load_corpus
 from sentiment_ops.errors import NotFoundError
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.inference.passes import POOLING, Prediction, Predictor, forward_grouped
-from sentiment_ops.registry import mlflow_errors
+from sentiment_ops.tracking.client import mlflow_errors
 
 if TYPE_CHECKING:  # torch: not imported for reading a reference (the serve image has none)
     from sentiment_ops.modeling import SentimentModel
+    from sentiment_ops.tracking.registry import Registry
 
 ARTIFACT_DIR = "reference"
 BACKENDS = ("torch", "onnx")
@@ -140,16 +141,16 @@ def load_reference_dir(folder: Path) -> Reference:
     return Reference(emb, predicted, meta)
 
 
-def log_reference(client: Any, run_id: str, ref: Reference) -> None:
+def log_reference(registry: Registry, run_id: str, ref: Reference) -> None:
     """Attach a reference to a (possibly finished) run, in its backend's folder."""
     ref.meta.run_id = run_id
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_reference(ref, Path(tmp) / "ref")
-        client.log_artifacts(run_id, str(folder), artifact_path(ref.meta.backend))
+        registry.log_artifacts(run_id, folder, artifact_path(ref.meta.backend))
 
 
 def embed_and_log(
-    client: Any,
+    registry: Registry,
     run_id: str,
     model: SentimentModel,
     *,
@@ -165,16 +166,16 @@ def embed_and_log(
     ref = build_reference(model, data, samples, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens)
     ref.meta.model_version = model_version
     with mlflow_errors(f"log reference to run {run_id}"):
-        log_reference(client, run_id, ref)
+        log_reference(registry, run_id, ref)
     return ref.meta
 
 
-def download_reference(client: Any, run_id: str, dest: Path, backend: str = "torch") -> Reference:
+def download_reference(registry: Registry, run_id: str, dest: Path, backend: str = "torch") -> Reference:
     """The reference a run holds for ``backend``; NotFoundError (saying what to run) if none."""
     where = artifact_path(backend)
     hint = f"run {run_id} has no reference embeddings for the {backend} serving backend; run `sentops embed-reference`"
     try:
-        files = [client.download_artifacts(run_id, f"{where}/{name}", str(dest)) for name in REFERENCE_FILES]
+        files = [registry.download_artifacts(run_id, f"{where}/{name}", dest) for name in REFERENCE_FILES]
     except Exception as exc:
         raise NotFoundError(hint) from exc
     folder = Path(files[0]).parent

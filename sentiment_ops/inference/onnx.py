@@ -6,12 +6,13 @@ mean-pooled last hidden state (so drift monitoring keeps its embedding from the 
 forward pass), then quantised with ``onnxruntime.quantization.
 quantize_dynamic`` (int8 weights per output channel, activations quantised on the fly).
 
-The graph is made when the model is logged (``pyfunc.log_model``: the ``onnx_int8``
-artifact of the model version), so serving needs neither torch nor transformers: the
-predictor runs the graph with ONNX Runtime and encodes with ``inference.TextEncoder``
-(``tokenizers`` only). A version logged without the graph is exported at load (with
-torch, where it is installed) and cached under ``<home>/serving-cache/``, keyed by name,
-version and run id (``export_cache_dir``: the server and the drift reference share it).
+The graph is made when the model is logged (``tracking.pyfunc.log_model``: the
+``onnx_int8`` artifact of the model version), so serving needs neither torch nor
+transformers: the predictor runs the graph with ONNX Runtime and encodes with
+``inference.TextEncoder`` (``tokenizers`` only; ``tracking.artifacts`` downloads what it
+reads). A version logged without the graph is exported at load (with torch, where it is
+installed) and cached under ``<home>/serving-cache/``, keyed by name, version and run id
+(``export_cache_dir``: the server and the drift reference share it).
 
 Importing this module needs neither torch nor onnxruntime: the export imports torch, the
 predictor onnxruntime, when they run."""
@@ -228,64 +229,3 @@ def _run(session: Any, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray,
     input_ids, mask = pad(batch, pad_id)
     logits, pooled = session.run(None, {"input_ids": input_ids, "attention_mask": mask})
     return np.asarray(logits, dtype=np.float32), np.asarray(pooled, dtype=np.float32)
-
-
-# What ``TextEncoder`` reads of a logged model folder: nothing else of it is downloaded (no
-# weights, no code a tokenizer could be told to import).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentops.json")
-
-
-def download_logged(model_uri: str, dest: Path) -> tuple[Path, Path] | None:
-    """The int8 graph of a model version logged with it (``onnx_int8``), downloaded to
-    ``dest`` with what ``TextEncoder`` reads (``TOKENIZER_FILES``): ``(model folder, graph
-    file)``. None when the version was logged without a graph. Only data is read: the
-    MLmodel file as plain YAML, never the version's code or pickles. Batch scoring
-    downloads once and opens one session per worker process."""
-    import yaml
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    from sentiment_ops.registry import mlflow_errors
-
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    with mlflow_errors(f"download {model_uri}"):
-        repo = get_artifact_repository(model_uri)
-        mlmodel = yaml.safe_load(Path(repo.download_artifacts("MLmodel", str(dest))).read_text())
-        artifacts = _mapping(_mapping(_mapping(mlmodel).get("flavors")).get("python_function")).get("artifacts")
-        graph, hf_model = _mapping(artifacts).get("onnx_int8"), _mapping(artifacts).get("hf_model")
-        if not isinstance(graph, dict) or not isinstance(hf_model, dict):
-            return None
-        graph_path, model_path = _inside(graph.get("path")), _inside(hf_model.get("path"))
-        graph_dir = Path(repo.download_artifacts(graph_path, str(dest)))
-        names = {item.path.rsplit("/", 1)[-1] for item in repo.list_artifacts(model_path) if not item.is_dir}
-        for name in TOKENIZER_FILES:
-            if name in names:
-                repo.download_artifacts(f"{model_path}/{name}", str(dest))
-    return Path(dest) / model_path, graph_dir / ONNX_FILE
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _inside(path: Any) -> str:
-    """An artifact path of the MLmodel file, which must stay inside the model's folder."""
-    parts = str(path or "").replace("\\", "/").split("/")
-    if not path or not isinstance(path, str) or path.startswith("/") or ".." in parts or ":" in path:
-        raise ModelLoadError(f"the model's MLmodel file names an artifact outside the model: {path!r}")
-    return path
-
-
-def logged_predictor(
-    model_uri: str, threads: int | None = None, max_length: int | None = None, solo_threads: int | None = None
-) -> OnnxPredictor | None:
-    """The predictor of a model version logged with its int8 graph (``onnx_int8``), made
-    without torch: the graph, the tokenizer files and ``sentops.json`` are downloaded
-    (``download_logged``) and loaded into memory. None when the version was logged without a graph."""
-    from sentiment_ops.inference.text import TextEncoder
-
-    with tempfile.TemporaryDirectory(prefix="sentops-logged-") as tmp:
-        found = download_logged(model_uri, Path(tmp))
-        if found is None:
-            return None
-        model_dir, graph = found
-        return OnnxPredictor(TextEncoder(model_dir, max_length=max_length), graph, threads, solo_threads)

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.jobs import steps
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
-from sentiment_ops.lifecycle import tracked_run
+from sentiment_ops.tracking.runs import tracked_run
 
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.data import Split
     from sentiment_ops.jobs.fit import FitOptions
-    from sentiment_ops.lifecycle import LoggedSplit, TrackedRun
     from sentiment_ops.modeling import SentimentModel
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
+    from sentiment_ops.tracking.runs import LoggedSplit, TrackedRun
 
 # (fine-tuned model, its run, training seconds) -> the run's final metrics
 EvaluateFn = Callable[["SentimentModel", "TrackedRun", float], dict[str, float]]

@@ -33,9 +33,9 @@ from sentiment_ops.jobs.steps import ProgressFn, no_progress
 from sentiment_ops.store import InferenceStore
 
 if TYPE_CHECKING:
-    from sentiment_ops.lifecycle import TrackedRun
     from sentiment_ops.modeling import Prediction, SentimentModel
-    from sentiment_ops.registry import Registry, VersionInfo
+    from sentiment_ops.tracking.registry import Registry, VersionInfo
+    from sentiment_ops.tracking.runs import TrackedRun
 
 PSEUDO_TAG = "sentops.pseudo_labels"
 TRIGGER_TAG = "sentops.triggered_by"
@@ -143,7 +143,7 @@ def version_description(
 
 def _run_tags(data: RetrainData, parent: VersionInfo, req: RetrainRequest, triggered_by: Any) -> dict[str, str]:
     from sentiment_ops.provenance import git_commit
-    from sentiment_ops.registry import PARENT_TAG
+    from sentiment_ops.tracking.registry import PARENT_TAG
 
     return _tags(
         {
@@ -288,7 +288,7 @@ def retrain_plan(
 ) -> FineTunePlan:
     """The run of ``sentops retrain``: production's weights (``model``) fine-tuned on the
     feedback rows + replay, scored and gated by ``candidate``."""
-    from sentiment_ops.registry import PARENT_TAG
+    from sentiment_ops.tracking.registry import PARENT_TAG
 
     return FineTunePlan(
         run_name=f"retrain-from-v{parent.version}",
@@ -321,7 +321,7 @@ def retrain(
     default to the ones the settings name. Raises NotEnoughDataError (too few labels, nothing
     registered), NotFoundError (no production version) and, with ``promote_if_better``,
     CandidateNotPromoted when the candidate was registered but not promoted."""
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
     req = RetrainRequest.from_settings(settings, since)
     production, candidate_alias = settings.serve.alias, settings.retrain.candidate_alias

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from sentiment_ops.config import Settings
 from sentiment_ops.data import Split, golden_test, load_corpus
 from sentiment_ops.feedback_dataset import FeedbackData, concat, feedback_data, replay_data_name
-from sentiment_ops.lifecycle import LoggedSplit
-from sentiment_ops.store import InferenceStore
+from sentiment_ops.store import InferenceStore, using_store
+from sentiment_ops.tracking.runs import LoggedSplit
 
 if TYPE_CHECKING:
     from sentiment_ops.jobs.fit import FitOptions
-    from sentiment_ops.registry import VersionInfo
+    from sentiment_ops.tracking.registry import VersionInfo
 
 
 @dataclass
@@ -72,15 +72,10 @@ class RetrainData:
 
 def read_feedback(settings: Settings, store: InferenceStore | None, req: RetrainRequest) -> FeedbackData:
     """The feedback rows, from ``store`` (or the settings' store, opened and closed here)."""
-    own = store is None
-    store = store or InferenceStore(settings.store_url, store_text=settings.store.store_text)
-    try:
+    with using_store(settings, store) as opened:
         return feedback_data(
-            store, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
+            opened, settings, window=req.window, since=req.since, pseudo_label_threshold=req.pseudo_label_threshold
         )
-    finally:
-        if own:
-            store.close()
 
 
 def with_replay(settings: Settings, fb: FeedbackData, parent: VersionInfo, req: RetrainRequest) -> RetrainData:

@@ -28,9 +28,9 @@ from sentiment_ops.redaction import redact_value
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.data import Split
-    from sentiment_ops.lifecycle import LoggedSplit, TrackedRun
     from sentiment_ops.modeling import Prediction, SentimentModel
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
+    from sentiment_ops.tracking.runs import LoggedSplit, TrackedRun
 
 # progress(stage, done, total): the CLI draws it with rich; the library never prints.
 ProgressFn = Callable[[str, int, int], None]
@@ -118,7 +118,7 @@ def attach_reference(
         return
     progress("reference", 0, 1)
     embed_and_log(
-        registry.client,
+        registry,
         run_id,
         model,
         data=settings.drift.reference_data,

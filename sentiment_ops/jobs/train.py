@@ -8,19 +8,19 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sentiment_ops.alias_history import AliasEvent
 from sentiment_ops.config import Settings, TrainSettings
 from sentiment_ops.data import Corpus, Split, golden_test, load_corpus
 from sentiment_ops.jobs import steps
 from sentiment_ops.jobs.recipe import FineTunePlan, run_plan
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
-from sentiment_ops.lifecycle import LoggedSplit
 from sentiment_ops.modeling import choose_device
+from sentiment_ops.tracking.alias_history import AliasEvent
+from sentiment_ops.tracking.runs import LoggedSplit
 
 if TYPE_CHECKING:
-    from sentiment_ops.lifecycle import TrackedRun
     from sentiment_ops.modeling import SentimentModel
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
+    from sentiment_ops.tracking.runs import TrackedRun
 
 
 @dataclass
@@ -184,7 +184,8 @@ def train(
     """``sentops train``: fine-tune, evaluate, log everything to MLflow, register, and with
     ``promote`` point ``serve.alias`` at the new version. ``registry`` defaults to the one
     the settings name. Under ``torchrun`` a rank > 0 only fine-tunes (see ``_fine_tune_as_worker``)."""
-    from sentiment_ops.registry import Registry, check_reachable
+    from sentiment_ops.tracking.client import check_reachable
+    from sentiment_ops.tracking.registry import Registry
 
     if registry is None:
         check_reachable(settings.tracking_uri, settings.mlflow.timeout_s)  # fail before any work

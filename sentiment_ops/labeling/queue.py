@@ -34,10 +34,10 @@ from sentiment_ops.errors import DataError
 from sentiment_ops.feedback import ExportSummary, TextsNotKeptError, check_export_path, write_export
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.strategies import select
-from sentiment_ops.predictors import resolve_version
-from sentiment_ops.registry import Registry
 from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
 from sentiment_ops.store.schema import as_utc
+from sentiment_ops.tracking.predictors import resolve_version
+from sentiment_ops.tracking.registry import Registry
 
 DEFAULT_POOL = 5000  # the most recent served predictions chosen from
 
@@ -157,7 +157,7 @@ def _reference(registry: Registry, run_id: str, backend: str) -> np.ndarray:
     """The reference embeddings of ``backend`` logged with the run (NotFoundError naming
     ``sentops embed-reference`` when there are none)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return download_reference(registry.client, run_id, Path(tmp), backend).embeddings
+        return download_reference(registry, run_id, Path(tmp), backend).embeddings
 
 
 @dataclass

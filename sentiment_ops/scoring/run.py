@@ -13,6 +13,7 @@ the output; ``ScoreSummary`` counts them and keeps the first ``MAX_ERRORS_KEPT``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -30,15 +31,15 @@ import pyarrow as pa
 from sentiment_ops.config import Backend, Settings
 from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
-from sentiment_ops.inference.onnx import download_logged
 from sentiment_ops.inference.passes import Prediction
-from sentiment_ops.predictors import exported_predictor, resolve_version
-from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.scoring import guard
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
 from sentiment_ops.scoring.reader import Chunk, input_kind, input_size, read_chunks
-from sentiment_ops.store import InferenceStore, PredictionRecord, open_store
+from sentiment_ops.store import InferenceStore, PredictionRecord, using_store
+from sentiment_ops.tracking.artifacts import download_logged
+from sentiment_ops.tracking.predictors import exported_predictor, resolve_version
+from sentiment_ops.tracking.registry import Registry, VersionInfo
 
 CHUNK_ROWS = 16_384  # rows per chunk: the unit of memory, of the output's parts and of resuming
 # Texts per engine batch, at most. A chunk is sorted by length before it is cut into batches,
@@ -244,26 +245,21 @@ def score_file(
     summary.resumed_rows, summary.errors = run.last_row, list(run.state["errors"])
     counts = {"rows": run.last_row, "scored": 0, "bad": 0, "logged": 0, "dim": None, **run.state["counts"]}
     start = time.perf_counter()
-    own_store = job.log and store is None
-    log_to = open_store(settings.store_url, settings.store.store_text) if own_store else store if job.log else None
-    sink = _ChunkSink(run, summary, counts, job.embedding, log_to, progress, input_size(input_path, kind))
-    chunks = read_chunks(input_path, job.text_column, chunk_rows, skip_rows=run.last_row)
-    try:
-        with tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
-            own_engine = engine is None
-            workers = job.workers or os.cpu_count() or 1
-            engine = engine or open_engine(registry, info, settings, backend, workers, Path(tmp))
-            summary.workers = engine.workers
-            try:
-                scored_now = sink.consume(engine, chunks)
-            except BrokenProcessPool as exc:
-                raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
-            finally:
-                if own_engine:
-                    engine.close()
-    finally:
-        if own_store and log_to is not None:
-            log_to.close()
+    with contextlib.ExitStack() as closing, tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
+        log_to = closing.enter_context(using_store(settings, store)) if job.log else None
+        sink = _ChunkSink(run, summary, counts, job.embedding, log_to, progress, input_size(input_path, kind))
+        chunks = read_chunks(input_path, job.text_column, chunk_rows, skip_rows=run.last_row)
+        own_engine = engine is None
+        workers = job.workers or os.cpu_count() or 1
+        engine = engine or open_engine(registry, info, settings, backend, workers, Path(tmp))
+        summary.workers = engine.workers
+        try:
+            scored_now = sink.consume(engine, chunks)
+        except BrokenProcessPool as exc:
+            raise ModelLoadError(f"a scoring worker died ({exc}): see its error above") from exc
+        finally:
+            if own_engine:
+                engine.close()
     run.finish(
         output_schema(counts["dim"] if job.embedding else None), guard.stamp(info.name, info.version), job.overwrite
     )

@@ -33,12 +33,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import ConfigError, DataError, ModelLoadError, first_line
-from sentiment_ops.predictors import resolve_version
-from sentiment_ops.registry import Registry
+from sentiment_ops.errors import ConfigError, DataError, first_line
 from sentiment_ops.scoring import guard, spark_output
 from sentiment_ops.scoring.reader import KINDS, row_problem
 from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreJob, ScoreSummary, check_backend
+from sentiment_ops.tracking import spark as tracking_spark
+from sentiment_ops.tracking.predictors import resolve_version
+from sentiment_ops.tracking.registry import Registry
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -234,7 +235,7 @@ def _score(
     start = time.perf_counter()
     spark_output.check_on_spark(session, src, dest, job.overwrite)
     with tempfile.TemporaryDirectory(prefix="sentops-spark-") as tmp:
-        model_dir = _download(registry, version, Path(tmp))
+        model_dir = tracking_spark.download_version(registry, version, Path(tmp))
         df, summary.rows = numbered(read_input(session, src, text_column))
         df = df.withColumn("_bad", bad_row(df["text"])).cache()
         try:
@@ -277,29 +278,7 @@ def _check_configurable(model_dir: str, version: int) -> None:
         )
 
 
-def _download(registry: Registry, version: int, tmp: Path) -> str:
-    from mlflow.artifacts import download_artifacts
-
-    try:
-        return download_artifacts(
-            artifact_uri=registry.download_uri(version), dst_path=str(tmp), tracking_uri=registry.tracking_uri
-        )
-    except Exception as exc:  # any artifact store error: one line
-        raise ModelLoadError(f"cannot download {registry.model_uri(version)}: {first_line(exc)}") from exc
-
-
 def _udf(spark: SparkSession, model_dir: str, embedding: bool, model_config: dict[str, Any]) -> Any:
-    import mlflow.pyfunc
-
     result_type = RESULT_TYPE + (", embedding array<double>" if embedding else "")
-    try:
-        return mlflow.pyfunc.spark_udf(
-            spark,
-            model_dir,
-            result_type=result_type,
-            env_manager="local",
-            params={"return_embedding": True} if embedding else None,
-            model_config=model_config,
-        )
-    except Exception as exc:  # MLflow cannot read the model: one line
-        raise ModelLoadError(f"cannot make a Spark UDF of the model: {first_line(exc)}") from exc
+    params = {"return_embedding": True} if embedding else None
+    return tracking_spark.spark_udf(spark, model_dir, result_type, params, model_config)

@@ -17,7 +17,6 @@ from sentiment_ops import __version__
 from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
 from sentiment_ops.errors import ConfigError
 from sentiment_ops.paths import writable_dir
-from sentiment_ops.registry import Registry
 from sentiment_ops.serving import http_errors
 from sentiment_ops.serving.batcher import MicroBatcher
 from sentiment_ops.serving.body_limit import Admission, BodyLimitMiddleware, body_limits
@@ -30,7 +29,8 @@ from sentiment_ops.serving.request_ids import RequestIdMiddleware
 from sentiment_ops.serving.routes import build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter
-from sentiment_ops.store import InferenceStore
+from sentiment_ops.store import InferenceStore, open_store
+from sentiment_ops.tracking.registry import Registry
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -121,7 +121,7 @@ def _lifespan(state: ServingState, own_store: bool) -> Callable[[FastAPI], Abstr
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.store is None:
             writable_dir(settings.home)
-            state.store = await run_in_threadpool(InferenceStore, settings.store_url, settings.store.store_text)
+            state.store = await run_in_threadpool(open_store, settings)
         writer.store = state.store
         writer.start()
         await run_in_threadpool(holder.check)

@@ -24,10 +24,10 @@ from typing import Protocol
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.inference.passes import Predictor
-from sentiment_ops.predictors import ModelRefusedError, predictor_for
 from sentiment_ops.redaction import redact
-from sentiment_ops.registry import Registry, VersionInfo
 from sentiment_ops.store import utcnow
+from sentiment_ops.tracking.predictors import ModelRefusedError, predictor_for
+from sentiment_ops.tracking.registry import Registry, VersionInfo
 
 log = logging.getLogger("sentiment_ops.serving")
 
@@ -143,6 +143,12 @@ class ModelHolder:
     @property
     def ready(self) -> bool:
         return self._current is not None
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the holder follows the alias in (built on first use): the app's one
+        registry, shared by the routes that read MLflow."""
+        return self._get_registry()
 
     def _get_registry(self) -> Registry:
         if self._registry is None:

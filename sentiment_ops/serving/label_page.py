@@ -137,7 +137,16 @@ def label_router() -> APIRouter:
         if current is None:
             raise no_model(holder, settings)
         await run_in_threadpool(writer.flush, 10.0)  # predictions still queued for the store
-        queue = await run_in_threadpool(choose_to_label, settings, store, select, n, seed=seed, version=current.version)
+        queue = await run_in_threadpool(
+            choose_to_label,
+            settings,
+            store,
+            select,
+            n,
+            seed=seed,
+            version=current.version,
+            registry=holder.registry,  # the app's: no client and health probe per request
+        )
         return queue.to_dict()
 
     @router.post(

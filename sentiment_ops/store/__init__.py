@@ -13,13 +13,18 @@ its own reads and writes:
     retention.py    Retention: prune what is older than the retention, in bounded batches
 
 ``InferenceStore`` is all of them on one engine (what ``sentops serve``, the CLI and the
-lifecycle steps open); a consumer that needs one part may open just that part.
+lifecycle steps open, through ``open_store`` / ``using_store``); a consumer that needs one
+part may open just that part.
 
 Errors say what to do next: ``StoreUnavailableError`` (the store cannot be reached: retry),
 ``StoreRowError`` (the store refused a row's data: retrying cannot help),
 ``StoreSchemaError`` (run ``sentops db upgrade``, or upgrade sentops)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sentiment_ops.store.drift import DriftLog
 from sentiment_ops.store.labels import FeedbackLabels, records_from
@@ -36,14 +41,33 @@ from sentiment_ops.store.schema import (
 )
 from sentiment_ops.store.text import text_hash, text_problem
 
+if TYPE_CHECKING:
+    from sentiment_ops.config import Settings
+
 
 class InferenceStore(PredictionLog, FeedbackLabels, DriftLog, Retention):
     """Every part of the store on one engine. Thread-safe (one engine, short
     transactions); safe to share across threads."""
 
 
-def open_store(url: str, store_text: bool = True) -> InferenceStore:
-    return InferenceStore(url, store_text=store_text)
+def open_store(settings: Settings) -> InferenceStore:
+    """The settings' inference store (``store_url``, ``store.store_text``), opened: the
+    one way sentops opens it. The caller closes it (or opens it with ``using_store``)."""
+    return InferenceStore(settings.store_url, store_text=settings.store.store_text)
+
+
+@contextmanager
+def using_store(settings: Settings, store: InferenceStore | None = None) -> Iterator[InferenceStore]:
+    """``store`` when given, left open; else the settings' store, opened here and closed
+    on the way out."""
+    if store is not None:
+        yield store
+        return
+    opened = open_store(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 __all__ = [
@@ -66,5 +90,6 @@ __all__ = [
     "records_from",
     "text_hash",
     "text_problem",
+    "using_store",
     "utcnow",
 ]

@@ -1,8 +1,9 @@
-"""MLflow: connection, experiment, model versions, aliases with history, lineage.
+"""The registry of one model: experiments, run artifacts, model versions, aliases with
+history, lineage (the connection itself: ``tracking.client``).
 
 Aliases (``production``, ``candidate``) are the only lifecycle markers; the deprecated
 registry stages are never used. Every alias move is appended to a history kept in tags of
-the registered model (``sentiment_ops.alias_history``), so ``rollback`` works against any
+the registered model (``tracking.alias_history``), so ``rollback`` works against any
 tracking server, not only the embedded SQLite one.
 """
 
@@ -10,71 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from sentiment_ops.alias_history import AliasEvent, AliasLog, Move
 from sentiment_ops.config import Settings
-from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError, first_line
-from sentiment_ops.paths import sqlite_file, writable_dir
+from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError, first_line
+from sentiment_ops.paths import writable_dir
 from sentiment_ops.redaction import redact, redact_value
+from sentiment_ops.tracking.alias_history import AliasEvent, AliasLog, Move
+from sentiment_ops.tracking.client import global_tracking_uri, is_not_found, make_client, mlflow_errors
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+
     from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "sentops.parent_version"
-
-
-def _quiet_mlflow() -> None:
-    # A down tracking server must fail in seconds, not after minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-
-
-def check_reachable(uri: str, timeout_s: float) -> None:
-    """For http(s) tracking URIs, ask the server's /health before doing anything."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    import httpx
-
-    try:
-        resp = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"MLflow tracking server {redact(uri)} is unreachable: {exc}") from exc
-    if resp.status_code >= 500:
-        raise RegistryUnavailableError(f"MLflow tracking server {redact(uri)} answered {resp.status_code} on /health")
-
-
-@contextmanager
-def mlflow_errors(what: str) -> Iterator[None]:
-    """Turn MLflow's exceptions into SentopsError subclasses with one clear line."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        yield
-    except SentopsError:
-        raise
-    except MlflowException as exc:
-        code = getattr(exc, "error_code", "")
-        msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
-        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in msg.lower():
-            raise NotFoundError(f"{what}: {msg}") from exc
-        if "connection" in msg.lower() or "max retries" in msg.lower():
-            raise RegistryUnavailableError(f"{what}: MLflow is unreachable: {msg}") from exc
-        raise SentopsError(f"{what}: {msg}") from exc
-    except (ConnectionError, OSError) as exc:
-        raise RegistryUnavailableError(f"{what}: MLflow is unreachable: {exc}") from exc
 
 
 @dataclass
@@ -97,24 +56,14 @@ class VersionInfo:
 class Registry:
     """A thin layer over ``MlflowClient`` for one registered model."""
 
-    def __init__(self, settings: Settings, check: bool = True, client: Any | None = None) -> None:
+    def __init__(self, settings: Settings, check: bool = True, client: MlflowClient | None = None) -> None:
         """``client`` replaces the ``MlflowClient`` built from ``settings`` (tests pass a
-        real client whose calls can fail on purpose)."""
-        _quiet_mlflow()
-        from mlflow import MlflowClient
-
+        real client whose calls can fail on purpose); ``check``: probe an http(s) server first."""
         self.settings = settings
         self.model_name = settings.mlflow.model_name
         self.tracking_uri = settings.tracking_uri
-        for uri in {self.tracking_uri, settings.registry_uri}:
-            db_file = sqlite_file(uri)
-            if db_file is not None:  # one line naming the folder, not SQLite's "unable to open"
-                writable_dir(db_file.parent, "sentops home" if db_file.parent == settings.home else "MLflow folder")
-        if check:
-            check_reachable(self.tracking_uri, settings.mlflow.timeout_s)
-            if settings.registry_uri != self.tracking_uri:
-                check_reachable(settings.registry_uri, settings.mlflow.timeout_s)
-        self.client = client or MlflowClient(tracking_uri=self.tracking_uri, registry_uri=settings.registry_uri)
+        made = make_client(settings, check)  # its checks run for a given client too
+        self.client: MlflowClient = client if client is not None else made
 
     # -- experiments -------------------------------------------------------------------
     def experiment_id(self, name: str | None = None) -> str:
@@ -156,7 +105,7 @@ class Registry:
             all_tags = redact_value({k: str(v) for k, v in all_tags.items()})
             # A SQL registry store (not a server) looks the logged model of the source up
             # through the global tracking URI (MLflow 3.17, SqlAlchemyStore.create_model_version).
-            with _global_tracking_uri(self.tracking_uri):
+            with global_tracking_uri(self.tracking_uri):
                 mv = self.client.create_model_version(
                     self.model_name,
                     source=source,
@@ -205,7 +154,7 @@ class Registry:
             info.aliases = sorted({*info.aliases, *(a for a, v in aliases.items() if int(v) == info.version)})
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
-    def _info(self, mv: Any) -> VersionInfo:
+    def _info(self, mv: ModelVersion) -> VersionInfo:
         metrics: dict[str, float] = {}
         if mv.run_id:
             try:
@@ -219,7 +168,7 @@ class Registry:
             aliases=sorted(getattr(mv, "aliases", []) or []),
             run_id=mv.run_id,
             created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC).isoformat(timespec="seconds"),
-            source=mv.source,
+            source=mv.source or "",
             parent_version=int(parent) if parent and parent.isdigit() else None,
             golden_accuracy=metrics.get("golden_accuracy"),
             golden_f1=metrics.get("golden_f1"),
@@ -231,6 +180,16 @@ class Registry:
         clients configured with this registry; sentops itself loads through ``load_model``."""
         return f"models:/{self.model_name}/{version}"
 
+    # -- run artifacts -----------------------------------------------------------------
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the files of ``local_dir`` to ``artifact_path`` of run ``run_id`` (raw
+        MLflow errors: callers name what failed with ``mlflow_errors``)."""
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def download_artifacts(self, run_id: str, path: str, dst_path: str | Path) -> str:
+        """Download ``path`` of run ``run_id`` into ``dst_path``; the local path (raw MLflow errors)."""
+        return self.client.download_artifacts(run_id, path, str(dst_path))
+
     # -- model artifacts ---------------------------------------------------------------
     def log_model(self, run_id: str, model: SentimentModel, work_dir: Path, extra_meta: dict[str, Any]) -> Any:
         """Log ``model`` as the logged model ``model`` of run ``run_id``: the logged model is
@@ -238,7 +197,7 @@ class Registry:
         outputs (the lineage the MLflow UI shows: run → logged model → version). Returns
         MLflow's ``ModelInfo``; its ``model_uri`` (``models:/<model_id>``) is what ``register``
         takes as the version's source."""
-        from sentiment_ops.pyfunc import MODEL_NAME, log_model
+        from sentiment_ops.tracking.pyfunc import MODEL_NAME, log_model
 
         with mlflow_errors(f"log the model of run {run_id}"):
             run = self.client.get_run(run_id)
@@ -248,7 +207,7 @@ class Registry:
                 source_run_id=run_id,
                 params=redact_value({k: str(v) for k, v in run.data.params.items()}),
             )
-        with _global_tracking_uri(self.tracking_uri):
+        with global_tracking_uri(self.tracking_uri):
             return log_model(model, work_dir, run_id=run_id, model_id=logged.model_id, extra_meta=extra_meta)
 
     def download_uri(self, version: int) -> str:
@@ -273,7 +232,7 @@ class Registry:
         from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
-        from sentiment_ops.pyfunc import load_pyfunc
+        from sentiment_ops.tracking.pyfunc import load_pyfunc
 
         uri, name = self.download_uri(version), self.model_uri(version)
         with tempfile.TemporaryDirectory(prefix="sentops-model-") as tmp:
@@ -286,7 +245,7 @@ class Registry:
         return model
 
     # -- aliases -----------------------------------------------------------------------
-    def registered_model(self) -> Any:
+    def registered_model(self) -> RegisteredModel:
         """MLflow's RegisteredModel: NotFoundError (66) only when the model is absent; an
         unreachable registry is RegistryUnavailableError (69), not "does not exist"."""
         from mlflow.exceptions import MlflowException
@@ -295,7 +254,7 @@ class Registry:
             try:
                 return self.client.get_registered_model(self.model_name)
             except MlflowException as exc:
-                if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                if is_not_found(exc):
                     raise NotFoundError(f"registered model {self.model_name!r} does not exist") from exc
                 raise
 
@@ -334,7 +293,7 @@ class Registry:
         return set_tag, delete_tag
 
     def _move(self, log_: AliasLog, move: Move) -> AliasEvent:
-        """intent → alias → confirm (see sentiment_ops.alias_history)."""
+        """intent → alias → confirm (see tracking.alias_history)."""
         alias = log_.alias
         set_tag, delete_tag = self._tag_writers()
         what = f"record the history of alias {alias!r}"
@@ -392,33 +351,6 @@ class Registry:
     def delete_alias(self, alias: str) -> None:
         with mlflow_errors(f"delete alias {alias!r}"):
             self.client.delete_registered_model_alias(self.model_name, alias)
-
-
-@contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking URI at ``uri`` for one call, then restore it.
-
-    MLflow 3.17 reads the global tracking URI, with no argument to replace it, in two calls
-    sentops makes: ``Model.log`` (behind ``mlflow.pyfunc.log_model``: ``_resolve_tracking_uri()``
-    and ``finalize_logged_model``), and the SQL registry store's ``create_model_version``,
-    which looks up the logged model of a ``models:/<model_id>`` source with a default
-    ``MlflowClient()``. ``Registry.log_model`` and ``Registry.register`` wrap exactly those
-    calls in this context manager: the one place where sentops sets that global,
-    through MLflow's own private ``_use_tracking_uri`` (kept to this function). That helper
-    also exports and, on the way out, unsets ``MLFLOW_TRACKING_URI``: the variable is put
-    back as it was, so a URI the user exported survives and none of ours leaks to settings
-    loaded later or to child processes. Not thread-safe (sentops logs models from one thread)."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    exported = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with _use_tracking_uri(uri):
-            yield
-    finally:
-        if exported is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
 def _now() -> str:

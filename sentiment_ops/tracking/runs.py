@@ -1,12 +1,6 @@
-"""The MLflow run a fine-tuning job logs to, written through the client (``registry.client``),
-never through the fluent API's global run and URIs.
-
-    tracked_run(registry, name, tags)      an MLflow run; FINISHED, or FAILED on an error
-    TrackedRun.log_params / log_metrics / log_datasets / log_artifacts / log_text
-    LoggedSplit                            a split as one of the run's dataset inputs
-
-The steps the jobs compose around a run are in ``sentiment_ops.jobs.steps``.
-"""
+"""MLflow runs written through the registry's client, never through the fluent API's
+global run and URIs: ``tracked_run`` opens one (FINISHED, or FAILED on an error) and
+``TrackedRun`` logs params, metrics, dataset inputs, artifacts and texts to it, redacted."""
 
 from __future__ import annotations
 
@@ -20,10 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.redaction import redact, redact_value
+from sentiment_ops.tracking.client import mlflow_errors
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput
+
     from sentiment_ops.data import Split
-    from sentiment_ops.registry import Registry
+    from sentiment_ops.tracking.registry import Registry
 
 _MAX_PARAMS, _MAX_METRICS = 100, 1000  # per log_batch request (MLflow's limits)
 
@@ -38,7 +36,7 @@ class LoggedSplit:
     split: Split
     source: str  # where the rows came from (a bundled corpus, a file, the feedback labels)
 
-    def dataset_input(self) -> Any:
+    def dataset_input(self) -> DatasetInput:
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -58,7 +56,7 @@ class TrackedRun:
     """One MLflow run, written through ``client``; params and texts pass through
     ``redact`` (a setting or a data source can be a URL with a password)."""
 
-    client: Any
+    client: MlflowClient
     run_id: str
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -103,17 +101,16 @@ def tracked_run(registry: Registry, run_name: str, tags: Mapping[str, str]) -> I
     source, git) under ``tags``, all redacted; ended FINISHED, or FAILED when the block raises."""
     from mlflow.tracking.context.registry import resolve_tags
 
-    from sentiment_ops.registry import mlflow_errors
-
+    client = registry.client
     experiment_id = registry.experiment_id()
     with mlflow_errors(f"start run {run_name!r}"):
-        run = registry.client.create_run(experiment_id, run_name=run_name, tags=redact_value(resolve_tags(dict(tags))))
-    tracked = TrackedRun(registry.client, run.info.run_id)
+        run = client.create_run(experiment_id, run_name=run_name, tags=redact_value(resolve_tags(dict(tags))))
+    tracked = TrackedRun(client, run.info.run_id)
     try:
         yield tracked
     except BaseException:
         with contextlib.suppress(Exception):  # the run's own error is the one to report
-            registry.client.set_terminated(tracked.run_id, "FAILED")
+            client.set_terminated(tracked.run_id, "FAILED")
         raise
     with mlflow_errors(f"end run {tracked.run_id}"):
-        registry.client.set_terminated(tracked.run_id, "FINISHED")
+        client.set_terminated(tracked.run_id, "FINISHED")

@@ -7,6 +7,6 @@ MLflow runs this file to build the model, at logging and wherever the model is l
 
 from mlflow.models import set_model
 
-from sentiment_ops.pyfunc import SentimentPyfunc
+from sentiment_ops.tracking.pyfunc import SentimentPyfunc
 
 set_model(SentimentPyfunc())

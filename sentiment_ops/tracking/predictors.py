@@ -4,7 +4,7 @@ and ``resolve_version`` (a version by number or alias, as drift, scoring and the
 name it). Imports neither torch nor onnxruntime.
 
 ``onnx`` (``predictor_for``, the server): only the int8 graph and the tokenizer files
-logged with the version, run without torch (``inference.onnx.logged_predictor``); the
+logged with the version, run without torch (``tracking.artifacts.logged_predictor``); the
 version's own Python (its logged model code, its pickles) never runs, so whoever can move
 the alias cannot run code in the server. A version logged without its graph is refused
 (``ModelRefusedError``). ``torch``: the logged model itself (fp32), loaded through MLflow,
@@ -19,7 +19,8 @@ from pathlib import Path
 from sentiment_ops.errors import ModelLoadError, NotFoundError
 from sentiment_ops.inference import onnx as onnx_backend
 from sentiment_ops.inference.passes import Predictor
-from sentiment_ops.registry import Registry, VersionInfo
+from sentiment_ops.tracking.artifacts import logged_predictor
+from sentiment_ops.tracking.registry import Registry, VersionInfo
 
 
 class ModelRefusedError(ModelLoadError):
@@ -44,7 +45,7 @@ def predictor_for(
     ModelLoadError; ModelRefusedError for an ``onnx`` version logged without its graph."""
     if backend == "onnx":  # the graph and tokenizer logged with the version, nothing else
         uri = registry.download_uri(info.version)
-        predictor = onnx_backend.logged_predictor(uri, threads, max_length, solo_threads)
+        predictor = logged_predictor(uri, threads, max_length, solo_threads)
         if predictor is None:
             raise ModelRefusedError(
                 f"version {info.version} was logged without its ONNX int8 graph (onnx_int8) and tokenizer "
