@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -21,6 +22,9 @@ from rich.table import Table
 from sentiment_ops.cli.common import console, err_console, fmt, from_setting, print_json, settings_from
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.redaction import redact
+
+if TYPE_CHECKING:
+    from sentiment_ops.demo import DemoReport
 
 StageFn = Callable[[str, str], None]
 ProgressFn = Callable[[str, int, int], None]
@@ -108,6 +112,11 @@ def demo(
     if as_json:
         print_json(report.to_dict())
         return
+    _print_report(report, redact(settings.tracking_uri))
+
+
+def _print_report(report: DemoReport, tracking_uri: str) -> None:
+    """The demo's story as one table, and where to look at it in MLflow."""
     table = Table(title="sentops demo")
     table.add_column("step")
     table.add_column("result")
@@ -129,4 +138,4 @@ def demo(
     table.add_row("rows stored / sent", f"{report.stored_rows} / {report.sent_rows}")
     table.add_row("picture", str(report.picture))
     console.print(table)
-    console.print(f"explore: mlflow ui --backend-store-uri {redact(settings.tracking_uri)}")
+    console.print(f"explore: mlflow ui --backend-store-uri {tracking_uri}")

@@ -24,30 +24,38 @@ WORKERS_HELP = (
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when start-up (lifespan, bind) fails
 
 
+HostOption = Annotated[str | None, typer.Option("--host", help=f"Interface to bind ({from_setting('serve.host')}).")]
+PortOption = Annotated[int | None, typer.Option("--port", help=f"TCP port ({from_setting('serve.port')}).")]
+AliasOption = Annotated[
+    str | None, typer.Option("--alias", help=f"Model alias to serve ({from_setting('serve.alias')}).")
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", hidden=True, help=LEGACY_CONFIG_HELP)]
+BackendOption = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help=f"onnx: the int8 graph logged with the version; torch: fp32 ({from_setting('serve.backend')}).",
+    ),
+]
+AccessLogFlag = Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")]
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
+]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)]
+
+
 def serve(
     ctx: typer.Context,
     *,
-    host: Annotated[
-        str | None, typer.Option("--host", help=f"Interface to bind ({from_setting('serve.host')}).")
-    ] = None,
-    port: Annotated[int | None, typer.Option("--port", help=f"TCP port ({from_setting('serve.port')}).")] = None,
-    alias: Annotated[
-        str | None, typer.Option("--alias", help=f"Model alias to serve ({from_setting('serve.alias')}).")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True, help=LEGACY_CONFIG_HELP)] = None,
-    backend: Annotated[
-        Backend | None,
-        typer.Option(
-            "--backend",
-            help=f"onnx: the int8 graph logged with the version; torch: fp32 ({from_setting('serve.backend')}).",
-        ),
-    ] = None,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs throughput).")] = False,
-    log_format: Annotated[
-        LogFormat | None,
-        typer.Option("--log-format", help="text, or json: one JSON object per line, with the request id."),
-    ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)] = 1,
+    host: HostOption = None,
+    port: PortOption = None,
+    alias: AliasOption = None,
+    config: ConfigOption = None,
+    backend: BackendOption = None,
+    access_log: AccessLogFlag = False,
+    log_format: LogFormatOption = None,
+    workers: WorkersOption = 1,
 ) -> None:
     """Serve the model behind an alias with FastAPI; log predictions; hot-reload on promotion.
 
@@ -58,8 +66,7 @@ def serve(
     """
     from sentiment_ops.redaction import install_log_redaction
     from sentiment_ops.serving.app import check_tokens
-    from sentiment_ops.serving.http_protocol import HeadLimitProtocol, check_uvicorn
-    from sentiment_ops.serving.logs import log_config
+    from sentiment_ops.serving.http_protocol import check_uvicorn
     from sentiment_ops.store import open_store
 
     if config is not None:
@@ -90,20 +97,28 @@ def serve(
         + (f" with {workers} worker processes" if workers > 1 else "")
     )
     try:
-        serve_until_stopped(
-            app,
-            factory=workers > 1,
-            host=settings.serve.host,
-            port=settings.serve.port,
-            workers=workers,
-            access_log=access_log,
-            log_level=settings.log_level.lower(),
-            log_config=log_config(settings.serve.log_format, settings.log_level),
-            timeout_graceful_shutdown=30,
-            http=HeadLimitProtocol,  # a bound on request heads (serving/http_protocol.py)
-        )
+        _run(app, settings, workers, access_log)
     finally:
         store.close()
+
+
+def _run(app: Any, settings: Settings, workers: int, access_log: bool) -> None:
+    """uvicorn with the protocol that bounds request heads (serving/http_protocol.py)."""
+    from sentiment_ops.serving.http_protocol import HeadLimitProtocol
+    from sentiment_ops.serving.logs import log_config
+
+    serve_until_stopped(
+        app,
+        factory=workers > 1,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        workers=workers,
+        access_log=access_log,
+        log_level=settings.log_level.lower(),
+        log_config=log_config(settings.serve.log_format, settings.log_level),
+        timeout_graceful_shutdown=30,
+        http=HeadLimitProtocol,
+    )
 
 
 def _app(settings: Settings, store: InferenceStore, workers: int) -> Any:
