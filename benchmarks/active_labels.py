@@ -53,7 +53,7 @@ from sentiment_ops.drift.check import embed_reference
 from sentiment_ops.drift.reference import artifact_path, embed_as_served
 from sentiment_ops.jobs.retrain import retrain
 from sentiment_ops.labeling import Strategy
-from sentiment_ops.labeling.queue import choose_to_label
+from sentiment_ops.labeling.queue import Selection, choose_to_label
 from sentiment_ops.store import InferenceStore, PredictionRecord
 from sentiment_ops.tracking.registry import Registry
 
@@ -180,7 +180,8 @@ def _one_run(
 ) -> dict[str, Any]:
     """Choose, label, retrain, score, unlabel: one point of a curve."""
     strategy, size, seed = run
-    queue = choose_to_label(settings, store, strategy, size, seed=seed, window=ctx["pool"], version=ctx["version"])
+    selection = Selection(strategy, size, seed=seed, window=ctx["pool"], version=ctx["version"])
+    queue = choose_to_label(settings, ctx["registry"], store, selection)
     chosen = [item.record for item in queue.items]
     statuses = store.set_feedback_many([(r.id, truth[r.id]) for r in chosen])
     assert statuses.count("applied") == len(chosen)

@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 from harness import RESULTS, load_average, write_result
 
-from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.serving.store_writer import StoreWriter, WriterLimits
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 OUT = RESULTS / "store.json"  # its section "queue"
@@ -61,7 +61,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = InferenceStore(args.url or f"sqlite:///{tmp}/inference.db")
-        writer = StoreWriter(store, max_queue=args.rows)
+        writer = StoreWriter(store, WriterLimits(max_queue=args.rows))
         writer.put(recs)
         t0 = time.perf_counter()
         writer.start()

@@ -23,7 +23,7 @@ from sentiment_ops.drift.reference import embed_as_served
 from sentiment_ops.errors import DataError
 from sentiment_ops.feedback import TextsNotKeptError
 from sentiment_ops.labeling import Strategy
-from sentiment_ops.labeling.queue import choose_to_label
+from sentiment_ops.labeling.queue import LabelQueue, Selection, choose_to_label
 from sentiment_ops.labeling.strategies import kmeans, margins, select
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from
 from sentiment_ops.tracking.registry import Registry
@@ -98,13 +98,18 @@ def serve(store: InferenceStore, model: Any, texts: list[str]) -> list[Predictio
     return records
 
 
+def choose(settings: Settings, store: InferenceStore, strategy: Strategy | str, n: int, **kw: Any) -> LabelQueue:
+    """``choose_to_label`` with the settings' registry."""
+    return choose_to_label(settings, Registry(settings), store, Selection(Strategy(strategy), n, **kw))
+
+
 def ids(queue: Any) -> list[str]:
     return [item.record.id for item in queue.items]
 
 
 def test_uncertain_picks_the_rows_nearest_the_boundary(settings: Settings, store: InferenceStore, model: Any) -> None:
     records = serve(store, model, load_corpus("tweets").test.texts[:60])
-    queue = choose_to_label(settings, store, "uncertain", 10)
+    queue = choose(settings, store, "uncertain", 10)
     assert queue.pool == 60 and queue.version == 1 and len(queue.items) == 10
     by_margin = sorted(records, key=lambda r: abs(float(r.probability or 0) - 0.5))
     chosen = {r.id for r in by_margin[:10]}
@@ -119,7 +124,7 @@ def test_novel_ranks_off_domain_texts_first(settings: Settings, store: Inference
     reviews = load_corpus("imdb").test.texts[:40]  # the reference is IMDB (validation split)
     off = GIBBERISH + load_corpus("tweets").test.texts[:6]
     serve(store, model, reviews[:20] + off + reviews[20:])
-    queue = choose_to_label(settings, store, Strategy.NOVEL, len(off))
+    queue = choose(settings, store, Strategy.NOVEL, len(off))
     assert {i.record.text for i in queue.items} == set(off)
     distances = [i.score for i in queue.items]
     assert distances == sorted(distances, reverse=True)
@@ -136,8 +141,8 @@ def test_mixed_covers_more_of_the_window_than_uncertain(settings: Settings, stor
     block = [base + " " * (i + 1) for i in range(15)]
     serve(store, model, others[:30] + block + others[30:])
     n = 10
-    uncertain = choose_to_label(settings, store, "uncertain", n)
-    mixed = choose_to_label(settings, store, "mixed", n)
+    uncertain = choose(settings, store, "uncertain", n)
+    mixed = choose(settings, store, "mixed", n)
     group = {t: "block" for t in block} | {t: t for t in others}  # each other text is its own group
     assert all(i.record.text in block for i in uncertain.items)  # the block holds the n nearest 0.5
     assert sum(i.record.text in block for i in mixed.items) == 1
@@ -148,15 +153,11 @@ def test_mixed_covers_more_of_the_window_than_uncertain(settings: Settings, stor
 def test_same_seed_same_selection(settings: Settings, store: InferenceStore, model: Any) -> None:
     serve(store, model, load_corpus("tweets").test.texts[:80])
     for strategy in Strategy:
-        first = choose_to_label(settings, store, strategy, 12, seed=3)
-        again = choose_to_label(settings, store, strategy, 12, seed=3)
+        first = choose(settings, store, strategy, 12, seed=3)
+        again = choose(settings, store, strategy, 12, seed=3)
         assert ids(first) == ids(again), strategy
-    assert ids(choose_to_label(settings, store, "random", 12, seed=3)) != ids(
-        choose_to_label(settings, store, "random", 12, seed=4)
-    )
-    assert ids(choose_to_label(settings, store, "mixed", 12, seed=3)) != ids(
-        choose_to_label(settings, store, "mixed", 12, seed=4)
-    )
+    assert ids(choose(settings, store, "random", 12, seed=3)) != ids(choose(settings, store, "random", 12, seed=4))
+    assert ids(choose(settings, store, "mixed", 12, seed=3)) != ids(choose(settings, store, "mixed", 12, seed=4))
 
 
 def test_labelled_and_repeated_texts_are_left_out(settings: Settings, store: InferenceStore, model: Any) -> None:
@@ -167,14 +168,19 @@ def test_labelled_and_repeated_texts_are_left_out(settings: Settings, store: Inf
     again = serve(store, model, [tweets[2]])[0]  # served twice: one row, the newest
     store.add_predictions([PredictionRecord("sentiment-classifier", 1, "", 1, 0.5, 0.5, source="api")])  # no text
     for strategy in Strategy:
-        queue = choose_to_label(settings, store, strategy, 100)
+        queue = choose(settings, store, strategy, 100)
         chosen = ids(queue)
         assert len(chosen) == 28 == queue.pool, strategy
         assert records[0].id not in chosen and records[1].id not in chosen
         assert again.id in chosen and records[2].id not in chosen
         assert (queue.labeled, queue.duplicates, queue.no_text, queue.no_embedding) == (2, 1, 1, 0)
-    with pytest.raises(DataError, match="at least 1"):
-        choose_to_label(settings, store, "mixed", 0)
+    with pytest.raises(DataError, match="the number of texts to choose must be at least 1, got 0"):
+        Selection(Strategy.MIXED, 0)
+    with pytest.raises(DataError, match="window must be at least 1, got 0"):
+        Selection(Strategy.MIXED, 5, window=0)
+    with pytest.raises(DataError, match="seed must be 0 or more, got -1"):
+        Selection(Strategy.MIXED, 5, seed=-1)
+    assert Selection("novel", 5).strategy is Strategy.NOVEL  # type: ignore[arg-type]  # a name is taken too
 
 
 def test_kmeans_finds_separate_blobs() -> None:
@@ -200,7 +206,7 @@ def test_cli_export_select(
     assert summary["rows"] == 7 and summary["strategy"] == "mixed" and summary["pool"] == 50
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["id"] for r in rows] == ids(choose_to_label(settings, store, "mixed", 7, seed=2))
+    assert [r["id"] for r in rows] == ids(choose(settings, store, "mixed", 7, seed=2))
 
     for row, label in zip(rows, [0, 1, 1], strict=False):  # label three, import them back
         row["label"] = str(label)
@@ -262,7 +268,7 @@ def test_texts_not_kept_the_queue_says_so(
     serve(store, model, load_corpus("tweets").test.texts[:20])
     monkeypatch.setenv("SENTOPS_STORE__STORE_TEXT", "false")
     with pytest.raises(TextsNotKeptError, match=r"texts are not kept \(store.store_text is false\)"):
-        choose_to_label(load_settings(), store, "uncertain", 5)
+        choose(load_settings(), store, "uncertain", 5)
     out = tmp_path / "to_label.csv"
     result = cli("feedback", "export", "--select", "uncertain", "--n", "5", str(out))
     assert result.exit_code == 65 and "label predictions by id instead" in " ".join(result.stderr.split())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from serve_support import Server, promote, serve_settings, start_server, wait_for
 
-from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter
+from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter, WriterLimits
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 
@@ -91,7 +91,9 @@ def _records(texts: list[str]) -> list[PredictionRecord]:
 
 
 def test_the_store_queue_is_bounded_by_the_characters_of_its_texts(tmp_path: Path) -> None:
-    writer = StoreWriter(InferenceStore(f"sqlite:///{tmp_path / 'x.db'}"), max_queue=100, max_text_chars=1000)
+    writer = StoreWriter(
+        InferenceStore(f"sqlite:///{tmp_path / 'x.db'}"), WriterLimits(max_queue=100, max_text_chars=1000)
+    )
     writer.reserve(1, 5000)  # nothing waits: a long text within the text limits still passes
     writer.put(_records(["x" * 5000]))
     writer.release(1, 5000)

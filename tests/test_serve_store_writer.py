@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.config import ServeSettings
+from sentiment_ops.serving.store_writer import StoreWriter, WriterLimits
 from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
 
 
@@ -34,7 +35,7 @@ def _records(n: int, start: int = 0) -> list[PredictionRecord]:
 def test_writes_in_batches_and_close_drains(tmp_path: Path) -> None:
     store = InferenceStore(f"sqlite:///{tmp_path / 'inf.db'}")
     batches: list[int] = []
-    writer = StoreWriter(store, max_batch=100, on_write=lambda n, _s: batches.append(n))
+    writer = StoreWriter(store, WriterLimits(max_batch=100), on_write=lambda n, _s: batches.append(n))
     writer.start()
     for k in range(10):
         writer.put(_records(50, k * 50))
@@ -120,3 +121,12 @@ def test_a_refused_row_is_dead_lettered_without_its_text_when_texts_are_not_kept
     assert payload["text"] == (secret if store_text else None)
     assert (secret in letter["payload"]) is store_text and secret not in letter["error"]
     assert records[3].id in caplog.text and secret not in caplog.text
+
+
+def test_the_server_limits_come_from_the_serve_settings() -> None:
+    """``serve.store_queue_max`` bounds the rows, ``serve.store_queue_max_mb`` the characters
+    of their texts (4 bytes a character at most); the rest keep the writer's defaults."""
+    limits = WriterLimits.from_settings(ServeSettings(store_queue_max=7, store_queue_max_mb=2))
+    assert (limits.max_queue, limits.max_text_chars) == (7, 2 * 1024 * 1024 // 4)
+    writer = StoreWriter(None, limits)
+    assert (writer.max_queue, writer.max_batch, writer.high_water) == (7, WriterLimits().max_batch, 5)

@@ -22,7 +22,7 @@ from serve_support import Server, promote, serve_settings, start_server, wait_fo
 
 from sentiment_ops.errors import DataError
 from sentiment_ops.feedback import import_feedback
-from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter
+from sentiment_ops.serving.store_writer import QueueFullError, StoreWriter, WriterLimits
 from sentiment_ops.store import InferenceStore, PredictionRecord
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_a_refused_row_is_dead_lettered_and_the_batch_still_written(pg_url: str)
     records[7].text = "nul \x00 inside"  # PostgreSQL: "text fields cannot contain NUL (0x00) bytes"
     records[31].model_name = "m" * 300  # PostgreSQL: value too long for character varying(200)
     dead: list[int] = []
-    writer = StoreWriter(store, max_batch=512, on_dead_letter=dead.append)
+    writer = StoreWriter(store, WriterLimits(max_batch=512), on_dead_letter=dead.append)
     writer.start()
     writer.put(records)
     assert writer.flush(timeout=30), "the writer is stuck on the refused rows"
@@ -204,7 +204,7 @@ def _outage(server: Server, cluster: Any, url: str) -> None:
 
 
 def test_writer_reserves_room_before_work(tmp_path: Path) -> None:
-    writer = StoreWriter(InferenceStore(f"sqlite:///{tmp_path / 'x.db'}"), max_queue=4)
+    writer = StoreWriter(InferenceStore(f"sqlite:///{tmp_path / 'x.db'}"), WriterLimits(max_queue=4))
     writer.reserve(3)
     with pytest.raises(QueueFullError, match=r"serve\.store_queue_max 4"):
         writer.reserve(2)
@@ -286,7 +286,7 @@ def test_a_store_too_slow_is_reported_before_the_queue_fills(pg_url: str) -> Non
     import time
 
     store = InferenceStore(pg_url)
-    writer = StoreWriter(store, slow_write_s=0.5)
+    writer = StoreWriter(store, WriterLimits(slow_write_s=0.5))
     writer.start()
     blocker = sa.create_engine(pg_url)
     with blocker.connect() as conn:

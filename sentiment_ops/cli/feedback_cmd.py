@@ -14,8 +14,8 @@ from sentiment_ops.labeling import Strategy
 
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
-    from sentiment_ops.feedback import ImportSummary
-    from sentiment_ops.labeling.queue import SelectionExport
+    from sentiment_ops.feedback import ExportSummary, ImportSummary
+    from sentiment_ops.labeling.queue import Selection, SelectionExport
     from sentiment_ops.store import InferenceStore
 
 app = typer.Typer(help="Import true labels, export predictions to label.", no_args_is_help=True)
@@ -73,32 +73,38 @@ def _print_import(summary: ImportSummary, file: Path) -> None:
         err_console.print(f"… and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows (see --json)")
 
 
+ExportFileArg = Annotated[Path, typer.Argument(help="Output .csv or .jsonl file (a new one, unless --overwrite).")]
+UnlabeledFlag = Annotated[bool, typer.Option("--unlabeled", help="Only predictions without a label yet.")]
+WindowOption = Annotated[
+    int | None,
+    typer.Option(
+        "--window", min=1, help="Only the N most recent matching predictions (with --select: chosen from; 5000)."
+    ),
+]
+SinceOption = Annotated[
+    datetime | None, typer.Option("--since", help="Only predictions logged since this date/time (UTC).")
+]
+SelectOption = Annotated[
+    Strategy | None,
+    typer.Option("--select", help="Choose the texts worth labeling first (unlabeled, one row per text)."),
+]
+NOption = Annotated[int | None, typer.Option("--n", min=1, help="How many texts --select chooses (default 100).")]
+SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Seed of --select's random choices (default 0).")]
+OverwriteFlag = Annotated[bool, typer.Option("--overwrite", help="Replace FILE if it exists (it keeps its mode).")]
+
+
 @app.command("export")
 def export_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Output .csv or .jsonl file (a new one, unless --overwrite).")],
+    file: ExportFileArg,
     *,
-    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only predictions without a label yet.")] = False,
-    window: Annotated[
-        int | None,
-        typer.Option(
-            "--window", min=1, help="Only the N most recent matching predictions (with --select: chosen from; 5000)."
-        ),
-    ] = None,
-    since: Annotated[
-        datetime | None, typer.Option("--since", help="Only predictions logged since this date/time (UTC).")
-    ] = None,
-    select: Annotated[
-        Strategy | None,
-        typer.Option("--select", help="Choose the texts worth labeling first (unlabeled, one row per text)."),
-    ] = None,
-    n: Annotated[int | None, typer.Option("--n", min=1, help="How many texts --select chooses (default 100).")] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", min=0, help="Seed of --select's random choices (default 0).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace FILE if it exists (it keeps its mode).")
-    ] = False,
+    unlabeled: UnlabeledFlag = False,
+    window: WindowOption = None,
+    since: SinceOption = None,
+    select: SelectOption = None,
+    n: NOption = None,
+    seed: SeedOption = None,
+    overwrite: OverwriteFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Export served predictions as id,text,prediction,confidence,label for labeling.
@@ -119,33 +125,51 @@ def export_cmd(
     """
     if select is None and (n is not None or seed is not None):
         raise typer.BadParameter("--n and --seed go with --select", param_hint="--n / --seed")
-    settings, store = _store(ctx)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    if select is not None:
+        from sentiment_ops.labeling.queue import Selection
+
+        selection = Selection(select, n or 100, seed=seed or 0, window=window, since=since)
+        _print_selection(_export_selection(ctx, selection, file, overwrite), as_json)
+    else:
+        _print_export(_export_all(ctx, file, unlabeled, window, since, overwrite), as_json)
+
+
+def _export_selection(ctx: typer.Context, selection: Selection, file: Path, overwrite: bool) -> SelectionExport:
+    """``labeling.export_selection`` over the store, with the version from the registry."""
+    from sentiment_ops.labeling.queue import export_selection
+    from sentiment_ops.tracking.registry import Registry
+
+    settings, store = _store(ctx)
     try:
-        if select is not None:
-            from sentiment_ops.labeling.queue import export_selection
-
-            chosen = export_selection(
-                settings, store, file, select, n or 100, seed=seed or 0, window=window, since=since, overwrite=overwrite
-            )
-        else:
-            from sentiment_ops.feedback import export_feedback
-
-            summary = export_feedback(
-                store,
-                file,
-                unlabeled=unlabeled,
-                window=window,
-                since=since,
-                model_name=settings.mlflow.model_name,
-                overwrite=overwrite,
-            )
+        return export_selection(settings, Registry(settings), store, selection, file, overwrite=overwrite)
     finally:
         store.close()
-    if select is not None:
-        _print_selection(chosen, as_json)
-        return
+
+
+def _export_all(
+    ctx: typer.Context, file: Path, unlabeled: bool, window: int | None, since: datetime | None, overwrite: bool
+) -> ExportSummary:
+    """``feedback.export_feedback``: the matching served predictions, without a choice."""
+    from sentiment_ops.feedback import export_feedback
+
+    settings, store = _store(ctx)
+    try:
+        return export_feedback(
+            store,
+            file,
+            unlabeled=unlabeled,
+            window=window,
+            since=since,
+            model_name=settings.mlflow.model_name,
+            overwrite=overwrite,
+        )
+    finally:
+        store.close()
+
+
+def _print_export(summary: ExportSummary, as_json: bool) -> None:
     if as_json:
         print_json(summary.to_dict())
         return

@@ -162,14 +162,14 @@ def _choose_labels(
     ``n`` sent for ``random`` (the corpus is shuffled), else ``labeling``'s choice among the
     tweets just served (the store's window of the production version)."""
     from sentiment_ops.labeling import Strategy
-    from sentiment_ops.labeling.queue import choose_to_label
+    from sentiment_ops.labeling.queue import Selection, choose_to_label
+    from sentiment_ops.tracking.registry import Registry
 
     strategy = Strategy(story.labels_from)
     if strategy is Strategy.RANDOM or n == 0 or story.store is None:
         return preds[:n], truth[:n]
-    queue = choose_to_label(
-        story.settings, story.store, strategy, n, window=len(preds), version=story.report.production_before
-    )
+    selection = Selection(strategy, n, window=len(preds), version=story.report.production_before)
+    queue = choose_to_label(story.settings, Registry(story.settings), story.store, selection)
     picked = {item.record.id for item in queue.items}
     rows = [(p, label) for p, label in zip(preds, truth.tolist(), strict=True) if p["id"] in picked]
     return [p for p, _ in rows], np.array([label for _, label in rows], dtype=np.int64)

@@ -2,7 +2,8 @@
 
 ``choose_to_label`` reads the most recent ``window`` predictions the version behind
 ``serve.alias`` served (the drift check's window, read the same way), keeps the ones worth
-asking about and ranks them by a ``Strategy`` (``labeling.strategies``):
+asking about and ranks them by a ``Strategy`` (``labeling.strategies``); a ``Selection``
+holds the choice (strategy, how many, seed, window, since, version):
 
 * only rows that kept their text and hold no label; with ``store.store_text`` off there are
   no texts to ask about, and the queue says so (``TextsNotKeptError``) instead of offering
@@ -103,38 +104,42 @@ def candidate_rows(store: InferenceStore, queue: LabelQueue, since: datetime | N
     return sorted(out, key=lambda r: (r.created_at, r.id))
 
 
-def choose_to_label(
-    settings: Settings,
-    store: InferenceStore,
-    strategy: Strategy | str,
-    n: int,
-    *,
-    seed: int = 0,
-    window: int | None = None,
-    since: datetime | None = None,
-    version: int | None = None,
-    registry: Registry | None = None,
-) -> LabelQueue:
-    """The ``n`` served texts to label first, by ``strategy``, from the last ``window``
-    (default ``DEFAULT_POOL``) predictions of ``version`` (default: the one behind
-    ``serve.alias``). Deterministic for a given store, window and ``seed``. Raises
-    ``TextsNotKeptError`` when ``store.store_text`` is false."""
-    strategy = Strategy(strategy)
+@dataclass(frozen=True)
+class Selection:
+    """What to choose: ``n`` texts by ``strategy`` (a name is taken too), seeded by ``seed``,
+    from the last ``window`` (default ``DEFAULT_POOL``) predictions logged ``since`` a time,
+    of ``version`` (default: the one behind ``serve.alias``). Checked when made (DataError)."""
+
+    strategy: Strategy
+    n: int
+    seed: int = 0
+    window: int | None = None
+    since: datetime | None = None
+    version: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
+        if self.n < 1:
+            raise DataError(f"the number of texts to choose must be at least 1, got {self.n}")
+        if self.window is not None and self.window < 1:
+            raise DataError(f"window must be at least 1, got {self.window}")
+        if self.seed < 0:
+            raise DataError(f"seed must be 0 or more, got {self.seed}")
+
+
+def choose_to_label(settings: Settings, registry: Registry, store: InferenceStore, selection: Selection) -> LabelQueue:
+    """The served texts to label first, as ``selection`` says; the version and its
+    reference come from ``registry``. Deterministic for a given store and selection.
+    Raises ``TextsNotKeptError`` when ``store.store_text`` is false."""
     if not settings.store.store_text:
         raise TextsNotKeptError()
-    if n < 1:
-        raise DataError(f"the number of texts to choose must be at least 1, got {n}")
-    if window is not None and window < 1:
-        raise DataError(f"window must be at least 1, got {window}")
-    if seed < 0:
-        raise DataError(f"seed must be 0 or more, got {seed}")
-    registry = registry or Registry(settings)
-    info = resolve_version(registry, version, None)
+    strategy, n, seed = selection.strategy, selection.n, selection.seed
+    info = resolve_version(registry, selection.version, None)
     backend = settings.serve.backend
     # novel: a version without a reference is a setup problem to report, whatever the window holds
     reference = _reference(registry, str(info.run_id), backend) if strategy is Strategy.NOVEL else None
-    queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, window or DEFAULT_POOL)
-    rows = candidate_rows(store, queue, since)
+    queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, selection.window or DEFAULT_POOL)
+    rows = candidate_rows(store, queue, selection.since)
     if strategy.needs_embeddings:
         usable = [r for r in rows if r.embedding is not None and r.backend == backend]
         queue.no_embedding, rows = len(rows) - len(usable), usable
@@ -173,20 +178,16 @@ class SelectionExport:
 
 def export_selection(
     settings: Settings,
+    registry: Registry,
     store: InferenceStore,
+    selection: Selection,
     path: str | Path,
-    strategy: Strategy | str,
-    n: int,
-    *,
-    seed: int = 0,
-    window: int | None = None,
-    since: datetime | None = None,
     overwrite: bool = False,
 ) -> SelectionExport:
     """``choose_to_label`` written as a feedback file (``id,text,prediction,confidence,label``),
     in the order to label; import it back with ``sentops feedback import``. An existing file
     is replaced only with ``overwrite``."""
     check_export_path(Path(path), overwrite)  # before the choice, which reads the store
-    queue = choose_to_label(settings, store, strategy, n, seed=seed, window=window, since=since)
+    queue = choose_to_label(settings, registry, store, selection)
     summary = write_export(path, [i.record for i in queue.items], overwrite=overwrite)
     return SelectionExport(summary, queue)

@@ -28,7 +28,7 @@ from sentiment_ops.serving.metrics import MetricsMiddleware, ServingMetrics
 from sentiment_ops.serving.request_ids import RequestIdMiddleware
 from sentiment_ops.serving.routes import build_router
 from sentiment_ops.serving.schemas import request_models
-from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.serving.store_writer import StoreWriter, WriterLimits
 from sentiment_ops.store import InferenceStore, open_store
 from sentiment_ops.tracking.registry import Registry
 
@@ -91,8 +91,7 @@ def _parts(settings: Settings, registry: Registry | None, store: InferenceStore 
     holder = ModelHolder(settings, registry, listener=metrics)
     writer = StoreWriter(
         store,
-        max_queue=serve.store_queue_max,
-        max_text_chars=serve.store_queue_max_mb * 1024 * 1024 // 4,
+        WriterLimits.from_settings(serve),
         on_write=metrics.rows_written,
         on_error=metrics.store_error,
         on_dead_letter=metrics.rows_dead_lettered,

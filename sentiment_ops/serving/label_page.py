@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.labeling import Strategy
-from sentiment_ops.labeling.queue import choose_to_label
+from sentiment_ops.labeling.queue import Selection, choose_to_label
 from sentiment_ops.serving.deps import AppSettings, Holder, LabelAuth, Store, Writer
 from sentiment_ops.serving.http_errors import BODY_ERRORS, responses
 from sentiment_ops.serving.routes import no_model
@@ -137,16 +137,9 @@ def label_router() -> APIRouter:
         if current is None:
             raise no_model(holder, settings)
         await run_in_threadpool(writer.flush, 10.0)  # predictions still queued for the store
-        queue = await run_in_threadpool(
-            choose_to_label,
-            settings,
-            store,
-            select,
-            n,
-            seed=seed,
-            version=current.version,
-            registry=holder.registry,  # the app's: no client and health probe per request
-        )
+        selection = Selection(select, n, seed=seed, version=current.version)
+        # the app's registry: no client and health probe per request
+        queue = await run_in_threadpool(choose_to_label, settings, holder.registry, store, selection)
         return queue.to_dict()
 
     @router.post(

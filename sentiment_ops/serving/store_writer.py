@@ -25,7 +25,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sentiment_ops.config import ServeSettings
 from sentiment_ops.errors import StoreError, StoreRowError, StoreUnavailableError
 from sentiment_ops.redaction import redact
 from sentiment_ops.store import PredictionLog, PredictionRecord, dead_letter
@@ -41,25 +43,41 @@ class QueueFullError(StoreUnavailableError):
     """The write-behind queue has no room for more rows (the store is down or too slow)."""
 
 
+@dataclass(frozen=True)
+class WriterLimits:
+    """How much the writer holds and when it is behind: rows per transaction (``max_batch``),
+    rows queued (``max_queue``) and characters of their texts (``max_text_chars``, None: no
+    bound), the share of ``max_queue`` past which ``problem`` reports it (``high_water``),
+    and how long a write may be in flight before it does (``slow_write_s``)."""
+
+    max_batch: int = 512
+    max_queue: int = 20_000
+    max_text_chars: int | None = None
+    high_water: float = 0.8
+    slow_write_s: float = SLOW_WRITE_S
+
+    @classmethod
+    def from_settings(cls, serve: ServeSettings) -> WriterLimits:
+        """The server's limits: ``serve.store_queue_max`` rows, ``serve.store_queue_max_mb`` of
+        text (4 bytes a character at most)."""
+        return cls(max_queue=serve.store_queue_max, max_text_chars=serve.store_queue_max_mb * 1024 * 1024 // 4)
+
+
 class StoreWriter:
     def __init__(
         self,
         store: PredictionLog | None,
-        max_batch: int = 512,
-        max_queue: int = 20_000,
-        max_text_chars: int | None = None,
-        high_water: float = 0.8,
-        slow_write_s: float = SLOW_WRITE_S,
+        limits: WriterLimits = WriterLimits(),
         on_write: Callable[[int, float], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         on_dead_letter: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store  # may be set later, before start() (the app opens it at startup)
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self.max_text_chars = max_text_chars
-        self.high_water = max(1, int(max_queue * high_water))
-        self.slow_write_s = slow_write_s
+        self.max_batch = limits.max_batch
+        self.max_queue = limits.max_queue
+        self.max_text_chars = limits.max_text_chars
+        self.high_water = max(1, int(limits.max_queue * limits.high_water))
+        self.slow_write_s = limits.slow_write_s
         self._on_write = on_write
         self._on_error = on_error
         self._on_dead_letter = on_dead_letter
