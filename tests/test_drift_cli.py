@@ -82,7 +82,7 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == 0, result.output
     report = _json(result)
-    assert report["drift"] is False and report["test_drift"] is False and report["method"] == "mmd_nn"
+    assert report["drift"] is False and report["test_drift"] is False and report["method"] == "calibrated"
     assert report["p_value"] >= 0.01
     assert report["n_rows"] == 80 and report["n_reference"] == 40
     assert report["model_version"] == 1 and report["alias"] == "production"
@@ -105,7 +105,7 @@ def test_tweets_are_drift_exit_3(cli, production: Settings) -> None:  # type: ig
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == EXIT_DRIFT == 3, result.output
     report = _json(result)
-    assert report["drift"] is True and 1 / 501 <= report["p_value"] <= 3 / 501
+    assert report["drift"] is True and report["p_value"] < 0.001 and report["method"] == "calibrated"
     shown = _json(cli("drift", "--window", "80", "--json", "--show-texts"))
     assert shown["farthest"][0]["text"] in tweet_texts(80)
     table = cli("drift", "--window", "80")
@@ -121,7 +121,7 @@ def test_seed_rule_method(cli, production: Settings) -> None:  # type: ignore[no
     assert result.exit_code == (3 if report["drift"] else 0)
     bad = cli("drift", "--method", "ks")
     assert bad.exit_code == 2
-    assert "is not one of 'mmd_nn', 'mmd', 'cosine'" in " ".join(bad.stderr.replace("│", " ").split())
+    assert "is not one of 'calibrated', 'mmd_nn', 'mmd', 'cosine'" in " ".join(bad.stderr.replace("│", " ").split())
     mmd = json.loads(cli("drift", "--method", "mmd", "--json").stdout)
     assert mmd["nn_p_value"] is None and mmd["p_value"] == mmd["mmd_p_value"]
     few = cli("drift", "--permutations", "50", "--alpha", "0.01")
@@ -178,7 +178,8 @@ def test_no_reference_then_embed_reference(cli, tiny_env, monkeypatch) -> None: 
     registry = Registry(settings)
     run_id = registry.get_version(1).run_id
     files = {a.path for a in registry.client.list_artifacts(run_id, "reference/onnx")}
-    assert files == {"reference/onnx/embeddings.npz", "reference/onnx/meta.json"}
+    assert files == {"reference/onnx/embeddings.npz", "reference/onnx/meta.json", "reference/onnx/calibration.npz"}
+    assert meta["calibration_count"] == 200  # drift.calibration_samples (tests: 200)
 
     report = _json(cli("drift", "--json"))
     assert report["n_reference"] == 30 and report["n_rows"] == 60

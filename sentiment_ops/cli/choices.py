@@ -27,6 +27,7 @@ class Backend(StrEnum):
 class DriftMethod(StrEnum):
     """``drift.method``: what decides the drift status."""
 
+    calibrated = "calibrated"
     mmd_nn = "mmd_nn"
     mmd = "mmd"
     cosine = "cosine"

@@ -103,7 +103,7 @@ def farthest_texts(
 TEXTS_SHOWN, TEXTS_HIDDEN, TEXTS_NOT_KEPT = "shown", "hidden", "not kept"
 
 
-METHODS = ("mmd_nn", "mmd", "cosine")
+METHODS = ("calibrated", "mmd_nn", "mmd", "cosine")
 
 
 @dataclass
@@ -149,6 +149,11 @@ class DriftReport:
     check_id: int | None = None  # id of the check in the inference store, once recorded
     monitoring_run_id: str | None = None  # MLflow run holding the check's metrics
     pruned: dict[str, Any] | None = None  # what the retention pruned after the check (store.retention_days)
+    # "single" (this check decides at alpha) or "repeated" (a CUSUM over the checks decides)
+    mode: str = "single"
+    guarantee: str = ""  # the false-alarm guarantee of the decision, in one sentence
+    calibrated: dict[str, Any] | None = None  # the calibrated test (method "calibrated")
+    monitor: dict[str, Any] | None = None  # the repeated mode's running state after this check
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +179,8 @@ def detect(
     beside the farthest rows (None: ids and distances only)."""
     if method not in METHODS:
         raise ValueError(f"unknown drift method {method!r} ({' | '.join(METHODS)})")
+    if method == "calibrated":  # needs a calibration set: drift.check applies it over this
+        method = "mmd_nn"
     start = time.perf_counter()
     cosine = cosine_centroid_distance(ref, win)
     test = permutation_test(ref, win, permutations, seed, whiten=whiten_components, nearest=method != "mmd")
