@@ -107,7 +107,8 @@ class CalibratedTest:
         self.n_cal = len(cal)
         self.mu = cal.mean(axis=0)
         self.sd = cal.std(axis=0, ddof=1)
-        self.sd[self.sd <= 0] = 1e-12
+        self.constant = self.sd <= 0  # e.g. one predicted label only: that z is always 0
+        self.sd[self.constant] = 1.0
         centred = (cal - self.mu) / self.sd
         self.corr = np.clip(centred.T @ centred / max(1, len(cal) - 1), -1.0, 1.0)
         np.fill_diagonal(self.corr, 1.0)
@@ -141,7 +142,9 @@ class CalibratedTest:
         """The max statistic of the seeded standard normal draws, correlated like the scores."""
         if self._null is None:
             chol = np.linalg.cholesky(self.corr + 1e-9 * np.eye(3))
-            self._null = _max_statistic(_base_draws() @ chol.T)
+            draws = _base_draws() @ chol.T
+            draws[:, self.constant] = 0.0
+            self._null = _max_statistic(draws)
         return self._null
 
     def test(self, emb: np.ndarray, labels: np.ndarray) -> CalibratedResult:

@@ -169,9 +169,7 @@ def save_reference(ref: Reference, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / "embeddings.npz", embeddings=ref.embeddings, predicted=ref.predicted)
     if ref.calibration is not None and ref.calibration_predicted is not None:
-        np.savez_compressed(
-            folder / CALIBRATION_FILE, embeddings=ref.calibration, predicted=ref.calibration_predicted
-        )
+        np.savez_compressed(folder / CALIBRATION_FILE, embeddings=ref.calibration, predicted=ref.calibration_predicted)
     (folder / "meta.json").write_text(json.dumps(asdict(ref.meta), indent=2))
     return folder
 
@@ -181,9 +179,11 @@ def load_reference_dir(folder: Path) -> Reference:
         emb, predicted = npz["embeddings"], npz["predicted"]
     meta = ReferenceMeta(**json.loads((folder / "meta.json").read_text()))
     ref = Reference(emb, predicted, meta)
-    if (folder / CALIBRATION_FILE).exists():
+    if meta.calibration_count > 0 and (folder / CALIBRATION_FILE).exists():
+        # the meta names the calibration set: a stale file left by an earlier embedding does not count
         with np.load(folder / CALIBRATION_FILE) as npz:
-            ref.calibration, ref.calibration_predicted = npz["embeddings"], npz["predicted"]
+            if len(npz["embeddings"]) == meta.calibration_count:
+                ref.calibration, ref.calibration_predicted = npz["embeddings"], npz["predicted"]
     return ref
 
 
