@@ -8,7 +8,7 @@ successive scores independent) and runs a one-sided CUSUM on it::
 
 ``k`` = 1 tolerates a small calibration error in every score without creeping up; ``h`` is
 set so the expected number of checks between false alarms (the in-control average run
-length, computed exactly for N(0, 1) scores by the Brook–Evans Markov chain) equals
+length, computed exactly for N(0, 1) scores by the Brook and Evans Markov chain) equals
 ``drift.false_alarm_every / drift.check_every``. A shift that moves ``u`` by ``δ > k`` is
 flagged after about ``(h + 1.17) / (δ - k)`` checks; a large one at the first check.
 """

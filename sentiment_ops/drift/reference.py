@@ -123,19 +123,19 @@ def build_reference(
     corpus = load_corpus(data)
     split = corpus.validation.sample(samples, seed=REFERENCE_SEED)
     cal_texts = calibration_texts(corpus, split.texts, calibration)
-    pred = embed_as_served(model, split.texts + cal_texts, backend, cache_dir, max_tokens)
-    assert pred.embeddings is not None
+    both = embed_as_served(model, split.texts + cal_texts, backend, cache_dir, max_tokens)
+    assert both.embeddings is not None
     n = len(split)
-    cal_emb, cal_pred = pred.embeddings[n:], pred.labels[n:]
-    pred = Prediction(pred.labels[:n], pred.probabilities[:n], pred.embeddings[:n])
-    counts = np.bincount(pred.labels, minlength=2) / max(1, len(split))
+    emb, labels = both.embeddings[:n], both.labels[:n]
+    cal_emb, cal_pred = both.embeddings[n:], both.labels[n:]
+    counts = np.bincount(labels, minlength=2) / max(1, len(split))
     meta = ReferenceMeta(
         data=data,
         split="validation",
         data_hash=split.hash,
         count=len(split),
         pooling=POOLING,
-        dim=int(pred.embeddings.shape[1]),
+        dim=int(emb.shape[1]),
         label_mix={LABEL_NAMES[i]: float(c) for i, c in enumerate(counts)},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         backend=backend,
@@ -143,8 +143,8 @@ def build_reference(
         calibration_source="validation (not in the reference), then test" if cal_texts else None,
     )
     return Reference(
-        pred.embeddings.astype(np.float32),
-        pred.labels,
+        emb.astype(np.float32),
+        labels,
         meta,
         cal_emb.astype(np.float32) if cal_texts else None,
         cal_pred if cal_texts else None,
