@@ -378,6 +378,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--null-windows", type=int, default=100)
     ap.add_argument("--shifted-windows", type=int, default=20)
     ap.add_argument("--calibrated-windows", type=int, default=1000)
+    ap.add_argument("--calibrated-shifted", type=int, default=100)
     ap.add_argument("--reference-draws", type=int, default=3)
     ap.add_argument("--draw-windows", type=int, default=300)
     ap.add_argument("--stream-checks", type=int, default=20000)
@@ -473,12 +474,13 @@ def main() -> None:
 
 def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
     test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
+    pools = dc.with_scores(test, pools)
     out: dict[str, Any] = {
         "rule": "drift.method=calibrated: max of the NN-distance, kernel and |positive share| "
         "z-scores vs its joint normal null, calibrated on the calibration set"
     }
     for size in (100, 500, 2000):
-        out[str(size)] = dc.calibrated_size(test, pools, size, args.calibrated_windows, args.shifted_windows, size)
+        out[str(size)] = dc.calibrated_size(test, pools, size, args.calibrated_windows, args.calibrated_shifted, size)
         print(f"  calibrated window {size}: {out[str(size)]}", flush=True)
     held = {k: np.concatenate([ref[k], cal[k], pools["imdb"][k]]) for k in ("emb", "pred", "labels")}
     draws = dc.other_references(
@@ -499,6 +501,7 @@ def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> d
 
 def repeated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
     test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
+    pools = dc.with_scores(test, pools)
     h = monitor.cusum_threshold(720.0)
     null = dc.stream_false_alarms(test, pools, args.stream_checks, 500, h)
     delays = dc.detection_delays(test, ref["emb"], pools, args.onsets, 500, h, 12)

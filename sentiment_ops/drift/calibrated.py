@@ -148,7 +148,10 @@ class CalibratedTest:
         return self._null
 
     def test(self, emb: np.ndarray, labels: np.ndarray) -> CalibratedResult:
-        scores = self.scorer.scores(emb, labels)
+        return self.test_scores(self.scorer.scores(emb, labels))
+
+    def test_scores(self, scores: np.ndarray) -> CalibratedResult:
+        """``test`` of a window given its per-text scores (``scorer.scores``)."""
         z, means = self.z_scores(scores)
         stat = float(_max_statistic(z[None, :])[0])
         return CalibratedResult(
@@ -157,7 +160,7 @@ class CalibratedTest:
             p_value=self.p_value(stat),
             window_means={name: float(v) for name, v in zip(SCORES, means, strict=True)},
             calibration_means={name: float(v) for name, v in zip(SCORES, self.mu, strict=True)},
-            n=len(emb),
+            n=len(scores),
             calibration_n=self.n_cal,
         )
 
