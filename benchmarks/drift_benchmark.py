@@ -476,7 +476,7 @@ def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> d
     test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
     pools = dc.with_scores(test, pools)
     out: dict[str, Any] = {
-        "rule": "drift.method=calibrated: max of the NN-distance, kernel and |positive share| "
+        "rule": "drift.method=calibrated: max of the NN-distance and kernel "
         "z-scores vs its joint normal null, calibrated on the calibration set"
     }
     for size in (100, 500, 2000):

@@ -98,7 +98,7 @@ def drift(
 
     - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
     - p-value: the test calibrated for the version's fixed reference on its calibration set
-      (nearest-reference distance, kernel similarity and positive share of the window);
+      (nearest-reference distance and kernel similarity of the window's texts);
       it decides the status. A reference without a calibration set falls back to the
       permutation test of MMD² and nearest-reference distance, reported as uncalibrated.
     - Mode: single (each check decides at alpha) or repeated (drift.false_alarm_every set:
@@ -200,7 +200,7 @@ def _report_tables(r: dict[str, Any]) -> None:
         table.add_row(
             "Calibrated z",
             f"{cal['statistic']:.2f}",
-            f"max of NN {z['nn']:.2f}, kernel {z['kernel']:.2f}, |positive share| {abs(z['positive']):.2f}; "
+            f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} (positive share {z['positive']:.2f}, reported); "
             f"threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} ({cal['calibration_n']} calibration texts)",
         )
         test = "calibrated for this reference"
