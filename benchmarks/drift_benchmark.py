@@ -496,6 +496,10 @@ def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> d
     for size in ("100", "2000"):
         out[size]["references"] = [{"draw": "deployed"}]
     print(f"  other reference draws: {draws}", flush=True)
+    out["calibration_size_effect"] = dc.calibration_size_effect(
+        held, len(ref["emb"]), (1000, 4000, 12000), 8, 300, cfg.whiten_components
+    )
+    print(f"  calibration size effect: {out['calibration_size_effect']}", flush=True)
     return out
 
 

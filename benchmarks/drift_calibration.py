@@ -226,3 +226,33 @@ def detection_delays(
 
 def z_quantile(alpha: float) -> float:
     return NormalDist().inv_cdf(1 - alpha)
+
+
+def calibration_size_effect(
+    held_out: dict[str, Any], n_ref: int, sizes: tuple[int, ...], draws: int, windows: int, components: int
+) -> dict[str, Any]:
+    """How far one deployment's false-alarm rate strays from alpha, by calibration-set size
+    N: ``draws`` reference draws per N (reference, calibration set and window pool re-drawn,
+    disjoint), ``windows`` windows of 500 each; the spread of the per-draw rates against the
+    predicted ``sqrt(n/N + n/pool)`` standard errors of the offset."""
+    out: dict[str, Any] = {}
+    for n_cal in sizes:
+        rates: dict[str, list[float]] = {"0.01": [], "0.05": []}
+        for d in range(draws):
+            ref, cal, pool = redraw(held_out, n_ref, n_cal, 500 + d)
+            test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], components)
+            scored = with_scores(test, {"imdb": pool})
+            rng = np.random.default_rng(600 + d)
+            p = np.array([window_p(test, "imdb", 500, rng, scored) for _ in range(windows)])
+            for a in rates:
+                rates[a].append(round(float(np.mean(p < float(a))), 4))
+        pool_n = len(held_out["emb"]) - n_ref - n_cal
+        out[str(n_cal)] = {
+            "draws": draws,
+            "windows_per_draw": windows,
+            "false_alarm_rate_0.01_per_draw": rates["0.01"],
+            "false_alarm_rate_0.05_per_draw": rates["0.05"],
+            "mean_0.05": round(float(np.mean(rates["0.05"])), 4),
+            "offset_sd_predicted_z": round(math.sqrt(500 / n_cal + 500 / pool_n), 3),
+        }
+    return out
