@@ -244,8 +244,8 @@ def calibration_size_effect(
             scored = with_scores(test, {"imdb": pool})
             rng = np.random.default_rng(600 + d)
             p = np.array([window_p(test, "imdb", 500, rng, scored) for _ in range(windows)])
-            for a in rates:
-                rates[a].append(round(float(np.mean(p < float(a))), 4))
+            for a, per_draw in rates.items():
+                per_draw.append(round(float(np.mean(p < float(a))), 4))
         pool_n = len(held_out["emb"]) - n_ref - n_cal
         out[str(n_cal)] = {
             "draws": draws,
