@@ -6,13 +6,15 @@ Signals that compare a window of served predictions with a model version's refer
    against a fixed threshold (0.30). Kept for continuity; it is not calibrated: with no
    shift it falls with the window size, and real shifts (another domain, a share of new
    texts) often stay far below 0.30.
-2. ``permutation_test``: a calibrated two-sample test. Statistics: the unbiased MMD² with
+2. ``permutation_test``: a two-sample permutation test. Statistics: the unbiased MMD² with
    an RBF kernel (bandwidth: median heuristic on the pooled sample) and the mean squared
    distance of the window rows to their nearest reference row, both on the pooled sample
    PCA-whitened to a few dozen components. Each gets a permutation p-value with the +1
    correction, ``p = (1 + #{perm ≥ observed}) / (1 + B)``; the decision uses their min-p
-   aggregate, calibrated over the same permutations. Its false-alarm rate is at most alpha
-   at any window size. ``mmd_permutation_test`` is the plain MMD² test on raw embeddings.
+   aggregate, calibrated over the same permutations. Its false-alarm rate is alpha over
+   random draws of the reference, not for one fixed reference (docs/drift.md): the default
+   method, ``calibrated`` (``drift.calibrated``, applied by ``drift.check``), is.
+   ``mmd_permutation_test`` is the plain MMD² test on raw embeddings.
 3. ``label_mix_test``: the predicted positive share of the window against the reference's
    (two-proportion z-test), a label shift signal.
 4. ``farthest_texts``: the window rows farthest from their nearest reference neighbour, so a
