@@ -49,16 +49,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import drift_calibration as dc
 import numpy as np
 import torch
 
 from sentiment_ops import textnorm
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
-from sentiment_ops.data import Split, as_shipped, load_corpus
-from sentiment_ops.drift import cosine_centroid_distance, detect, permutation_test
+from sentiment_ops.data import Split, load_corpus
+from sentiment_ops.drift import cosine_centroid_distance, detect, monitor, permutation_test
+from sentiment_ops.drift.calibrated import CalibratedTest
 from sentiment_ops.drift.check import CHECK_SEED
-from sentiment_ops.drift.reference import REFERENCE_SEED, embed_as_served
+from sentiment_ops.drift.reference import CALIBRATION_SAMPLES, REFERENCE_SEED, calibration_texts, embed_as_served
 from sentiment_ops.modeling import SentimentModel
 
 RESULTS = Path(__file__).parent / "results" / "drift.json"
@@ -288,7 +290,7 @@ def run_size(
 
 # -- one full check through MLflow and the store ------------------------------------------
 def end_to_end_seconds(
-    ref: dict[str, Any], pools: dict[str, dict[str, Any]], size: int, backend: str
+    ref: dict[str, Any], pools: dict[str, dict[str, Any]], size: int, backend: str, cal: dict[str, Any] | None = None
 ) -> dict[str, float]:
     """Time ``run_drift_check`` on a scratch home: registered version whose run carries the
     reference artifact, ``size`` served rows in the SQLite store."""
@@ -313,7 +315,8 @@ def end_to_end_seconds(
             datetime.now(UTC).isoformat(),
             backend=backend,
         )
-        log_reference(registry, run.info.run_id, Reference(ref["emb"], ref["pred"], meta))
+        calibration = (cal["emb"], cal["pred"]) if cal is not None else (None, None)
+        log_reference(registry, run.info.run_id, Reference(ref["emb"], ref["pred"], meta, *calibration))
         client.create_registered_model(settings.mlflow.model_name)
         mv = client.create_model_version(
             settings.mlflow.model_name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
@@ -345,158 +348,201 @@ def end_to_end_seconds(
     return {"window": size, "seconds_median_of_3": round(float(np.median(times)), 3)}
 
 
-def main() -> None:
+def window_pool(imdb: Any, params: dict[str, str], taken: set[str], train_texts: int) -> Split:
+    """IMDB texts that neither the model (its logged training sample, rebuilt), the reference
+    nor the calibration set used: the rest of the test split, then ``train_texts`` of the
+    training split's unused rows (seeded order)."""
+    trained: set[str] = set()
+    if "train_size" in params:
+        trained = set(imdb.train.sample(int(params["train_size"]), seed=int(params["seed"])).texts)
+    test = [i for i, t in enumerate(imdb.test.texts) if t not in taken]
+    order = np.random.default_rng(REFERENCE_SEED).permutation(len(imdb.train))
+    train = [int(i) for i in order if imdb.train.texts[i] not in trained and imdb.train.texts[i] not in taken]
+    train = train[:train_texts]
+    texts = [imdb.test.texts[i] for i in test] + [imdb.train.texts[i] for i in train]
+    labels = np.concatenate([imdb.test.labels[test], imdb.train.labels[train]])
+    return Split(texts, labels)
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", default="auto", help="hf_model folder, or 'auto' to find it under --artifacts")
     ap.add_argument("--artifacts", default="/tmp/bench-acc/mlartifacts", type=Path)
     ap.add_argument("--tracking-db", default="/tmp/bench-acc/mlflow.db", type=Path)
     ap.add_argument("--cache", default="/tmp/sentops-drift-cache", type=Path)
-    ap.add_argument("--imdb-pool", type=int, default=5000)
+    ap.add_argument("--train-pool", type=int, default=3000, help="unused training-split texts added to the window pool")
     ap.add_argument("--tweet-pool", type=int, default=1000)
     ap.add_argument("--rt-pool", type=int, default=1000)
     ap.add_argument("--reference", type=int, default=1000)
+    ap.add_argument("--calibration", type=int, default=CALIBRATION_SAMPLES)
     ap.add_argument("--null-windows", type=int, default=100)
     ap.add_argument("--shifted-windows", type=int, default=20)
+    ap.add_argument("--calibrated-windows", type=int, default=1000)
+    ap.add_argument("--calibrated-shifted", type=int, default=100)
+    ap.add_argument("--reference-draws", type=int, default=3)
+    ap.add_argument("--draw-windows", type=int, default=300)
+    ap.add_argument("--stream-checks", type=int, default=20000)
+    ap.add_argument("--onsets", type=int, default=100)
+    ap.add_argument("--root-cause-draws", type=int, default=8)
+    ap.add_argument("--root-cause-windows", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--variant", default=None, help="store the run under variants.NAME (not the default entry)")
-    ap.add_argument(
-        "--backend",
-        choices=("onnx", "torch"),
-        default=None,
-        help="how the served windows are embedded (default: serve.backend)",
-    )
-    ap.add_argument(
-        "--text-normalizer",
-        default=None,
-        metavar="NAME:VERSION",
-        help="override the model's own normaliser (identity:1 = raw text straight into the model, as served before)",
-    )
-    ap.add_argument(
-        "--reference-backend",
-        choices=("onnx", "torch"),
-        default=None,
-        help="how the reference is embedded (default: like the windows, as sentops train now logs it)",
-    )
-    args = ap.parse_args()
+    ap.add_argument("--backend", choices=("onnx", "torch"), default=None, help="default: serve.backend")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     quiet_third_party()
     load_start = [round(x, 2) for x in os.getloadavg()]
     settings = load_settings(overrides={"home": tempfile.gettempdir()})  # drift defaults only
-
+    cfg = settings.drift
     model_dir = find_model_dir(args.artifacts) if args.model_dir == "auto" else Path(args.model_dir)
     meta = json.loads((model_dir / "sentops.json").read_text())
     model = SentimentModel.from_dir(model_dir)
-    if args.text_normalizer:
-        name, _, version = args.text_normalizer.partition(":")
-        model.normalizer = textnorm.get({"name": name, "version": version or 1})
     cache = args.cache / model_fingerprint(model_dir)
-    print(
-        f"model {model_dir} (max_length {model.max_length}, head {model.head_tokens}, "
-        f"normaliser {model.normalizer.spec}); cache {cache}",
-        flush=True,
-    )
+    print(f"model {model_dir}; cache {cache}", flush=True)
+    params = training_params(args.tracking_db, meta.get("run_id"))
 
     imdb = load_corpus("imdb")
     ref_split = imdb.validation.sample(args.reference, seed=REFERENCE_SEED)  # as build_reference does
-    # IMDB holds a few duplicate reviews across splits: drop any pool text that is also in
-    # the reference, so every window is made of texts the reference has never seen.
-    in_ref = set(ref_split.texts)
-    keep = [i for i, t in enumerate(imdb.test.texts[: args.imdb_pool]) if t not in in_ref]
-    golden = Split([imdb.test.texts[i] for i in keep], imdb.test.labels[keep])
+    cal_texts = calibration_texts(imdb, ref_split.texts, args.calibration)
+    label_of = dict(
+        zip(
+            imdb.validation.texts + imdb.test.texts,
+            np.concatenate([imdb.validation.labels, imdb.test.labels]),
+            strict=True,
+        )
+    )
+    cal_split = Split(cal_texts, np.array([label_of[t] for t in cal_texts]))
+    pool = window_pool(imdb, params, set(ref_split.texts) | set(cal_texts), args.train_pool)
     tw = load_corpus("tweets").test.head(args.tweet_pool)
     rt = load_corpus("rotten_tomatoes").test.head(args.rt_pool)
-    assert not in_ref & (set(golden.texts) | set(tw.texts) | set(rt.texts)), "a pool overlaps the reference"
+    taken = set(ref_split.texts) | set(cal_texts)
+    assert not taken & (set(pool.texts) | set(tw.texts) | set(rt.texts)), "a pool overlaps the reference"
     backend = args.backend or settings.serve.backend
-    args.reference_backend = args.reference_backend or backend
     served = ServedEmbedder(model, backend, settings, cache)
-    ref_embed = (
-        served if args.reference_backend == backend else ServedEmbedder(model, args.reference_backend, settings, cache)
-    )
-    ref = embed_cached(ref_embed, ref_split.texts, ref_split.labels, cache, "reference")
+    ref = embed_cached(served, ref_split.texts, ref_split.labels, cache, "reference")
+    cal = embed_cached(served, cal_split.texts, cal_split.labels, cache, "calibration")
     pools = {
-        "imdb": embed_cached(served, golden.texts, golden.labels, cache, "imdb_test"),
+        "imdb": embed_cached(served, pool.texts, pool.labels, cache, "imdb_pool"),
         "tweets": embed_cached(served, tw.texts, tw.labels, cache, "tweets_test"),
         "rotten_tomatoes": embed_cached(served, rt.texts, rt.labels, cache, "rt_test"),
     }
-    # the same pools as the corpus files ship them (markup included): what clients send
-    shipped = {"imdb": as_shipped("imdb", golden.texts), "tweets": as_shipped("tweets", tw.texts)}
-    shipped["rotten_tomatoes"] = as_shipped("rotten_tomatoes", rt.texts)
-    raw_pools = {
-        name: embed_cached(served, shipped[name], pools[name]["labels"], cache, f"{short}_raw")
-        for name, short in (("imdb", "imdb_test"), ("tweets", "tweets_test"), ("rotten_tomatoes", "rt_test"))
-    }
-    raw_differs = {
-        name: sum(a != b for a, b in zip(shipped[name], pools[name]["texts"], strict=True)) for name in pools
-    }
-    embed_seconds = sum(p["seconds"] for p in (ref, *pools.values(), *raw_pools.values()))
-
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     result: dict[str, Any] = {}
     for size in (100, 500):
         result[str(size)] = run_size(size, pools, ref, settings, args.null_windows, args.shifted_windows)
-    # the same windows (same seeds, same reviews) drawn from the texts as shipped
-    result["raw_text"] = {
-        str(size): run_size(size, raw_pools, ref, settings, args.null_windows, args.shifted_windows, "raw ")
-        for size in (100, 500)
-    }
-    result["end_to_end"] = end_to_end_seconds(ref, pools, 500, args.reference_backend)
+    result["calibrated"] = calibrated_section(args, cfg, ref, cal, pools)
+    result["repeated"] = repeated_section(args, cfg, ref, cal, pools)
+    result["root_cause"] = root_cause_section(args, cfg, ref, cal, pools)
+    result["end_to_end"] = end_to_end_seconds(ref, pools, 500, backend, cal)
     result["setup"] = {
         "reference": f"{len(ref_split)} IMDB validation reviews (seed {REFERENCE_SEED}), as sentops train logs it",
+        "calibration": f"{len(cal_texts)} held-out IMDB texts (reference.calibration_texts: the rest of the "
+        "validation split, then the test split), as sentops train logs them",
         "pools": {
-            "imdb": f"first {args.imdb_pool} of the golden IMDB test split minus "
-            f"{args.imdb_pool - len(golden)} duplicates of reference texts",
+            "imdb": f"{len(pool)} IMDB texts in neither the model's training sample, the reference nor the "
+            f"calibration set: the rest of the test split, then {args.train_pool} unused training-split texts",
             "tweets": f"first {len(tw)} of the tweets test split",
             "rotten_tomatoes": f"first {len(rt)} of the Rotten Tomatoes test split",
         },
-        "raw_text_pools": "the same texts as the corpus files ship them (data.as_shipped); "
-        "texts that differ from the cleaned split: "
-        + ", ".join(f"{name} {n} of {len(pools[name]['texts'])}" for name, n in raw_differs.items()),
-        "text_normalizer": str(model.normalizer.spec)
-        + (" (overridden with --text-normalizer)" if args.text_normalizer else " (the model's own)"),
         "embedding": "mean-pooled last hidden state of one forward pass, as the server logs it",
-        "window_backend": backend,
-        "reference_backend": args.reference_backend,
+        "backend": backend,
         "load_average_start": load_start,
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "alpha": settings.drift.alpha,
-        "method": settings.drift.method,
-        "whiten_components": settings.drift.whiten_components,
-        "permutations": settings.drift.permutations,
-        "cosine_threshold": settings.drift.cosine_threshold,
-        "embed_seconds_this_run": round(embed_seconds, 1),
+        **{k: getattr(cfg, k) for k in ("alpha", "method", "whiten_components", "permutations", "cosine_threshold")},
     }
-    params = training_params(args.tracking_db, meta.get("run_id"))
     result["model"] = {
         "dir": str(model_dir),
         "run_id": meta.get("run_id"),
-        "max_length": model.max_length,
-        "head_tokens": model.head_tokens,
-        "text_normalizer": meta.get(textnorm.META_KEY, "none saved (legacy: sentops.clean v0)"),
         **params,
-        "held_out_verified": held_out(params, imdb, ref_split.texts, golden.texts),
+        "held_out_verified": held_out(params, imdb, ref_split.texts, cal_texts, pool.texts),
     }
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"
     result["torch"] = torch.__version__
     result["date"] = datetime.now(UTC).date().isoformat()
     result["command"] = " ".join(["flock /tmp/sentops-bench.lock python benchmarks/drift_benchmark.py", *sys.argv[1:]])
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if args.variant:  # kept beside the default run, which stays at the top level
-        data = previous
-        data.setdefault("variants", {})[args.variant] = result
-    else:
-        data = {**result, "variants": previous.get("variants", {})}
+    kept = {k: previous[k] for k in ("raw_text", "variants") if k in previous}
+    if kept:
+        result["note"] = "raw_text and variants are kept from the previous run (another model): not re-run here"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2) + "\n")
-    for texts, results in (("cleaned", result), ("raw (as shipped)", result["raw_text"])):
-        for size in ("100", "500"):
-            r = results[size]
-            print(
-                f"\n{texts} texts, window {size}: false alarms sentops {r['sentops']['false_alarm_rate']:.2f} / seed "
-                f"{r['seed_rule']['false_alarm_rate']:.2f}; {r['sentops']['seconds_per_check']:.2f} s per check"
-            )
-            for s in SHIFTED:
-                det = [r[k]["detection_rate"][s] for k in ("sentops", "seed_rule", "mmd_raw")]
-                print(f"  {s:<17} sentops {det[0]:.2f}  seed {det[1]:.2f}  raw MMD² {det[2]:.2f}")
-    print(f"\nend to end (window 500): {result['end_to_end']['seconds_median_of_3']} s; wrote {args.out}")
+    args.out.write_text(json.dumps({**result, **kept}, indent=2) + "\n")
+    print_summary(result)
+    print(f"wrote {args.out}")
+
+
+def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
+    test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
+    pools = dc.with_scores(test, pools)
+    out: dict[str, Any] = {
+        "rule": "drift.method=calibrated: max of the NN-distance and kernel "
+        "z-scores vs its joint normal null, calibrated on the calibration set"
+    }
+    for size in (100, 500, 2000):
+        out[str(size)] = dc.calibrated_size(test, pools, size, args.calibrated_windows, args.calibrated_shifted, size)
+        print(f"  calibrated window {size}: {out[str(size)]}", flush=True)
+    held = {k: np.concatenate([ref[k], cal[k], pools["imdb"][k]]) for k in ("emb", "pred", "labels")}
+    draws = dc.other_references(
+        held, pools, len(ref["emb"]), len(cal["emb"]), args.reference_draws, args.draw_windows, cfg.whiten_components
+    )
+    out["500"]["references"] = [
+        {
+            "draw": "deployed",
+            **{k: out["500"][k] for k in ("windows", "false_alarm_rate_0.01", "false_alarm_rate_0.05")},
+        },
+        *draws,
+    ]
+    for size in ("100", "2000"):
+        out[size]["references"] = [{"draw": "deployed"}]
+    print(f"  other reference draws: {draws}", flush=True)
+    out["calibration_size_effect"] = dc.calibration_size_effect(
+        held, len(ref["emb"]), (1000, 4000, 12000), 8, 300, cfg.whiten_components
+    )
+    print(f"  calibration size effect: {out['calibration_size_effect']}", flush=True)
+    return out
+
+
+def repeated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
+    test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
+    pools = dc.with_scores(test, pools)
+    h = monitor.cusum_threshold(720.0)
+    null = dc.stream_false_alarms(test, pools, args.stream_checks, 500, h)
+    delays = dc.detection_delays(test, ref["emb"], pools, args.onsets, 500, h, 12)
+    print(f"  repeated: {null['expected_checks_between_false_alarms']} checks between false alarms", flush=True)
+    return {
+        "rule": f"CUSUM of u = Φ⁻¹(1 - p) of consecutive windows of 500, k = {monitor.CUSUM_K}, h = {h:.3f} "
+        "(false_alarm_every 30d, check_every 1h: 720 checks); seed_cosine: centroid cosine distance > 0.30 "
+        "at a check; plain_mmd: raw-embedding MMD² permutation test p < 0.01 at a check",
+        "expected_checks_between_false_alarms": null["expected_checks_between_false_alarms"],
+        "stream": {k: v for k, v in null.items() if k != "run_lengths"},
+        "median_delay_checks": {s: d["repeated"]["median_delay_checks"] for s, d in delays.items()},
+        "delays": delays,
+    }
+
+
+def root_cause_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
+    held = {k: np.concatenate([ref[k], cal[k], pools["imdb"][k]]) for k in ("emb", "pred", "labels")}
+    out = {}
+    for whiten in (cfg.whiten_components, 0):
+        out[f"whiten_{whiten}"] = dc.permutation_root_cause(
+            held, len(ref["emb"]), args.root_cause_draws, args.root_cause_windows, whiten, 200
+        )
+        print(f"  root cause (whiten {whiten}): {out[f'whiten_{whiten}']}", flush=True)
+    return out
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    for size in ("100", "500", "2000"):
+        c = result["calibrated"][size]
+        print(
+            f"calibrated window {size}: FA@0.01 {c['false_alarm_rate_0.01']} {c['binomial_95_interval_0.01']}, "
+            f"FA@0.05 {c['false_alarm_rate_0.05']} {c['binomial_95_interval_0.05']}; {c['detection_rate_0.01']}"
+        )
+    print(
+        f"repeated: {result['repeated']['expected_checks_between_false_alarms']} checks between false alarms; "
+        f"median delays {result['repeated']['median_delay_checks']}"
+    )
 
 
 if __name__ == "__main__":

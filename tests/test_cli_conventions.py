@@ -70,7 +70,7 @@ def test_show_completion_prints_a_bash_script(monkeypatch: pytest.MonkeyPatch) -
         ("sentops dri", ["drift"]),
         ("sentops serve --back", ["--backend"]),
         ("sentops serve --backend ", ["torch", "onnx"]),
-        ("sentops drift --method ", ["mmd_nn", "mmd", "cosine"]),
+        ("sentops drift --method ", ["calibrated", "mmd_nn", "mmd", "cosine"]),
     ],
 )
 def test_the_completion_script_completes(words: str, expected: list[str]) -> None:

@@ -82,7 +82,7 @@ def test_no_drift_on_unshifted_imdb(cli, production: Settings) -> None:  # type:
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == 0, result.output
     report = _json(result)
-    assert report["drift"] is False and report["test_drift"] is False and report["method"] == "mmd_nn"
+    assert report["drift"] is False and report["test_drift"] is False and report["method"] == "calibrated"
     assert report["p_value"] >= 0.01
     assert report["n_rows"] == 80 and report["n_reference"] == 40
     assert report["model_version"] == 1 and report["alias"] == "production"
@@ -105,7 +105,7 @@ def test_tweets_are_drift_exit_3(cli, production: Settings) -> None:  # type: ig
     result = cli("drift", "--window", "80", "--json")
     assert result.exit_code == EXIT_DRIFT == 3, result.output
     report = _json(result)
-    assert report["drift"] is True and 1 / 501 <= report["p_value"] <= 3 / 501
+    assert report["drift"] is True and report["p_value"] < 0.001 and report["method"] == "calibrated"
     shown = _json(cli("drift", "--window", "80", "--json", "--show-texts"))
     assert shown["farthest"][0]["text"] in tweet_texts(80)
     table = cli("drift", "--window", "80")
@@ -121,7 +121,7 @@ def test_seed_rule_method(cli, production: Settings) -> None:  # type: ignore[no
     assert result.exit_code == (3 if report["drift"] else 0)
     bad = cli("drift", "--method", "ks")
     assert bad.exit_code == 2
-    assert "is not one of 'mmd_nn', 'mmd', 'cosine'" in " ".join(bad.stderr.replace("│", " ").split())
+    assert "is not one of 'calibrated', 'mmd_nn', 'mmd', 'cosine'" in " ".join(bad.stderr.replace("│", " ").split())
     mmd = json.loads(cli("drift", "--method", "mmd", "--json").stdout)
     assert mmd["nn_p_value"] is None and mmd["p_value"] == mmd["mmd_p_value"]
     few = cli("drift", "--permutations", "50", "--alpha", "0.01")
@@ -178,7 +178,8 @@ def test_no_reference_then_embed_reference(cli, tiny_env, monkeypatch) -> None: 
     registry = Registry(settings)
     run_id = registry.get_version(1).run_id
     files = {a.path for a in registry.client.list_artifacts(run_id, "reference/onnx")}
-    assert files == {"reference/onnx/embeddings.npz", "reference/onnx/meta.json"}
+    assert files == {"reference/onnx/embeddings.npz", "reference/onnx/meta.json", "reference/onnx/calibration.npz"}
+    assert meta["calibration_count"] == 200  # drift.calibration_samples (tests: 200)
 
     report = _json(cli("drift", "--json"))
     assert report["n_reference"] == 30 and report["n_rows"] == 60
@@ -368,3 +369,43 @@ def test_store_text_false_no_text_anywhere_in_drift(  # type: ignore[no-untyped-
         values = json.dumps([run.data.tags, run.data.params])
         assert not any(t[:40] in values for t in texts)
         assert client.list_artifacts(run.info.run_id) == []
+
+
+def test_repeated_mode_keeps_its_state_in_the_store(cli, production: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """drift.false_alarm_every: each check steps a CUSUM whose state is read back from the
+    previous recorded check; texts already scored are not scored again."""
+    monkeypatch.setenv("SENTOPS_DRIFT__FALSE_ALARM_EVERY", "30d")
+    log_served(production, imdb_texts(60))
+    first = _json(cli("drift", "--json"))
+    assert first["mode"] == "repeated" and first["method"] == "calibrated"
+    mon = first["monitor"]
+    assert mon["new_rows"] == 60 and mon["checks_since_alarm"] == 1 and not mon["alarm"]
+    assert mon["expected_checks_between_false_alarms"] == 720 and mon["threshold"] == pytest.approx(2.507, abs=0.01)
+    again = cli("drift")  # nothing served since: the statistic stays, the count goes on
+    assert again.exit_code == 0, again.output
+    assert "mode: repeated" in again.stdout and "once every 30d" in " ".join(again.stdout.split())
+    second = _json(cli("drift", "--json"))
+    assert second["monitor"]["increment"] is None and second["monitor"]["checks_since_alarm"] == 3
+    assert second["monitor"]["statistic"] == pytest.approx(mon["statistic"])
+    log_served(production, tweet_texts(80))
+    alarm = cli("drift", "--json")
+    assert alarm.exit_code == EXIT_DRIFT, alarm.output
+    state = _json(alarm)["monitor"]
+    assert state["alarm"] and state["new_rows"] == 80 and state["checks_since_alarm"] == 0
+    monkeypatch.delenv("SENTOPS_DRIFT__FALSE_ALARM_EVERY")
+    single = cli("drift")
+    assert "mode: single check" in single.stdout and "probability 0.01" in " ".join(single.stdout.split())
+
+
+def test_reference_without_calibration_set_is_checked_uncalibrated(cli, production: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A reference logged before calibration sets (none stored) keeps working: the
+    permutation test decides and the report says the check is uncalibrated."""
+    monkeypatch.setenv("SENTOPS_DRIFT__CALIBRATION_SAMPLES", "0")
+    meta = _json(cli("embed-reference", "--version", "1", "--json"))
+    assert meta["calibration_count"] == 0  # the calibration.npz trained with it no longer counts
+    log_served(production, imdb_texts(60))
+    report = _json(cli("drift", "--json"))
+    assert report["method"] == "mmd_nn" and report["calibrated"] is None
+    assert report["guarantee"].startswith("uncalibrated")
+    table = cli("drift")
+    assert table.exit_code == 0 and "uncalibrated" in table.stdout

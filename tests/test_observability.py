@@ -95,7 +95,12 @@ def test_drift_checks_in_the_store_show_on_metrics(store_url: str, served: Serve
             # what `sentops drift` records (sentiment_ops/drift/check.py: record_drift_check of the report)
             store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 120, "drift": False, "p_value": 0.42})
             store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 300, "drift": True, "p_value": 0.002})
-            store.record_drift_check(MODEL, 2, {"window": 200, "n_rows": 200, "drift": False, "p_value": 0.5})
+            # the repeated mode (drift.false_alarm_every) keeps its running state with the check
+            monitor = {"mode": "repeated", "statistic": 1.25, "threshold": 2.51, "checks_since_alarm": 17}
+            monitor["expected_checks_between_false_alarms"] = 720.0
+            store.record_drift_check(
+                MODEL, 2, {"window": 200, "n_rows": 200, "drift": False, "p_value": 0.5, "monitor": monitor}
+            )
             store.record_drift_check("another-model", 1, {"window": 9, "n_rows": 9, "drift": True, "p_value": 0.0})
             newest = store.latest_drift_checks(MODEL)
         finally:
@@ -110,6 +115,11 @@ def test_drift_checks_in_the_store_show_on_metrics(store_url: str, served: Serve
         (labels["model_version"], value) for labels, value in samples["sentops_drift_check_timestamp_seconds"]
     )
     assert stamps == {str(n["model_version"]): n["created_at"].timestamp() for n in newest}
+    # the running state of the repeated mode: only for the version checked that way
+    assert samples["sentops_drift_monitor_statistic"] == [(v2, 1.25)]
+    assert samples["sentops_drift_monitor_threshold"] == [(v2, 2.51)]
+    assert samples["sentops_drift_checks_since_alarm"] == [(v2, 17.0)]
+    assert samples["sentops_drift_expected_checks_between_false_alarms"] == [(v2, 720.0)]
 
 
 # -- X-Request-Id -------------------------------------------------------------------------------

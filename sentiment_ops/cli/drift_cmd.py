@@ -32,7 +32,9 @@ def embed_reference(
     version's drift reference (an artifact of its MLflow run).
 
     Uses the corpus's validation split, never its training split, embedded the way the server
-    embeds its traffic (serve.backend: torch fp32 or onnx int8). `sentops train` already does
+    embeds its traffic (serve.backend: torch fp32 or onnx int8), and drift.calibration_samples
+    further held-out texts (the rest of the validation split, then the test split) as the
+    calibration set of the drift test. `sentops train` already does
     this at the end of training; run it again after changing the data, the count or the backend.
 
     Example: sentops embed-reference --alias production --samples 1000
@@ -59,7 +61,7 @@ def embed_reference(
             f" version [bold]{meta.model_version}[/bold]: ",
             plain(
                 f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
-                f"dim {meta.dim}, {meta.backend} backend, "
+                f"dim {meta.dim}, {meta.backend} backend, {meta.calibration_count} calibration texts, "
                 f"predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
             ),
         )
@@ -78,7 +80,7 @@ def drift(
     method: DriftMethod = typer.Option(
         None,
         "--method",
-        help="What decides the status; cosine is the seed's rule (default: drift.method setting, mmd_nn).",
+        help="What decides the status; cosine is the seed's rule (default: drift.method setting, calibrated).",
     ),
     source: DriftSource = typer.Option(
         DriftSource.api, "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
@@ -96,7 +98,13 @@ def drift(
     """Compare the last N served predictions of a model version with its reference.
 
     - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
-    - p-value: a calibrated permutation test of MMD² and nearest-reference distance; it decides the status.
+    - p-value: the test calibrated for the version's fixed reference on its calibration set
+      (nearest-reference distance and kernel similarity of the window's texts);
+      it decides the status. A reference without a calibration set falls back to the
+      permutation test of MMD² and nearest-reference distance, reported as uncalibrated.
+    - Mode: single (each check decides at alpha) or repeated (drift.false_alarm_every set:
+      a CUSUM over the checks decides, with that expected time between false alarms);
+      the line under the table states the guarantee.
     - Positive share: the predicted-label mix of the window vs the reference's (label shift).
     - The rows of the window farthest from the reference: ids and distances; their served
       texts only with --show-texts (none when store.store_text is false: texts are not kept).
@@ -189,12 +197,20 @@ def _report_tables(r: dict[str, Any]) -> None:
             f"{r['nn_distance2']:.3g}",
             f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)",
         )
-    test = {"mmd_nn": "min-p of MMD² and NN distance", "mmd": "MMD²"}.get(r["method"], "min-p of MMD² and NN distance")
-    table.add_row(
-        "p-value",
-        fmt(r["p_value"]),
-        f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test}, {r['permutations']} permutations)",
-    )
+    cal = r.get("calibrated")
+    if cal:
+        z = cal["z"]
+        table.add_row(
+            "Calibrated z",
+            f"{cal['statistic']:.2f}",
+            f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} (positive share {z['positive']:.2f}, reported); "
+            f"threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} ({cal['calibration_n']} calibration texts)",
+        )
+        test = "calibrated for this reference"
+    else:
+        test = {"mmd": "MMD² permutation test"}.get(r["method"], "min-p of MMD² and NN distance, permutation test")
+        test += f", {r['permutations']} permutations"
+    table.add_row("p-value", fmt(r["p_value"]), f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test})")
     mix = r.get("label_mix") or {}
     if mix:
         table.add_row(
@@ -203,13 +219,25 @@ def _report_tables(r: dict[str, Any]) -> None:
             f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
             + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
         )
-    decided_by = "seed cosine rule" if r["method"] == "cosine" else "permutation test"
+    mon = r.get("monitor")
+    if mon:
+        scored = f"{mon['new_rows']} new texts scored" if mon.get("increment") is not None else "no new texts"
+        table.add_row(
+            "CUSUM",
+            f"{mon['statistic']:.2f}",
+            f"threshold {mon['threshold']:.2f}; {mon['checks_since_alarm']} checks since the last alarm ({scored})",
+        )
+    decided_by = {"cosine": "seed cosine rule", "calibrated": "calibrated test"}.get(r["method"], "permutation test")
+    if mon:
+        decided_by = "CUSUM over the repeated checks"
     table.add_row(
         "Status",
         "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
         f"decided by the {decided_by}",
     )
     console.print(table)
+    mode = "repeated" if r.get("mode") == "repeated" else "single check"
+    console.print(plain(f"mode: {mode}. {r.get('guarantee') or ''}".rstrip()))
     _farthest_table(r)
     console.print(f"check {r.get('check_id')} recorded in {r['seconds']:.2f} s", style="dim")
 

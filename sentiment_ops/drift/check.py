@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sentiment_ops.config import Settings
+from sentiment_ops.drift.decide import apply_calibrated, apply_monitor, calibrated_test
 from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
@@ -64,6 +65,7 @@ def embed_reference(
         max_tokens=settings.serve.batch_max_tokens,
         cache_dir=export_cache_dir(settings.home, info.name, info.version, info.run_id) if backend == "onnx" else None,
         model_version=info.version,
+        calibration=settings.drift.calibration_samples,
     )
 
 
@@ -139,6 +141,9 @@ def run_drift_check(
             # the reference embedded by the backend that served the window
             ref = download_reference(registry, str(info.run_id), Path(tmp), backend)
         report = compare(ref, rows, settings, opts, info.version, show_texts)
+        if settings.drift.false_alarm_every is not None and opts.method != "cosine":
+            previous = last_monitor_state(db, registry.model_name, info.version, source)
+            apply_monitor(report, settings, previous, calibrated_test(ref, settings.drift.whiten_components), rows)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)
         report.source = source
@@ -220,14 +225,27 @@ def compare(
         top_k=cfg.top_k,
         seed=CHECK_SEED,
     )
+    if opts.method == "calibrated":
+        apply_calibrated(report, calibrated_test(ref, cfg.whiten_components), emb, labels)
     report.window = opts.window
     if not kept:
         report.texts = TEXTS_NOT_KEPT
     report.model_version = version
     report.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    keys = ("data", "split", "data_hash", "count", "pooling", "backend", "created", "run_id")
+    keys = ("data", "split", "data_hash", "count", "pooling", "backend", "created", "run_id", "calibration_count")
     report.reference = {k: getattr(ref.meta, k) for k in keys}
     return report
+
+
+def last_monitor_state(store: InferenceStore, model_name: str, version: int, source: str) -> dict[str, Any] | None:
+    """The repeated mode's state after the version's newest recorded check of ``source``
+    (None: none recorded yet, or the newest ran as a single check)."""
+    for check in reversed(store.drift_history(model_name, limit=50, version=version)):
+        details = check.get("details") or {}
+        if details.get("source", "api") == source:
+            state = details.get("monitor")
+            return state if isinstance(state, dict) else None
+    return None
 
 
 def _check_embedding_space(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sentiment_ops.data import LABEL_NAMES, load_corpus
+from sentiment_ops.data import LABEL_NAMES, Corpus, load_corpus
 from sentiment_ops.errors import NotFoundError
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.inference.passes import POOLING, Prediction, Predictor, forward_grouped
@@ -34,7 +34,12 @@ if TYPE_CHECKING:  # torch: not imported for reading a reference (the serve imag
 ARTIFACT_DIR = "reference"
 BACKENDS = ("torch", "onnx")
 REFERENCE_FILES = ("embeddings.npz", "meta.json")
+CALIBRATION_FILE = "calibration.npz"  # optional: references made before it have none
 REFERENCE_SEED = 7  # which held-out texts form the reference (fixed, not the train seed)
+CALIBRATION_SEED = 8
+# Held-out texts embedded beside the reference to calibrate the drift test for it: the
+# calibration set's sampling error shrinks the test's power as 1/n + 1/N (docs/drift.md).
+CALIBRATION_SAMPLES = 4000
 
 
 @dataclass
@@ -50,6 +55,9 @@ class ReferenceMeta:
     model_version: int | None = None
     run_id: str | None = None
     backend: str = "torch"  # how the texts were embedded: torch (fp32) or onnx (int8)
+    # the calibration set: held-out texts the reference and the model did not use
+    calibration_count: int = 0
+    calibration_source: str | None = None
 
 
 @dataclass
@@ -57,6 +65,8 @@ class Reference:
     embeddings: np.ndarray  # float32 (n, dim)
     predicted: np.ndarray  # int64 predicted labels
     meta: ReferenceMeta
+    calibration: np.ndarray | None = None  # float32 (N, dim): the calibration set, if any
+    calibration_predicted: np.ndarray | None = None
 
 
 def artifact_path(backend: str = "torch") -> str:
@@ -106,30 +116,61 @@ def build_reference(
     backend: str = "torch",
     cache_dir: Path | None = None,
     max_tokens: int | None = None,
+    calibration: int = CALIBRATION_SAMPLES,
 ) -> Reference:
     """Embed ``samples`` texts of the corpus's validation split (never its training split)
-    with the serving ``backend`` (see ``embed_as_served``)."""
-    split = load_corpus(data).validation.sample(samples, seed=REFERENCE_SEED)
-    pred = embed_as_served(model, split.texts, backend, cache_dir, max_tokens)
-    assert pred.embeddings is not None
-    counts = np.bincount(pred.labels, minlength=2) / max(1, len(split))
+    with the serving ``backend`` (see ``embed_as_served``), and up to ``calibration``
+    further held-out texts as its calibration set (``calibration_texts``)."""
+    corpus = load_corpus(data)
+    split = corpus.validation.sample(samples, seed=REFERENCE_SEED)
+    cal_texts = calibration_texts(corpus, split.texts, calibration)
+    both = embed_as_served(model, split.texts + cal_texts, backend, cache_dir, max_tokens)
+    assert both.embeddings is not None
+    n = len(split)
+    emb, labels = both.embeddings[:n], both.labels[:n]
+    cal_emb, cal_pred = both.embeddings[n:], both.labels[n:]
+    counts = np.bincount(labels, minlength=2) / max(1, len(split))
     meta = ReferenceMeta(
         data=data,
         split="validation",
         data_hash=split.hash,
         count=len(split),
         pooling=POOLING,
-        dim=int(pred.embeddings.shape[1]),
+        dim=int(emb.shape[1]),
         label_mix={LABEL_NAMES[i]: float(c) for i, c in enumerate(counts)},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         backend=backend,
+        calibration_count=len(cal_texts),
+        calibration_source="validation (not in the reference), then test" if cal_texts else None,
     )
-    return Reference(pred.embeddings.astype(np.float32), pred.labels, meta)
+    return Reference(
+        emb.astype(np.float32),
+        labels,
+        meta,
+        cal_emb.astype(np.float32) if cal_texts else None,
+        cal_pred if cal_texts else None,
+    )
+
+
+def calibration_texts(corpus: Corpus, reference_texts: list[str], count: int) -> list[str]:
+    """Up to ``count`` held-out texts for the calibration set, none in the reference: the
+    rest of the validation split first, then the test split (the model never trains on
+    either), in a seeded random order. Drawn like the reference, so that with no shift the
+    served traffic, the reference and the calibration set come from one distribution."""
+    if count <= 0:
+        return []
+    taken = set(reference_texts)
+    pool = [t for t in corpus.validation.texts if t not in taken]
+    pool += [t for t in corpus.test.texts if t not in taken]
+    order = np.random.default_rng(CALIBRATION_SEED).permutation(len(pool))[:count]
+    return [pool[i] for i in order]
 
 
 def save_reference(ref: Reference, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / "embeddings.npz", embeddings=ref.embeddings, predicted=ref.predicted)
+    if ref.calibration is not None and ref.calibration_predicted is not None:
+        np.savez_compressed(folder / CALIBRATION_FILE, embeddings=ref.calibration, predicted=ref.calibration_predicted)
     (folder / "meta.json").write_text(json.dumps(asdict(ref.meta), indent=2))
     return folder
 
@@ -138,7 +179,13 @@ def load_reference_dir(folder: Path) -> Reference:
     with np.load(folder / "embeddings.npz") as npz:
         emb, predicted = npz["embeddings"], npz["predicted"]
     meta = ReferenceMeta(**json.loads((folder / "meta.json").read_text()))
-    return Reference(emb, predicted, meta)
+    ref = Reference(emb, predicted, meta)
+    if meta.calibration_count > 0 and (folder / CALIBRATION_FILE).exists():
+        # the meta names the calibration set: a stale file left by an earlier embedding does not count
+        with np.load(folder / CALIBRATION_FILE) as npz:
+            if len(npz["embeddings"]) == meta.calibration_count:
+                ref.calibration, ref.calibration_predicted = npz["embeddings"], npz["predicted"]
+    return ref
 
 
 def log_reference(registry: Registry, run_id: str, ref: Reference) -> None:
@@ -160,10 +207,13 @@ def embed_and_log(
     max_tokens: int | None,
     cache_dir: Path | None = None,
     model_version: int | None = None,
+    calibration: int = CALIBRATION_SAMPLES,
 ) -> ReferenceMeta:
     """The one way a reference is made: ``build_reference`` then ``log_reference`` to the
     model's run (``sentops train``, ``sentops retrain`` and ``sentops embed-reference``)."""
-    ref = build_reference(model, data, samples, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens)
+    ref = build_reference(
+        model, data, samples, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens, calibration=calibration
+    )
     ref.meta.model_version = model_version
     with mlflow_errors(f"log reference to run {run_id}"):
         log_reference(registry, run_id, ref)
@@ -181,4 +231,8 @@ def download_reference(registry: Registry, run_id: str, dest: Path, backend: str
     folder = Path(files[0]).parent
     if not all(Path(f).exists() for f in files):
         raise NotFoundError(hint)
+    try:  # optional: references logged before calibration sets have none
+        registry.download_artifacts(run_id, f"{where}/{CALIBRATION_FILE}", dest)
+    except Exception:  # noqa: BLE001 - absent: the check says it is uncalibrated
+        pass
     return load_reference_dir(folder)

@@ -125,5 +125,6 @@ def attach_reference(
         samples=settings.train.reference_samples,
         backend=settings.serve.backend,
         max_tokens=settings.serve.batch_max_tokens,
+        calibration=settings.drift.calibration_samples,
     )
     progress("reference", 1, 1)

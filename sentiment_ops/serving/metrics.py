@@ -227,6 +227,7 @@ class DriftCollector(Collector):
         at = GaugeMetricFamily(
             "sentops_drift_check_timestamp_seconds", "When the last drift check of a model version ran.", labels=labels
         )
+        monitor = _monitor_families(labels)
         for check in checks:
             values = [self.model_name, "" if check["model_version"] is None else str(check["model_version"])]
             if check["p_value"] is not None and not math.isnan(check["p_value"]):
@@ -234,7 +235,27 @@ class DriftCollector(Collector):
             detected.add_metric(values, 1.0 if check["drift"] else 0.0)
             window.add_metric(values, float(check["n_rows"]))
             at.add_metric(values, check["created_at"].timestamp())
-        yield from (p_value, detected, window, at)
+            state = check.get("monitor")
+            if state:  # the repeated mode (drift.false_alarm_every): its running state
+                for family, key in zip(monitor, MONITOR_KEYS, strict=True):
+                    family.add_metric(values, float(state.get(key) or 0.0))
+        yield from (p_value, detected, window, at, *monitor)
+
+
+MONITOR_KEYS = ("statistic", "threshold", "checks_since_alarm", "expected_checks_between_false_alarms")
+
+
+def _monitor_families(labels: list[str]) -> list[GaugeMetricFamily]:
+    helps = (
+        ("sentops_drift_monitor_statistic", "CUSUM statistic of the repeated drift checks; alarms at the threshold."),
+        ("sentops_drift_monitor_threshold", "CUSUM threshold of the repeated drift checks."),
+        ("sentops_drift_checks_since_alarm", "Repeated drift checks since the last alarm (or the first check)."),
+        (
+            "sentops_drift_expected_checks_between_false_alarms",
+            "Expected checks between false alarms the repeated mode is set to (false_alarm_every / check_every).",
+        ),
+    )
+    return [GaugeMetricFamily(name, text, labels=labels) for name, text in helps]
 
 
 DRIFT_VERSIONS = 10  # model versions with drift series on /metrics, newest first

@@ -70,21 +70,25 @@ class DriftLog(Database):
 
     def latest_drift_checks(self, model_name: str, versions: int = 10) -> list[dict[str, Any]]:
         """The last check of each of the ``versions`` newest checked versions of a model
-        (newest version first; ``details`` left out): what ``/metrics`` shows."""
+        (newest version first; of ``details`` only ``monitor``, the repeated mode's running
+        state, or None): what ``/metrics`` shows."""
         newest = (
             sa.select(sa.func.max(drift_checks.c.id).label("id"))
             .where(drift_checks.c.model_name == model_name)
             .group_by(drift_checks.c.model_version)
             .subquery()
         )
-        cols = [c for c in drift_checks.c if c.name != "details"]
         q = (
-            sa.select(*cols)
+            sa.select(drift_checks)
             .where(drift_checks.c.id.in_(sa.select(newest.c.id)))
             .order_by(drift_checks.c.model_version.desc().nulls_last())
             .limit(versions)
         )
-        return self._select_dicts(q)
+        out = self._select_dicts(q)
+        for check in out:  # of the details, only the repeated mode's running state
+            monitor = json.loads(check.pop("details") or "{}").get("monitor")
+            check["monitor"] = monitor if isinstance(monitor, dict) else None
+        return out
 
     def drift_history(self, model_name: str, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:
         """The ``limit`` most recent checks of a model (of one ``version`` when given),
