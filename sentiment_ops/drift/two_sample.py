@@ -187,6 +187,25 @@ def _min_p(all_stats: np.ndarray) -> float:
     return float(np.count_nonzero(smallest <= smallest[0] * (1 + 1e-12)) / total)
 
 
+def _permuted_statistics(scorers: list[Any], n: int, m: int, permutations: int, seed: int) -> np.ndarray:
+    """Each scorer's statistic on the observed split (column 0), then on ``permutations``
+    random splits of the ``n + m`` pooled rows, scored a block of permutations at a time."""
+    observed_a = np.zeros((n + m, 1))
+    observed_a[:n] = 1.0
+    stats = [[float(f(observed_a)[0])] for f in scorers]
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < permutations:
+        b = min(PERMUTATION_BLOCK, permutations - done)
+        order = np.argsort(rng.random((b, n + m)), axis=1)[:, :n]
+        a = np.zeros((n + m, b))
+        a[order, np.arange(b)[:, None]] = 1.0
+        for row, f in zip(stats, scorers, strict=True):
+            row.extend(f(a).tolist())
+        done += b
+    return np.asarray(stats)  # (statistics, 1 + permutations)
+
+
 def permutation_test(
     ref: np.ndarray,
     win: np.ndarray,
@@ -223,20 +242,7 @@ def permutation_test(
         scorers.append(_NearestReferenceScorer(d2, n))
     del d2
 
-    observed_a = np.zeros((n + m, 1))
-    observed_a[:n] = 1.0
-    stats = [[float(f(observed_a)[0])] for f in scorers]
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < permutations:
-        b = min(PERMUTATION_BLOCK, permutations - done)
-        order = np.argsort(rng.random((b, n + m)), axis=1)[:, :n]
-        a = np.zeros((n + m, b))
-        a[order, np.arange(b)[:, None]] = 1.0
-        for row, f in zip(stats, scorers, strict=True):
-            row.extend(f(a).tolist())
-        done += b
-    table = np.asarray(stats)  # (statistics, 1 + permutations)
+    table = _permuted_statistics(scorers, n, m, permutations, seed)
     # float noise must not turn an exact tie (e.g. the identity permutation) into "smaller"
     ps = [_p_values(row[0], row[1:], 1e-12 * max(1.0, abs(row[0]))) for row in table]
     return PermutationResult(
