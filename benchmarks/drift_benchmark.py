@@ -57,7 +57,7 @@ from sentiment_ops import textnorm
 from sentiment_ops.cli.common import quiet_third_party
 from sentiment_ops.config import Settings, load_settings
 from sentiment_ops.data import Split, load_corpus
-from sentiment_ops.drift import cosine_centroid_distance, detect, monitor, permutation_test
+from sentiment_ops.drift import DetectOptions, cosine_centroid_distance, detect, monitor, permutation_test
 from sentiment_ops.drift.calibrated import CalibratedTest
 from sentiment_ops.drift.check import CHECK_SEED
 from sentiment_ops.drift.reference import CALIBRATION_SAMPLES, REFERENCE_SEED, calibration_texts, embed_as_served
@@ -216,13 +216,7 @@ def run_size(
                 ref_labels=ref["pred"],
                 win_labels=pred,
                 texts=texts,
-                alpha=cfg.alpha,
-                permutations=cfg.permutations,
-                cosine_threshold=cfg.cosine_threshold,
-                method=cfg.method,
-                whiten_components=cfg.whiten_components,
-                top_k=cfg.top_k,
-                seed=CHECK_SEED,
+                options=DetectOptions.of(cfg, seed=CHECK_SEED),
             )
             check_seconds.append(report.seconds)
             # the plain MMD² test on raw embeddings (whitening off, no nearest statistic)
@@ -300,7 +294,7 @@ def end_to_end_seconds(
     from sentiment_ops.tracking.registry import Registry
 
     with tempfile.TemporaryDirectory(prefix="sentops-drift-bench-") as home:
-        settings = load_settings(overrides={"home": home, "serve.backend": backend})
+        settings = load_settings(overrides={"home": home, "serve.backend": backend, "drift.window": size})
         registry = Registry(settings)
         client = registry.client
         run = client.create_run(registry.experiment_id(), run_name="drift-bench")
@@ -342,7 +336,7 @@ def end_to_end_seconds(
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            run_drift_check(settings, registry, alias="production", window=size, store=store)
+            run_drift_check(settings, registry, alias="production", store=store)
             times.append(time.perf_counter() - t0)
         store.close()
     return {"window": size, "seconds_median_of_3": round(float(np.median(times)), 3)}

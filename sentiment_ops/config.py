@@ -11,10 +11,9 @@ standard ``MLFLOW_TRACKING_URI``.
 
 from __future__ import annotations
 
+import math
 import os
-import re
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sentiment_ops.errors import ConfigError
 
+# The value types, also importable from here (``from sentiment_ops.config import Backend``).
+from sentiment_ops.settings_types import Backend, Device, DriftMethod, LogFormat, parse_duration
+
 ENV_PREFIX = "SENTOPS_"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``30d``, ``1h``, ``90m`` or ``1h30m``; ValueError if not one."""
-    parts = re.fullmatch(r"\s*((\d+(\.\d+)?)\s*[smhdw]\s*)+", text or "")
-    if not parts:
-        raise ValueError(f"not a duration: {text!r} (e.g. 30d, 1h, 90m)")
-    total = sum(float(v) * _UNITS[u] for v, _, u in re.findall(r"(\d+(\.\d+)?)\s*([smhdw])", text))
-    if total <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return total
-
-
-# Settings with a fixed set of values. The CLI's options take these same enums
-# (cli/choices.py), so --help lists the choices and a wrong value exits 2 with the list.
-class Device(StrEnum):
-    """``train.device``."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Backend(StrEnum):
-    """``serve.backend``: ONNX Runtime int8 or the fp32 torch model."""
-
-    torch = "torch"
-    onnx = "onnx"
-
-
-class DriftMethod(StrEnum):
-    """``drift.method``: what decides the drift status."""
-
-    calibrated = "calibrated"
-    mmd_nn = "mmd_nn"
-    mmd = "mmd"
-    cosine = "cosine"
-
-
-class LogFormat(StrEnum):
-    """``serve.log_format``: plain text lines, or one JSON object per line."""
-
-    text = "text"
-    json = "json"
 
 
 class _Section(BaseModel):
@@ -236,6 +192,16 @@ class DriftSettings(_Section):
             self.check_every
         ):
             raise ValueError("drift.false_alarm_every must be longer than drift.check_every")
+        return self
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DriftSettings:
+        # two statistics: the smallest reachable aggregate p is about 2 / (permutations + 1)
+        if self.method != DriftMethod.cosine and (self.permutations + 1) * self.alpha <= 2:
+            raise ValueError(
+                f"{self.permutations} permutations cannot reach alpha {self.alpha:g}: "
+                f"use at least {math.ceil(2 / self.alpha)} (drift.permutations)"
+            )
         return self
 
 
@@ -426,5 +392,5 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown setting {loc!r}")
         else:
-            parts.append(f"invalid setting {loc!r}: {err['msg']}")
+            parts.append(f"invalid setting {loc!r}: {err['msg'].removeprefix('Value error, ')}")  # pydantic's prefix
     return "; ".join(parts)

@@ -142,7 +142,7 @@ def test_enum_settings_hold_plain_strings() -> None:
     """Settings keep the plain value the library compares, logs and hashes (defaults too)."""
     settings = load_settings(None, {"serve.backend": "torch"}, environ={})
     values = (settings.serve.backend, settings.train.device, settings.drift.method, settings.serve.log_format)
-    assert values == ("torch", "auto", "mmd_nn", "text") and all(type(v) is str for v in values)
+    assert values == ("torch", "auto", "calibrated", "text") and all(type(v) is str for v in values)
 
 
 def test_config_file_values_still_work(tmp_path: Path) -> None:

@@ -126,6 +126,7 @@ def test_seed_rule_method(cli, production: Settings) -> None:  # type: ignore[no
     assert mmd["nn_p_value"] is None and mmd["p_value"] == mmd["mmd_p_value"]
     few = cli("drift", "--permutations", "50", "--alpha", "0.01")
     assert few.exit_code == 2 and "at least 200" in few.stderr
+    assert len(few.stderr.strip().splitlines()) == 1  # the usual one-line invalid setting
 
 
 def test_not_enough_data_exit_4(cli, production: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from sentiment_ops.config import DriftSettings
 from sentiment_ops.drift import (
+    DetectOptions,
     cosine_centroid_distance,
     detect,
     farthest_texts,
@@ -133,9 +135,7 @@ def test_detect_report() -> None:
         ref_labels=np.array([0, 1] * 150),
         win_labels=np.ones(100, dtype=int),
         texts=[str(i) for i in range(100)],
-        alpha=0.01,
-        permutations=499,
-        top_k=3,
+        options=DetectOptions(alpha=0.01, permutations=499, top_k=3),
     )
     d = report.to_dict()
     assert d["drift"] is True and d["test_drift"] is True and d["method"] == "mmd_nn"
@@ -146,13 +146,20 @@ def test_detect_report() -> None:
     assert d["cosine_threshold"] == 0.30 and d["cosine_distance"] == pytest.approx(cosine_centroid_distance(ref, win))
     assert len(d["farthest"]) == 3 and d["n_rows"] == 100 and d["n_reference"] == 300
     # Real embeddings share a large common mean: the centroids stay close in angle.
-    seed_rule = detect(ref + 5.0, win + 5.0, method="cosine", permutations=499)
+    seed_rule = detect(ref + 5.0, win + 5.0, options=DetectOptions(method="cosine", permutations=499))
     assert seed_rule.cosine_distance < 0.05
     assert seed_rule.drift is False and seed_rule.test_drift is True  # the fixed threshold misses it
-    mmd_only = detect(ref, win, method="mmd", permutations=99, whiten_components=0)
+    mmd_only = detect(ref, win, options=DetectOptions(method="mmd", permutations=99, whiten_components=0))
     assert mmd_only.nn_p_value is None and mmd_only.p_value == mmd_only.mmd_p_value and mmd_only.whiten_components == 0
     with pytest.raises(ValueError, match="method"):
-        detect(ref, win, method="ks")
+        detect(ref, win, options=DetectOptions(method="ks"))
+
+
+def test_detect_options_of_the_drift_settings() -> None:
+    drift = DriftSettings(alpha=0.05, permutations=99, method="mmd", whiten_components=8, top_k=2)
+    assert DetectOptions.of(drift, seed=3) == DetectOptions(
+        alpha=0.05, permutations=99, cosine_threshold=0.30, method="mmd", whiten_components=8, top_k=2, seed=3
+    )
 
 
 def test_whitening_gives_unit_variance_components() -> None:

@@ -3,30 +3,91 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from sentiment_ops.cli.choices import Backend, DriftMethod, DriftSource, value
-from sentiment_ops.cli.common import console, fmt, print_json, settings_from, stage_progress
+from sentiment_ops.cli.common import console, fmt, from_setting, print_json, settings_from, stage_progress
 from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import EXIT_DRIFT
+
+if TYPE_CHECKING:
+    from sentiment_ops.config import Settings
+
+
+# embed-reference
+VersionOption = Annotated[
+    int | None, typer.Option("--version", help="Model version (default: the one --alias points to).")
+]
+EmbedAliasOption = Annotated[
+    str | None, typer.Option("--alias", help=f"Alias used without --version ({from_setting('serve.alias')}).")
+]
+DataOption = Annotated[
+    str | None,
+    typer.Option("--data", help=f"Corpus whose validation split is embedded ({from_setting('drift.reference_data')})."),
+]
+SamplesOption = Annotated[
+    int | None,
+    typer.Option("--samples", min=2, help=f"Texts to embed ({from_setting('drift.reference_samples')})."),
+]
+ReferenceJsonFlag = Annotated[bool, typer.Option("--json", help="Print the reference metadata as JSON.")]
+EmbedBackendOption = Annotated[
+    Backend | None, typer.Option("--backend", help=f"Embed as the server runs ({from_setting('serve.backend')}).")
+]
+
+# drift
+WindowOption = Annotated[
+    int | None,
+    typer.Option("--window", min=2, help=f"Last N served predictions to check ({from_setting('drift.window')})."),
+]
+CheckAliasOption = Annotated[
+    str | None, typer.Option("--alias", help=f"Alias whose version is checked ({from_setting('serve.alias')}).")
+]
+CheckVersionOption = Annotated[int | None, typer.Option("--version", help="Check this version instead of an alias.")]
+AlphaOption = Annotated[
+    float | None,
+    typer.Option("--alpha", help=f"Significance level of the drift test ({from_setting('drift.alpha')})."),
+]
+PermutationsOption = Annotated[
+    int | None,
+    typer.Option("--permutations", min=10, help=f"Test permutations ({from_setting('drift.permutations')})."),
+]
+MethodOption = Annotated[
+    DriftMethod | None,
+    typer.Option(
+        "--method",
+        help=f"What decides the status; cosine is the seed's rule ({from_setting('drift.method')}).",
+    ),
+]
+SourceOption = Annotated[
+    DriftSource,
+    typer.Option("--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."),
+]
+ShowTextsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--show-texts",
+        help="Show the served texts farthest from the reference (default: their ids and distances only).",
+    ),
+]
+ReportJsonFlag = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+HistoryFlag = Annotated[bool, typer.Option("--history", help="Show recorded checks instead of running one.")]
+PlotOption = Annotated[Path | None, typer.Option("--plot", help="With --history: write a PNG of the scores over time.")]
+LimitOption = Annotated[int, typer.Option("--limit", min=1, help="With --history: the newest N checks, oldest first.")]
 
 
 def embed_reference(
     ctx: typer.Context,
-    version: int = typer.Option(None, "--version", help="Model version (default: the one --alias points to)."),
-    alias: str = typer.Option(
-        None, "--alias", help="Alias used without --version (default: serve.alias setting, production)."
-    ),
-    data: str = typer.Option(None, "--data", help="Corpus whose validation split is embedded (default: imdb)."),
-    samples: int = typer.Option(None, "--samples", min=2, help="Texts to embed (default: 1000)."),
-    backend: Backend = typer.Option(
-        None, "--backend", help="Embed as the server runs (default: serve.backend setting, onnx)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the reference metadata as JSON."),
+    *,
+    version: VersionOption = None,
+    alias: EmbedAliasOption = None,
+    data: DataOption = None,
+    samples: SamplesOption = None,
+    backend: EmbedBackendOption = None,
+    as_json: ReferenceJsonFlag = False,
 ) -> None:
     """Embed held-out texts with a model version's own encoder and store them as that
     version's drift reference (an artifact of its MLflow run).
@@ -70,30 +131,19 @@ def embed_reference(
 
 def drift(
     ctx: typer.Context,
-    window: int = typer.Option(None, "--window", min=2, help="Last N served predictions to check (default: 500)."),
-    alias: str = typer.Option(
-        None, "--alias", help="Alias whose version is checked (default: serve.alias setting, production)."
-    ),
-    version: int = typer.Option(None, "--version", help="Check this version instead of an alias."),
-    alpha: float = typer.Option(None, "--alpha", help="Significance level of the drift test (default: 0.01)."),
-    permutations: int = typer.Option(None, "--permutations", min=10, help="Test permutations (default: 500)."),
-    method: DriftMethod = typer.Option(
-        None,
-        "--method",
-        help="What decides the status; cosine is the seed's rule (default: drift.method setting, calibrated).",
-    ),
-    source: DriftSource = typer.Option(
-        DriftSource.api, "--source", help="Whose predictions: api (served) or batch (logged by `sentops score --log`)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    show_texts: bool = typer.Option(
-        False,
-        "--show-texts",
-        help="Show the served texts farthest from the reference (default: their ids and distances only).",
-    ),
-    history: bool = typer.Option(False, "--history", help="Show recorded checks instead of running one."),
-    plot: Path = typer.Option(None, "--plot", help="With --history: write a PNG of the scores over time."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="With --history: the newest N checks, oldest first."),
+    *,
+    window: WindowOption = None,
+    alias: CheckAliasOption = None,
+    version: CheckVersionOption = None,
+    alpha: AlphaOption = None,
+    permutations: PermutationsOption = None,
+    method: MethodOption = None,
+    source: SourceOption = DriftSource.api,
+    as_json: ReportJsonFlag = False,
+    show_texts: ShowTextsFlag = False,
+    history: HistoryFlag = False,
+    plot: PlotOption = None,
+    limit: LimitOption = 1000,
 ) -> None:
     """Compare the last N served predictions of a model version with its reference.
 
@@ -123,46 +173,47 @@ def drift(
     (run `sentops embed-reference`) or unknown alias/version · 2 invalid setting ·
     69 registry unreachable · 70 store error · 1 other errors.
     """
-    overrides: dict[str, Any] = {"drift.method": value(method)}
-    if alpha is not None:
-        overrides["drift.alpha"] = alpha
-    settings = settings_from(ctx, overrides)
-    from sentiment_ops.drift import check
-    from sentiment_ops.drift import history as checks
+    overrides = {"drift.window": window, "drift.alpha": alpha, "drift.permutations": permutations}
+    settings = settings_from(ctx, {**overrides, "drift.method": value(method)})
+    if history or plot is not None:
+        _show_history(settings, version, limit, plot, as_json)
+        return
+    from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.tracking.registry import Registry
 
-    if history or plot is not None:
-        rows = checks.drift_history(settings, limit=limit, version=version)
-        if plot is not None:
-            checks.plot_history(rows, plot, settings.drift.alpha, settings.drift.cosine_threshold)
-        if as_json:
-            print_json(rows)
-        else:
-            _history_table(rows)
-            if plot is not None:
-                console.print(compose("plot written to ", plain(plot)))
-        return
-
-    report = check.run_drift_check(
-        settings,
-        Registry(settings),
-        alias=alias,
-        version=version,
-        window=window,
-        permutations=permutations,
-        source=source.value,
-        show_texts=show_texts,
+    report = run_drift_check(
+        settings, Registry(settings), alias=alias, version=version, source=source.value, show_texts=show_texts
     )
-    if as_json:
-        print_json(report.to_dict())
-    else:
-        _report_tables(report.to_dict())
-        if report.pruned is not None:  # store.retention_days: the check pruned the store after it
-            p = report.pruned
-            line = p.get("error") or f"pruned {p['predictions']} predictions older than {p['days']} days"
-            console.print(f"retention: {line}", style="dim", highlight=False, markup=False)
+    _show_report(report.to_dict(), as_json)
     if report.drift:
         raise typer.Exit(EXIT_DRIFT)
+
+
+def _show_history(settings: Settings, version: int | None, limit: int, plot: Path | None, as_json: bool) -> None:
+    """``--history`` / ``--plot``: the recorded checks, as a table or JSON, and their plot."""
+    from sentiment_ops.drift import history as checks
+
+    rows = checks.drift_history(settings, limit=limit, version=version)
+    if plot is not None:
+        checks.plot_history(rows, plot, settings.drift.alpha, settings.drift.cosine_threshold)
+    if as_json:
+        print_json(rows)
+        return
+    _history_table(rows)
+    if plot is not None:
+        console.print(compose("plot written to ", plain(plot)))
+
+
+def _show_report(r: dict[str, Any], as_json: bool) -> None:
+    """One check: JSON, or its tables and what its retention pruned (store.retention_days)."""
+    if as_json:
+        print_json(r)
+        return
+    _report_tables(r)
+    pruned = r.get("pruned")
+    if pruned is not None:
+        line = pruned.get("error") or f"pruned {pruned['predictions']} predictions older than {pruned['days']} days"
+        console.print(f"retention: {line}", style="dim", highlight=False, markup=False)
 
 
 def _status(flag: bool) -> str:
@@ -176,70 +227,101 @@ def _report_tables(r: dict[str, Any]) -> None:
     table.add_column("check")
     table.add_column("value", justify="right")
     table.add_column("decision")
-    ref = r.get("reference", {})
-    table.add_row(
-        "Window",
-        f"{r['n_rows']} of last {r['window']}",
-        plain(
-            f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts"
-            f" ({ref.get('backend', '?')})"
-        ),
-    )
-    table.add_row("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)")
-    table.add_row("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule")
-    space = f"whitened to {r['whiten_components']} components" if r["whiten_components"] else "raw embeddings"
-    table.add_row(
-        "MMD²", f"{r['mmd2']:.3g}", f"p {r['mmd_p_value']:.3g} (RBF, bandwidth {r['bandwidth']:.3g}, {space})"
-    )
-    if r.get("nn_p_value") is not None:
-        table.add_row(
-            "NN distance²",
-            f"{r['nn_distance2']:.3g}",
-            f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)",
-        )
-    cal = r.get("calibrated")
-    if cal:
-        z = cal["z"]
-        table.add_row(
-            "Calibrated z",
-            f"{cal['statistic']:.2f}",
-            f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} (positive share {z['positive']:.2f}, reported); "
-            f"threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} ({cal['calibration_n']} calibration texts)",
-        )
-        test = "calibrated for this reference"
-    else:
-        test = {"mmd": "MMD² permutation test"}.get(r["method"], "min-p of MMD² and NN distance, permutation test")
-        test += f", {r['permutations']} permutations"
-    table.add_row("p-value", fmt(r["p_value"]), f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test})")
-    mix = r.get("label_mix") or {}
-    if mix:
-        table.add_row(
-            "Positive share",
-            f"{mix['window_positive']:.3f}",
-            f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: "
-            + ("[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"),
-        )
-    mon = r.get("monitor")
-    if mon:
-        scored = f"{mon['new_rows']} new texts scored" if mon.get("increment") is not None else "no new texts"
-        table.add_row(
-            "CUSUM",
-            f"{mon['statistic']:.2f}",
-            f"threshold {mon['threshold']:.2f}; {mon['checks_since_alarm']} checks since the last alarm ({scored})",
-        )
-    decided_by = {"cosine": "seed cosine rule", "calibrated": "calibrated test"}.get(r["method"], "permutation test")
-    if mon:
-        decided_by = "CUSUM over the repeated checks"
-    table.add_row(
-        "Status",
-        "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]",
-        f"decided by the {decided_by}",
-    )
+    for row in (*_window_rows(r), *_test_rows(r), *_signal_rows(r), _status_row(r)):
+        table.add_row(*row)
     console.print(table)
     mode = "repeated" if r.get("mode") == "repeated" else "single check"
     console.print(plain(f"mode: {mode}. {r.get('guarantee') or ''}".rstrip()))
     _farthest_table(r)
     console.print(f"check {r.get('check_id')} recorded in {r['seconds']:.2f} s", style="dim")
+
+
+Row = tuple[str, str, str | Text]  # check, value, decision
+
+
+def _window_rows(r: dict[str, Any]) -> list[Row]:
+    """The window against the reference, and the seed's cosine rule."""
+    ref = r.get("reference", {})
+    return [
+        (
+            "Window",
+            f"{r['n_rows']} of last {r['window']}",
+            plain(
+                f"reference: {r['n_reference']} {ref.get('data', '?')} {ref.get('split', '')} texts"
+                f" ({ref.get('backend', '?')})"
+            ),
+        ),
+        ("Drift score", fmt(r["cosine_distance"]), "cosine distance of mean embeddings (seed)"),
+        ("Threshold", fmt(r["cosine_threshold"], 2), _status(r["cosine_drift"]) + " by the seed rule"),
+    ]
+
+
+def _test_rows(r: dict[str, Any]) -> list[Row]:
+    """The statistics of the drift test and its p-value."""
+    space = f"whitened to {r['whiten_components']} components" if r["whiten_components"] else "raw embeddings"
+    rows: list[Row] = [
+        ("MMD²", f"{r['mmd2']:.3g}", f"p {r['mmd_p_value']:.3g} (RBF, bandwidth {r['bandwidth']:.3g}, {space})")
+    ]
+    if r.get("nn_p_value") is not None:
+        rows.append(
+            (
+                "NN distance²",
+                f"{r['nn_distance2']:.3g}",
+                f"p {r['nn_p_value']:.3g} (mean squared distance to the nearest reference text)",
+            )
+        )
+    cal = r.get("calibrated")
+    if cal:
+        z = cal["z"]
+        rows.append(
+            (
+                "Calibrated z",
+                f"{cal['statistic']:.2f}",
+                f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} (positive share {z['positive']:.2f}, "
+                f"reported); threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} "
+                f"({cal['calibration_n']} calibration texts)",
+            )
+        )
+        test = "calibrated for this reference"
+    else:
+        test = {"mmd": "MMD² permutation test"}.get(r["method"], "min-p of MMD² and NN distance, permutation test")
+        test += f", {r['permutations']} permutations"
+    rows.append(("p-value", fmt(r["p_value"]), f"{_status(r['test_drift'])} at alpha {r['alpha']:g} ({test})"))
+    return rows
+
+
+def _signal_rows(r: dict[str, Any]) -> list[Row]:
+    """The label mix, and the repeated mode's CUSUM when it ran."""
+    rows: list[Row] = []
+    mix = r.get("label_mix") or {}
+    if mix:
+        shift = "[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"
+        rows.append(
+            (
+                "Positive share",
+                f"{mix['window_positive']:.3f}",
+                f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: {shift}",
+            )
+        )
+    mon = r.get("monitor")
+    if mon:
+        scored = f"{mon['new_rows']} new texts scored" if mon.get("increment") is not None else "no new texts"
+        rows.append(
+            (
+                "CUSUM",
+                f"{mon['statistic']:.2f}",
+                f"threshold {mon['threshold']:.2f}; {mon['checks_since_alarm']} checks since the last alarm ({scored})",
+            )
+        )
+    return rows
+
+
+def _status_row(r: dict[str, Any]) -> Row:
+    decided_by = {"cosine": "seed cosine rule", "calibrated": "calibrated test"}.get(r["method"], "permutation test")
+    if r.get("monitor"):
+        decided_by = "CUSUM over the repeated checks"
+    status = "[bold red]DRIFT[/bold red]" if r["drift"] else "[bold green]OK[/bold green]"
+    return ("Status", status, f"decided by the {decided_by}")
 
 
 TEXTS_NOTE = {

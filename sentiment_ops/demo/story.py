@@ -44,6 +44,13 @@ def demo_train_settings(settings: Settings) -> Settings:
     return quick
 
 
+def window_settings(settings: Settings, window: int) -> Settings:
+    """The settings of one of the demo's drift checks: ``drift.window`` set to ``window``."""
+    checked = settings.model_copy(deep=True)
+    checked.drift.window = window
+    return checked
+
+
 def ensure_production(
     settings: Settings,
     opts: DemoOptions,
@@ -121,7 +128,8 @@ def _send_and_check(
     preds = send_traffic(client, split.texts)
     story.report.sent_rows += len(split)
     time.sleep(1.0)  # the store writer flushes in the background
-    check = run_drift_check(story.settings, Registry(story.settings), alias=story.settings.serve.alias, window=window)
+    settings = window_settings(story.settings, window)
+    check = run_drift_check(settings, Registry(settings), alias=settings.serve.alias)
     return check, preds
 
 
@@ -207,8 +215,8 @@ def _check_after_reload(story: _Story, window: int) -> None:
 
     time.sleep(1.0)  # the store writer flushes in the background
     try:
-        registry = Registry(story.settings)
-        check = run_drift_check(story.settings, registry, alias=story.settings.serve.alias, window=window)
+        settings = window_settings(story.settings, window)
+        check = run_drift_check(settings, Registry(settings), alias=settings.serve.alias)
     except NotEnoughDataError as exc:
         story.stage("drift", f"no check after the reload: {exc}")
         return

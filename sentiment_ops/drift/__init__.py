@@ -9,6 +9,7 @@ Importing this package loads numpy only; ``reference`` and ``check`` load the mo
 
 from sentiment_ops.drift.detectors import (
     METHODS,
+    DetectOptions,
     DriftReport,
     LabelMix,
     cosine_centroid_distance,
@@ -31,6 +32,7 @@ from sentiment_ops.drift.two_sample import (
 
 __all__ = [
     "METHODS",
+    "DetectOptions",
     "DriftReport",
     "LabelMix",
     "MMDResult",

@@ -15,9 +15,7 @@ version's own encoder and logs it to the version's run (``drift.reference``).
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,10 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.drift.decide import apply_calibrated, apply_monitor, calibrated_test
-from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DriftReport, detect
+from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DetectOptions, DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
-from sentiment_ops.errors import ConfigError, DataError, NotEnoughDataError, StoreError
+from sentiment_ops.errors import DataError, NotEnoughDataError, StoreError
 from sentiment_ops.inference.onnx import export_cache_dir
 from sentiment_ops.store import InferenceStore, PredictionRecord, using_store
 from sentiment_ops.tracking.predictors import resolve_version
@@ -75,75 +73,38 @@ def _window_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return emb, labels, [r.id for r in rows]
 
 
-@dataclass(frozen=True)
-class CheckOptions:
-    """How a check decides: the ``drift`` settings, with the flags of one run over them."""
-
-    window: int
-    alpha: float
-    permutations: int
-    method: str
-
-    @classmethod
-    def resolve(
-        cls,
-        settings: Settings,
-        window: int | None = None,
-        alpha: float | None = None,
-        permutations: int | None = None,
-        method: str | None = None,
-    ) -> CheckOptions:
-        cfg = settings.drift
-        opts = cls(
-            window=window or cfg.window,
-            alpha=alpha if alpha is not None else cfg.alpha,
-            permutations=permutations or cfg.permutations,
-            method=method or cfg.method,
-        )
-        if opts.method != "cosine" and (opts.permutations + 1) * opts.alpha <= 2:
-            # two statistics: the smallest reachable aggregate p is about 2 / (permutations + 1)
-            raise ConfigError(
-                f"{opts.permutations} permutations cannot reach alpha {opts.alpha:g}: "
-                f"use at least {math.ceil(2 / opts.alpha)} (drift.permutations)"
-            )
-        return opts
-
-
 def run_drift_check(
     settings: Settings,
     registry: Registry,
     *,
     alias: str | None = None,
     version: int | None = None,
-    window: int | None = None,
-    alpha: float | None = None,
-    permutations: int | None = None,
-    method: str | None = None,
     record: bool = True,
     store: InferenceStore | None = None,
     source: str = "api",
     show_texts: bool = False,
 ) -> DriftReport:
-    """Compare the last ``window`` served predictions of a version (of ``registry``'s
-    model) with its reference (``source="batch"``: the last rows ``sentops score --log`` wrote instead).
+    """Compare the last ``drift.window`` served predictions of a version (of ``registry``'s
+    model) with its reference (``source="batch"``: the last rows ``sentops score --log`` wrote
+    instead), tested and decided as the ``drift`` settings say (method, alpha, permutations).
     ``show_texts``: the farthest rows carry their texts (never when ``store.store_text`` is
     false: ``report.texts`` then says "not kept"); the recorded check never does.
 
     Raises NotFoundError (unknown alias/version, or no reference: run
     ``sentops embed-reference``), NotEnoughDataError (fewer than ``drift.min_rows`` logged
     predictions with embeddings), DataError (window and reference from different spaces)."""
-    opts = CheckOptions.resolve(settings, window, alpha, permutations, method)
+    cfg = settings.drift
     info = resolve_version(registry, version, alias)
     with using_store(settings, store) as db:
         backend = settings.serve.backend  # the space of the reference compared with
-        rows = served_window(db, settings, info.version, opts.window, backend, source)
+        rows = served_window(db, settings, info.version, cfg.window, backend, source)
         with tempfile.TemporaryDirectory() as tmp:
             # the reference embedded by the backend that served the window
             ref = download_reference(registry, str(info.run_id), Path(tmp), backend)
-        report = compare(ref, rows, settings, opts, info.version, show_texts)
-        if settings.drift.false_alarm_every is not None and opts.method != "cosine":
+        report = compare(ref, rows, settings, info.version, show_texts)
+        if cfg.false_alarm_every is not None and cfg.method != "cosine":
             previous = last_monitor_state(db, registry.model_name, info.version, source)
-            apply_monitor(report, settings, previous, calibrated_test(ref, settings.drift.whiten_components), rows)
+            apply_monitor(report, settings, previous, calibrated_test(ref, cfg.whiten_components), rows)
         report.model_name = registry.model_name
         report.alias = None if version is not None else (alias or settings.serve.alias)
         report.source = source
@@ -193,7 +154,6 @@ def compare(
     ref: Reference,
     rows: list[PredictionRecord],
     settings: Settings,
-    opts: CheckOptions,
     version: int,
     show_texts: bool = False,
 ) -> DriftReport:
@@ -217,17 +177,11 @@ def compare(
         win_labels=labels[known] if known.any() else None,
         texts=texts,
         ids=ids,
-        alpha=opts.alpha,
-        permutations=opts.permutations,
-        cosine_threshold=cfg.cosine_threshold,
-        method=opts.method,
-        whiten_components=cfg.whiten_components,
-        top_k=cfg.top_k,
-        seed=CHECK_SEED,
+        options=DetectOptions.of(cfg, seed=CHECK_SEED),
     )
-    if opts.method == "calibrated":
+    if cfg.method == "calibrated":
         apply_calibrated(report, calibrated_test(ref, cfg.whiten_components), emb, labels)
-    report.window = opts.window
+    report.window = cfg.window
     if not kept:
         report.texts = TEXTS_NOT_KEPT
     report.model_version = version

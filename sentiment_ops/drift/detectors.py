@@ -161,6 +161,32 @@ class DriftReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DetectOptions:
+    """How ``detect`` tests and decides: the ``drift`` settings it reads, and the seed."""
+
+    alpha: float = 0.01
+    permutations: int = 500
+    cosine_threshold: float = 0.30
+    method: str = "mmd_nn"
+    whiten_components: int = 64
+    top_k: int = 5
+    seed: int = 0
+
+    @classmethod
+    def of(cls, drift: Any, seed: int = 0) -> DetectOptions:
+        """The options of a ``drift`` settings section (``Settings.drift``)."""
+        return cls(
+            alpha=drift.alpha,
+            permutations=drift.permutations,
+            cosine_threshold=drift.cosine_threshold,
+            method=drift.method,
+            whiten_components=drift.whiten_components,
+            top_k=drift.top_k,
+            seed=seed,
+        )
+
+
 def detect(
     ref: np.ndarray,
     win: np.ndarray,
@@ -169,31 +195,28 @@ def detect(
     win_labels: np.ndarray | None = None,
     texts: Sequence[str | None] | None = None,
     ids: Sequence[str] | None = None,
-    alpha: float = 0.01,
-    permutations: int = 500,
-    cosine_threshold: float = 0.30,
-    method: str = "mmd_nn",
-    whiten_components: int = 64,
-    top_k: int = 5,
-    seed: int = 0,
+    options: DetectOptions = DetectOptions(),
 ) -> DriftReport:
     """Run every detector on one window and decide. ``texts``: the window's texts, put
     beside the farthest rows (None: ids and distances only)."""
+    alpha, method = options.alpha, options.method
     if method not in METHODS:
         raise ValueError(f"unknown drift method {method!r} ({' | '.join(METHODS)})")
     if method == "calibrated":  # needs a calibration set: drift.check applies it over this
         method = "mmd_nn"
     start = time.perf_counter()
     cosine = cosine_centroid_distance(ref, win)
-    test = permutation_test(ref, win, permutations, seed, whiten=whiten_components, nearest=method != "mmd")
+    test = permutation_test(
+        ref, win, options.permutations, options.seed, whiten=options.whiten_components, nearest=method != "mmd"
+    )
     if ref_labels is not None and win_labels is not None and len(win_labels) and len(ref_labels):
         mix = label_mix_test(ref_labels, win_labels)
         mix_dict: dict[str, Any] = asdict(mix)
         label_drift = mix.p_value < alpha
     else:
         mix_dict, label_drift = {}, False
-    far = farthest_texts(ref, win, texts, top_k, ids)
-    cosine_drift = cosine > cosine_threshold
+    far = farthest_texts(ref, win, texts, options.top_k, ids)
+    cosine_drift = cosine > options.cosine_threshold
     test_drift = test.p_value < alpha
     return DriftReport(
         window=len(win),
@@ -202,7 +225,7 @@ def detect(
         method=method,
         drift=cosine_drift if method == "cosine" else test_drift,
         cosine_distance=cosine,
-        cosine_threshold=cosine_threshold,
+        cosine_threshold=options.cosine_threshold,
         cosine_drift=cosine_drift,
         p_value=test.p_value,
         alpha=alpha,
