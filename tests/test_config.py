@@ -58,10 +58,10 @@ def test_bad_config_file(tmp_path: Path, content: str, message: str) -> None:
 def test_drift_permutations_must_reach_alpha() -> None:
     # two statistics: the smallest p the test can reach is about 2 / (permutations + 1)
     with pytest.raises(
-        ConfigError, match=r"^invalid setting 'drift': 50 permutations cannot reach alpha 0.01: use at least 200"
+        ConfigError, match=r"^invalid setting 'drift': 50 permutations cannot reach alpha 0\.01: use at least 200"
     ):
         load_settings(overrides={"drift.permutations": 50})
-    with pytest.raises(ConfigError, match="500 permutations cannot reach alpha 0.002: use at least 1000"):
+    with pytest.raises(ConfigError, match=r"500 permutations cannot reach alpha 0\.002: use at least 1000"):
         load_settings(overrides={"drift.alpha": 0.002})
     assert load_settings(overrides={"drift.permutations": 50, "drift.method": "cosine"}).drift.permutations == 50
     assert load_settings(overrides={"drift.permutations": 200}).drift.permutations == 200
