@@ -26,6 +26,7 @@ class FeedbackData:
     real: int  # distinct labeled texts found
     pseudo: int  # distinct confident predictions used as labels
     skipped_no_text: int  # rows logged without their text (store_text off)
+    first_served: datetime | None = None  # when the oldest served (not imported) labeled row was served
 
 
 def _distinct(records: list[PredictionRecord], labels: list[int], skip: set[str]) -> dict[str, tuple[str, int]]:
@@ -105,7 +106,8 @@ def feedback_data(
     else:
         train_real, holdout = _split(real_rows, cfg.holdout_fraction, settings.train.seed)
     train = concat(train_real, _as_split(list(pseudo.values())))
-    return FeedbackData(train, holdout, len(real), len(pseudo), skipped)
+    first = min((r.created_at for r in with_text if r.source == "api"), default=None)
+    return FeedbackData(train, holdout, len(real), len(pseudo), skipped, first)
 
 
 def replay_data_name(settings: Settings, parent_tags: dict[str, str]) -> str:

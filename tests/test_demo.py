@@ -45,7 +45,9 @@ def demo_env(tiny_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     small = {"train_samples": 48, "max_length": 64, "eval_samples": 40, "imdb_traffic": 40, "tweet_traffic": 80}
-    small.update({"labeled": 70, "eval_tweets": 30, "window": 40})
+    # 200 held-out tweets: with the 10 unlabeled ones, enough served texts for the retrained
+    # version's own reference (jobs.retrain_reference.MIN_SERVED)
+    small.update({"labeled": 70, "eval_tweets": 200, "window": 40})
     settings = load_settings(overrides={f"demo.{k}": v for k, v in small.items()})
     opts = DemoOptions(out_dir=tmp_path / "demo")
     events: list[tuple[str, ...]] = []  # phase lines and progress updates, in order
@@ -75,7 +77,7 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     for stage in ("model", "drift", "measure", "gate"):
         assert any("took" in msg for s, msg in lines if s == stage), (stage, lines)
     # every prediction sent through the API was stored, none lost
-    assert report.sent_rows == 40 + 80 + 30 + 30
+    assert report.sent_rows == 40 + 80 + 200 + 200 + 40
     assert report.stored_rows == report.sent_rows
     # the person labelled the tweets the mixed (active) selection chose among those served,
     # and each label landed on its served row
@@ -101,8 +103,11 @@ def test_demo_runs_the_whole_loop(demo_env: None, tmp_path: Path) -> None:
     assert registry.alias_version("production") == candidate
     assert set(report.tweets_before) == {"accuracy", "f1", "version"}
     assert Path(report.picture or "").stat().st_size > 10_000
-    # the new version was checked for drift on the tweets it served after the reload
+    # the new version's reference is the tweet traffic v1 served (not the IMDB corpus), so
+    # the tweets that keep coming after the reload (served for the first time) read no drift
+    assert report.retrain["reference"]["source"] == "served", report.retrain["reference"]
     assert report.drift_after["check_id"] not in (None, report.drift_tweets["check_id"])
+    assert report.drift_after["n_rows"] == 40 and report.drift_after["drift"] is False, report.drift_after
     assert [name for name, _ in story_checks(report)] == ["IMDB", "tweets", "after reload"]
 
     # a second run reuses production instead of training again
@@ -177,3 +182,14 @@ def test_story_picture_without_promotion() -> None:
     assert drift.get_xlim() == (0.5, 2.5)
     labels = {line.get_label() for line in drift.get_lines()}
     assert "alpha 0.05" in labels and not any(str(label).startswith(("promoted", "server")) for label in labels)
+
+
+def test_demo_table_shows_the_check_after_the_reload(capsys: pytest.CaptureFixture[str]) -> None:
+    from sentiment_ops.cli.demo_cmd import _print_report
+
+    report = _report(promoted=True)
+    report.retrain["reference"] = {"source": "served"}
+    _print_report(report, "sqlite:///mlflow.db")
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "tweets after reload (v2)" in line)
+    assert "drift=True" in row and "p=0.002" in row and "reference: served" in row

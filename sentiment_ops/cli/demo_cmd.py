@@ -130,6 +130,14 @@ def _print_report(report: DemoReport, tracking_uri: str) -> None:
     table.add_row("labels posted", f"{report.labels_posted} (chosen by {report.labels_from} selection)")
     table.add_row("gate", str(report.retrain.get("summary", "")))
     table.add_row("hot reload", "–" if report.reload_seconds is None else f"{report.reload_seconds:.1f} s")
+    after = report.drift_after
+    table.add_row(
+        f"tweets after reload (v{report.production_after})",
+        f"drift={after.get('drift')}  p={fmt(after.get('p_value'), 3)}  "
+        f"reference: {report.retrain.get('reference', {}).get('source', '–')}"
+        if after
+        else "– (not promoted, or too few rows)",
+    )
     table.add_row(
         "tweets (held out)",
         f"accuracy {fmt(report.tweets_before.get('accuracy'), 3)} → {fmt(report.tweets_after.get('accuracy'), 3)}, "

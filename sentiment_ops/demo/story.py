@@ -3,7 +3,8 @@
     train (or reuse) → promote → serve on a free loopback port → IMDB traffic (no drift)
     → tweet traffic (drift) → a simulated person labels part of the tweets (POST /feedback)
     → retrain with replay → gate → promote → the server hot-reloads → tweets measured
-    through the API before and after → report + picture.
+    through the API before and after → more tweets, checked for drift by the new version
+    (its reference is the tweet traffic it was retrained for) → report + picture.
 
 Each step is a function so tests can drive them on the tiny model. The server is a child
 process started here and ended here, by its PID (``server``); the HTTP calls are ``client``'s,
@@ -105,6 +106,9 @@ class _Traffic:
     imdb: Split  # sent first: no drift expected
     tweets: Split  # sent next: drift expected; a person labels the first ones
     held_out: Split  # tweets scored through the API before and after
+    # tweets that keep coming after the reload, checked for drift by the new version: never
+    # served before, so in neither its training data nor its reference (served texts of v1)
+    after: Split
 
     @classmethod
     def load(cls, demo: DemoSettings) -> _Traffic:
@@ -113,6 +117,7 @@ class _Traffic:
             imdb=load_corpus("imdb").test.sample(demo.imdb_traffic, seed=101),
             tweets=tweets.train.sample(demo.tweet_traffic, seed=102),
             held_out=tweets.test.head(demo.eval_tweets),
+            after=tweets.validation.sample(demo.window, seed=103),
         )
 
 
@@ -201,18 +206,25 @@ def _retrain(story: _Story, check_id: str | None) -> None:
         "reasons": list(result.gate.reasons),
         "summary": result.summary(),
         "metrics": result.metrics,
+        "reference": result.reference,
     }
     report.promoted = result.promoted
+    story.stage("retrain", f"drift reference of v{result.version}: {result.reference['note']}")
     story.stage("gate", f"{result.summary()} ({story.lap('retrain + gate')})")
 
 
-def _check_after_reload(story: _Story, window: int) -> None:
-    """A drift check of the new version on the held-out tweets it has just served (none when
-    they are fewer than ``drift.min_rows``)."""
+def _check_after_reload(story: _Story, client: httpx.Client, after: Split) -> None:
+    """More tweets through the API, then a drift check of the new version on them (none
+    when they are fewer than ``drift.min_rows``): its reference is the tweet traffic it was
+    retrained for, so continuing tweets read no drift."""
     from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.errors import NotEnoughDataError
     from sentiment_ops.tracking.registry import Registry
 
+    story.stage("traffic", f"{len(after)} more tweets → /predict/batch")
+    send_traffic(client, after.texts)
+    story.report.sent_rows += len(after)
+    window = min(story.settings.demo.window, len(after))
     time.sleep(1.0)  # the store writer flushes in the background
     try:
         settings = window_settings(story.settings, window)
@@ -237,7 +249,7 @@ def _reload_and_measure(story: _Story, client: httpx.Client, traffic: _Traffic) 
     took_ = story.lap("reload + measure")
     story.stage("measure", f"served v{report.production_after}: F1 {report.tweets_after['f1']:.3f} ({took_})")
     if report.promoted:
-        _check_after_reload(story, min(demo.window, len(traffic.held_out)))
+        _check_after_reload(story, client, traffic.after)
 
 
 def run_demo(

@@ -26,7 +26,13 @@ from sentiment_ops.config import Settings
 from sentiment_ops.drift.decide import apply_calibrated, apply_monitor, calibrated_test
 from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DetectOptions, DriftReport, detect
 from sentiment_ops.drift.history import log_check_to_mlflow
-from sentiment_ops.drift.reference import Reference, ReferenceMeta, download_reference, embed_and_log
+from sentiment_ops.drift.reference import (
+    Reference,
+    ReferenceMeta,
+    ReferencePlan,
+    download_reference,
+    embed_and_log,
+)
 from sentiment_ops.errors import DataError, NotEnoughDataError, StoreError
 from sentiment_ops.inference.onnx import export_cache_dir
 from sentiment_ops.store import InferenceStore, PredictionRecord, using_store
@@ -57,13 +63,15 @@ def embed_reference(
         registry,
         str(info.run_id),
         model,
-        data=data or settings.drift.reference_data,
-        samples=samples or settings.drift.reference_samples,
+        ReferencePlan(
+            data or settings.drift.reference_data,
+            samples or settings.drift.reference_samples,
+            settings.drift.calibration_samples,
+        ),
         backend=backend,
         max_tokens=settings.serve.batch_max_tokens,
         cache_dir=export_cache_dir(settings.home, info.name, info.version, info.run_id) if backend == "onnx" else None,
         model_version=info.version,
-        calibration=settings.drift.calibration_samples,
     )
 
 

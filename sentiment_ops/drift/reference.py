@@ -12,6 +12,7 @@ int8-served windows). So the reference is embedded by the backend that serves.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -58,6 +59,31 @@ class ReferenceMeta:
     # the calibration set: held-out texts the reference and the model did not use
     calibration_count: int = 0
     calibration_source: str | None = None
+    # "corpus": held-out texts of ``data``; "served": texts a version served (``data`` says which)
+    source: str = "corpus"
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """What a reference is embedded from: ``samples`` texts of the ``data`` corpus's
+    validation split and up to ``calibration`` further held-out texts of it; or, with
+    ``texts``, those texts and ``calibration_texts`` as given (``served``: texts a version
+    served, described by ``data`` and ``split``)."""
+
+    data: str
+    samples: int
+    calibration: int = CALIBRATION_SAMPLES
+    texts: tuple[str, ...] | None = None
+    calibration_texts: tuple[str, ...] = ()
+    split: str = "validation"
+
+    @classmethod
+    def served(cls, texts: list[str], calibration_texts: list[str], data: str, split: str) -> ReferencePlan:
+        return cls(data, len(texts), len(calibration_texts), tuple(texts), tuple(calibration_texts), split)
+
+    @property
+    def source(self) -> str:
+        return "corpus" if self.texts is None else "served"
 
 
 @dataclass
@@ -111,37 +137,44 @@ def _onnx_predictor(model: SentimentModel, onnx_dir: Path, tmp: Path, threads: i
 
 def build_reference(
     model: SentimentModel,
-    data: str = "imdb",
-    samples: int = 1000,
+    plan: ReferencePlan,
     backend: str = "torch",
     cache_dir: Path | None = None,
     max_tokens: int | None = None,
-    calibration: int = CALIBRATION_SAMPLES,
 ) -> Reference:
-    """Embed ``samples`` texts of the corpus's validation split (never its training split)
-    with the serving ``backend`` (see ``embed_as_served``), and up to ``calibration``
-    further held-out texts as its calibration set (``calibration_texts``)."""
-    corpus = load_corpus(data)
-    split = corpus.validation.sample(samples, seed=REFERENCE_SEED)
-    cal_texts = calibration_texts(corpus, split.texts, calibration)
-    both = embed_as_served(model, split.texts + cal_texts, backend, cache_dir, max_tokens)
+    """Embed the ``plan``'s texts with the serving ``backend`` (see ``embed_as_served``):
+    ``plan.samples`` texts of the corpus's validation split (never its training split) and
+    up to ``plan.calibration`` further held-out texts as its calibration set
+    (``calibration_texts``); or the plan's given texts (``ReferencePlan.served``)."""
+    if plan.texts is None:
+        corpus = load_corpus(plan.data)
+        split = corpus.validation.sample(plan.samples, seed=REFERENCE_SEED)
+        texts, data_hash = split.texts, split.hash
+        cal_texts = calibration_texts(corpus, split.texts, plan.calibration)
+        cal_source = "validation (not in the reference), then test"
+    else:
+        texts, cal_texts = list(plan.texts), list(plan.calibration_texts)
+        data_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]  # unlabeled: texts only
+        cal_source = "served texts (not in the reference)"
+    both = embed_as_served(model, texts + cal_texts, backend, cache_dir, max_tokens)
     assert both.embeddings is not None
-    n = len(split)
+    n = len(texts)
     emb, labels = both.embeddings[:n], both.labels[:n]
     cal_emb, cal_pred = both.embeddings[n:], both.labels[n:]
-    counts = np.bincount(labels, minlength=2) / max(1, len(split))
+    counts = np.bincount(labels, minlength=2) / max(1, n)
     meta = ReferenceMeta(
-        data=data,
-        split="validation",
-        data_hash=split.hash,
-        count=len(split),
+        data=plan.data,
+        split=plan.split,
+        data_hash=data_hash,
+        count=n,
         pooling=POOLING,
         dim=int(emb.shape[1]),
         label_mix={LABEL_NAMES[i]: float(c) for i, c in enumerate(counts)},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         backend=backend,
         calibration_count=len(cal_texts),
-        calibration_source="validation (not in the reference), then test" if cal_texts else None,
+        calibration_source=cal_source if cal_texts else None,
+        source=plan.source,
     )
     return Reference(
         emb.astype(np.float32),
@@ -200,20 +233,17 @@ def embed_and_log(
     registry: Registry,
     run_id: str,
     model: SentimentModel,
+    plan: ReferencePlan,
     *,
-    data: str,
-    samples: int,
     backend: str,
     max_tokens: int | None,
     cache_dir: Path | None = None,
     model_version: int | None = None,
-    calibration: int = CALIBRATION_SAMPLES,
 ) -> ReferenceMeta:
-    """The one way a reference is made: ``build_reference`` then ``log_reference`` to the
-    model's run (``sentops train``, ``sentops retrain`` and ``sentops embed-reference``)."""
-    ref = build_reference(
-        model, data, samples, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens, calibration=calibration
-    )
+    """The one way a reference is made: ``build_reference`` of ``plan`` then
+    ``log_reference`` to the model's run (``sentops train``, ``sentops retrain`` and
+    ``sentops embed-reference``)."""
+    ref = build_reference(model, plan, backend=backend, cache_dir=cache_dir, max_tokens=max_tokens)
     ref.meta.model_version = model_version
     with mlflow_errors(f"log reference to run {run_id}"):
         log_reference(registry, run_id, ref)

@@ -4,7 +4,7 @@
         fine_tune(model, train, val)       the plan's starting weights, in place
         plan.evaluate(model, run, seconds) the job's own metrics, plots and reports
         log_model / log_model_metrics      the pyfunc model; the metrics on its page too
-        attach_reference                   drift reference embeddings
+        attach_reference                   drift reference embeddings (the plan's texts)
     registry.register(...)                 with the plan's description and tags
 
 What happens before (loading data, scoring production) and after (promoting) is the job's.
@@ -23,6 +23,7 @@ from sentiment_ops.tracking.runs import tracked_run
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.data import Split
+    from sentiment_ops.drift.reference import ReferencePlan
     from sentiment_ops.jobs.fit import FitOptions
     from sentiment_ops.modeling import SentimentModel
     from sentiment_ops.tracking.registry import Registry
@@ -51,6 +52,7 @@ class FineTunePlan:
     model_meta: dict[str, Any] = field(default_factory=dict)  # logged with the model (the run id is added)
     register: bool = True
     version_tags: dict[str, str] | None = None  # besides the run's sentops.* tags, which the version copies
+    reference: ReferencePlan | None = None  # the drift reference's texts (None: drift.reference_data)
 
     def logged_datasets(self) -> list[LoggedSplit]:
         return list({id(s): s for s in self.datasets.values() if s is not None}.values())
@@ -80,7 +82,7 @@ def run_plan(
         meta = {**plan.model_meta, "run_id": run.run_id}
         info = steps.log_model(registry, run, settings, model, meta, progress)
         steps.log_model_metrics(run, info.model_id, metrics, plan.datasets)
-        steps.attach_reference(settings, registry, run.run_id, model, progress)
+        steps.attach_reference(settings, registry, run.run_id, model, progress, plan.reference)
     version = None
     if plan.register:
         description = plan.describe(metrics)

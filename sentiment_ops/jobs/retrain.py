@@ -9,7 +9,8 @@
 3. fine-tunes starting from the *production* version's weights;
 4. scores production and candidate on the golden IMDB hold-out and the new-domain hold-out,
    logs one MLflow run (both models' metrics, lineage tags, the model, reference
-   embeddings), registers the new version and points ``retrain.candidate_alias`` at it;
+   embeddings of the served texts it was retrained for: ``retrain_reference``), registers
+   the new version and points ``retrain.candidate_alias`` at it;
 5. applies the gate (new-domain F1 gain ≥ δ and golden accuracy drop ≤ ε) and, only when
    asked and when it passes, moves production (``serve.alias``). A failing gate never
    promotes; when promotion was asked for and not done, ``CandidateNotPromoted`` (a
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,9 @@ from sentiment_ops.gate import GateDecision, describe, gate
 from sentiment_ops.jobs import steps
 from sentiment_ops.jobs.recipe import FineTunePlan, run_plan
 from sentiment_ops.jobs.retrain_data import RetrainData, RetrainRequest, logged_splits, read_feedback, with_replay
+from sentiment_ops.jobs.retrain_reference import SOURCE_TAG, ReferenceChoice, served_reference
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
-from sentiment_ops.store import InferenceStore
+from sentiment_ops.store import InferenceStore, using_store
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import Prediction, SentimentModel
@@ -58,6 +60,7 @@ class RetrainResult:
     production_alias: str
     candidate_alias: str
     note: str = ""  # e.g. production moved while retraining
+    reference: dict[str, Any] = field(default_factory=dict)  # where the drift reference came from
 
     @property
     def promote_hint(self) -> str:
@@ -285,14 +288,16 @@ def retrain_plan(
     model: SentimentModel,
     candidate: _Candidate,
     triggered_by: int | str | None,
+    reference: ReferenceChoice,
 ) -> FineTunePlan:
     """The run of ``sentops retrain``: production's weights (``model``) fine-tuned on the
-    feedback rows + replay, scored and gated by ``candidate``."""
+    feedback rows + replay, scored and gated by ``candidate``, with ``reference``'s texts as
+    its drift reference."""
     from sentiment_ops.tracking.registry import PARENT_TAG
 
     return FineTunePlan(
         run_name=f"retrain-from-v{parent.version}",
-        tags=_run_tags(data, parent, req, triggered_by),
+        tags={**_run_tags(data, parent, req, triggered_by), SOURCE_TAG: reference.source},
         params=_run_params(settings, parent, req, model),
         datasets={**logged_splits(data), "train": None},  # train_seconds: on no one split
         model=model,
@@ -303,7 +308,19 @@ def retrain_plan(
         describe=candidate.describe,
         model_meta={"data": "feedback"},
         version_tags={PARENT_TAG: str(parent.version)},
+        reference=reference.plan,
     )
+
+
+def _gather(
+    settings: Settings, registry: Registry, store: InferenceStore | None, req: RetrainRequest
+) -> tuple[VersionInfo, RetrainData, ReferenceChoice]:
+    """Production's version, the data to train and score on, and the candidate's reference."""
+    fb = read_feedback(settings, store, req)
+    parent = _production(registry, settings.serve.alias)
+    data = with_replay(settings, fb, parent, req)
+    with using_store(settings, store) as opened:
+        return parent, data, served_reference(settings, opened, data, parent.version, req.since)
 
 
 def retrain(
@@ -326,19 +343,17 @@ def retrain(
     req = RetrainRequest.from_settings(settings, since)
     production, candidate_alias = settings.serve.alias, settings.retrain.candidate_alias
     progress("data", 0, 1)
-    fb = read_feedback(settings, store, req)
     registry = registry or Registry(settings)
-    parent = _production(registry, production)
-    data = with_replay(settings, fb, parent, req)
+    parent, data, reference = _gather(settings, registry, store, req)
     progress("data", 1, 1)
     progress("load model", 0, 1)
     model = registry.load_model(parent.version)
     progress("load model", 1, 1)
-    bs, total = settings.train.eval_batch_size, 4 if len(fb.holdout) else 2
+    bs, total = settings.train.eval_batch_size, 4 if len(data.feedback.holdout) else 2
     progress("evaluate", 0, total)
     scores, _ = _score("production", model, data, bs, progress, (total // 2, total))
     candidate = _Candidate(settings, data, parent, scores, progress)
-    plan = retrain_plan(settings, data, parent, req, model, candidate, triggered_by)
+    plan = retrain_plan(settings, data, parent, req, model, candidate, triggered_by, reference)
     done = run_plan(plan, settings, registry, progress)
     assert done.version is not None and candidate.decision is not None  # a retrain plan registers
     registry.promote(done.version, candidate_alias)
@@ -361,6 +376,7 @@ def retrain(
         production_alias=production,
         candidate_alias=candidate_alias,
         note=note,
+        reference=reference.to_dict(),
     )
     if promote_if_better and not promoted:
         raise CandidateNotPromoted(result)

@@ -8,7 +8,7 @@ local ones.
     log_evaluation(run, split, pred, title)  plots and classification report of a split
     log_model(registry, run, settings, model, meta)  the resolved config and the pyfunc model
     log_model_metrics(run, model_id, metrics, datasets)  final metrics, on the model page too
-    attach_reference(settings, registry, run_id, model)  drift reference embeddings
+    attach_reference(settings, registry, run_id, model, plan)  drift reference embeddings
 
 Registering and promoting are ``Registry.register`` and ``Registry.promote``.
 """
@@ -28,6 +28,7 @@ from sentiment_ops.redaction import redact_value
 if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.data import Split
+    from sentiment_ops.drift.reference import ReferencePlan
     from sentiment_ops.modeling import Prediction, SentimentModel
     from sentiment_ops.tracking.registry import Registry
     from sentiment_ops.tracking.runs import LoggedSplit, TrackedRun
@@ -107,24 +108,29 @@ def log_model_metrics(
 
 
 def attach_reference(
-    settings: Settings, registry: Registry, run_id: str, model: SentimentModel, progress: ProgressFn = no_progress
+    settings: Settings,
+    registry: Registry,
+    run_id: str,
+    model: SentimentModel,
+    progress: ProgressFn = no_progress,
+    plan: ReferencePlan | None = None,
 ) -> None:
     """Compute the model's reference embeddings for drift (with the serving backend: the
-    space the server will log) and log them to ``run_id``; nothing when
+    space the server will log) and log them to ``run_id``: from ``plan`` (a retrain's served
+    texts), else ``train.reference_samples`` texts of ``drift.reference_data``; nothing when
     ``train.reference_samples`` is 0."""
-    from sentiment_ops.drift.reference import embed_and_log
+    from sentiment_ops.drift.reference import ReferencePlan, embed_and_log
 
     if settings.train.reference_samples <= 0:
         return
     progress("reference", 0, 1)
+    cfg = settings.drift
     embed_and_log(
         registry,
         run_id,
         model,
-        data=settings.drift.reference_data,
-        samples=settings.train.reference_samples,
+        plan or ReferencePlan(cfg.reference_data, settings.train.reference_samples, cfg.calibration_samples),
         backend=settings.serve.backend,
         max_tokens=settings.serve.batch_max_tokens,
-        calibration=settings.drift.calibration_samples,
     )
     progress("reference", 1, 1)
