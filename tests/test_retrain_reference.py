@@ -117,8 +117,9 @@ def test_retrained_reference_is_the_served_traffic(cli: Callable[..., Any], prod
     # v2 serves more of the same mix: no drift; then a shift away from it: drift
     assert cli("promote", "--version", "2").exit_code == 0
     _serve(settings, 2, _mix(tweets.test.texts[:105], imdb.test.texts[2000:2045]), v2)
-    same = run_drift_check(settings, production, version=2, window=150, method="calibrated", record=False)
+    checked = load_settings(overrides={"drift.window": 150, "drift.method": "calibrated"})
+    same = run_drift_check(checked, production, version=2, record=False)
     assert same.method == "calibrated" and not same.drift, (same.p_value, same.calibrated)
     _serve(settings, 2, load_corpus("rotten_tomatoes").test.texts[:150], v2)
-    moved = run_drift_check(settings, production, version=2, window=150, method="calibrated", record=False)
+    moved = run_drift_check(checked, production, version=2, record=False)
     assert moved.method == "calibrated" and moved.drift, (moved.p_value, moved.calibrated)
