@@ -263,7 +263,8 @@ def main() -> None:
             raise SystemExit(f"version {info.version} was logged without its int8 graph: retrain or re-log it")
         files = OnnxFiles(found[0], found[1], settings.serve.max_length, 1)
 
-        result: dict[str, Any] = json.loads(args.out.read_text()) if parts != ALL_PARTS else {}
+        earlier = parts != ALL_PARTS and args.out.exists()  # parts run over an earlier full run
+        result: dict[str, Any] = json.loads(args.out.read_text()) if earlier else {}
         if "local" in parts:
             result["local"] = run_local(home, csv_path, tmp / "out.parquet", args.n, args.workers)
         if "ceiling" in parts:
