@@ -45,12 +45,17 @@ def check_reachable(uri: str, timeout_s: float) -> None:
 
 
 def make_client(settings: Settings, check: bool = True) -> MlflowClient:
-    """The ``MlflowClient`` of the settings' tracking and registry URIs: a SQLite file's
-    folder must be writable (one line naming it, not SQLite's "unable to open"), and with
-    ``check`` an http(s) server must answer its /health first."""
-    quiet_mlflow()
+    """The ``MlflowClient`` of the settings' tracking and registry URIs, after ``check_stores``."""
+    check_stores(settings, check)
     from mlflow import MlflowClient
 
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+
+
+def check_stores(settings: Settings, check: bool = True) -> None:
+    """A SQLite file's folder must be writable (one line naming it, not SQLite's "unable to
+    open"), and with ``check`` an http(s) server must answer its /health."""
+    quiet_mlflow()
     tracking_uri = settings.tracking_uri
     for uri in {tracking_uri, settings.registry_uri}:
         db_file = sqlite_file(uri)
@@ -60,7 +65,6 @@ def make_client(settings: Settings, check: bool = True) -> MlflowClient:
         check_reachable(tracking_uri, settings.mlflow.timeout_s)
         if settings.registry_uri != tracking_uri:
             check_reachable(settings.registry_uri, settings.mlflow.timeout_s)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=settings.registry_uri)
 
 
 def is_not_found(exc: BaseException) -> bool:

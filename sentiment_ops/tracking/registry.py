@@ -23,7 +23,13 @@ from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError, fi
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.redaction import redact, redact_value
 from sentiment_ops.tracking.alias_history import AliasEvent, AliasLog, Move
-from sentiment_ops.tracking.client import global_tracking_uri, is_not_found, make_client, mlflow_errors
+from sentiment_ops.tracking.client import (
+    check_stores,
+    global_tracking_uri,
+    is_not_found,
+    make_client,
+    mlflow_errors,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,8 +68,11 @@ class Registry:
         self.settings = settings
         self.model_name = settings.mlflow.model_name
         self.tracking_uri = settings.tracking_uri
-        made = make_client(settings, check)  # its checks run for a given client too
-        self.client: MlflowClient = client if client is not None else made
+        if client is None:
+            client = make_client(settings, check)
+        else:
+            check_stores(settings, check)  # the same checks for a given client
+        self.client: MlflowClient = client
 
     # -- experiments -------------------------------------------------------------------
     def experiment_id(self, name: str | None = None) -> str:
