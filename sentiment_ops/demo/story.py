@@ -92,6 +92,7 @@ class _Story:
     clock: float = field(default_factory=time.monotonic)
     labels_from: str = "mixed"  # DemoOptions.labels_from
     store: Any = None  # the inference store the server writes (InferenceStore)
+    registry: Any = None  # the one Registry of the run (tracking.registry.Registry)
 
     def lap(self, name: str) -> str:
         """Record the phase ``name`` as ended now; returns "took …" for its last line."""
@@ -127,14 +128,13 @@ def _send_and_check(
     """Send ``split`` (``what``: its name) through the API, then run a drift check on the
     served window."""
     from sentiment_ops.drift.check import run_drift_check
-    from sentiment_ops.tracking.registry import Registry
 
     story.stage("traffic", f"{len(split)} {what} → /predict/batch")
     preds = send_traffic(client, split.texts)
     story.report.sent_rows += len(split)
     time.sleep(1.0)  # the store writer flushes in the background
     settings = window_settings(story.settings, window)
-    check = run_drift_check(settings, Registry(settings), alias=settings.serve.alias)
+    check = run_drift_check(settings, story.registry, alias=settings.serve.alias)
     return check, preds
 
 
@@ -176,13 +176,12 @@ def _choose_labels(
     tweets just served (the store's window of the production version)."""
     from sentiment_ops.labeling import Strategy
     from sentiment_ops.labeling.queue import Selection, choose_to_label
-    from sentiment_ops.tracking.registry import Registry
 
     strategy = Strategy(story.labels_from)
     if strategy is Strategy.RANDOM or n == 0 or story.store is None:
         return preds[:n], truth[:n]
     selection = Selection(strategy, n, window=len(preds), version=story.report.production_before)
-    queue = choose_to_label(story.settings, Registry(story.settings), story.store, selection)
+    queue = choose_to_label(story.settings, story.registry, story.store, selection)
     picked = {item.record.id for item in queue.items}
     rows = [(p, label) for p, label in zip(preds, truth.tolist(), strict=True) if p["id"] in picked]
     return [p for p, _ in rows], np.array([label for _, label in rows], dtype=np.int64)
@@ -197,7 +196,9 @@ def _retrain(story: _Story, check_id: str | None) -> None:
     settings.retrain.replay_ratio = settings.demo.replay_ratio  # the demo's replay, validated
     story.stage("retrain", "fine-tuning from production on the labels + IMDB replay")
     try:
-        result = retrain(settings, promote_if_better=True, triggered_by=check_id, progress=story.progress)
+        result = retrain(
+            settings, story.registry, promote_if_better=True, triggered_by=check_id, progress=story.progress
+        )
     except CandidateNotPromoted as exc:  # a refused candidate is part of the story
         result = exc.result
     report.retrain = {
@@ -219,7 +220,6 @@ def _check_after_reload(story: _Story, client: httpx.Client, after: Split) -> No
     retrained for, so continuing tweets read no drift."""
     from sentiment_ops.drift.check import run_drift_check
     from sentiment_ops.errors import NotEnoughDataError
-    from sentiment_ops.tracking.registry import Registry
 
     story.stage("traffic", f"{len(after)} more tweets → /predict/batch")
     send_traffic(client, after.texts)
@@ -228,7 +228,7 @@ def _check_after_reload(story: _Story, client: httpx.Client, after: Split) -> No
     time.sleep(1.0)  # the store writer flushes in the background
     try:
         settings = window_settings(story.settings, window)
-        check = run_drift_check(settings, Registry(settings), alias=settings.serve.alias)
+        check = run_drift_check(settings, story.registry, alias=settings.serve.alias)
     except NotEnoughDataError as exc:
         story.stage("drift", f"no check after the reload: {exc}")
         return
@@ -258,11 +258,14 @@ def run_demo(
     """The whole story (see the module docstring), with the ``demo`` settings; ``progress``
     follows the training and the retraining step by step."""
     from sentiment_ops.store import open_store
+    from sentiment_ops.tracking.registry import Registry
 
-    story = _Story(settings, DemoReport(), stage, progress)
+    story = _Story(settings, DemoReport(), stage, progress, registry=Registry(settings))
     report = story.report
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    report.production_before, report.trained_new_model = ensure_production(settings, opts, stage, progress=progress)
+    report.production_before, report.trained_new_model = ensure_production(
+        settings, opts, stage, story.registry, progress
+    )
     story.lap("model")
     traffic = _Traffic.load(settings.demo)
     store = open_store(settings)
