@@ -160,7 +160,7 @@ def _serve_traffic(settings: Settings, store: InferenceStore, model: Any, versio
             alias=settings.serve.alias,
             text=text,
             prediction=int(pred.labels[i]),
-            probability=float(pred.probabilities[i]),
+            probability=float(pred.probabilities[i, 1]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
             backend=settings.serve.backend,

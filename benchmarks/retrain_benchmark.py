@@ -131,7 +131,7 @@ def main() -> None:
             alias=settings.serve.alias,
             text=text,
             prediction=int(served.labels[i]),
-            probability=float(served.probabilities[i]),
+            probability=float(served.probabilities[i, 1]),
             confidence=float(served.confidences[i]),
         )
         for i, text in enumerate(traffic.texts)

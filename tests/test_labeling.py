@@ -87,7 +87,7 @@ def serve(store: InferenceStore, model: Any, texts: list[str]) -> list[Predictio
             alias="production",
             text=t,
             prediction=int(pred.labels[i]),
-            probability=float(pred.probabilities[i]),
+            probability=float(pred.probabilities[i, 1]),
             confidence=float(pred.confidences[i]),
             embedding=pred.embeddings[i],
             backend="torch",
@@ -136,7 +136,7 @@ def test_mixed_covers_more_of_the_window_than_uncertain(settings: Settings, stor
     on it and the rest across the window."""
     texts = load_corpus("tweets").test.texts[:60] + load_corpus("imdb").test.texts[:20]
     pred = embed_as_served(model, texts, "torch")
-    base = texts[int(np.argmin(margins(pred.probabilities)))]
+    base = texts[int(np.argmin(margins(pred.probabilities[:, 1])))]
     others = [t for t in texts if t != base]
     block = [base + " " * (i + 1) for i in range(15)]
     serve(store, model, others[:30] + block + others[30:])

@@ -49,7 +49,7 @@ def _serve(settings: Settings, version: int, texts: list[str], model: SentimentM
             model_version=version,
             text=t,
             prediction=None if pred is None else int(pred.labels[i]),
-            probability=None if pred is None else float(pred.probabilities[i]),
+            probability=None if pred is None else float(pred.probabilities[i, 1]),
             confidence=None if pred is None else float(pred.confidences[i]),
             embedding=None if pred is None or pred.embeddings is None else pred.embeddings[i],
             backend=settings.serve.backend,

@@ -31,6 +31,7 @@ import numpy as np
 
 from sentiment_ops.errors import ModelLoadError
 from sentiment_ops.inference.passes import pad
+from sentiment_ops.labels import BINARY, LabelSet
 
 if TYPE_CHECKING:
     from sentiment_ops.modeling import SentimentModel
@@ -53,6 +54,8 @@ class Encoder(Protocol):
     torch-free ``inference.TextEncoder``."""
 
     pad_id: int
+
+    classes: LabelSet
 
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
@@ -142,6 +145,7 @@ class OnnxPredictor:
     ) -> None:
         self.tokenizer_model = model  # tokeniser and truncation settings stay the trained ones
         self.pad_id = model.pad_id
+        self.classes: LabelSet = getattr(model, "classes", BINARY)
         self.path = onnx_path
         self.threads = max(1, threads or os.cpu_count() or 1)
         self.session = _session(onnx_path, self.threads)
@@ -180,6 +184,7 @@ class _SoloView:
         self.session = session
         self.threads = threads
         self.pad_id = base.pad_id
+        self.classes = base.classes
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.base.encode(texts)

@@ -6,7 +6,7 @@ length. Torch-free: the same code drives the torch model and the ONNX graph.
   would add more than half the work, or a pass would exceed a token budget).
 - ``forward_grouped``: the passes of a ``Predictor`` over many texts, put back in order
   (serving, the drift reference, evaluation and batch scoring).
-- ``prediction_from_logits``: logits → labels and positive-class probabilities."""
+- ``prediction_from_logits``: logits → labels and class probabilities."""
 
 from __future__ import annotations
 
@@ -16,40 +16,74 @@ from typing import Protocol
 
 import numpy as np
 
+from sentiment_ops.labels import BINARY, LabelSet
+
 POOLING = "mean"  # the embedding: mean of the last hidden state over real tokens
 PAD_SPLIT_FACTOR = 1.5  # start a new pass when a text is this much longer than the first
 
 
 @dataclass
 class Prediction:
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
-    probabilities: np.ndarray  # float64, P(positive)
+    labels: np.ndarray  # int64 class indices (names: ``classes``)
+    probabilities: np.ndarray  # float64 (n, k): each class's probability, rows sum to 1
     embeddings: np.ndarray | None  # float32 (n, hidden), mean-pooled last hidden state
+    classes: LabelSet = BINARY
 
     @property
     def confidences(self) -> np.ndarray:
-        return np.where(self.labels == 1, self.probabilities, 1.0 - self.probabilities)
+        """The probability of the predicted class."""
+        if len(self.labels) == 0:
+            return np.zeros(0)
+        return np.asarray(self.probabilities[np.arange(len(self.labels)), self.labels])
+
+    @property
+    def positive(self) -> np.ndarray | None:
+        """P(positive) of a binary model (the one-number score binary clients read); None
+        for other class sets."""
+        return np.asarray(self.probabilities[:, 1]) if self.classes.is_binary else None
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.classes.names[i] for i in self.labels.tolist()]
+
+    def take(self, index: np.ndarray | list[int]) -> Prediction:
+        emb = None if self.embeddings is None else self.embeddings[index]
+        return Prediction(self.labels[index], self.probabilities[index], emb, self.classes)
+
+    @classmethod
+    def empty(cls, classes: LabelSet = BINARY, dim: int = 0) -> Prediction:
+        return cls(np.zeros(0, np.int64), np.zeros((0, classes.k)), np.zeros((0, dim), np.float32), classes)
 
 
 class Predictor(Protocol):
     """A backend: token ids of texts as clients sent them (``encode`` applies the model's
     own normaliser), then logits + pooled embeddings of one padded pass
-    (``SentimentModel``, ``inference.onnx.OnnxPredictor``)."""
+    (``SentimentModel``, ``inference.onnx.OnnxPredictor``). ``classes``: the output names."""
+
+    classes: LabelSet
 
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
     def forward_ids(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def prediction_from_logits(logits: np.ndarray, embeddings: np.ndarray | None) -> Prediction:
+def prediction_from_logits(
+    logits: np.ndarray, embeddings: np.ndarray | None, classes: LabelSet | None = None
+) -> Prediction:
+    """Softmax of ``logits`` (n, k); ``classes`` defaults to binary for k = 2."""
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
+    if classes is None:
+        classes = BINARY if probs.shape[1] == 2 else LabelSet(tuple(str(i) for i in range(probs.shape[1])))
+    if classes.k != probs.shape[1]:
+        raise ValueError(f"the model outputs {probs.shape[1]} scores for {classes.k} classes ({classes})")
     return Prediction(
         labels=probs.argmax(axis=1).astype(np.int64),
-        probabilities=probs[:, 1],
+        probabilities=probs,
         embeddings=embeddings,
+        classes=classes,
     )
 
 
@@ -108,6 +142,7 @@ def forward_grouped(
             emb = np.zeros((n, pooled.shape[1]), dtype=np.float32)
         logits[group] = lg
         emb[group] = pooled
+    classes = getattr(predictor, "classes", BINARY)
     if logits is None or emb is None:  # no texts
-        return Prediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32))
-    return prediction_from_logits(logits, emb)
+        return Prediction.empty(classes)
+    return prediction_from_logits(logits, emb, classes)

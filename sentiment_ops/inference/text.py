@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops import textnorm
 from sentiment_ops.errors import ModelLoadError
+from sentiment_ops.labels import LabelSet
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -100,6 +101,7 @@ class TextEncoder:
         self.normalizer: Callable[[list[str]], list[str]] = textnorm.from_meta(meta)
         self.max_length = max_length or int(meta.get("max_length", 256))
         self.head_tokens = int(meta.get("head_tokens", 0))
+        self.classes = LabelSet.from_meta(meta)
         bare = self.tokenizer.encode("a", add_special_tokens=False).ids
         full = self.tokenizer.encode("a", add_special_tokens=True).ids
         self.prefix, self.suffix = split_specials(bare, full)

@@ -18,6 +18,7 @@ from sentiment_ops.config import Settings, TrainSettings
 from sentiment_ops.data import Split
 from sentiment_ops.evaluation import classification_metrics
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.modeling import (
     SentimentModel,
     choose_device,
@@ -165,8 +166,8 @@ def fine_tune(
     val_ds = _Dataset(model.encode(val.texts), val.labels) if val is not None and len(val) else None
 
     def compute(pred: Any) -> dict[str, float]:
-        p = prediction_from_logits(np.asarray(pred.predictions), None)
-        return classification_metrics(np.asarray(pred.label_ids), p.probabilities)
+        p = prediction_from_logits(np.asarray(pred.predictions), None, model.classes)
+        return classification_metrics(np.asarray(pred.label_ids), p.probabilities, model.classes)
 
     with tempfile.TemporaryDirectory() as out:
         model.model.train()
@@ -217,10 +218,11 @@ def _training_args(opts: FitOptions, out: str, device: str, bf16: bool, *, valid
     )
 
 
-def new_model(settings: Settings) -> tuple[SentimentModel, str]:
+def new_model(settings: Settings, classes: LabelSet = BINARY) -> tuple[SentimentModel, str]:
+    """The base model with a classification head over ``classes`` (the training data's)."""
     cfg = settings.train
     path = resolve_base_model(cfg.base_model)
     set_seed(cfg.seed)  # the new classification head is initialised from this seed
     tok = load_tokenizer(path)
-    clf = load_classifier(path)
-    return SentimentModel(clf, tok, cfg.max_length, cfg.head_tokens), path
+    clf = load_classifier(path, classes, new_head=True)
+    return SentimentModel(clf, tok, cfg.max_length, cfg.head_tokens, classes=classes), path

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sentiment_ops.evaluation import classification_metrics, classification_report, save_plots
+from sentiment_ops.errors import DataError
+from sentiment_ops.evaluation import binary_scores, classification_metrics, classification_report, save_plots
 from sentiment_ops.redaction import redact_value
 
 if TYPE_CHECKING:
@@ -42,9 +43,21 @@ def no_progress(stage: str, done: int, total: int) -> None:
 
 
 def evaluate(model: SentimentModel, split: Split, batch_size: int) -> tuple[dict[str, float], Prediction]:
-    """The model's metrics on ``split`` and its predictions (with embeddings)."""
+    """The model's metrics on ``split`` and its predictions (with embeddings). A binary
+    split scores a model with more classes on its two poles (``evaluation.binary_scores``)."""
     pred = model.predict(split.texts, batch_size=batch_size, with_embeddings=True)
-    return classification_metrics(split.labels, pred.probabilities), pred
+    return split_metrics(split, pred), pred
+
+
+def split_metrics(split: Split, pred: Prediction) -> dict[str, float]:
+    """Metrics of ``pred`` against ``split``'s labels, whose classes must be the model's, or
+    binary when the model's classes include negative and positive."""
+    if split.classes == pred.classes:
+        return classification_metrics(split.labels, pred.probabilities, pred.classes)
+    poles = binary_scores(pred.probabilities, pred.classes) if split.classes.is_binary else None
+    if poles is None:
+        raise DataError(f"cannot score a {pred.classes} model on {split.classes} labels")
+    return classification_metrics(split.labels, poles)
 
 
 def prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
@@ -58,10 +71,11 @@ def log_evaluation(run: TrackedRun, split: Split, pred: Prediction, title: str, 
     under = f"/{subdir}" if subdir else ""
     with tempfile.TemporaryDirectory() as tmp:
         plots, reports = Path(tmp) / "plots", Path(tmp) / "reports"
-        save_plots(split.labels, pred.probabilities, plots, title)
+        save_plots(split.labels, pred.probabilities, plots, title, pred.classes)
         run.log_artifacts(plots, f"plots{under}")
         reports.mkdir()
-        (reports / "classification_report.txt").write_text(classification_report(split.labels, pred.probabilities))
+        report = classification_report(split.labels, pred.probabilities, pred.classes)
+        (reports / "classification_report.txt").write_text(report)
         run.log_artifacts(reports, f"reports{under}")
 
 

@@ -40,20 +40,25 @@ class TrainData:
     train: Split
     val: Split
     test: Split
-    golden: Split  # the IMDB golden test (the test split itself when training on IMDB)
+    # the IMDB golden test (the test split itself when training on IMDB); None when the
+    # classes lack negative or positive, so that a binary score cannot be read
+    golden: Split | None
 
 
 def load_train_data(cfg: TrainSettings, progress: ProgressFn = no_progress) -> TrainData:
     """The splits ``train`` fine-tunes and scores on, sampled and cut as the settings say."""
     progress("data", 0, 1)
-    corpus = load_corpus(cfg.data)
+    corpus = load_corpus(cfg.data, tuple(cfg.labels) if cfg.labels else None)
     test = corpus.test.head(cfg.eval_samples)
+    golden = None
+    if corpus.classes.has_poles():
+        golden = test if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     data = TrainData(
         corpus=corpus,
         train=corpus.train.sample(cfg.max_samples, seed=cfg.seed),
         val=corpus.validation.head(cfg.val_samples),
         test=test,
-        golden=test if corpus.name == "imdb" else golden_test(cfg.eval_samples),
+        golden=golden,
     )
     progress("data", 1, 1)
     return data
@@ -80,25 +85,28 @@ def _params(settings: Settings, data: TrainData, base_path: str, commit: str) ->
         "train_size": len(data.train),
         "validation_size": len(data.val),
         "test_size": len(data.test),
-        "golden_size": len(data.golden),
         "train_hash": data.train.hash,
         "validation_hash": data.val.hash,
         "test_hash": data.test.hash,
-        "golden_hash": data.golden.hash,
+        **({"golden_size": len(data.golden), "golden_hash": data.golden.hash} if data.golden else {}),
+        "labels": ",".join(data.corpus.classes.names),
         "git_commit": commit,
         "sentops_version": __version__,
     }
 
 
 def _tags(cfg: TrainSettings, data: TrainData, commit: str) -> dict[str, str]:
-    return {
+    tags = {
         "sentops.kind": "train",
         "sentops.git_commit": commit,
         "sentops.data": cfg.data,
         "sentops.train_hash": data.train.hash,
-        "sentops.golden_hash": data.golden.hash,
         "sentops.base_model": cfg.base_model,
+        "sentops.labels": ",".join(data.corpus.classes.names),
     }
+    if data.golden is not None:
+        tags["sentops.golden_hash"] = data.golden.hash
+    return tags
 
 
 def logged_splits(data: TrainData) -> dict[str, LoggedSplit]:
@@ -108,23 +116,32 @@ def logged_splits(data: TrainData) -> dict[str, LoggedSplit]:
     out = {
         "train": LoggedSplit(f"{name}-train", "training", data.train, source),
         "val": LoggedSplit(f"{name}-validation", "validation", data.val, source),
-        "golden": LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)"),
     }
+    if data.golden is not None:
+        out["golden"] = LoggedSplit("imdb-golden", "golden", data.golden, "imdb test split (first rows)")
     out["test"] = out["golden"] if data.golden is data.test else LoggedSplit(f"{name}-test", "test", data.test, source)
     return out
 
 
 def version_description(cfg: TrainSettings, data: TrainData, metrics: dict[str, float]) -> str:
-    """What the MLflow UI shows on the version's page: the data and the golden scores."""
+    """What the MLflow UI shows on the version's page: the data, the classes and the scores."""
+    classes = data.corpus.classes
     text = (
         f"Trained by `sentops train` from `{cfg.base_model}` on {len(data.train)} rows of {data.corpus.name} "
-        f"(train split `{data.train.hash}`, {cfg.epochs:g} epoch(s)).\n\n"
-        f"Golden IMDB test ({len(data.golden)} rows, `{data.golden.hash}`): "
-        f"accuracy {metrics['golden_accuracy']:.4f}, F1 {metrics['golden_f1']:.4f}."
+        f"(train split `{data.train.hash}`, {cfg.epochs:g} epoch(s)); classes {classes}.\n\n"
     )
+    if data.golden is not None:
+        text += (
+            f"Golden IMDB test ({len(data.golden)} rows, `{data.golden.hash}`"
+            f"{'' if classes.is_binary else ', scored on negative vs positive'}): "
+            f"accuracy {metrics['golden_accuracy']:.4f}, F1 {metrics['golden_f1']:.4f}."
+        )
     if data.golden is not data.test:
-        text += f" {data.corpus.name} test: accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}."
-    return text
+        text += (
+            f" {data.corpus.name} test: accuracy {metrics['test_accuracy']:.4f}, "
+            f"macro-F1 {metrics['test_macro_f1']:.4f}."
+        )
+    return text.strip()
 
 
 def _evaluate(
@@ -136,9 +153,10 @@ def _evaluate(
     progress("evaluate", 1, 2)
     test_metrics, test_pred = steps.evaluate(model, data.test, batch_size)
     metrics.update(steps.prefixed("test", test_metrics))
-    if data.golden is not data.test:
+    if data.golden is not None and data.golden is not data.test:
         test_metrics = steps.evaluate(model, data.golden, batch_size)[0]
-    metrics.update(steps.prefixed("golden", test_metrics))
+    if data.golden is not None:
+        metrics.update(steps.prefixed("golden", test_metrics))
     progress("evaluate", 2, 2)
     steps.log_evaluation(run, data.test, test_pred, f"{data.corpus.name} test")
     return metrics
@@ -151,7 +169,7 @@ def train_plan(settings: Settings, data: TrainData, progress: ProgressFn = no_pr
     from sentiment_ops.provenance import git_commit
 
     cfg = settings.train
-    model, base_path = new_model(settings)
+    model, base_path = new_model(settings, data.corpus.classes)
     commit = git_commit()
 
     def evaluate(model: SentimentModel, run: TrackedRun, seconds: float) -> dict[str, float]:
@@ -216,7 +234,7 @@ def _fine_tune_as_worker(settings: Settings, data: TrainData) -> TrainResult:
     Returns a result with an empty ``run_id``."""
     from sentiment_ops.jobs.fit import FitOptions, fine_tune, new_model
 
-    model, _ = new_model(settings)
+    model, _ = new_model(settings, data.corpus.classes)
     seconds = fine_tune(model, data.train, data.val, FitOptions.from_train_settings(settings.train))
     return TrainResult(
         run_id="", model_uri="", version=None, metrics={}, train_seconds=seconds, data=data.corpus.describe()

@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 
 from sentiment_ops.config import Backend, Settings
-from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
 from sentiment_ops.inference.passes import Prediction
 from sentiment_ops.scoring import guard
@@ -138,8 +137,8 @@ def _table(rows: list[int], pred: Prediction, embedding: bool) -> pa.Table:
     columns: dict[str, Any] = {
         "row": pa.array(rows, pa.int64()),
         "label": pa.array(pred.labels, pa.int64()),
-        "label_name": pa.array([LABEL_NAMES[i] for i in pred.labels], pa.string()),
-        "probability": pa.array(pred.probabilities, pa.float64()),
+        "label_name": pa.array(pred.label_names, pa.string()),
+        "probability": pa.array(pred.positive, pa.float64()),
         "confidence": pa.array(pred.confidences, pa.float64()),
     }
     dim = None
@@ -167,22 +166,18 @@ class _Pending:
 
     def prediction(self) -> Prediction:
         """The results put back in the chunk's order."""
-        pred = _concat(self.preds)
-        labels, probs = np.empty_like(pred.labels), np.empty_like(pred.probabilities)
-        labels[self.order], probs[self.order] = pred.labels, pred.probabilities
-        emb = None
-        if pred.embeddings is not None:
-            emb = np.empty_like(pred.embeddings)
-            emb[self.order] = pred.embeddings
-        return Prediction(labels, probs, emb)
+        return _concat(self.preds).take(np.argsort(self.order))
 
 
 def _concat(preds: list[Prediction]) -> Prediction:
+    if not preds:
+        return Prediction.empty()
     embs = [p.embeddings for p in preds if p.embeddings is not None and len(p.labels)]
     return Prediction(
-        labels=np.concatenate([p.labels for p in preds]) if preds else np.zeros(0, np.int64),
-        probabilities=np.concatenate([p.probabilities for p in preds]) if preds else np.zeros(0),
+        labels=np.concatenate([p.labels for p in preds]),
+        probabilities=np.concatenate([p.probabilities for p in preds]),
         embeddings=np.concatenate(embs) if embs else None,
+        classes=preds[0].classes,
     )
 
 
@@ -372,7 +367,7 @@ class _ChunkSink:
                 model_version=s.model_version,
                 text=text,
                 prediction=int(pred.labels[i]),
-                probability=float(pred.probabilities[i]),
+                probability=None if pred.positive is None else float(pred.positive[i]),
                 confidence=float(pred.confidences[i]),
                 embedding=None if pred.embeddings is None else pred.embeddings[i],
                 alias=s.alias,

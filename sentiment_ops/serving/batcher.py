@@ -90,7 +90,7 @@ class Result:
     created_at: datetime
     text: str
     label: int
-    probability: float
+    probability: float | None  # P(positive) of a binary model
     confidence: float
     model: LoadedModel
 
@@ -373,7 +373,7 @@ class MicroBatcher:
         created = utcnow()
         results: list[Result] = []
         records: list[PredictionRecord] = []
-        confidences = pred.confidences
+        confidences, positive = pred.confidences, pred.positive
         for i, item in enumerate(items):
             label = int(pred.labels[i])
             rec = PredictionRecord(
@@ -382,7 +382,7 @@ class MicroBatcher:
                 alias=model.alias,
                 text=item.text,
                 prediction=label,
-                probability=float(pred.probabilities[i]),
+                probability=None if positive is None else float(positive[i]),
                 confidence=float(confidences[i]),
                 embedding=emb[i],
                 backend=model.backend,  # the embedding space, so drift compares like with like
@@ -391,7 +391,5 @@ class MicroBatcher:
                 request_id=item.request_id,
             )
             records.append(rec)
-            results.append(
-                Result(rec.id, created, item.text, label, float(pred.probabilities[i]), float(confidences[i]), model)
-            )
+            results.append(Result(rec.id, created, item.text, label, rec.probability, float(confidences[i]), model))
         return results, records

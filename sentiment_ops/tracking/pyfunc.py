@@ -39,7 +39,6 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 
 from sentiment_ops import textnorm
-from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import DataError, ModelLoadError, first_line
 from sentiment_ops.inference.passes import Prediction
 
@@ -99,8 +98,8 @@ def prediction_frame(pred: Prediction, with_embedding: bool) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "label": pred.labels.astype(np.int64),
-            "label_name": [LABEL_NAMES[i] for i in pred.labels],
-            "probability": pred.probabilities.astype(np.float64),
+            "label_name": pred.label_names,
+            "probability": pred.probabilities[:, -1].astype(np.float64),
             "confidence": pred.confidences.astype(np.float64),
         }
     )
