@@ -103,6 +103,44 @@ def trained(cli: Callable[..., Any], tiny_env: dict[str, str]) -> Iterator[dict[
     yield json.loads(result.stdout)
 
 
+THREE_CLASSES = ("negative", "neutral", "positive")
+_CLASS_WORDS = {
+    "negative": ("awful", "terrible", "boring", "hated", "worst"),
+    "neutral": ("arrived", "tuesday", "station", "schedule", "update"),
+    "positive": ("wonderful", "loved", "brilliant", "great", "best"),
+}
+
+
+def write_three_class_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
+    """A CSV of ``rows`` short texts labeled negative / neutral / positive (each class its
+    own words, so even the tiny model learns them a little)."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["text", "label"])
+        for i in range(rows):
+            label = THREE_CLASSES[i % 3]
+            words = [rng.choice(_CLASS_WORDS[label]) for _ in range(4)] + ["the", "service", str(i)]
+            rng.shuffle(words)
+            out.writerow([" ".join(words), label])
+    return path
+
+
+@pytest.fixture()
+def trained3(cli: Callable[..., Any], tiny_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """One tiny negative / neutral / positive model trained on ``write_three_class_csv``
+    data and registered (version 1) in this test's home; ``data`` is the CSV's path."""
+    import json
+
+    data = write_three_class_csv(tmp_path / "three.csv")
+    result = cli("train", "--data", str(data), "--json")
+    assert result.exit_code == 0, result.output
+    yield {**json.loads(result.stdout), "data": str(data)}
+
+
 # -- PostgreSQL for the integration tests (tests/local_services.py) ---------------------------
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Any]:
