@@ -36,6 +36,10 @@ def test_predict_logs_the_prediction_with_its_embedding(home_with_model: dict[st
         assert body["prediction"] in (0, 1)
         assert body["label"] == ["negative", "positive"][body["prediction"]]
         assert 0.5 <= body["confidence"] <= 1.0
+        # a binary model: both classes by name, and P(positive) as always
+        assert set(body["probabilities"]) == {"negative", "positive"}
+        assert body["probability"] == body["probabilities"]["positive"]
+        assert body["probabilities"]["negative"] + body["probability"] == pytest.approx(1.0)
         assert body["model"] == {"name": "sentiment-classifier", "version": 1, "alias": "production"}
         assert body["model_stage"] == "production"
         ts = datetime.fromisoformat(body["timestamp"])
@@ -54,6 +58,8 @@ def test_predict_logs_the_prediction_with_its_embedding(home_with_model: dict[st
     assert row.prediction == body["prediction"]
     assert abs(row.confidence - body["confidence"]) < 1e-9
     assert row.text == body["text"]
+    assert row.probability == pytest.approx(body["probability"])
+    assert row.probabilities == pytest.approx([body["probabilities"]["negative"], body["probabilities"]["positive"]])
     assert row.embedding is not None and row.embedding.shape == (32,)
     assert row.latency_ms is not None and row.latency_ms >= 0
     assert store.count() == 3
@@ -70,6 +76,7 @@ def test_health_ready_model_and_metrics(home_with_model: dict[str, Any], running
         assert info["ready"] is True and info["version"] == 1 and info["alias"] == "production"
         assert info["run_id"] == home_with_model["run_id"]
         assert info["backend"] == "torch" and info["loaded_at"] and info["last_reload_error"] is None
+        assert info["labels"] == ["negative", "positive"]  # a model logged without classes: binary
         for _ in range(3):
             assert c.post("/predict", json={"text": "fine"}).status_code == 200
         assert c.post("/predict", json={"text": ""}).status_code == 422
@@ -130,10 +137,13 @@ def test_feedback_round_trip(
         assert c.post("/feedback", json={"id": pid, "label": 1}).json()["updated"] is False
         assert c.post("/feedback", json={"id": pid, "label": 0}).json() == {"id": pid, "label": 0, "updated": True}
         assert srv.state.store.get(pid).feedback_label == 0
+        # a class name in any case: the label it already holds
+        same = c.post("/feedback", json={"id": pid, "label": "NEGATIVE"})
+        assert same.json() == {"id": pid, "label": 0, "updated": False}
 
         missing = c.post("/feedback", json={"id": "0" * 32, "label": 1})
         assert missing.status_code == 404 and "no logged prediction" in missing.json()["detail"]
-        for bad in (2, -1, "neutral", "POSITIVE", None, True, 1.0, [1]):
+        for bad in (2, -1, "neutral", "pos", "1", None, True, 1.0, [1]):
             r = c.post("/feedback", json={"id": pid, "label": bad})
             assert r.status_code == 422, (bad, r.text)
             assert "label" in r.json()["detail"]
@@ -183,7 +193,7 @@ def test_starts_without_a_model_and_picks_one_up(
         assert r.status_code == 503 and r.json()["ready"] is False
         p = c.post("/predict", json={"text": "hello"})
         assert p.status_code == 503 and "no model is loaded" in p.json()["detail"]
-        assert c.get("/model").json()["version"] is None
+        assert c.get("/model").json()["version"] is None and c.get("/model").json()["labels"] is None
         time.sleep(0.6)  # a few polls: the "no model" line is logged once, not per poll
         said = [r for r in caplog.records if "no model behind alias" in r.getMessage()]
         assert len(said) == 1

@@ -22,7 +22,7 @@ from alembic.migration import MigrationContext
 
 from sentiment_ops import migrations
 from sentiment_ops.errors import StoreSchemaError
-from sentiment_ops.store import InferenceStore, metadata
+from sentiment_ops.store import InferenceStore, PredictionRecord, metadata
 
 # -- sentops 0.1.0's tables, frozen (sentiment_ops/store.py on main before migrations) ----------------------
 OLD = sa.MetaData()
@@ -132,7 +132,7 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
         InferenceStore(store_url)
     safe = sa.engine.make_url(store_url).render_as_string(hide_password=True)
     assert str(err.value) == (
-        f"inference store {safe} is at schema 0001, this sentops needs 0004: run `sentops db upgrade`"
+        f"inference store {safe} is at schema 0001, this sentops needs 0005: run `sentops db upgrade`"
     )
     # every command that opens the store says the same, in one line, exit 70 (store error)
     for args in (("feedback", "export", "out.csv"), ("drift", "--history"), ("serve", "--port", "0")):
@@ -145,14 +145,14 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
     assert json.loads(current.stdout) | {"url": None} == {
         "url": None,
         "current": "0001",
-        "head": "0004",
+        "head": "0005",
         "up_to_date": False,
         "state": "behind: run `sentops db upgrade`",
     }
     upgraded = cli("db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
-    assert "upgraded from schema 0001 to 0004" in upgraded.output
-    assert "already at schema 0004" in cli("db", "upgrade").output
+    assert "upgraded from schema 0001 to 0005" in upgraded.output
+    assert "already at schema 0005" in cli("db", "upgrade").output
     assert json.loads(cli("db", "current", "--json").stdout)["up_to_date"] is True
 
     store = InferenceStore(store_url)  # opens now
@@ -170,11 +170,16 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
         assert rec.embedding is not None and rec.embedding.tobytes() == row["embedding"]
         assert rec.backend is None  # unknown embedding space: never in a drift window
         assert rec.request_id is None  # served before request ids were stored
+        assert rec.probabilities is None  # served before every class's probability was stored
     assert len(store.rows(labeled=True)) == sum(r["feedback_label"] is not None for r in rows) == 100
     assert [h["p_value"] for h in store.drift_history("sentiment-classifier")] == [0.3, 0.15]
     assert store.window("sentiment-classifier", 1, 500, backend="onnx") == []
     assert store.backend_counts("sentiment-classifier", 1, 500) == {None: 180}
     assert store.dead_letters() == []
+    # a row served after the upgrade keeps every class's probability
+    new = PredictionRecord("sentiment-classifier", 2, "after", 1, None, 0.5, probabilities=[0.25, 0.5, 0.25])
+    store.add_predictions([new])
+    assert store.get(new.id).probabilities == [0.25, 0.5, 0.25]
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert [d for d in diff if not (d[0] == "remove_table" and d[1].name == migrations.VERSION_TABLE)] == []
@@ -184,9 +189,9 @@ def test_old_store_is_refused_then_upgraded_keeping_every_row(store_url: str, cl
 def test_new_store_is_created_at_head(store_url: str, cli: Callable[..., Any]) -> None:
     assert json.loads(cli("db", "current", "--json").stdout)["current"] is None
     store = InferenceStore(store_url)
-    assert store.schema_revision() == migrations.head() == "0004"
+    assert store.schema_revision() == migrations.head() == "0005"
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalar_one() == "0004"
+        assert conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalar_one() == "0005"
     store.close()
     assert "up to date" in cli("db", "current").output
 
@@ -204,7 +209,7 @@ def test_a_store_newer_than_this_sentops_is_refused(store_url: str) -> None:
 def test_upgrade_runs_revision_by_revision_from_0001(tmp_path: Path) -> None:
     """Revision 0001 alone builds exactly the 0.1.0 schema; the later ones add what they add,
     one at a time (a store at 0002 goes through 0003, ``predictions.request_id`` and its
-    index, to the head)."""
+    index, and on to 0005, ``predictions.probabilities``)."""
     url = f"sqlite:///{tmp_path / 'x.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -220,11 +225,12 @@ def test_upgrade_runs_revision_by_revision_from_0001(tmp_path: Path) -> None:
         assert "request_id" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
     engine.dispose()
     before, after = InferenceStore(url, create=False).upgrade_schema()
-    assert (before, after) == ("0002", "0004")
+    assert (before, after) == ("0002", "0005")
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
-        assert {c["name"]: c["nullable"] for c in inspector.get_columns("predictions")}["request_id"] is True
+        columns = {c["name"]: c["nullable"] for c in inspector.get_columns("predictions")}
+        assert columns["request_id"] is True and columns["probabilities"] is True
         assert {"name": "ix_predictions_request_id", "column_names": ["request_id"]}.items() <= next(
             i for i in inspector.get_indexes("predictions") if i["name"] == "ix_predictions_request_id"
         ).items()
@@ -241,9 +247,9 @@ def test_concurrent_upgrades_on_postgres_migrate_once(pg_url: str) -> None:
     stores = [InferenceStore(pg_url, create=False) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda s: s.upgrade_schema(), stores))
-    assert sorted(results, key=str) == sorted([("0001", "0004"), ("0004", "0004"), ("0004", "0004")], key=str)
+    assert sorted(results, key=str) == sorted([("0001", "0005"), ("0005", "0005"), ("0005", "0005")], key=str)
     for s in stores:
         s.close()
     store = InferenceStore(pg_url)
-    assert store.count() == N_ROWS and store.schema_revision() == "0004"
+    assert store.count() == N_ROWS and store.schema_revision() == "0005"
     store.close()

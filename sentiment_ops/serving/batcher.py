@@ -30,12 +30,12 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import SentopsError
 from sentiment_ops.inference.passes import Prediction, Predictor, forward_grouped
 from sentiment_ops.serving.holder import LoadedModel, ModelHolder
 from sentiment_ops.serving.metrics import ServingMetrics
 from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.serving.thread_chooser import ThreadChooser
 from sentiment_ops.store import PredictionRecord, utcnow
 
 log = logging.getLogger("sentiment_ops.serving")
@@ -93,10 +93,15 @@ class Result:
     probability: float | None  # P(positive) of a binary model
     confidence: float
     model: LoadedModel
+    probabilities: tuple[float, ...] = ()  # every class's, in ``model.classes`` order
 
     @property
     def label_name(self) -> str:
-        return LABEL_NAMES[self.label]
+        return self.model.classes.names[self.label]
+
+    def class_probabilities(self) -> dict[str, float]:
+        """``{class name: probability}`` for every class of the model."""
+        return dict(zip(self.model.classes.names, self.probabilities, strict=True))
 
 
 @dataclass
@@ -105,85 +110,6 @@ class _Item:
     future: asyncio.Future[Result]
     t0: float
     request_id: str | None = None  # the HTTP request's, stored with its row
-
-
-class ThreadChooser:
-    """Whether a batch that runs alone takes the many-thread session (``solo``): measured,
-    not assumed. Idle cores make a lone pass faster on all of them; cores busy with other
-    work (another process, a neighbour's job) make the threads wait on each other, and then
-    one thread is faster. Per size of the batch (tokens, by powers of two) it keeps the
-    seconds per token of each choice (moving average), takes the cheaper one, and once every
-    ``explore_every_s`` seconds the other one twice, so a change in the machine's load is
-    noticed. The chosen layout is measured at every pass; exploring is only for the other
-    one getting faster, and it costs (a lone long review on 1 thread of 2 takes ~1.6x as long).
-    A pass right after a pass of the other layout is not measured (``record``): waking the
-    many-thread session's sleeping threads costs that pass, which would make the layouts look
-    alike; so each is first measured in a run of its own (``min_samples`` + 1 passes)."""
-
-    def __init__(
-        self,
-        explore_every_s: float = 10.0,
-        alpha: float = 0.2,
-        min_samples: int = 3,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.explore_every_s = explore_every_s
-        self.alpha = alpha
-        self.min_samples = min_samples
-        self._clock = clock
-        self._cost: dict[tuple[int, bool], float] = {}
-        self._samples: dict[tuple[int, bool], int] = {}
-        self._explored: dict[int, float] = {}  # when the other layout was last tried, per size
-        self._exploring: dict[int, int] = {}  # passes of the other layout still to run, per size
-        self._previous: bool | None = None  # the layout of the last pass, measured or not
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _bucket(tokens: int) -> int:
-        return max(1, tokens).bit_length()
-
-    def pick(self, tokens: int) -> bool:
-        """True: run on the many-thread session."""
-        b = self._bucket(tokens)
-        with self._lock:
-            solo_n, one_n = self._samples.get((b, True), 0), self._samples.get((b, False), 0)
-            if solo_n < self.min_samples:
-                return True
-            if one_n < self.min_samples:
-                self._explored[b] = self._clock()
-                return False
-            best = self._cost[(b, True)] <= self._cost[(b, False)]
-            now = self._clock()
-            if not self._exploring.get(b) and now - self._explored.get(b, now) >= self.explore_every_s:
-                self._exploring[b] = 2  # in a pair: the first pass after a switch is not measured
-            if self._exploring.get(b):
-                self._exploring[b] -= 1
-                self._explored[b] = now
-                return not best
-            return best
-
-    def samples(self, tokens: int) -> tuple[int, int]:
-        """Batches of this size measured so far: (many-thread, one-thread)."""
-        b = self._bucket(tokens)
-        with self._lock:
-            return self._samples.get((b, True), 0), self._samples.get((b, False), 0)
-
-    def ran(self, solo: bool) -> None:
-        """A pass that was not chosen here (batches under load run on one thread)."""
-        with self._lock:
-            self._previous = solo
-
-    def record(self, tokens: int, solo: bool, seconds: float) -> None:
-        """The time of a chosen pass; not kept when the pass before used the other layout."""
-        key = (self._bucket(tokens), solo)
-        per_token = seconds / max(1, tokens)
-        with self._lock:
-            switched, self._previous = self._previous != solo, solo
-            if switched:
-                return
-            old = self._cost.get(key)
-            self._cost[key] = per_token if old is None else old + self.alpha * (per_token - old)
-            self._samples[key] = self._samples.get(key, 0) + 1
 
 
 class MicroBatcher:
@@ -358,9 +284,10 @@ class MicroBatcher:
         self.metrics.batch_size.observe(len(texts))
         results, records = self._package(model, items, pred)
         self.writer.put(records)
-        for label_id, count in enumerate(np.bincount(pred.labels, minlength=2)[:2]):
+        names = model.classes.names
+        for label_id, count in enumerate(np.bincount(pred.labels, minlength=len(names))[: len(names)]):
             if count:
-                self.metrics.predictions.labels(LABEL_NAMES[label_id]).inc(int(count))
+                self.metrics.predictions.labels(names[label_id]).inc(int(count))
         return results
 
     def _package(
@@ -374,6 +301,7 @@ class MicroBatcher:
         results: list[Result] = []
         records: list[PredictionRecord] = []
         confidences, positive = pred.confidences, pred.positive
+        probabilities = pred.probabilities.tolist()  # one conversion per batch, not per row
         for i, item in enumerate(items):
             label = int(pred.labels[i])
             rec = PredictionRecord(
@@ -389,7 +317,11 @@ class MicroBatcher:
                 latency_ms=(done - item.t0) * 1000.0,
                 created_at=created,
                 request_id=item.request_id,
+                probabilities=probabilities[i],
             )
             records.append(rec)
-            results.append(Result(rec.id, created, item.text, label, rec.probability, float(confidences[i]), model))
+            confidence = float(confidences[i])
+            results.append(
+                Result(rec.id, created, item.text, label, rec.probability, confidence, model, tuple(probabilities[i]))
+            )
         return results, records

@@ -24,6 +24,7 @@ from typing import Protocol
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, RegistryUnavailableError, SentopsError
 from sentiment_ops.inference.passes import Predictor
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.redaction import redact
 from sentiment_ops.store import utcnow
 from sentiment_ops.tracking.predictors import ModelRefusedError, predictor_for
@@ -47,6 +48,7 @@ class LoadedModel:
     backend: str
     loaded_at: datetime
     predictor: Predictor
+    classes: LabelSet = BINARY  # the model's output names, in index order
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class ModelHolder:
             backend=self.backend,
             loaded_at=utcnow(),
             predictor=predictor,
+            classes=predictor.classes,
         )
 
     def _failed(self, version: int | None, exc: Exception) -> bool:

@@ -7,7 +7,9 @@ label-writer token (``SENTOPS_FEEDBACK_TOKEN``), which the page asks for and kee
 tab's ``sessionStorage``:
 
 * ``GET /label/queue?select=mixed&n=50&seed=0``: the texts to label next, with the model's
-  guess and confidence (``labeling.queue.choose_to_label`` over the served window);
+  guess and confidence (``labeling.queue.choose_to_label`` over the served window), and the
+  serving model's classes (``labels``): the page shows one button per class, keys 1..k
+  (1..9: a tenth class on has its button only; a binary model also n and p);
 * labels go through ``POST /feedback`` itself (the same handler and store call: a second
   label of the same text replaces the first, the same label twice writes nothing);
 * ``POST /label/undo`` ``{"id"}``: the label of that prediction is removed (the row is
@@ -49,7 +51,7 @@ class QueueItemResponse(BaseModel):
     id: str
     text: str
     prediction: int | None
-    label: str | None = Field(description="The model's guess: negative or positive.")
+    label: str | None = Field(description="The model's guess: a class name.")
     probability: float | None
     confidence: float | None
     score: float = Field(description="uncertain, mixed: |P(positive) - 0.5|; novel: distance to the reference.")
@@ -68,6 +70,7 @@ class QueueResponse(BaseModel):
     no_text: int
     no_embedding: int
     items: list[QueueItemResponse]
+    labels: list[str] = Field(description="The serving model's classes, in index order: the page's answers.")
 
 
 class UndoRequest(BaseModel):
@@ -140,7 +143,7 @@ def label_router() -> APIRouter:
         selection = Selection(select, n, seed=seed, version=current.version)
         # the app's registry: no client and health probe per request
         queue = await run_in_threadpool(choose_to_label, settings, holder.registry, store, selection)
-        return queue.to_dict()
+        return {**queue.to_dict(), "labels": list(current.classes.names)}
 
     @router.post(
         "/label/undo",

@@ -31,8 +31,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
 from sentiment_ops import __version__
-from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.errors import StoreError
+from sentiment_ops.labels import BINARY
 from sentiment_ops.serving.holder import LoadedModel, ReloadFailure
 from sentiment_ops.store import DriftLog
 
@@ -96,8 +96,10 @@ class ServingMetrics:
         )
         for layout in ("one", "many"):
             self.batch_threads.labels(layout)
-        self.predictions = Counter("sentops_predictions", "Predictions by label.", ["label"], registry=r)
-        for name in LABEL_NAMES:
+        self.predictions = Counter(
+            "sentops_predictions", "Predictions by label (a class name of the serving model).", ["label"], registry=r
+        )
+        for name in BINARY.names:  # until a model is loaded; each loaded model adds its classes
             self.predictions.labels(name)
         self._model_metrics(r)
         self._store_metrics(r)
@@ -157,6 +159,8 @@ class ServingMetrics:
         self.model_version.clear()
         self.model_version.labels(model.name, model.alias, model.backend).set(model.version)
         self.model_loaded_at.set(model.loaded_at.timestamp())
+        for name in model.classes.names:
+            self.predictions.labels(name)
         self.reloads.labels("success").inc()
         self.reload_failed_version.set(0)
 

@@ -10,11 +10,13 @@ from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import NotFoundError
+from sentiment_ops.labels import LabelSet
 from sentiment_ops.redaction import redact
 from sentiment_ops.serving.batcher import ModelUnavailableError, Result
 from sentiment_ops.serving.deps import (
@@ -56,6 +58,9 @@ PREDICT_503 = (
     "(serve.max_concurrent_requests, serve.max_inflight_mb): Retry-After."
 )
 STORE_503 = "The inference store is unavailable (Retry-After)."
+FEEDBACK_503 = (
+    "No model is loaded yet (its classes name the labels), or the inference store is unavailable (Retry-After)."
+)
 
 
 def no_model(holder: ModelHolder, settings: Settings) -> ModelUnavailableError:
@@ -94,6 +99,7 @@ def result_dict(r: Result) -> dict[str, Any]:
         "text": r.text,
         "prediction": r.label,
         "label": r.label_name,
+        "probabilities": r.class_probabilities(),
         "confidence": r.confidence,
         "probability": r.probability,
         "model": {"name": r.model.name, "version": r.model.version, "alias": r.model.alias},
@@ -114,6 +120,7 @@ def model_info(holder: ModelHolder) -> dict[str, Any]:
         alias=holder.alias,
         backend=holder.backend,
         version=current.version if current else None,
+        labels=list(current.classes.names) if current else None,
         run_id=current.run_id if current else None,
         source=redact(current.source) if current else None,
         loaded_at=current.loaded_at if current else None,
@@ -168,22 +175,40 @@ def predict_router(models: RequestModels, max_items: int, guarded: bool) -> APIR
 def feedback_router() -> APIRouter:
     """POST /feedback: a true label for a logged prediction, behind SENTOPS_FEEDBACK_TOKEN."""
     router = APIRouter(tags=["feedback"], dependencies=[FeedbackAuth])
-    errors = responses(*BODY_ERRORS, 401, 403, 404, 503, e503=STORE_503)
+    errors = responses(*BODY_ERRORS, 401, 403, 404, 503, e503=FEEDBACK_503)
 
     @router.post("/feedback", response_model=FeedbackResponse, responses=errors)
-    async def feedback(body: FeedbackRequest, writer: Writer, store: Store) -> FeedbackResponse:
-        """Record the true label (0/1 or "negative"/"positive") of a logged prediction
-        (bearer token SENTOPS_FEEDBACK_TOKEN: these labels train the next model)."""
-        label = body.label_int()
+    async def feedback(
+        body: FeedbackRequest, holder: Holder, settings: AppSettings, writer: Writer, store: Store
+    ) -> FeedbackResponse:
+        """Record the true label of a logged prediction: a class name of the serving model
+        (any case) or its index (bearer token SENTOPS_FEEDBACK_TOKEN: these labels train the
+        next model)."""
+        current = holder.current
+        if current is None:
+            raise no_model(holder, settings)
+        classes = current.classes
+        label = body.label_index(classes)
+        if label is None:
+            raise not_a_class(body.label, classes)
         try:
-            updated = await run_in_threadpool(store.set_feedback, body.id, label)
+            updated = await run_in_threadpool(store.set_feedback, body.id, label, classes.k)
         except NotFoundError:
             # It may still be in the write-behind queue: flush, then look again.
             await run_in_threadpool(writer.flush, 10.0)
-            updated = await run_in_threadpool(store.set_feedback, body.id, label)
+            updated = await run_in_threadpool(store.set_feedback, body.id, label, classes.k)
         return FeedbackResponse(id=body.id, label=label, updated=updated)
 
     return router
+
+
+def not_a_class(value: int | str, classes: LabelSet) -> RequestValidationError:
+    """The 422 of a feedback label the serving model does not have, naming its classes."""
+    message = (
+        f"{value!r} is not a class of the serving model; its classes are {', '.join(classes.names)} "
+        f"(a name, any case, or an index 0..{classes.k - 1})"
+    )
+    return RequestValidationError([{"loc": ("body", "label"), "msg": message, "type": "value_error"}])
 
 
 def ops_router() -> APIRouter:

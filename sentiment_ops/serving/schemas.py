@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from sentiment_ops.data import LABEL_NAMES
+from sentiment_ops.labels import MAX_CLASSES, LabelSet
 from sentiment_ops.store import text_problem
 
 
@@ -108,8 +108,13 @@ def request_models(max_chars: int, max_items: int) -> RequestModels:
 
 
 FeedbackLabel = Annotated[
-    Annotated[StrictInt, Field(ge=0, le=1)] | Literal["negative", "positive"],
-    Field(description='The true label: 0 or "negative", 1 or "positive".'),
+    Annotated[StrictInt, Field(ge=0, le=MAX_CLASSES - 1)] | Annotated[StrictStr, Field(min_length=1, max_length=200)],
+    Field(
+        description=(
+            "The true label: a class name of the serving model (any case; `labels` of /model) or its "
+            'index 0..k-1. A binary model: 0 or "negative", 1 or "positive".'
+        )
+    ),
 ]
 
 
@@ -117,10 +122,12 @@ class FeedbackRequest(_Body):
     id: StrictStr = Field(min_length=1, max_length=64, description="The id returned by /predict.")
     label: FeedbackLabel
 
-    def label_int(self) -> int:
-        if isinstance(self.label, str):
-            return LABEL_NAMES.index(self.label)
-        return int(self.label)
+    def label_index(self, classes: LabelSet) -> int | None:
+        """The class index the label names among ``classes``; None when it is none of them."""
+        if isinstance(self.label, int):
+            return self.label if 0 <= self.label < classes.k else None
+        word = self.label.strip().lower()
+        return next((i for i, name in enumerate(classes.names) if name.lower() == word), None)
 
 
 class ModelRef(BaseModel):
@@ -133,10 +140,15 @@ class PredictResponse(BaseModel):
     id: str = Field(description="Id of the logged prediction (use it in /feedback).")
     timestamp: datetime = Field(description="UTC, ISO-8601.")
     text: str
-    prediction: int = Field(description="0 = negative, 1 = positive.")
-    label: Literal["negative", "positive"]
+    prediction: int = Field(
+        description="The class index, in the order of /model `labels` (a binary model: 0 = negative, 1 = positive)."
+    )
+    label: str = Field(description="The class name.")
+    probabilities: dict[str, float] = Field(description="Every class's probability, by class name (they sum to 1).")
     confidence: float = Field(description="Probability of the predicted label.")
-    probability: float = Field(description="Probability of the positive label.")
+    probability: float | None = Field(
+        description="Probability of the positive label for a negative/positive model; null for any other model."
+    )
     model: ModelRef
     model_stage: str = Field(description="The alias the model was served under (the seed's field).")
 
@@ -163,6 +175,9 @@ class ModelInfoResponse(BaseModel):
     alias: str
     backend: str
     version: int | None = None
+    labels: list[str] | None = Field(
+        default=None, description="The class names of the served model, in index order (null when none is loaded)."
+    )
     run_id: str | None = None
     source: str | None = None
     loaded_at: datetime | None = None

@@ -53,6 +53,9 @@ class PredictionRecord:
     feedback_label: int | None = None
     feedback_at: datetime | None = None
     request_id: str | None = None  # the HTTP request that asked for it (X-Request-Id)
+    # every class's probability, in the model's class order (``probability``: P(positive)
+    # of a binary model only)
+    probabilities: list[float] | None = None
 
 
 class PredictionLog(Database):
@@ -99,6 +102,7 @@ class PredictionLog(Database):
             "feedback_at": as_utc(r.feedback_at),
             "backend": r.backend,
             "request_id": r.request_id,
+            "probabilities": None if r.probabilities is None else json.dumps(r.probabilities),
         }
 
     def add_dead_letters(self, letters: Sequence[tuple[str, str, str]]) -> int:
@@ -169,6 +173,7 @@ def record_of(row: Any) -> PredictionRecord:
         feedback_label=m["feedback_label"],
         feedback_at=as_utc(m["feedback_at"]),
         request_id=m["request_id"],
+        probabilities=None if m["probabilities"] is None else json.loads(m["probabilities"]),
     )
 
 
@@ -191,6 +196,7 @@ def dead_letter(record: PredictionRecord, store_text: bool = True) -> str:
             "text_hash": _hash_of_any(record.text),
             "prediction": record.prediction,
             "probability": record.probability,
+            "probabilities": record.probabilities,
             "confidence": record.confidence,
             "latency_ms": record.latency_ms,
             "feedback_label": record.feedback_label,

@@ -39,7 +39,7 @@ predictions = sa.Table(
     sa.Column("text", sa.Text, nullable=True),  # NULL when store_text is off
     sa.Column("text_hash", sa.String(64), nullable=False),
     sa.Column("prediction", sa.Integer, nullable=True),
-    sa.Column("probability", sa.Float, nullable=True),  # P(positive)
+    sa.Column("probability", sa.Float, nullable=True),  # P(positive) of a binary model
     sa.Column("confidence", sa.Float, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
     sa.Column("embedding", sa.LargeBinary, nullable=True),  # float32 bytes
@@ -52,6 +52,9 @@ predictions = sa.Table(
     # The X-Request-Id of the HTTP request that asked for it (one id on every row of a batch
     # request); NULL for rows from before, and for batch scoring and imports.
     sa.Column("request_id", sa.String(128), nullable=True),
+    # Every class's probability, a JSON list in the model's class order; NULL for rows from
+    # before, imports and rows whose model was not known.
+    sa.Column("probabilities", sa.Text, nullable=True),
     sa.Index("ix_predictions_model", "model_name", "model_version", "created_at"),
     sa.Index("ix_predictions_request_id", "request_id"),
     # feedback import and the labeling queue look texts up by hash
