@@ -31,10 +31,10 @@ def _label_of(conn: sa.Connection, prediction_id: str) -> int | None:
 class FeedbackLabels(Database):
     """Labels on the ``predictions`` rows, and the rows read back for labeling and training."""
 
-    def set_feedback(self, prediction_id: str, label: int) -> bool:
-        """Record the true label of a logged prediction. Returns False when that same
-        label was already recorded (nothing applied twice)."""
-        _check_label(label)
+    def set_feedback(self, prediction_id: str, label: int, classes: int = 2) -> bool:
+        """Record the true label (a class index below ``classes``) of a logged prediction.
+        Returns False when that same label was already recorded (nothing applied twice)."""
+        _check_label(label, classes)
         try:
             with self.engine.begin() as conn:
                 if _label_of(conn, prediction_id) == label:
@@ -74,13 +74,14 @@ class FeedbackLabels(Database):
             out.update(r.text_hash for r in self._select(q))
         return out
 
-    def set_feedback_many(self, items: Sequence[tuple[str, int]]) -> list[str]:
-        """Record many labels in one transaction, in order. Returns one status per item:
-        ``applied``, ``unchanged`` (that label was already there) or ``missing`` (no such id)."""
+    def set_feedback_many(self, items: Sequence[tuple[str, int]], classes: int = 2) -> list[str]:
+        """Record many labels (class indices below ``classes``) in one transaction, in order.
+        Returns one status per item: ``applied``, ``unchanged`` (that label was already
+        there) or ``missing`` (no such id)."""
         if not items:
             return []
         for _, label in items:
-            _check_label(label)
+            _check_label(label, classes)
         ids = list(dict.fromkeys(i for i, _ in items))
         statuses: list[str] = []
         try:
@@ -144,9 +145,10 @@ class FeedbackLabels(Database):
         return [record_of(r) for r in reversed(self._select(q))]
 
 
-def _check_label(label: int) -> None:
-    if label not in (0, 1):
-        raise DataError(f"label must be 0 or 1, got {label!r}")
+def _check_label(label: int, classes: int) -> None:
+    if label not in range(classes):
+        expected = "0 or 1" if classes == 2 else f"a class index 0..{classes - 1}"
+        raise DataError(f"label must be {expected}, got {label!r}")
 
 
 def records_from(
