@@ -152,9 +152,11 @@ def test_retrain_keeps_three_classes_gates_on_macro_f1_and_reuses_production_sco
     m = out["metrics"]
     assert gate["f1_gain"] == pytest.approx(m["candidate_new_macro_f1"] - m["production_new_macro_f1"])
     assert "production_golden_accuracy" in m  # negative and positive: scored on the golden IMDB hold-out
-    assert out["production_scores_reused"] == []
+    # the golden scores `sentops train` kept with version 1; the new-domain hold-out scored once
+    assert out["production_scores_reused"] == ["golden"]
     kept = {k: v for k, v in production3.get_version(1).tags.items() if k.startswith("sentops.scores.")}
     assert len(kept) == 2  # golden and new-domain hold-out of version 1
+    assert f"sentops.scores.{out['data']['golden_hash']}" in kept
 
     second = cli("retrain", "--json")
     assert second.exit_code == 0, second.output

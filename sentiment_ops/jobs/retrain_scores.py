@@ -5,9 +5,10 @@ new-domain one), and the gate's reading of them.
 A version's scores on a hold-out never change, so they are computed once per version and
 hold-out and kept as a tag of the model version, ``sentops.scores.<hold-out hash>`` (the
 metrics as JSON): the next retrain from the same production reads them instead of scoring
-it again, and the candidate's own scores are kept the same way for when it becomes
-production. A tag of the version, not a file in the home: it lives with the registry, so
-every machine and job that retrains from it reuses it, and it goes when the version goes."""
+it again. The candidate's own scores are kept the same way for when it becomes production,
+and ``sentops train`` keeps a new version's golden scores. A tag of the version, not a file
+in the home: it lives with the registry, so every machine and job that retrains from it
+reuses it, and it goes when the version goes."""
 
 from __future__ import annotations
 
@@ -60,15 +61,20 @@ def production_scores(
             reused.append(name)
             continue
         scores[f"production_{name}"] = steps.evaluate(model, split, batch_size)[0]
-        registry.set_version_tag(parent.version, SCORES_TAG + split.hash, json.dumps(scores[f"production_{name}"]))
+        keep_score(registry, parent.version, split, scores[f"production_{name}"])
     return scores, reused
+
+
+def keep_score(registry: Registry, version: int, split: Split, metrics: dict[str, float]) -> None:
+    """Keep ``version``'s ``metrics`` on the hold-out ``split`` as a tag of the version."""
+    registry.set_version_tag(version, SCORES_TAG + split.hash, json.dumps(metrics))
 
 
 def keep_scores(registry: Registry, version: int, data: RetrainData, scores: Scores, who: str) -> None:
     """Keep ``who``'s scores as tags of ``version`` (read by ``production_scores``)."""
     for name, split in holdouts(data).items():
         if f"{who}_{name}" in scores:
-            registry.set_version_tag(version, SCORES_TAG + split.hash, json.dumps(scores[f"{who}_{name}"]))
+            keep_score(registry, version, split, scores[f"{who}_{name}"])
 
 
 def f1_key(classes: LabelSet) -> tuple[str, str]:
