@@ -17,9 +17,8 @@
    ``retrain.candidate_alias`` at it;
 5. applies the gate (new-domain F1 gain ≥ δ, macro-F1 for more than two classes; golden
    accuracy drop ≤ ε) and, only when asked and when it passes, moves production
-   (``serve.alias``). A failing gate never
-   promotes; when promotion was asked for and not done, ``CandidateNotPromoted`` (a
-   ``GateFailedError``) carries the result.
+   (``serve.alias``). A failing gate never promotes; when promotion was asked for and not
+   done, ``CandidateNotPromoted`` (a ``GateFailedError``) carries the result.
 """
 
 from __future__ import annotations
