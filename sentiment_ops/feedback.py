@@ -5,32 +5,29 @@
 * ``id,label``: the true label of a logged prediction (``id`` as returned by the server), or
 * ``text,label``: a new labeled text that was never served (stored with ``source='import'``).
 
-Labels are ``0``/``1``/``negative``/``positive``. A row whose label is present but blank
-(an exported row nobody has labeled yet) is skipped, not an error. Bad rows (unknown id,
-bad label, missing fields, bad JSON, wrong field count) are reported with their line
-numbers; the good rows are kept (``ImportSummary.raise_for_errors`` then raises
-``BadRowsError``, a DataError carrying the summary). A text the store cannot hold (a control character other
-than tab, newline, carriage return: ``sentiment_ops.store.text_problem``, the same rule as the API) stops
-the import with one DataError naming the file and line, before anything is written.
-Nothing is applied twice: a label already recorded is
-``unchanged``, and a ``text,label`` pair imported before is a duplicate (matched on the
-SHA-256 of the text; a new label for an imported text replaces the old one).
+Labels are class names of the serving model (any case) or indices ``0..k-1`` (``LabelSet.index``;
+a binary model also takes ``neg``/``pos``). A blank label (an exported row nobody labeled yet) is
+skipped. Bad rows (unknown id, a label not of the model, naming its classes, missing fields, bad
+JSON, wrong field count) are reported with their line numbers; the good rows are kept
+(``ImportSummary.raise_for_errors`` then raises ``BadRowsError``, a DataError carrying the
+summary). A text the store cannot hold (``store.text_problem``, the rule of the API) stops the
+import with one DataError naming the file and line, before any write. Nothing is applied twice:
+a label already recorded is ``unchanged``, and a ``text,label`` pair imported before is a
+duplicate (matched on the SHA-256 of the text; a new label replaces it).
 
-``export_feedback`` writes ``id,text,prediction,confidence,label`` rows of served
-predictions (optionally only the unlabeled ones), for people who label; the file it
-writes can be imported back as it is. ``write_export`` writes given rows in that format
-(``labeling.export_selection``: the texts a strategy chose, in the order to label). An
-export is owner-only (0600; an existing file replaced with ``overwrite`` keeps its mode),
-never replaces an existing file unless ``overwrite`` is given (``ExportRefusedError``), and
-is refused with ``store.store_text`` off (``TextsNotKeptError``: no texts to label).
+``export_feedback`` writes ``id,text,prediction,confidence,label`` rows of served predictions
+(optionally only the unlabeled ones) for people who label; ``prediction`` and ``label`` are 0/1
+for a binary model and class names for a model with more classes. The file imports back as it
+is. ``write_export`` writes given rows in that format (``labeling.export_selection``). An export
+is owner-only (0600; a file replaced with ``overwrite`` keeps its mode), never replaces a file
+unless ``overwrite`` is given (``ExportRefusedError``), and is refused with ``store.store_text``
+off (``TextsNotKeptError``: no texts to label).
 
 Texts in a CSV are data, never formulas (``csv_cell`` / ``csv_text``): a text that a
 spreadsheet would read as a formula (first character ``= + - @``, tab or CR), that starts
 with ``'``, or that starts or ends with white space is written with one ``'`` in front (the
-OWASP rule for CSV injection); import removes that one ``'`` and keeps the rest exactly, so
-a file sentops exported imports back with its texts unchanged. A text cell without it is
-trimmed (hand-made files). JSONL is not a spreadsheet format: its texts are written and
-read exactly as they are.
+OWASP rule for CSV injection); import removes that one ``'`` and keeps the rest exactly. A
+text cell without it is trimmed (hand-made files). JSONL texts are written and read as they are.
 """
 
 from __future__ import annotations
@@ -47,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiment_ops.errors import ConfigError, DataError
-from sentiment_ops.labels import BINARY
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.store import InferenceStore, PredictionRecord, records_from, text_hash, text_problem
 
 EXPORT_COLUMNS = ("id", "text", "prediction", "confidence", "label")
@@ -61,16 +58,14 @@ CSV_QUOTE = "'"
 
 def csv_cell(text: str) -> str:
     """A text as a CSV cell no spreadsheet runs as a formula and import gives back exactly
-    (``csv_text``): one ``'`` in front when it starts with ``= + - @``, tab, CR or ``'``,
-    or starts or ends with white space (which import would otherwise trim)."""
+    (``csv_text``): one ``'`` in front when it starts with ``= + - @``, tab, CR, ``'`` or space."""
     if text and (text.startswith((*FORMULA_START, CSV_QUOTE)) or text[0].isspace() or text[-1].isspace()):
         return CSV_QUOTE + text
     return text
 
 
 def csv_text(cell: str) -> str:
-    """The text of a CSV cell: without its one leading ``'`` (``csv_cell``) exactly as the
-    rest is; a cell without one is trimmed."""
+    """The text of a CSV cell: without its one leading ``'`` (``csv_cell``), else trimmed."""
     return cell[1:] if cell.startswith(CSV_QUOTE) else cell.strip()
 
 
@@ -114,8 +109,7 @@ class ImportSummary:
         return self.labeled + self.added + self.relabeled
 
     def raise_for_errors(self) -> None:
-        """Raise ``BadRowsError`` (exit 65) when some rows were bad; the good ones were
-        applied all the same, so a caller shows this summary first."""
+        """Raise ``BadRowsError`` (exit 65) when some rows were bad (the good ones were applied)."""
         if self.errors:
             raise BadRowsError(self)
 
@@ -127,8 +121,7 @@ class ImportSummary:
 
 
 class BadRowsError(DataError):
-    """Some rows of a feedback file were bad; the good rows were applied. ``summary`` holds
-    the counts and each bad row's line and reason."""
+    """Some rows of a feedback file were bad, the good ones applied: ``summary`` says which."""
 
     def __init__(self, summary: ImportSummary) -> None:
         self.summary = summary
@@ -166,7 +159,14 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary) -> _Row | None:
+def label_problem(raw: object, classes: LabelSet) -> str:
+    """Why ``raw`` is not a label of a ``classes`` model, in one line naming its classes."""
+    if classes.is_binary:  # the words binary files have always been told
+        return f"label {raw!r} is not 0/1/negative/positive"
+    return f"label {raw!r} is not a class of the model: {', '.join(classes.names)} (or 0..{classes.k - 1})"
+
+
+def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary, classes: LabelSet) -> _Row | None:
     """One row → _Row, or None (error recorded / blank label skipped)."""
     raw_id, text = fields.get("id"), fields.get("text")
     has_id, has_text = not _blank(raw_id), isinstance(text, str) and not _blank(text)
@@ -180,9 +180,9 @@ def _parse_row(line: int, fields: dict[str, Any], summary: ImportSummary) -> _Ro
     if _blank(raw):
         summary.skipped += 1
         return None
-    label = BINARY.index(raw)
+    label = classes.index(raw)
     if label is None:
-        summary.errors.append(RowError(line, f"label {raw!r} is not 0/1/negative/positive"))
+        summary.errors.append(RowError(line, label_problem(raw, classes)))
         return None
     if has_id:
         return _Row(line, label, id=str(raw_id).strip())
@@ -234,8 +234,11 @@ def _jsonl_rows(path: Path, summary: ImportSummary) -> Iterator[tuple[int, dict[
             yield lineno, {str(k).lower(): v for k, v in obj.items()}
 
 
-def read_feedback_file(path: str | Path, summary: ImportSummary | None = None) -> tuple[list[_Row], ImportSummary]:
-    """Parse a feedback file; bad rows land in ``summary.errors``, good ones are returned."""
+def read_feedback_file(
+    path: str | Path, summary: ImportSummary | None = None, classes: LabelSet = BINARY
+) -> tuple[list[_Row], ImportSummary]:
+    """Parse a feedback file of labels of a ``classes`` model; bad rows land in
+    ``summary.errors``, good ones are returned."""
     path = Path(path)
     summary = summary or ImportSummary(path=str(path))
     kind = _file_kind(path)
@@ -249,7 +252,7 @@ def read_feedback_file(path: str | Path, summary: ImportSummary | None = None) -
             problem = text_problem(text) if isinstance(text, str) else None
             if problem is not None:  # the store cannot hold it: refuse the file, say where
                 raise DataError(f"{path} line {line}: {problem}")
-            row = _parse_row(line, fields, summary)
+            row = _parse_row(line, fields, summary, classes)
             if row is not None:
                 rows.append(row)
     except UnicodeDecodeError as exc:
@@ -263,12 +266,15 @@ def read_feedback_file(path: str | Path, summary: ImportSummary | None = None) -
     return rows, summary
 
 
-def import_feedback(store: InferenceStore, path: str | Path, model_name: str) -> ImportSummary:
-    """Apply the labels in a CSV/JSONL file; see the module docstring for the rules."""
-    rows, summary = read_feedback_file(path)
+def import_feedback(
+    store: InferenceStore, path: str | Path, model_name: str, classes: LabelSet = BINARY
+) -> ImportSummary:
+    """Apply the labels in a CSV/JSONL file, labels of the serving model's ``classes``; see
+    the module docstring for the rules."""
+    rows, summary = read_feedback_file(path, classes=classes)
 
     by_id = [r for r in rows if r.id is not None]
-    statuses = store.set_feedback_many([(r.id, r.label) for r in by_id if r.id is not None])
+    statuses = store.set_feedback_many([(r.id, r.label) for r in by_id if r.id is not None], classes.k)
     for row, status in zip(by_id, statuses, strict=True):
         if status == "missing":
             summary.errors.append(RowError(row.line, f"no logged prediction with id {row.id!r}"))
@@ -303,7 +309,7 @@ def import_feedback(store: InferenceStore, path: str | Path, model_name: str) ->
             pending[h] = records_from([row.text], [row.label], model_name)[0]
     summary.added = len(pending)
     store.add_predictions(list(pending.values()))
-    store.set_feedback_many(list(relabel.items()))
+    store.set_feedback_many(list(relabel.items()), classes.k)
     summary.errors.sort(key=lambda e: e.line)
     return summary
 
@@ -317,6 +323,7 @@ def export_feedback(
     since: datetime | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
+    classes: LabelSet = BINARY,
 ) -> ExportSummary:
     """Write served predictions (the ``window`` most recent; only unlabeled ones with
     ``unlabeled``) as CSV or JSONL, oldest first. The file appears whole or not at all; an
@@ -330,7 +337,7 @@ def export_feedback(
     records = store.rows(
         since=since, limit=window, labeled=False if unlabeled else None, source="api", model_name=model_name
     )
-    return write_export(path, records, overwrite=overwrite)
+    return write_export(path, records, overwrite=overwrite, classes=classes)
 
 
 def check_export_path(path: Path, overwrite: bool) -> None:
@@ -343,29 +350,35 @@ def check_export_path(path: Path, overwrite: bool) -> None:
         raise ExportRefusedError(f"{path}: the file exists; pass --overwrite to replace it, or choose another name")
 
 
-def _rows_out(records: Sequence[PredictionRecord], kind: str) -> list[dict[str, Any]]:
-    """The export rows of the records that kept their text; CSV texts escaped (``csv_cell``)."""
+def _rows_out(records: Sequence[PredictionRecord], kind: str, classes: LabelSet) -> list[dict[str, Any]]:
+    """The export rows of the records that kept their text; CSV texts escaped (``csv_cell``);
+    classes as indices for a binary model, else as names."""
+    named = not classes.is_binary
+    cls = lambda i: classes.name(i) if named and i is not None and 0 <= i < classes.k else i  # noqa: E731
     return [
         {
             "id": r.id,
             "text": csv_cell(r.text) if kind == "csv" else r.text,
-            "prediction": r.prediction,
+            "prediction": cls(r.prediction),
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
-            "label": r.feedback_label,
+            "label": cls(r.feedback_label),
         }
         for r in records
         if r.text
     ]
 
 
-def write_export(path: str | Path, records: Sequence[PredictionRecord], overwrite: bool = False) -> ExportSummary:
+def write_export(
+    path: str | Path, records: Sequence[PredictionRecord], overwrite: bool = False, classes: LabelSet = BINARY
+) -> ExportSummary:
     """Write ``records`` (in the order given; rows without their text left out) as the
-    ``id,text,prediction,confidence,label`` CSV or JSONL people label. The file appears whole
+    ``id,text,prediction,confidence,label`` CSV or JSONL people label (of a ``classes``
+    model: names for more than two classes). The file appears whole
     or not at all, owner-only (0600), or with the mode of the file it replaces (``overwrite``)."""
     path = Path(path)
     check_export_path(path, overwrite)
     kind = _file_kind(path)
-    out_rows = _rows_out(records, kind)
+    out_rows = _rows_out(records, kind, classes)
     keep_mode = path.stat().st_mode if path.is_file() and not path.is_symlink() else None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600

@@ -5,7 +5,7 @@ hold-out; and which corpus to replay."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -13,7 +13,8 @@ import numpy as np
 from sentiment_ops import textnorm
 from sentiment_ops.config import Settings
 from sentiment_ops.data import Split
-from sentiment_ops.errors import NotEnoughDataError
+from sentiment_ops.errors import DataError, NotEnoughDataError
+from sentiment_ops.labels import LabelSet
 from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
 
 MIN_PSEUDO_HOLDOUT = 10  # real labels needed before pseudo-label mode keeps a hold-out
@@ -46,7 +47,9 @@ def _as_split(rows: list[tuple[str, int]]) -> Split:
 
 
 def concat(*splits: Split) -> Split:
-    return Split([t for s in splits for t in s.texts], np.concatenate([s.labels for s in splits]).astype(np.int64))
+    """The rows of ``splits`` in order, with the classes of the first."""
+    labels = np.concatenate([s.labels for s in splits]).astype(np.int64)
+    return Split([t for s in splits for t in s.texts], labels, splits[0].classes)
 
 
 def _split(rows: list[tuple[str, int]], fraction: float, seed: int) -> tuple[Split, Split]:
@@ -97,7 +100,7 @@ def feedback_data(
         )
     all_labels = {lbl for _, lbl in [*real.values(), *pseudo.values()]}
     if len(all_labels) < 2:
-        raise NotEnoughDataError(f"all {found} labels are {sorted(all_labels)}: retraining needs both classes")
+        raise NotEnoughDataError(f"all {found} labels are {sorted(all_labels)}: retraining needs two classes at least")
     real_rows = list(real.values())
     if pseudo_label_threshold is not None and len(real_rows) < MIN_PSEUDO_HOLDOUT:
         # Too few real labels to judge anything: all of them train, and the gate will
@@ -108,6 +111,27 @@ def feedback_data(
     train = concat(train_real, _as_split(list(pseudo.values())))
     first = min((r.created_at for r in with_text if r.source == "api"), default=None)
     return FeedbackData(train, holdout, len(real), len(pseudo), skipped, first)
+
+
+class UnknownClassError(DataError):
+    """A feedback label is a class the production model does not have: retraining keeps
+    production's classes, so a new class needs a new model (``sentops train``)."""
+
+
+def with_classes(fb: FeedbackData, classes: LabelSet, version: int) -> FeedbackData:
+    """``fb`` with its labels read as production's ``classes`` (version ``version``);
+    ``UnknownClassError`` when one is not among them."""
+    labels = np.concatenate([fb.train.labels, fb.holdout.labels]).astype(np.int64)
+    unknown = sorted({int(x) for x in labels if not 0 <= x < classes.k})
+    if unknown:
+        count = int(np.isin(labels, unknown).sum())
+        raise UnknownClassError(
+            f"{count} feedback label(s) are class {', '.join(map(str, unknown))}, which production version {version} "
+            f"does not have (its classes: {', '.join(classes.names)}); retraining keeps production's classes: "
+            "to learn new ones, train a new model with `sentops train --data FILE` on a file whose label column "
+            "names every class"
+        )
+    return replace(fb, train=replace(fb.train, classes=classes), holdout=replace(fb.holdout, classes=classes))
 
 
 def replay_data_name(settings: Settings, parent_tags: dict[str, str]) -> str:

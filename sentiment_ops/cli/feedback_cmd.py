@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sentiment_ops.config import Settings
     from sentiment_ops.feedback import ExportSummary, ImportSummary
     from sentiment_ops.labeling.queue import Selection, SelectionExport
+    from sentiment_ops.labels import LabelSet
     from sentiment_ops.store import InferenceStore
 
 app = typer.Typer(help="Import true labels, export predictions to label.", no_args_is_help=True)
@@ -31,6 +32,16 @@ def _store(ctx: typer.Context) -> tuple[Settings, InferenceStore]:
     return settings, open_store(settings)
 
 
+def _serving_classes(settings: Settings) -> LabelSet:
+    """The classes of the version behind ``serve.alias`` (negative / positive when none is)."""
+    from sentiment_ops.labels import BINARY
+    from sentiment_ops.tracking.registry import Registry
+
+    registry = Registry(settings)
+    version = registry.alias_version(settings.serve.alias)
+    return BINARY if version is None else registry.version_classes(version)
+
+
 @app.command("import")
 def import_cmd(
     ctx: typer.Context,
@@ -40,6 +51,7 @@ def import_cmd(
 ) -> None:
     """Import true labels: id,label for logged predictions, text,label for new texts.
 
+    A label is a class name of the serving model (any case) or its index 0..k-1.
     Bad rows are reported with their line numbers and the good rows are kept; re-importing
     a file applies nothing twice. Exit 0 when every row was good, 65 when some were bad
     (the good ones are still applied).
@@ -50,7 +62,7 @@ def import_cmd(
 
     settings, store = _store(ctx)
     try:
-        summary = import_feedback(store, file, settings.mlflow.model_name)
+        summary = import_feedback(store, file, settings.mlflow.model_name, _serving_classes(settings))
     finally:
         store.close()
     if as_json:
@@ -110,6 +122,7 @@ def export_cmd(
     """Export served predictions as id,text,prediction,confidence,label for labeling.
 
     Fill in the label column and import the file back with `sentops feedback import`.
+    A model with more than two classes writes prediction and label as class names.
     With --select, the N unlabeled texts the production version served that are worth a
     person's time, in the order to label them: random, uncertain (closest to the decision
     boundary), novel (farthest from the drift reference) or mixed (the most uncertain of
@@ -164,6 +177,7 @@ def _export_all(
             since=since,
             model_name=settings.mlflow.model_name,
             overwrite=overwrite,
+            classes=_serving_classes(settings),
         )
     finally:
         store.close()

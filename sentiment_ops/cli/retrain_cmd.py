@@ -67,16 +67,19 @@ def retrain(
     Fine-tunes the production version's weights on the feedback labels of
     the inference store (split into training rows and a new-domain
     hold-out) mixed with a replay sample of the original training data,
-    scores production and candidate on the golden IMDB hold-out and on the
-    new-domain hold-out, and registers the candidate (alias `candidate`).
-    The gate passes when new-domain F1 rises by at least
-    retrain.min_f1_gain and golden accuracy drops by at most
-    retrain.max_acc_drop.
+    scores production and candidate on the golden IMDB hold-out (classes
+    with negative and positive) and on the new-domain hold-out, and
+    registers the candidate (alias `candidate`). The candidate keeps
+    production's classes. The gate passes when new-domain F1 (macro-F1
+    for more than two classes) rises by at least retrain.min_f1_gain and
+    golden accuracy drops by at most retrain.max_acc_drop. Production's
+    scores on a hold-out are computed once per version and reused.
 
     Exit codes: 0 when promoted, or when --promote-if-better was not given
     (whatever the gate said); 5 when --promote-if-better was given and the
     candidate was not promoted (gate failed); 4 too few labels (nothing
-    registered); 66 no version in production.
+    registered); 65 a label production does not have (train a new model
+    with `sentops train`); 66 no version in production.
 
     Example: sentops retrain --window 2000 --promote-if-better
     """
@@ -111,8 +114,11 @@ def _render(result: RetrainResult, as_json: bool) -> None:
     table.add_column("metric")
     for col in (production, candidate, "change"):
         table.add_column(col, justify="right")
-    for label, key in ROWS:
+    rows = ROWS + ((("new-domain macro-F1", "new_macro_f1"),) if result.gate.f1_name == "macro-F1" else ())
+    for label, key in rows:
         prod, cand = m.get(f"production_{key}"), m.get(f"candidate_{key}")
+        if prod is None and cand is None and key.startswith("golden"):  # classes without both poles
+            continue
         change = None if prod is None or cand is None else cand - prod
         table.add_row(label, fmt(prod), fmt(cand), "–" if change is None else f"{change:+.4f}")
     console.print(table)

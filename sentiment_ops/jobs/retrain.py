@@ -3,18 +3,22 @@
 ``retrain`` (``sentops retrain``):
 
 1. reads the labeled rows of the inference store (feedback labels; never the model's own
-   predictions, unless ``pseudo_label_threshold`` is given), one row per distinct text;
+   predictions, unless ``pseudo_label_threshold`` is given), one row per distinct text, as
+   classes of the *production* version (a label it does not have is refused:
+   ``UnknownClassError``; new classes need a new model, ``sentops train``);
 2. splits them, stratified and seeded, into training rows and a new-domain hold-out, and
-   mixes a replay sample of the original training data into the training rows;
-3. fine-tunes starting from the *production* version's weights;
-4. scores production and candidate on the golden IMDB hold-out and the new-domain hold-out,
-   logs one MLflow run (both models' metrics, lineage tags, the model, reference
-   embeddings of the served texts it was retrained for: ``retrain_reference``), registers
-   the new version and points ``retrain.candidate_alias`` at it;
-5. applies the gate (new-domain F1 gain ≥ δ and golden accuracy drop ≤ ε) and, only when
-   asked and when it passes, moves production (``serve.alias``). A failing gate never
-   promotes; when promotion was asked for and not done, ``CandidateNotPromoted`` (a
-   ``GateFailedError``) carries the result.
+   mixes a replay sample of production's training data (with its classes) into the rows;
+3. fine-tunes starting from production's weights: the candidate keeps its classes;
+4. scores production and candidate on the golden IMDB hold-out (when the classes include
+   negative and positive) and the new-domain hold-out (production's scores are computed
+   once per version and hold-out: ``retrain_scores``), logs one MLflow run (both models'
+   metrics, lineage tags, the model, reference embeddings of the served texts it was
+   retrained for: ``retrain_reference``), registers the new version and points
+   ``retrain.candidate_alias`` at it;
+5. applies the gate (new-domain F1 gain ≥ δ, macro-F1 for more than two classes; golden
+   accuracy drop ≤ ε) and, only when asked and when it passes, moves production
+   (``serve.alias``). A failing gate never promotes; when promotion was asked for and not
+   done, ``CandidateNotPromoted`` (a ``GateFailedError``) carries the result.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import GateFailedError, NotFoundError
-from sentiment_ops.gate import GateDecision, describe, gate
+from sentiment_ops.gate import GateDecision
 from sentiment_ops.jobs import steps
 from sentiment_ops.jobs.recipe import FineTunePlan, run_plan
 from sentiment_ops.jobs.retrain_data import RetrainData, RetrainRequest, logged_splits, read_feedback, with_replay
 from sentiment_ops.jobs.retrain_reference import SOURCE_TAG, ReferenceChoice, served_reference
+from sentiment_ops.jobs.retrain_scores import Scores, compare, keep_scores, production_scores, score
+from sentiment_ops.jobs.retrain_scores import version_description as describe_version
 from sentiment_ops.jobs.steps import ProgressFn, no_progress
 from sentiment_ops.store import InferenceStore, using_store
 
@@ -61,6 +67,7 @@ class RetrainResult:
     candidate_alias: str
     note: str = ""  # e.g. production moved while retraining
     reference: dict[str, Any] = field(default_factory=dict)  # where the drift reference came from
+    production_scores_reused: list[str] = field(default_factory=list)  # hold-outs production was not rescored on
 
     @property
     def promote_hint(self) -> str:
@@ -103,45 +110,6 @@ def _production(registry: Registry, alias: str) -> VersionInfo:
     if version is None:
         raise NotFoundError(f"no {alias} version to retrain from: run `sentops promote --version N` first")
     return registry.get_version(version)
-
-
-def _score(
-    who: str, model: SentimentModel, data: RetrainData, batch_size: int, progress: ProgressFn, done: tuple[int, int]
-) -> tuple[dict[str, dict[str, float]], dict[str, Prediction]]:
-    """``<who>_golden`` and (with a hold-out) ``<who>_new`` metrics of ``model``, and its
-    predictions on each hold-out (``golden``, ``new``)."""
-    scores, preds = {}, {}
-    scores[f"{who}_golden"], preds["golden"] = steps.evaluate(model, data.golden, batch_size)
-    if len(data.feedback.holdout):
-        scores[f"{who}_new"], preds["new"] = steps.evaluate(model, data.feedback.holdout, batch_size)
-    progress("evaluate", *done)
-    return scores, preds
-
-
-def version_description(
-    data: RetrainData, parent: VersionInfo, metrics: dict[str, float], decision: GateDecision
-) -> str:
-    """What the MLflow UI shows on the version's page: the data, the scores of both models
-    on both hold-outs, and the gate's decision with its numbers."""
-    fb = data.feedback
-    labels = f"{len(fb.train)} feedback labels" + (f" ({fb.pseudo} of them pseudo-labels)" if fb.pseudo else "")
-    lines = [
-        f"Retrained by `sentops retrain` from version {parent.version} on {labels} "
-        f"+ {len(data.replay)} {data.replay_name} replay rows (train `{data.train.hash}`).",
-        "",
-        f"Golden IMDB hold-out ({len(data.golden)} rows): accuracy {metrics['candidate_golden_accuracy']:.4f} "
-        f"(production {metrics['production_golden_accuracy']:.4f}), F1 {metrics['candidate_golden_f1']:.4f} "
-        f"(production {metrics['production_golden_f1']:.4f}).",
-    ]
-    if "candidate_new_f1" in metrics:
-        lines.append(
-            f"New-domain hold-out ({len(fb.holdout)} labels): accuracy {metrics['candidate_new_accuracy']:.4f} "
-            f"(production {metrics['production_new_accuracy']:.4f}), F1 {metrics['candidate_new_f1']:.4f} "
-            f"(production {metrics['production_new_f1']:.4f})."
-        )
-    gate_line = describe(decision)
-    lines += ["", f"{gate_line[:1].upper()}{gate_line[1:]}."]
-    return "\n".join(lines)
 
 
 def _run_tags(data: RetrainData, parent: VersionInfo, req: RetrainRequest, triggered_by: Any) -> dict[str, str]:
@@ -190,26 +158,6 @@ def _run_params(settings: Settings, parent: VersionInfo, req: RetrainRequest, mo
     )
 
 
-def _compare(scores: dict[str, dict[str, float]], settings: Settings) -> tuple[dict[str, float], GateDecision]:
-    """The run's metrics (both models', and the gate's numbers) and the gate's decision."""
-    metrics = {f"{k}_{m}": v for k, vals in scores.items() for m, v in vals.items()}
-    decision = gate(
-        candidate_new_f1=metrics.get("candidate_new_f1"),
-        production_new_f1=metrics.get("production_new_f1"),
-        candidate_golden_acc=metrics["candidate_golden_accuracy"],
-        production_golden_acc=metrics["production_golden_accuracy"],
-        min_f1_gain=settings.retrain.min_f1_gain,
-        max_acc_drop=settings.retrain.max_acc_drop,
-    )
-    metrics["golden_accuracy"] = metrics["candidate_golden_accuracy"]  # what `sentops models` lists
-    metrics["golden_f1"] = metrics["candidate_golden_f1"]
-    metrics["golden_acc_drop"] = decision.golden_acc_drop
-    if decision.f1_gain is not None:
-        metrics["new_f1_gain"] = decision.f1_gain
-    metrics["gate_passed"] = float(decision.passed)
-    return metrics, decision
-
-
 def _promote_if_unchanged(registry: Registry, version: int, parent: int, alias: str) -> tuple[bool, str]:
     """Move ``alias`` to ``version`` unless it left ``parent`` meanwhile (then the
     comparison is stale): (promoted, note)."""
@@ -234,18 +182,19 @@ class _Candidate:
         settings: Settings,
         data: RetrainData,
         parent: VersionInfo,
-        scores: dict[str, dict[str, float]],
+        scores: Scores,
         progress: ProgressFn,
     ) -> None:
         self.settings, self.data, self.parent, self.scores, self.progress = settings, data, parent, scores, progress
         self.decision: GateDecision | None = None
+        self.own: Scores = {}  # the candidate's scores (kept with its version: retrain_scores)
 
     def evaluate(self, model: SentimentModel, run: TrackedRun, seconds: float) -> dict[str, float]:
-        data, steps_done = self.data, 4 if len(self.data.feedback.holdout) else 2
-        bs = self.settings.train.eval_batch_size
-        after_scores, after = _score("candidate", model, data, bs, self.progress, (steps_done, steps_done))
-        scores = {**self.scores, **after_scores}
-        metrics, self.decision = _compare(scores, self.settings)
+        data = self.data
+        self.own, after = score("candidate", model, data, self.settings.train.eval_batch_size)
+        self.progress("evaluate", 2, 2)
+        scores = {**self.scores, **self.own}
+        metrics, self.decision = compare(scores, self.settings, data.train.classes)
         metrics["train_seconds"] = seconds
         comparison = {"gate": asdict(self.decision), "data": data.describe()}
         run.log_text(json.dumps(comparison, indent=2), "retrain/comparison.json")
@@ -254,12 +203,10 @@ class _Candidate:
 
     def describe(self, metrics: dict[str, float]) -> str:
         assert self.decision is not None  # evaluate ran
-        return version_description(self.data, self.parent, metrics, self.decision)
+        return describe_version(self.data, self.parent, metrics, self.decision)
 
 
-def _log_plots(
-    run: TrackedRun, data: RetrainData, scores: dict[str, dict[str, float]], after: dict[str, Prediction], parent: int
-) -> None:
+def _log_plots(run: TrackedRun, data: RetrainData, scores: Scores, after: dict[str, Prediction], parent: int) -> None:
     """The candidate's confusion matrix, ROC and PR curves, as a train run logs them
     (``plots/``: on the new-domain hold-out, or the golden one without it; ``plots/golden/``),
     and the before/after comparison of production and candidate (``plots/before_after.png``)."""
@@ -270,9 +217,10 @@ def _log_plots(
 
     if "new" in after:
         steps.log_evaluation(run, data.feedback.holdout, after["new"], "new-domain hold-out")
-        steps.log_evaluation(run, data.golden, after["golden"], "golden IMDB", subdir="golden")
-    else:
-        steps.log_evaluation(run, data.golden, after["golden"], "golden IMDB")
+    if data.golden is not None:
+        steps.log_evaluation(
+            run, data.golden, after["golden"], "golden IMDB", subdir="golden" if "new" in after else None
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = save_comparison_plot(
             scores, Path(tmp) / "before_after.png", (f"production (v{parent})", "candidate (retrained)")
@@ -315,10 +263,11 @@ def retrain_plan(
 def _gather(
     settings: Settings, registry: Registry, store: InferenceStore | None, req: RetrainRequest
 ) -> tuple[VersionInfo, RetrainData, ReferenceChoice]:
-    """Production's version, the data to train and score on, and the candidate's reference."""
+    """Production's version, the data to train and score on (as production's classes), and
+    the candidate's reference."""
     fb = read_feedback(settings, store, req)
     parent = _production(registry, settings.serve.alias)
-    data = with_replay(settings, fb, parent, req)
+    data = with_replay(settings, fb, parent, req, registry.version_classes(parent.version))
     with using_store(settings, store) as opened:
         return parent, data, served_reference(settings, opened, data, parent.version, req.since)
 
@@ -349,13 +298,14 @@ def retrain(
     progress("load model", 0, 1)
     model = registry.load_model(parent.version)
     progress("load model", 1, 1)
-    bs, total = settings.train.eval_batch_size, 4 if len(data.feedback.holdout) else 2
-    progress("evaluate", 0, total)
-    scores, _ = _score("production", model, data, bs, progress, (total // 2, total))
+    progress("evaluate", 0, 2)
+    scores, reused = production_scores(registry, parent, model, data, settings.train.eval_batch_size)
+    progress("evaluate", 1, 2)
     candidate = _Candidate(settings, data, parent, scores, progress)
     plan = retrain_plan(settings, data, parent, req, model, candidate, triggered_by, reference)
     done = run_plan(plan, settings, registry, progress)
     assert done.version is not None and candidate.decision is not None  # a retrain plan registers
+    keep_scores(registry, done.version, data, candidate.own, "candidate")
     registry.promote(done.version, candidate_alias)
     promoted, note = False, ""
     if promote_if_better and candidate.decision.passed:
@@ -377,6 +327,7 @@ def retrain(
         candidate_alias=candidate_alias,
         note=note,
         reference=reference.to_dict(),
+        production_scores_reused=reused,
     )
     if promote_if_better and not promoted:
         raise CandidateNotPromoted(result)

@@ -93,7 +93,7 @@ def _usable_texts(
 ) -> list[str]:
     """The served texts of the window, oldest first, one per distinct normalised text,
     without those the candidate used and those that hold a label."""
-    used = [*data.train.texts, *data.feedback.holdout.texts, *data.golden.texts]
+    used = [*data.train.texts, *data.feedback.holdout.texts, *(data.golden.texts if data.golden is not None else [])]
     skip = {_key(t) for t in used}
     wanted = settings.train.reference_samples + settings.drift.calibration_samples
     rows = store.window(settings.mlflow.model_name, version, 2 * wanted + len(skip), source="api")

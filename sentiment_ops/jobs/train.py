@@ -212,6 +212,11 @@ def train(
         return _fine_tune_as_worker(settings, data)
     registry = registry or Registry(settings, check=False)
     done = run_plan(train_plan(settings, data, progress), settings, registry, progress)
+    if done.version is not None and data.golden is not None:  # read by a retrain instead of scoring again
+        from sentiment_ops.jobs.retrain_scores import keep_score
+
+        golden = {k.removeprefix("golden_"): v for k, v in done.metrics.items() if k.startswith("golden_")}
+        keep_score(registry, done.version, data.golden, golden)
     promoted = registry.promote(done.version) if promote and done.version is not None else None
     return TrainResult(
         done.run_id, done.model_uri, done.version, done.metrics, done.seconds, data.corpus.describe(), promoted

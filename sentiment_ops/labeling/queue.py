@@ -10,6 +10,8 @@ holds the choice (strategy, how many, seed, window, since, version):
   empty texts or hashes;
 * one row per distinct text (the newest), and no text that holds a label on any row
   already (served twice, or imported with ``sentops feedback import``);
+* ``uncertain`` and ``mixed`` rank by the margin over the version's classes, from each row's
+  probabilities (``probability_matrix``);
 * ``novel`` and ``mixed`` use the embeddings the server logged, so only rows embedded by
   the serving backend (``serve.backend``) take part; ``novel`` compares them with that
   backend's reference, logged with the version's run (``drift.reference``).
@@ -20,7 +22,9 @@ holds the choice (strategy, how many, seed, window, since, version):
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from sentiment_ops.config import Settings
-from sentiment_ops.data import LABEL_NAMES
 from sentiment_ops.drift.reference import download_reference
 from sentiment_ops.errors import DataError
 from sentiment_ops.feedback import ExportSummary, TextsNotKeptError, check_export_path, write_export
 from sentiment_ops.labeling import Strategy
 from sentiment_ops.labeling.strategies import select
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.store import InferenceStore, PredictionRecord, text_hash
 from sentiment_ops.store.schema import as_utc
 from sentiment_ops.tracking.predictors import resolve_version
@@ -48,14 +52,15 @@ class QueueItem:
     record: PredictionRecord
     score: float  # the strategy's score (see strategies.Pick)
     cluster: int | None = None
+    classes: LabelSet = BINARY  # the version's classes: the name of the prediction
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.record
+        r, k = self.record, self.classes.k
         return {
             "id": r.id,
             "text": r.text,
             "prediction": r.prediction,
-            "label": None if r.prediction is None else LABEL_NAMES[r.prediction],
+            "label": self.classes.name(r.prediction) if r.prediction is not None and 0 <= r.prediction < k else None,
             "probability": None if r.probability is None else round(float(r.probability), 4),
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
             "score": round(self.score, 6),
@@ -76,12 +81,47 @@ class LabelQueue:
     no_text: int = 0  # left out: logged without its text
     no_embedding: int = 0  # left out (novel, mixed): no embedding of the serving backend
     items: list[QueueItem] = field(default_factory=list)
+    classes: LabelSet = BINARY  # the version's classes, in index order
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "items"}
         out["strategy"] = str(self.strategy)
+        out["classes"] = list(self.classes.names)
         out["items"] = [i.to_dict() for i in self.items]
         return out
+
+
+def _row_probabilities(record: PredictionRecord, k: int) -> np.ndarray | None:
+    """A row's k class probabilities as the server logged them (a list, or its JSON), if it did."""
+    raw = getattr(record, "probabilities", None)
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if raw is None:
+        return None
+    p = np.asarray(raw, dtype=np.float64).ravel()
+    return p if p.shape == (k,) and np.isfinite(p).all() else None
+
+
+def probability_matrix(rows: Sequence[PredictionRecord], classes: LabelSet) -> np.ndarray:
+    """(n, k) class probabilities of served rows: the row's own when logged; else, for a
+    binary model, from P(positive); else the predicted class's confidence with the rest
+    spread evenly; a row with none of these is a tie (uniform)."""
+    k = classes.k
+    out = np.full((len(rows), k), 1.0 / k)
+    for i, r in enumerate(rows):
+        own = _row_probabilities(r, k)
+        if own is not None:
+            out[i] = own
+        elif classes.is_binary:
+            if r.probability is not None:
+                out[i] = (1.0 - r.probability, r.probability)
+        elif r.confidence is not None and r.prediction is not None and 0 <= r.prediction < k:
+            out[i] = (1.0 - r.confidence) / (k - 1)
+            out[i, r.prediction] = r.confidence
+    return out
 
 
 def candidate_rows(store: InferenceStore, queue: LabelQueue, since: datetime | None = None) -> list[PredictionRecord]:
@@ -139,6 +179,7 @@ def choose_to_label(settings: Settings, registry: Registry, store: InferenceStor
     # novel: a version without a reference is a setup problem to report, whatever the window holds
     reference = _reference(registry, str(info.run_id), backend) if strategy is Strategy.NOVEL else None
     queue = LabelQueue(strategy, seed, settings.mlflow.model_name, info.version, selection.window or DEFAULT_POOL)
+    queue.classes = registry.version_classes(info.version)
     rows = candidate_rows(store, queue, selection.since)
     if strategy.needs_embeddings:
         usable = [r for r in rows if r.embedding is not None and r.backend == backend]
@@ -146,7 +187,7 @@ def choose_to_label(settings: Settings, registry: Registry, store: InferenceStor
     queue.pool = len(rows)
     if not rows:
         return queue
-    probabilities = np.array([0.5 if r.probability is None else r.probability for r in rows], dtype=np.float64)
+    probabilities = probability_matrix(rows, queue.classes)
     embeddings = np.vstack([np.asarray(r.embedding) for r in rows]) if strategy.needs_embeddings else None
     if reference is not None and embeddings is not None and reference.shape[1] != embeddings.shape[1]:
         raise DataError(
@@ -154,7 +195,7 @@ def choose_to_label(settings: Settings, registry: Registry, store: InferenceStor
             f"{info.version} has {reference.shape[1]}: run `sentops embed-reference --version {info.version}`"
         )
     picks = select(strategy, n, seed, probabilities=probabilities, embeddings=embeddings, reference=reference)
-    queue.items = [QueueItem(rows[p.index], p.score, p.cluster) for p in picks]
+    queue.items = [QueueItem(rows[p.index], p.score, p.cluster, queue.classes) for p in picks]
     return queue
 
 
@@ -189,5 +230,5 @@ def export_selection(
     is replaced only with ``overwrite``."""
     check_export_path(Path(path), overwrite)  # before the choice, which reads the store
     queue = choose_to_label(settings, registry, store, selection)
-    summary = write_export(path, [i.record for i in queue.items], overwrite=overwrite)
+    summary = write_export(path, [i.record for i in queue.items], overwrite=overwrite, classes=queue.classes)
     return SelectionExport(summary, queue)

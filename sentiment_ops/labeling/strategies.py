@@ -5,8 +5,9 @@ for a given seed: ties are broken by a seeded random permutation, never by the o
 rows happened to come in.
 
 * ``random``: a seeded random sample (the baseline).
-* ``uncertain``: the rows closest to the decision boundary, ``|P(positive) - 0.5|``
-  smallest first.
+* ``uncertain``: the rows closest to a decision boundary: smallest margin first, half the
+  gap between the two most probable classes, ``(p1 - p2) / 2`` over the k class
+  probabilities (``|P(positive) - 0.5|`` for a binary model).
 * ``novel``: the rows farthest from the model version's reference embeddings (distance to
   the nearest reference row, as the drift check's ``farthest_texts``), farthest first.
 * ``mixed``: diversity first. Seeded k-means (k-means++ start) on the L2-normalised
@@ -30,13 +31,23 @@ KMEANS_ITERATIONS = 50  # Lloyd steps at most; it usually settles in 10-20
 @dataclass(frozen=True)
 class Pick:
     index: int  # position in the pool
-    score: float  # uncertain/mixed: |p - 0.5| (lower first); novel: distance (higher first); random: 0
+    score: float  # uncertain/mixed: margin (lower first); novel: distance (higher first); random: 0
     cluster: int | None = None  # mixed: the k-means cluster
 
 
 def margins(probabilities: np.ndarray) -> np.ndarray:
-    """Distance to the decision boundary, ``|P(positive) - 0.5|`` (0 = a coin toss)."""
-    return np.abs(np.asarray(probabilities, dtype=np.float64) - 0.5)
+    """Distance to the nearest decision boundary: ``(p1 - p2) / 2`` of each row's two most
+    probable classes (0 = a tie) of an (n, k) matrix; a 1-d array is P(positive) of a
+    binary model (``|p - 0.5|``, the same number)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        return np.abs(p - 0.5)
+    if p.shape[1] < 2:
+        raise ValueError(f"probabilities need at least two classes, got shape {p.shape}")
+    if p.shape[1] == 2:  # the binary number exactly as a 1-d P(positive) gives it
+        return np.abs(p[:, 1] - 0.5)
+    top = np.sort(p, axis=1)[:, -2:]
+    return (top[:, 1] - top[:, 0]) / 2
 
 
 def _order(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -104,8 +115,9 @@ def select(
     reference: np.ndarray | None = None,
 ) -> list[Pick]:
     """The first ``n`` rows of a pool to label by ``strategy`` (fewer when the pool is
-    smaller). ``embeddings`` (one row per pool row) for ``novel`` and ``mixed``;
-    ``reference`` (the version's reference embeddings) for ``novel``."""
+    smaller). ``probabilities``: (n, k) class probabilities (1-d: P(positive));
+    ``embeddings`` (one row per pool row) for ``novel`` and ``mixed``; ``reference`` (the
+    version's reference embeddings) for ``novel``."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     rng = np.random.default_rng(seed)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
+    from sentiment_ops.labels import LabelSet
     from sentiment_ops.modeling import SentimentModel
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,17 @@ class Registry:
 
             uri = MlflowArtifactsRepository.resolve_uri(uri, self.tracking_uri)
         return str(uri)
+
+    def version_classes(self, version: int) -> LabelSet:
+        """The classes ``version`` predicts (its ``sentops.json``), read without loading it."""
+        from sentiment_ops.tracking.model_meta import logged_classes
+
+        return logged_classes(self.download_uri(version))
+
+    def set_version_tag(self, version: int, key: str, value: str) -> None:
+        """Set one tag of ``version`` (redacted, as ``register`` redacts them)."""
+        with mlflow_errors(f"model {self.model_name!r} version {version}"):
+            self.client.set_model_version_tag(self.model_name, str(version), key, redact(value))
 
     def load_model(self, version: int) -> SentimentModel:
         """The ``SentimentModel`` of ``version``: its artifacts downloaded with this registry's
