@@ -33,9 +33,7 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size", help="Training batch size."),
     base_model: str = typer.Option(None, "--base-model", help="'minilm' (bundled), a HF id or a local path."),
     data: str = typer.Option(None, "--data", help="imdb | rotten_tomatoes | tweets | tweets3 | FILE | hf:NAME"),
-    labels: str = typer.Option(
-        None, "--labels", help="The classes of the data's labels in index order, comma-separated (default: found)."
-    ),
+    labels: str = typer.Option(None, "--labels", help="The data's classes in index order, comma-separated."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     device: Device = typer.Option(None, "--device", help=f"Where to train ({from_setting('train.device')})."),
     config: Path = typer.Option(None, "--config", hidden=True, help=LEGACY_CONFIG_HELP),
@@ -45,10 +43,7 @@ def train(
 ) -> None:
     """Fine-tune a sentiment classifier and track it in MLflow.
 
-    Example: sentops train --max-samples 3000 --epochs 1
-
-    The classes are the data's (binary 0/1/negative/positive, or any 2 to 20 names, e.g.
-    sentops train --data tweets3 for negative/neutral/positive) and are saved with the model.
+    Example: sentops train --data tweets3 (classes: the data's, 2 to 20, saved with the model)
     """
     if config is not None:
         ctx.find_root().obj["config"] = config
