@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sentiment_ops.data import LABEL_NAMES, Corpus, load_corpus
+from sentiment_ops.data import Corpus, load_corpus
 from sentiment_ops.errors import NotFoundError
 from sentiment_ops.inference.onnx import ONNX_FILE, OnnxPredictor
 from sentiment_ops.inference.passes import POOLING, Prediction, Predictor, forward_grouped
@@ -51,7 +51,7 @@ class ReferenceMeta:
     count: int
     pooling: str
     dim: int
-    label_mix: dict[str, float]  # predicted-label shares of the reference
+    label_mix: dict[str, float]  # predicted share of each class of the model, in index order
     created: str
     model_version: int | None = None
     run_id: str | None = None
@@ -161,7 +161,7 @@ def build_reference(
     n = len(texts)
     emb, labels = both.embeddings[:n], both.labels[:n]
     cal_emb, cal_pred = both.embeddings[n:], both.labels[n:]
-    counts = np.bincount(labels, minlength=2) / max(1, n)
+    counts = np.bincount(labels, minlength=both.classes.k) / max(1, n)
     meta = ReferenceMeta(
         data=plan.data,
         split=plan.split,
@@ -169,7 +169,7 @@ def build_reference(
         count=n,
         pooling=POOLING,
         dim=int(emb.shape[1]),
-        label_mix={LABEL_NAMES[i]: float(c) for i, c in enumerate(counts)},
+        label_mix={both.classes.names[i]: float(c) for i, c in enumerate(counts)},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         backend=backend,
         calibration_count=len(cal_texts),
