@@ -110,6 +110,8 @@ def test_drift_reports_the_chi_square_label_mix_of_three_classes(
     assert 0 < mix["chi2_p_value"] <= 1 and mix["window_positive"] == mix["window_shares"]["positive"]
     assert mix["p_value"] == mix["chi2_p_value"] and report["label_drift"] == (mix["p_value"] < report["alpha"])
     assert report["calibrated"]["label_class"] in THREE
+    shown = cli("drift", "--source", "batch", "--permutations", "200", env={"COLUMNS": "200"})
+    assert shown.exit_code in (0, 3) and "Label mix" in shown.stdout and "neutral" in shown.stdout
     metrics = check_metrics(DriftReport(**report))
     assert {f"drift_window_share_{name}" for name in THREE} <= set(metrics)
     assert load_settings().drift.method == "calibrated"
