@@ -282,7 +282,11 @@ def test_dashboard_and_alerts_query_only_metrics_the_server_exposes(store_url: s
     assert {"Drift p-value", "Model version served"} <= titles
     store = InferenceStore(store_url)
     try:
-        store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 500, "drift": False, "p_value": 0.3})
+        shares = {"negative": 0.5, "positive": 0.5}
+        mix = {"p_value": 0.4, "window_shares": shares, "reference_shares": shares}
+        store.record_drift_check(
+            MODEL, 1, {"window": 500, "n_rows": 500, "drift": False, "p_value": 0.3, "label_mix": mix}
+        )
     finally:
         store.close()
     with served.client() as c:
