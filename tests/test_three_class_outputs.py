@@ -42,6 +42,17 @@ def test_pyfunc_score_and_models_carry_the_three_classes(
     assert out["label"].tolist() == probs.argmax(axis=1).tolist()
     assert out["label_name"].tolist() == [THREE[i] for i in out["label"]]
     np.testing.assert_allclose(out["confidence"], probs.max(axis=1))
+    # /invocations of `mlflow models serve` (its scoring app, in process): the same columns
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    with TestClient(scoring_server.init(model)) as client:
+        payload = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}
+        answered = client.post("/invocations", json=payload)
+    assert answered.status_code == 200, answered.text
+    rows = answered.json()["predictions"]
+    assert [list(r) for r in rows] == [outputs] * len(TEXTS)
+    np.testing.assert_allclose([[r[c] for c in outputs[3:]] for r in rows], probs, atol=1e-6)
 
     src = tmp_path / "in.csv"
     pd.DataFrame({"text": TEXTS}).to_csv(src, index=False)
