@@ -94,13 +94,18 @@ def test_drift_checks_in_the_store_show_on_metrics(store_url: str, served: Serve
         try:
             # what `sentops drift` records (sentiment_ops/drift/check.py: record_drift_check of the report)
             store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 120, "drift": False, "p_value": 0.42})
-            store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 300, "drift": True, "p_value": 0.002})
+            # a binary check recorded before per-class shares: its positive share stands for the classes
+            old_mix = {"reference_positive": 0.5, "window_positive": 0.75, "p_value": 0.001}
+            store.record_drift_check(
+                MODEL, 1, {"window": 500, "n_rows": 300, "drift": True, "p_value": 0.002, "label_mix": old_mix}
+            )
             # the repeated mode (drift.false_alarm_every) keeps its running state with the check
             monitor = {"mode": "repeated", "statistic": 1.25, "threshold": 2.51, "checks_since_alarm": 17}
             monitor["expected_checks_between_false_alarms"] = 720.0
-            store.record_drift_check(
-                MODEL, 2, {"window": 200, "n_rows": 200, "drift": False, "p_value": 0.5, "monitor": monitor}
-            )
+            mix = {"p_value": 0.3, "window_shares": {"negative": 0.2, "neutral": 0.5, "positive": 0.3}}
+            mix["reference_shares"] = {"negative": 0.25, "neutral": 0.45, "positive": 0.3}
+            check = {"window": 200, "n_rows": 200, "drift": False, "p_value": 0.5, "monitor": monitor, "label_mix": mix}
+            store.record_drift_check(MODEL, 2, check)
             store.record_drift_check("another-model", 1, {"window": 9, "n_rows": 9, "drift": True, "p_value": 0.0})
             newest = store.latest_drift_checks(MODEL)
         finally:
@@ -120,6 +125,15 @@ def test_drift_checks_in_the_store_show_on_metrics(store_url: str, served: Serve
     assert samples["sentops_drift_monitor_threshold"] == [(v2, 2.51)]
     assert samples["sentops_drift_checks_since_alarm"] == [(v2, 17.0)]
     assert samples["sentops_drift_expected_checks_between_false_alarms"] == [(v2, 720.0)]
+    # the label mix: its test's p-value, and each class's share in the window and the reference
+    assert sorted(samples["sentops_drift_label_p_value"], key=str) == sorted([(v1, 0.001), (v2, 0.3)], key=str)
+    shares = {
+        (labels["model_version"], labels["class"], labels["sample"]): value
+        for labels, value in samples["sentops_drift_class_share"]
+    }
+    assert shares[("2", "neutral", "window")] == 0.5 and shares[("2", "neutral", "reference")] == 0.45
+    assert len([k for k in shares if k[0] == "2"]) == 6
+    assert shares[("1", "positive", "window")] == 0.75 and shares[("1", "negative", "reference")] == 0.5
 
 
 # -- X-Request-Id -------------------------------------------------------------------------------
@@ -268,7 +282,11 @@ def test_dashboard_and_alerts_query_only_metrics_the_server_exposes(store_url: s
     assert {"Drift p-value", "Model version served"} <= titles
     store = InferenceStore(store_url)
     try:
-        store.record_drift_check(MODEL, 1, {"window": 500, "n_rows": 500, "drift": False, "p_value": 0.3})
+        shares = {"negative": 0.5, "positive": 0.5}
+        mix = {"p_value": 0.4, "window_shares": shares, "reference_shares": shares}
+        store.record_drift_check(
+            MODEL, 1, {"window": 500, "n_rows": 500, "drift": False, "p_value": 0.3, "label_mix": mix}
+        )
     finally:
         store.close()
     with served.client() as c:

@@ -31,7 +31,10 @@ def test_pyfunc_through_registry(trained: dict[str, Any], plain_mlflow: str) -> 
 
     df = pd.DataFrame({"text": ["great movie", "terrible plot", "meh"]})
     out = model.predict(df)
-    assert list(out.columns) == ["label", "label_name", "probability", "confidence"]
+    # the binary columns as always, then one probability column per class
+    assert list(out.columns) == ["label", "label_name", "probability", "confidence", "p_negative", "p_positive"]
+    np.testing.assert_allclose(out["p_positive"], out["probability"])
+    assert model.metadata.metadata["labels"] == ["negative", "positive"]
     assert set(out["label"]) <= {0, 1}
     assert out["label_name"].tolist() == [["negative", "positive"][i] for i in out["label"]]
 

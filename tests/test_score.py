@@ -154,6 +154,8 @@ def test_csv_jsonl_parquet_score_as_served(cli: Callable[..., Any], production: 
         # texts that share its pass (in the server's micro-batches too): close, not equal
         np.testing.assert_allclose(table["probability"], expected.probabilities[:, 1], atol=1e-3)
         np.testing.assert_allclose(table["confidence"], expected.confidences, atol=1e-3)
+        probs = np.array([table["p_negative"], table["p_positive"]]).T
+        np.testing.assert_allclose(probs, expected.probabilities, atol=1e-3)
         if kind == "parquet":
             assert expected.embeddings is not None
             np.testing.assert_allclose(np.array(table["embedding"]), expected.embeddings, atol=2e-2)

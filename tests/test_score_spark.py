@@ -76,13 +76,37 @@ def test_spark_local2_scores_2000_texts_as_the_local_path(
     assert spark_out.is_dir() and not list(tmp_path.glob(".spark.parquet.*.partial"))
     got = pq.read_table(spark_out).to_pandas().sort_values("row").reset_index(drop=True)
     want = pq.read_table(local_out).to_pandas().sort_values("row").reset_index(drop=True)
-    assert list(got.columns) == ["row", "label", "label_name", "probability", "confidence"]
+    columns = ["row", "label", "label_name", "probability", "confidence", "p_negative", "p_positive"]
+    assert list(got.columns) == list(want.columns) == columns
     assert got["row"].tolist() == [r for r in range(1, N_TEXTS + 1) if r not in BAD]
     assert got["row"].tolist() == want["row"].tolist()
     # spark.rows_match: every label equal to the local path's
     assert (got["label"] == want["label"]).all()
     assert (got["label_name"] == want["label_name"]).all()
     np.testing.assert_allclose(got["probability"], want["probability"], atol=1e-5)
+    np.testing.assert_allclose(got[columns[-2:]], want[columns[-2:]], atol=1e-5)
+
+
+def test_spark_writes_one_probability_column_per_class(
+    cli: Callable[..., Any], trained3: dict[str, Any], tmp_path: Path
+) -> None:
+    """A negative / neutral / positive model on Spark: the UDF's columns come from the logged
+    model's classes (no P(positive) column), as the local path writes them."""
+    assert cli("promote", "--version", "1").exit_code == 0
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus(40) if t.strip() and "\x07" not in t))
+    outs = {}
+    for engine, extra in (("spark", ["--spark", "local[2]"]), ("local", ["--backend", "torch", "--workers", "1"])):
+        out = tmp_path / f"{engine}.parquet"
+        result = cli("score", str(src), "-o", str(out), "--json", *extra)
+        assert result.exit_code == 0, result.output
+        outs[engine] = pq.read_table(out).to_pandas().sort_values("row").reset_index(drop=True)
+    probs = ["p_negative", "p_neutral", "p_positive"]
+    assert list(outs["spark"].columns) == ["row", "label", "label_name", "confidence", *probs]
+    assert list(outs["spark"].columns) == list(outs["local"].columns)
+    assert set(outs["spark"]["label_name"]) <= {"negative", "neutral", "positive"}
+    np.testing.assert_allclose(outs["spark"][probs].sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(outs["spark"][probs], outs["local"][probs], atol=1e-5)
 
 
 def test_spark_embedding_and_a_rerun_replaces_the_output(

@@ -123,7 +123,7 @@ def embed_reference(
             plain(
                 f"{meta.count} texts of {meta.data} ({meta.split}, hash {meta.data_hash}), {meta.pooling}-pooled, "
                 f"dim {meta.dim}, {meta.backend} backend, {meta.calibration_count} calibration texts, "
-                f"predicted positive share {meta.label_mix.get('positive', 0):.3f} → run {meta.run_id}"
+                f"predicted {_shares(meta.label_mix)} → run {meta.run_id}"
             ),
         )
     )
@@ -155,7 +155,8 @@ def drift(
     - Mode: single (each check decides at alpha) or repeated (drift.false_alarm_every set:
       a CUSUM over the checks decides, with that expected time between false alarms);
       the line under the table states the guarantee.
-    - Positive share: the predicted-label mix of the window vs the reference's (label shift).
+    - Positive share (binary models) or Label mix (more classes: each class's predicted share,
+    chi-square test): the window's predicted classes vs the reference's (label shift).
     - The rows of the window farthest from the reference: ids and distances; their served
       texts only with --show-texts (none when store.store_text is false: texts are not kept).
 
@@ -277,7 +278,8 @@ def _test_rows(r: dict[str, Any]) -> list[Row]:
             (
                 "Calibrated z",
                 f"{cal['statistic']:.2f}",
-                f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} (positive share {z['positive']:.2f}, "
+                f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} "
+                f"({cal.get('label_class') or 'positive'} share {z['positive']:.2f}, "
                 f"reported); threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} "
                 f"({cal['calibration_n']} calibration texts)",
             )
@@ -290,17 +292,36 @@ def _test_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _shares(shares: dict[str, float]) -> str:
+    """Class shares in a line: ``negative 0.310, neutral 0.402, positive 0.288``."""
+    return ", ".join(f"{name} {float(share):.3f}" for name, share in shares.items())
+
+
 def _signal_rows(r: dict[str, Any]) -> list[Row]:
     """The label mix, and the repeated mode's CUSUM when it ran."""
     rows: list[Row] = []
     mix = r.get("label_mix") or {}
-    if mix:
-        shift = "[bold yellow]label shift[/bold yellow]" if r["label_drift"] else "no label shift"
+    shift = "[bold yellow]label shift[/bold yellow]" if r.get("label_drift") else "no label shift"
+    if mix and len(mix.get("classes") or ("negative", "positive")) == 2 and mix.get("window_positive") is not None:
         rows.append(
             (
                 "Positive share",
                 f"{mix['window_positive']:.3f}",
                 f"reference {mix['reference_positive']:.3f}, p {mix['p_value']:.3g}: {shift}",
+            )
+        )
+    elif mix:
+        rows.append(
+            (
+                "Label mix",
+                f"χ² {mix['chi2']:.2f}",
+                compose(
+                    "window ",
+                    plain(_shares(mix["window_shares"])),
+                    "; reference ",
+                    plain(_shares(mix["reference_shares"])),
+                    f"; chi-square p {mix['p_value']:.3g} ({mix['chi2_dof']} dof): {shift}",
+                ),
             )
         )
     mon = r.get("monitor")

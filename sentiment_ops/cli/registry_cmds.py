@@ -12,6 +12,7 @@ from sentiment_ops.cli.display import compose, plain
 from sentiment_ops.errors import NotFoundError
 
 RUN_ID_CHARS = 8  # of MLflow's 32 hex digits: enough to tell a model's runs apart
+CLASSES_CHARS = 12  # of the classes cell of `sentops models` (80 columns hold the table)
 
 HISTORY_TABLE_ROWS = 50  # a terminal shows the recent moves; --json / --last 0 give all
 
@@ -86,7 +87,7 @@ def models(
         help="With --history: only the last N moves (0 = all; default: all with --json, else 50).",
     ),
 ) -> None:
-    """List model versions with aliases, golden-test accuracy / F1 and lineage.
+    """List model versions with aliases, classes, golden-test accuracy / F1 and lineage.
 
     A model that does not exist yet (nothing trained and registered under mlflow.model_name)
     is an error (66), like a registry that cannot be reached (69): an empty list means the
@@ -109,14 +110,15 @@ def models(
         return
     table = Table(title=plain(registry.model_name))
     # these never wrap; the run id is shortened, as git shows a commit (--json has it whole)
-    no_wrap = ("version", "aliases", "golden acc", "golden F1", "run id")
-    for col in ("version", "aliases", "golden acc", "golden F1", "created", "run id", "parent"):
+    no_wrap = ("version", "aliases", "classes", "golden acc", "golden F1", "run id")
+    for col in ("version", "aliases", "classes", "golden acc", "golden F1", "created", "run id", "parent"):
         table.add_column(col, no_wrap=col in no_wrap, overflow="fold")
     for v in versions:
         # every cell is registry data (aliases, tags: anyone who can write to MLflow sets them)
         table.add_row(
             plain(v.version),
             plain(", ".join(v.aliases) or "–"),
+            plain(_classes_cell(v.classes)),
             fmt(v.golden_accuracy),
             fmt(v.golden_f1),
             plain(v.created.replace("T", " ")[:16]),
@@ -124,6 +126,18 @@ def models(
             plain(v.parent_version or "–"),
         )
     console.print(table)
+
+
+def _classes_cell(names: list[str]) -> str:
+    """A version's classes in a few characters: the names, else their first three letters
+    (neg/neu/pos), else how many (``--json`` lists them whole)."""
+    whole = "/".join(names)
+    if len(whole) <= CLASSES_CHARS:
+        return whole
+    short = [n[:3] for n in names]
+    if len(set(short)) == len(short) and len("/".join(short)) <= CLASSES_CHARS:
+        return "/".join(short)
+    return f"{len(names)} classes"
 
 
 def _require_model(registry: Any) -> None:

@@ -83,10 +83,12 @@ def score(
 
     Reads CSV, JSONL or Parquet in chunks (memory stays bounded), runs the model's ONNX int8
     graph in one worker process per core, and writes row (the input's data row number,
-    1-based), label, label_name, probability, confidence (and --embedding). The output
-    appears only when complete; rerun the same command after an interruption and it resumes
-    after the last finished chunk. Bad rows (empty text, undecodable bytes, control
-    characters, malformed records) are reported with their line numbers and left out.
+    1-based), label (class index), label_name, probability (of positive: binary models),
+    confidence, one p_<class> column per class of the model (p_negative, p_neutral, ...)
+    and with --embedding the embedding. The output appears only when complete; rerun the
+    same command after an interruption and it resumes after the last finished chunk. Bad
+    rows (empty text, undecodable bytes, control characters, malformed records) are
+    reported with their line numbers and left out.
 
     The output is never the input (the same path, a symlink or hard link to it, a folder
     holding it or inside it): refused even with --overwrite. An existing file or folder at

@@ -6,7 +6,9 @@ fitted on the reference alone:
 * ``nn``: Euclidean distance to the nearest reference text (a new cluster, a share of new texts),
 * ``kernel``: one minus the mean RBF similarity to the reference texts (the cross term of
   MMD², bandwidth by the median heuristic on the reference): a broad move of the window,
-* ``positive``: the predicted label (the window's positive share: reported, not deciding).
+* ``positive``: the predicted label (the window's positive share: reported, not deciding);
+  for a model of more than two classes, the share of the class the calibration set predicts
+  most (``label_class`` in the report; the key stays ``positive``).
 
 Under no shift the window texts are independent draws of the traffic the reference stands
 for, so each window mean is close to normal around that score's mean for *this* reference.
@@ -31,6 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from sentiment_ops.drift.two_sample import as_2d, squared_distances
+from sentiment_ops.labels import BINARY, LabelSet
 
 SCORES = ("nn", "kernel", "positive")
 NULL_DRAWS = 200_000  # Monte Carlo draws of the max-z null: p-values resolved to ~1e-5
@@ -61,6 +64,7 @@ class ReferenceScorer:
     projection: np.ndarray
     ref: np.ndarray  # the reference, whitened
     bandwidth: float
+    tracked: int = 1  # the class whose share the third score is (binary: positive)
 
     @classmethod
     def fit(cls, ref: np.ndarray, components: int = 64) -> ReferenceScorer:
@@ -73,7 +77,8 @@ class ReferenceScorer:
         return cls(mean, proj, white, med if med > 0 else 1.0)
 
     def scores(self, emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """(rows, 3): nn distance, kernel dissimilarity, predicted label (NaN when unknown)."""
+        """(rows, 3): nn distance, kernel dissimilarity, 1 when the predicted class is the
+        ``tracked`` one (else 0; NaN when unknown)."""
         y = (as_2d(emb, "emb") - self.mean) @ self.projection
         out = np.empty((len(y), 3))
         for start in range(0, len(y), 2048):  # bounds the distance block's memory
@@ -81,7 +86,7 @@ class ReferenceScorer:
             out[start : start + len(d2), 0] = np.sqrt(d2.min(axis=1))
             out[start : start + len(d2), 1] = 1.0 - np.exp(-d2 / (2 * self.bandwidth**2)).mean(axis=1)
         lab = np.asarray(labels, dtype=np.float64)
-        out[:, 2] = np.where(lab >= 0, lab, np.nan)
+        out[:, 2] = np.where(lab >= 0, (lab == self.tracked).astype(np.float64), np.nan)
         return out
 
 
@@ -107,6 +112,7 @@ class CalibratedTest:
         if len(cal) < MIN_CALIBRATION:
             raise ValueError(f"a calibration set needs at least {MIN_CALIBRATION} texts, got {len(cal)}")
         self.scorer = scorer
+        self.label_class: str | None = None  # the tracked class's name, when the caller knows it
         self.n_cal = len(cal)
         self.mu = cal.mean(axis=0)
         self.sd = cal.std(axis=0, ddof=1)
@@ -118,9 +124,25 @@ class CalibratedTest:
         self._null: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, ref: np.ndarray, cal_emb: np.ndarray, cal_labels: np.ndarray, components: int = 64) -> CalibratedTest:
+    def fit(
+        cls,
+        ref: np.ndarray,
+        cal_emb: np.ndarray,
+        cal_labels: np.ndarray,
+        components: int = 64,
+        classes: LabelSet = BINARY,
+    ) -> CalibratedTest:
+        """The test of ``ref`` calibrated on ``cal_emb`` (predicted ``cal_labels`` of the
+        model's ``classes``): the third score tracks ``positive`` for a binary model and the
+        calibration set's most predicted class for more classes."""
         scorer = ReferenceScorer.fit(ref, components)
-        return cls(scorer, scorer.scores(cal_emb, cal_labels))
+        if not classes.is_binary:
+            known = np.asarray(cal_labels, dtype=np.int64)
+            known = known[(known >= 0) & (known < classes.k)]
+            scorer.tracked = int(np.bincount(known, minlength=classes.k).argmax()) if len(known) else 0
+        test = cls(scorer, scorer.scores(cal_emb, cal_labels))
+        test.label_class = classes.names[scorer.tracked]
+        return test
 
     def z_scores(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-score z of a block of per-text scores (and the window means); a score with no

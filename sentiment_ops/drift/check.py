@@ -24,7 +24,7 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.drift.decide import apply_calibrated, apply_monitor, calibrated_test
-from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DetectOptions, DriftReport, detect
+from sentiment_ops.drift.detectors import TEXTS_NOT_KEPT, DetectOptions, DriftReport, detect, reference_classes
 from sentiment_ops.drift.history import log_check_to_mlflow
 from sentiment_ops.drift.reference import (
     Reference,
@@ -186,6 +186,7 @@ def compare(
         texts=texts,
         ids=ids,
         options=DetectOptions.of(cfg, seed=CHECK_SEED),
+        classes=reference_classes(ref.meta.label_mix),
     )
     if cfg.method == "calibrated":
         apply_calibrated(report, calibrated_test(ref, cfg.whiten_components), emb, labels)

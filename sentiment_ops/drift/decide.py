@@ -13,7 +13,7 @@ import numpy as np
 from sentiment_ops.config import Settings
 from sentiment_ops.drift import monitor
 from sentiment_ops.drift.calibrated import CalibratedTest
-from sentiment_ops.drift.detectors import DriftReport
+from sentiment_ops.drift.detectors import DriftReport, reference_classes
 
 UNCALIBRATED = (
     "uncalibrated: this reference has no calibration set, so the permutation test decides and its "
@@ -25,7 +25,8 @@ def calibrated_test(ref: Any, components: int) -> CalibratedTest | None:
     """The calibrated test of a reference (None when it carries no calibration set)."""
     if ref.calibration is None or ref.calibration_predicted is None or len(ref.calibration) < 30:
         return None
-    return CalibratedTest.fit(ref.embeddings, ref.calibration, ref.calibration_predicted, components)
+    classes = reference_classes(ref.meta.label_mix)
+    return CalibratedTest.fit(ref.embeddings, ref.calibration, ref.calibration_predicted, components, classes)
 
 
 def apply_calibrated(report: DriftReport, test: CalibratedTest | None, emb: np.ndarray, labels: np.ndarray) -> None:
@@ -47,6 +48,7 @@ def apply_calibrated(report: DriftReport, test: CalibratedTest | None, emb: np.n
         "window_means": res.window_means,
         "calibration_means": res.calibration_means,
         "calibration_n": res.calibration_n,
+        "label_class": test.label_class,  # whose window share the third score is (reported only)
     }
     report.guarantee = (
         f"single check: with no shift this check alarms with probability {report.alpha:g} for this reference "

@@ -15,8 +15,9 @@ Signals that compare a window of served predictions with a model version's refer
    random draws of the reference, not for one fixed reference (docs/drift.md): the default
    method, ``calibrated`` (``drift.calibrated``, applied by ``drift.check``), is.
    ``mmd_permutation_test`` is the plain MMD² test on raw embeddings.
-3. ``label_mix_test``: the predicted positive share of the window against the reference's
-   (two-proportion z-test), a label shift signal.
+3. ``label_mix_test``: the window's predicted class shares against the reference's, a label
+   shift signal: the two-proportion z-test of the positive share for a binary model, a
+   chi-square test of the class counts for more classes (both reported).
 4. ``farthest_texts``: the window rows farthest from their nearest reference neighbour, so a
    person sees what changed: their ids and distances, and their texts only when given (a
    check shows served texts only when asked: ``sentops drift --show-texts``).
@@ -33,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from sentiment_ops.drift.two_sample import as_2d, permutation_test, squared_distances
+from sentiment_ops.errors import DataError
+from sentiment_ops.labels import BINARY, LabelSet
 
 
 def cosine_centroid_distance(ref: np.ndarray, win: np.ndarray) -> float:
@@ -47,29 +50,107 @@ def cosine_centroid_distance(ref: np.ndarray, win: np.ndarray) -> float:
 
 @dataclass
 class LabelMix:
-    reference_positive: float  # predicted positive share of the reference
-    window_positive: float
-    p_value: float  # two-sided two-proportion z-test
+    """The window's predicted classes against the reference's. ``p_value`` decides
+    ``label_drift``: the two-proportion z-test of the positive share for a binary model, the
+    chi-square test for more classes. ``reference_positive`` / ``window_positive``: the
+    predicted positive share (None for classes without ``positive``)."""
+
+    reference_positive: float | None
+    window_positive: float | None
+    p_value: float
     reference_n: int
     window_n: int
+    classes: list[str] = field(default_factory=list)  # names in index order
+    reference_shares: dict[str, float] = field(default_factory=dict)  # predicted share per class
+    window_shares: dict[str, float] = field(default_factory=dict)
+    # chi-square test of homogeneity of the two samples' class counts (k-1 dof, classes
+    # neither sample predicted left out); for two classes its p-value is the z-test's
+    chi2: float = 0.0
+    chi2_dof: int = 0
+    chi2_p_value: float = 1.0
 
 
-def label_mix_test(ref_labels: np.ndarray, win_labels: np.ndarray) -> LabelMix:
-    """Compare the predicted positive share of the window with the reference's."""
+def label_mix_test(ref_labels: np.ndarray, win_labels: np.ndarray, classes: LabelSet = BINARY) -> LabelMix:
+    """Compare the window's predicted class shares with the reference's (see ``LabelMix``)."""
     r = np.asarray(ref_labels).astype(np.int64)
     w = np.asarray(win_labels).astype(np.int64)
     n1, n2 = len(r), len(w)
     if n1 == 0 or n2 == 0:
         raise ValueError("label mix needs labels on both sides")
-    p1, p2 = float((r == 1).mean()), float((w == 1).mean())
+    k = max(classes.k, int(r.max()) + 1, int(w.max()) + 1)
+    names = [*classes.names, *(str(i) for i in range(classes.k, k))]
+    rc, wc = np.bincount(r, minlength=k), np.bincount(w, minlength=k)
+    chi2, dof, chi2_p = chi_square_homogeneity(rc, wc)
+    pos = names.index("positive") if "positive" in names else None
+    p1 = None if pos is None else float(rc[pos] / n1)
+    p2 = None if pos is None else float(wc[pos] / n2)
+    p_value = two_proportion_p(p1, p2, n1, n2) if classes.is_binary and p1 is not None and p2 is not None else chi2_p
+    return LabelMix(
+        p1,
+        p2,
+        float(p_value),
+        n1,
+        n2,
+        classes=names,
+        reference_shares={n: float(c / n1) for n, c in zip(names, rc, strict=True)},
+        window_shares={n: float(c / n2) for n, c in zip(names, wc, strict=True)},
+        chi2=chi2,
+        chi2_dof=dof,
+        chi2_p_value=chi2_p,
+    )
+
+
+def two_proportion_p(p1: float, p2: float, n1: int, n2: int) -> float:
+    """Two-sided p-value of the two-proportion z-test (pooled standard error)."""
     pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
     se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     if se == 0.0:
-        p_value = 1.0 if p1 == p2 else 0.0
-    else:
-        z = abs(p1 - p2) / se
-        p_value = math.erfc(z / math.sqrt(2.0))
-    return LabelMix(p1, p2, float(p_value), n1, n2)
+        return 1.0 if p1 == p2 else 0.0
+    return math.erfc(abs(p1 - p2) / se / math.sqrt(2.0))
+
+
+def chi_square_homogeneity(a: np.ndarray, b: np.ndarray) -> tuple[float, int, float]:
+    """Pearson's chi-square test that two samples' class counts ``a`` and ``b`` come from one
+    distribution: (statistic, degrees of freedom, p-value). Classes with no count in either
+    sample are left out; one class left: (0, 0, 1)."""
+    table = np.vstack([a, b]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    dof = table.shape[1] - 1
+    if dof < 1:
+        return 0.0, 0, 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    stat = float(((table - expected) ** 2 / expected).sum())
+    return stat, dof, chi2_sf(stat, dof)
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X chi-square with ``dof`` degrees of freedom, in closed form (a whole
+    number of degrees: a finite sum, no scipy)."""
+    if x <= 0:
+        return 1.0
+    half = x / 2.0
+    if dof % 2 == 0:  # exp(-x/2) * sum_{i<dof/2} (x/2)^i / i!
+        term, total = 1.0, 1.0
+        for i in range(1, dof // 2):
+            term *= half / i
+            total += term
+        return float(min(1.0, math.exp(-half) * total))
+    # odd: erfc(sqrt(x/2)) + exp(-x/2) * sum_{i=1}^{(dof-1)/2} (x/2)^(i-1/2) / Gamma(i+1/2)
+    term = math.sqrt(half) / math.gamma(1.5)
+    total = term if dof > 1 else 0.0
+    for i in range(2, (dof + 1) // 2):
+        term *= half / (i - 0.5)
+        total += term
+    return float(min(1.0, math.erfc(math.sqrt(half)) + math.exp(-half) * total))
+
+
+def reference_classes(label_mix: dict[str, Any]) -> LabelSet:
+    """The classes of a reference: the names of its ``label_mix``, in index order (a
+    reference of a binary model names negative and positive)."""
+    try:
+        return LabelSet(tuple(str(n) for n in label_mix)) if label_mix else BINARY
+    except DataError:
+        return BINARY
 
 
 def nearest_reference_distance(ref: np.ndarray, win: np.ndarray) -> np.ndarray:
@@ -196,6 +277,7 @@ def detect(
     texts: Sequence[str | None] | None = None,
     ids: Sequence[str] | None = None,
     options: DetectOptions = DetectOptions(),
+    classes: LabelSet = BINARY,
 ) -> DriftReport:
     """Run every detector on one window and decide. ``texts``: the window's texts, put
     beside the farthest rows (None: ids and distances only)."""
@@ -210,7 +292,7 @@ def detect(
         ref, win, options.permutations, options.seed, whiten=options.whiten_components, nearest=method != "mmd"
     )
     if ref_labels is not None and win_labels is not None and len(win_labels) and len(ref_labels):
-        mix = label_mix_test(ref_labels, win_labels)
+        mix = label_mix_test(ref_labels, win_labels, classes)
         mix_dict: dict[str, Any] = asdict(mix)
         label_drift = mix.p_value < alpha
     else:

@@ -10,6 +10,8 @@ import numpy as np
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import DataError, NotEnoughDataError
+from sentiment_ops.inference.passes import PROBABILITY_PREFIX, probability_columns
+from sentiment_ops.labels import LabelSet
 from sentiment_ops.store import using_store
 from sentiment_ops.tracking.monitoring import log_monitoring_metrics
 from sentiment_ops.tracking.registry import Registry
@@ -32,9 +34,15 @@ def check_metrics(report: DriftReport) -> dict[str, float]:
     if report.nn_p_value is not None and report.nn_distance2 is not None:
         values["drift_nn_distance2"] = report.nn_distance2
         values["drift_nn_p_value"] = report.nn_p_value
-    if report.label_mix:
-        values["drift_window_positive_share"] = float(report.label_mix["window_positive"])
-        values["drift_label_p_value"] = float(report.label_mix["p_value"])
+    mix = report.label_mix
+    if mix:
+        if mix.get("window_positive") is not None:
+            values["drift_window_positive_share"] = float(mix["window_positive"])
+        values["drift_label_p_value"] = float(mix["p_value"])
+        shares = mix.get("window_shares") or {}
+        names = probability_columns(LabelSet(tuple(shares))) if len(shares) >= 2 else []
+        for column, share in zip(names, shares.values(), strict=True):  # p_<class> → drift_window_share_<class>
+            values["drift_window_share_" + column[len(PROBABILITY_PREFIX) :]] = float(share)
     return values
 
 

@@ -51,7 +51,7 @@ class ReferenceMeta:
     count: int
     pooling: str
     dim: int
-    label_mix: dict[str, float]  # predicted-label shares of the reference
+    label_mix: dict[str, float]  # predicted share of each class of the model, in index order
     created: str
     model_version: int | None = None
     run_id: str | None = None

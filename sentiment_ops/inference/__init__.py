@@ -26,6 +26,7 @@ from sentiment_ops.inference.passes import (
     forward_grouped,
     pad,
     prediction_from_logits,
+    probability_columns,
     split_by_length,
 )
 from sentiment_ops.inference.text import (
@@ -56,6 +57,7 @@ __all__ = [
     "head_tail",
     "pad",
     "prediction_from_logits",
+    "probability_columns",
     "read_meta",
     "special_tokens",
     "split_by_length",

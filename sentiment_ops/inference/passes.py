@@ -10,6 +10,7 @@ length. Torch-free: the same code drives the torch model and the ONNX graph.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +54,20 @@ class Prediction:
     @classmethod
     def empty(cls, classes: LabelSet = BINARY, dim: int = 0) -> Prediction:
         return cls(np.zeros(0, np.int64), np.zeros((0, classes.k)), np.zeros((0, dim), np.float32), classes)
+
+
+PROBABILITY_PREFIX = "p_"
+
+
+def probability_columns(classes: LabelSet) -> list[str]:
+    """The column of each class's probability in tabular outputs (the logged pyfunc, batch
+    scoring), in index order: ``p_<name>``, the name lower-cased with every character
+    outside ``[a-z0-9_]`` made ``_`` (``Very good`` → ``p_very_good``); ``p_<index>`` for
+    every class when two names would give one column."""
+    safe = [PROBABILITY_PREFIX + re.sub(r"[^a-z0-9_]", "_", name.strip().lower()) for name in classes.names]
+    if len(set(safe)) < len(safe):
+        return [f"{PROBABILITY_PREFIX}{i}" for i in range(classes.k)]
+    return safe
 
 
 class Predictor(Protocol):

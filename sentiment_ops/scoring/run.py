@@ -7,8 +7,10 @@ inference store (``--log``, ``source='batch'``, read by ``sentops drift --source
 separate; this module strings them together.
 
 Output columns: ``row`` (the data row number in the input, 1-based, header not counted),
-``label`` (0/1), ``label_name``, ``probability`` (of positive), ``confidence`` (of the
-label), and with ``embedding=True`` the mean-pooled ``embedding``. Bad rows are not in
+``label`` (class index), ``label_name``, ``probability`` (of positive: binary models only),
+``confidence`` (of the label), one probability column per class (``p_negative``, ...:
+``inference.passes.probability_columns``), and with ``embedding=True`` the mean-pooled
+``embedding``. Bad rows are not in
 the output; ``ScoreSummary`` counts them and keeps the first ``MAX_ERRORS_KEPT``."""
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import pyarrow as pa
 
 from sentiment_ops.config import Backend, Settings
 from sentiment_ops.errors import ConfigError, DataError, ModelLoadError
-from sentiment_ops.inference.passes import Prediction
+from sentiment_ops.inference.passes import Prediction, probability_columns
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.scoring import guard
 from sentiment_ops.scoring.engine import Engine, InProcessEngine, OnnxFiles, ProcessEngine
 from sentiment_ops.scoring.partial import PartialRun, fingerprint
@@ -120,33 +123,39 @@ class BadScoreRowsError(DataError):
         )
 
 
-def output_schema(dim: int | None) -> pa.Schema:
-    fields = [
-        pa.field("row", pa.int64()),
-        pa.field("label", pa.int64()),
-        pa.field("label_name", pa.string()),
-        pa.field("probability", pa.float64()),
-        pa.field("confidence", pa.float64()),
-    ]
+def output_schema(dim: int | None, classes: LabelSet = BINARY) -> pa.Schema:
+    """The output's columns for a model over ``classes``: ``probability`` (P of positive)
+    for a binary model only, then one probability column per class (``probability_columns``)."""
+    fields = [pa.field("row", pa.int64()), pa.field("label", pa.int64()), pa.field("label_name", pa.string())]
+    if classes.is_binary:
+        fields.append(pa.field("probability", pa.float64()))
+    fields.append(pa.field("confidence", pa.float64()))
+    fields.extend(pa.field(name, pa.float64()) for name in probability_columns(classes))
     if dim is not None:
         fields.append(pa.field("embedding", pa.list_(pa.float32(), dim)))
     return pa.schema(fields)
 
 
-def _table(rows: list[int], pred: Prediction, embedding: bool) -> pa.Table:
+def _table(rows: list[int], pred: Prediction, embedding: bool, classes: LabelSet) -> pa.Table:
+    if pred.classes != classes:
+        raise ModelLoadError(f"the model predicts {pred.classes}, its version says {classes}")
     columns: dict[str, Any] = {
         "row": pa.array(rows, pa.int64()),
         "label": pa.array(pred.labels, pa.int64()),
         "label_name": pa.array(pred.label_names, pa.string()),
-        "probability": pa.array(pred.positive, pa.float64()),
-        "confidence": pa.array(pred.confidences, pa.float64()),
     }
+    if pred.positive is not None:
+        columns["probability"] = pa.array(pred.positive, pa.float64())
+    columns["confidence"] = pa.array(pred.confidences, pa.float64())
+    probs = np.asarray(pred.probabilities, np.float64).reshape(len(rows), classes.k)
+    for i, name in enumerate(probability_columns(classes)):
+        columns[name] = pa.array(probs[:, i], pa.float64())
     dim = None
     if embedding:
         emb = np.ascontiguousarray(pred.embeddings if pred.embeddings is not None else np.zeros((len(rows), 0)))
         dim = int(emb.shape[1])
         columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)
-    return pa.table(columns, schema=output_schema(dim))
+    return pa.table(columns, schema=output_schema(dim, classes))
 
 
 def batch_size(texts: int, workers: int) -> int:
@@ -164,14 +173,14 @@ class _Pending:
     batches_left: int
     preds: list[Prediction] = field(default_factory=list)
 
-    def prediction(self) -> Prediction:
+    def prediction(self, classes: LabelSet) -> Prediction:
         """The results put back in the chunk's order."""
-        return _concat(self.preds).take(np.argsort(self.order))
+        return _concat(self.preds, classes).take(np.argsort(self.order))
 
 
-def _concat(preds: list[Prediction]) -> Prediction:
+def _concat(preds: list[Prediction], classes: LabelSet) -> Prediction:
     if not preds:
-        return Prediction.empty()
+        return Prediction.empty(classes)
     embs = [p.embeddings for p in preds if p.embeddings is not None and len(p.labels)]
     return Prediction(
         labels=np.concatenate([p.labels for p in preds]),
@@ -243,6 +252,7 @@ def score_file(
     with contextlib.ExitStack() as closing, tempfile.TemporaryDirectory(prefix="sentops-score-") as tmp:
         log_to = closing.enter_context(using_store(settings, store)) if job.log else None
         sink = _ChunkSink(run, summary, counts, job.embedding, log_to, progress, input_size(input_path, kind))
+        sink.classes = LabelSet(tuple(info.classes))
         chunks = read_chunks(input_path, job.text_column, chunk_rows, skip_rows=run.last_row)
         own_engine = engine is None
         workers = job.workers or os.cpu_count() or 1
@@ -255,9 +265,8 @@ def score_file(
         finally:
             if own_engine:
                 engine.close()
-    run.finish(
-        output_schema(counts["dim"] if job.embedding else None), guard.stamp(info.name, info.version), job.overwrite
-    )
+    schema = output_schema(counts["dim"] if job.embedding else None, sink.classes)
+    run.finish(schema, guard.stamp(info.name, info.version), job.overwrite)
     _totals(summary, counts, scored_now, time.perf_counter() - start)
     return summary
 
@@ -298,6 +307,7 @@ class _ChunkSink:
         self.run, self.summary, self.counts = run, summary, counts
         self.embedding, self.store, self.progress, self.total = embedding, store, progress, total
         self.pending: deque[_Pending] = deque()
+        self.classes = BINARY  # the model version's: the output's probability columns
         self.position = 0
         self.scored_now = 0
         self.workers = 1
@@ -335,7 +345,7 @@ class _ChunkSink:
     def _flush(self) -> None:
         while self.pending and self.pending[0].batches_left == 0:
             done = self.pending.popleft()
-            self._finish(done.chunk, done.prediction())
+            self._finish(done.chunk, done.prediction(self.classes))
 
     def _finish(self, chunk: Chunk, pred: Prediction) -> None:
         c = self.counts
@@ -347,9 +357,9 @@ class _ChunkSink:
         room = MAX_ERRORS_KEPT - len(self.summary.errors)
         self.summary.errors.extend({"line": e.line, "message": e.message} for e in chunk.errors[: max(0, room)])
         if chunk.texts:
-            table = _table(chunk.rows, pred, self.embedding)
+            table = _table(chunk.rows, pred, self.embedding, self.classes)
         else:  # every row of the chunk was bad: an empty part keeps the state's count of parts simple
-            table = output_schema(c["dim"] if self.embedding else None).empty_table()
+            table = output_schema(c["dim"] if self.embedding else None, self.classes).empty_table()
         self.run.add(table, chunk.last_row, dict(c), self.summary.errors)
         self.position = chunk.position
         if self.progress is not None:

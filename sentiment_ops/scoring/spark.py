@@ -11,7 +11,8 @@ Python); a cluster whose workers lack those packages can pass ``virtualenv``.
 Input: Parquet, CSV (header row) or JSON Lines, read by Spark (a file, a folder of parts, or
 any URI the cluster reads: ``hdfs://``, ``s3a://``, ``dbfs:/``). Output: a Parquet folder
 (Spark's parts) with the columns of ``sentops score`` (``row``, ``label``, ``label_name``,
-``probability``, ``confidence``; ``embedding`` on request). ``row`` is the row's 1-based
+``probability`` (binary models), ``confidence``, one ``p_<class>`` per class of the model's
+metadata; ``embedding`` on request). ``row`` is the row's 1-based
 position in the order Spark reads the input, which is the file's order for one file. The
 rows the local path calls bad (no or blank text, a control character) are counted and left
 out the same way, with the same messages; the first ``MAX_ERRORS_KEPT`` are listed by row.
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ConfigError, DataError, first_line
+from sentiment_ops.inference.passes import probability_columns
+from sentiment_ops.labels import LabelSet
 from sentiment_ops.scoring import guard, spark_output
 from sentiment_ops.scoring.reader import KINDS, row_problem
 from sentiment_ops.scoring.run import MAX_ERRORS_KEPT, ScoreJob, ScoreSummary, check_backend
@@ -48,7 +51,6 @@ if TYPE_CHECKING:
 # matches are bad, as in the local path. Lone surrogates cannot reach Spark (its strings are
 # UTF-8), so the other half of the rule has nothing to find here.
 CONTROL_REGEX = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F]"
-RESULT_TYPE = "label long, label_name string, probability double, confidence double"
 # one bit more than Spark's 33 record bits: monotonically_increasing_id = partition << 33 | index
 _RECORD_BITS = 33
 
@@ -244,12 +246,13 @@ def _score(
             summary.errors = [{"line": r["row"], "message": row_problem(r["text"]) or "bad row"} for r in bad]
             if job.backend == "onnx":
                 _check_configurable(model_dir, version)
-            udf = _udf(session, model_dir, embedding, job.model_config(session))
+            names = output_columns(tracking_spark.logged_classes(model_dir))
+            udf = _udf(session, model_dir, embedding, job.model_config(session), result_type(names))
             good = df.filter(~df["_bad"])
             if good.rdd.getNumPartitions() < summary.workers:  # one small file is one partition: spread it
                 good = good.repartition(summary.workers)
             scored = good.withColumn("p", udf("text"))
-            columns = ["row", "p.label", "p.label_name", "p.probability", "p.confidence"]
+            columns = ["row", *(f"p.{name}" for name in names)]
             stamp = guard.stamp(registry.model_name, version)
             with spark_output.write_to(session, src, dest, job.overwrite, stamp) as write_to:
                 scored.select(*columns, *(["p.embedding"] if embedding else [])).write.mode("overwrite").parquet(
@@ -278,7 +281,20 @@ def _check_configurable(model_dir: str, version: int) -> None:
         )
 
 
-def _udf(spark: SparkSession, model_dir: str, embedding: bool, model_config: dict[str, Any]) -> Any:
-    result_type = RESULT_TYPE + (", embedding array<double>" if embedding else "")
+def output_columns(classes: LabelSet) -> list[str]:
+    """The pyfunc's columns that the output keeps, in ``sentops score``'s order (its
+    ``output_schema``): ``probability`` for a binary model only, one per class after."""
+    head = ["label", "label_name", *(["probability"] if classes.is_binary else []), "confidence"]
+    return head + probability_columns(classes)
+
+
+def result_type(columns: list[str]) -> str:
+    """The UDF's Spark type of the pyfunc's ``columns`` (the label strings and longs, the rest doubles)."""
+    kinds = {"label": "long", "label_name": "string"}
+    return ", ".join(f"{name} {kinds.get(name, 'double')}" for name in columns)
+
+
+def _udf(spark: SparkSession, model_dir: str, embedding: bool, model_config: dict[str, Any], types: str) -> Any:
+    types += ", embedding array<double>" if embedding else ""
     params = {"return_embedding": True} if embedding else None
-    return tracking_spark.spark_udf(spark, model_dir, result_type, params, model_config)
+    return tracking_spark.spark_udf(spark, model_dir, types, params, model_config)

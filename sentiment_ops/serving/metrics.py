@@ -232,6 +232,7 @@ class DriftCollector(Collector):
             "sentops_drift_check_timestamp_seconds", "When the last drift check of a model version ran.", labels=labels
         )
         monitor = _monitor_families(labels)
+        label_mix = _label_mix_families(labels)
         for check in checks:
             values = [self.model_name, "" if check["model_version"] is None else str(check["model_version"])]
             if check["p_value"] is not None and not math.isnan(check["p_value"]):
@@ -243,7 +244,8 @@ class DriftCollector(Collector):
             if state:  # the repeated mode (drift.false_alarm_every): its running state
                 for family, key in zip(monitor, MONITOR_KEYS, strict=True):
                     family.add_metric(values, float(state.get(key) or 0.0))
-        yield from (p_value, detected, window, at, *monitor)
+            _add_label_mix(label_mix, values, check.get("label_mix"))
+        yield from (p_value, detected, window, at, *monitor, *label_mix)
 
 
 MONITOR_KEYS = ("statistic", "threshold", "checks_since_alarm", "expected_checks_between_false_alarms")
@@ -260,6 +262,37 @@ def _monitor_families(labels: list[str]) -> list[GaugeMetricFamily]:
         ),
     )
     return [GaugeMetricFamily(name, text, labels=labels) for name, text in helps]
+
+
+def _label_mix_families(labels: list[str]) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "sentops_drift_label_p_value",
+            "p-value of the label-mix test of the last drift check (chi-square over the classes; "
+            "two-proportion for a binary model).",
+            labels=labels,
+        ),
+        GaugeMetricFamily(
+            "sentops_drift_class_share",
+            "Predicted share of each class in the last drift check's window and in its reference.",
+            labels=[*labels, "class", "sample"],
+        ),
+    )
+
+
+def _add_label_mix(families: tuple[GaugeMetricFamily, GaugeMetricFamily], values: list[str], mix: Any) -> None:
+    """The label mix of one check: its p-value and each class's share (window, reference)."""
+    if not isinstance(mix, dict) or mix.get("p_value") is None:
+        return
+    p_value, share = families
+    p_value.add_metric(values, float(mix["p_value"]))
+    for sample in ("window", "reference"):
+        shares = mix.get(f"{sample}_shares")
+        if not isinstance(shares, dict):  # a check recorded before per-class shares: the positive one
+            positive = mix.get(f"{sample}_positive")
+            shares = {} if positive is None else {"positive": positive, "negative": 1.0 - float(positive)}
+        for name, value in shares.items():
+            share.add_metric([*values, str(name), sample], float(value))
 
 
 DRIFT_VERSIONS = 10  # model versions with drift series on /metrics, newest first

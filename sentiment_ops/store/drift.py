@@ -71,7 +71,8 @@ class DriftLog(Database):
     def latest_drift_checks(self, model_name: str, versions: int = 10) -> list[dict[str, Any]]:
         """The last check of each of the ``versions`` newest checked versions of a model
         (newest version first; of ``details`` only ``monitor``, the repeated mode's running
-        state, or None): what ``/metrics`` shows."""
+        state, and ``label_mix``, the predicted class shares, each or None): what ``/metrics``
+        shows."""
         newest = (
             sa.select(sa.func.max(drift_checks.c.id).label("id"))
             .where(drift_checks.c.model_name == model_name)
@@ -85,9 +86,11 @@ class DriftLog(Database):
             .limit(versions)
         )
         out = self._select_dicts(q)
-        for check in out:  # of the details, only the repeated mode's running state
-            monitor = json.loads(check.pop("details") or "{}").get("monitor")
+        for check in out:  # of the details, the repeated mode's running state and the label mix
+            details = json.loads(check.pop("details") or "{}")
+            monitor, mix = details.get("monitor"), details.get("label_mix")
             check["monitor"] = monitor if isinstance(monitor, dict) else None
+            check["label_mix"] = mix if isinstance(mix, dict) and mix else None
         return out
 
     def drift_history(self, model_name: str, limit: int = 1000, version: int | None = None) -> list[dict[str, Any]]:

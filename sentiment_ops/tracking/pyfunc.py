@@ -4,9 +4,12 @@ Weights and tokenizer travel as the ``hf_model`` artifact (a ``save_pretrained``
 plus ``sentops.json`` with the truncation settings and the text normaliser the model owns,
 which ``predict`` applies to the raw input; the normaliser's spec is also in the MLflow
 model metadata, ``metadata.sentops.text_normalizer``). Input: a ``text`` column (or a list
-of strings). Output: ``label`` (0/1), ``label_name``, ``probability`` (of positive),
-``confidence``; with ``params={"return_embedding": True}`` also ``embedding``, the pooled
-vector that drift monitoring compares. ``model_config={"backend": "onnx"}`` (optional
+of strings). Output (``prediction_frame``): ``label`` (class index), ``label_name``,
+``probability`` (of positive; binary models only), ``confidence``, and ``p_<class>``, one
+probability column per class; the classes are in the MLflow model metadata
+(``metadata.labels``, names in index order) and the signature lists the model's columns.
+With ``params={"return_embedding": True}`` also ``embedding``, the pooled vector that drift
+monitoring compares. ``model_config={"backend": "onnx"}`` (optional
 ``threads``, ``batch_max_tokens``, ``max_length``) runs the int8 graph logged with the
 version instead of the torch weights: what ``sentops serve`` runs, about three times faster on
 CPU, where onnxruntime is installed (``sentops score --spark … --backend onnx``).
@@ -40,7 +43,7 @@ from mlflow.pyfunc import PythonModel
 
 from sentiment_ops import textnorm
 from sentiment_ops.errors import DataError, ModelLoadError, first_line
-from sentiment_ops.inference.passes import Prediction
+from sentiment_ops.inference.passes import Prediction, probability_columns
 
 if TYPE_CHECKING:  # torch: imported when a model loads, so reading the layout needs none
     from sentiment_ops.modeling import SentimentModel
@@ -95,21 +98,27 @@ def _texts(model_input: Any) -> list[str]:
 
 
 def prediction_frame(pred: Prediction, with_embedding: bool) -> pd.DataFrame:
-    df = pd.DataFrame(
-        {
-            "label": pred.labels.astype(np.int64),
-            "label_name": pred.label_names,
-            "probability": pred.probabilities[:, -1].astype(np.float64),
-            "confidence": pred.confidences.astype(np.float64),
-        }
-    )
+    """The pyfunc's output: ``label`` (class index), ``label_name``, ``probability`` (P of
+    positive: binary models only), ``confidence`` (P of the label), then one probability
+    column per class (``passes.probability_columns``: ``p_negative``, ``p_neutral``, ...)."""
+    columns: dict[str, Any] = {
+        "label": pred.labels.astype(np.int64),
+        "label_name": pred.label_names,
+    }
+    if pred.positive is not None:
+        columns["probability"] = pred.positive.astype(np.float64)
+    columns["confidence"] = pred.confidences.astype(np.float64)
+    probs = np.asarray(pred.probabilities, dtype=np.float64).reshape(len(pred.labels), pred.classes.k)
+    for i, name in enumerate(probability_columns(pred.classes)):
+        columns[name] = probs[:, i]
+    df = pd.DataFrame(columns)
     if with_embedding and pred.embeddings is not None:
         df["embedding"] = [row.astype(np.float64).tolist() for row in pred.embeddings]
     return df
 
 
 class SentimentPyfunc(PythonModel):
-    """Texts in; label, positive-class probability (and optionally embedding) out."""
+    """Texts in; label, class probabilities (and optionally embedding) out."""
 
     # MLflow 3 wraps a subclass's predict for type-hint validation when the class is
     # defined, and warns (under its own "once" filter, which outer filters cannot silence)
@@ -191,7 +200,7 @@ def log_model(
         model_output=prediction_frame(pred, with_embedding=False),
         params={"return_embedding": False},
     )
-    metadata = {"sentops": {textnorm.META_KEY: model.normalizer.spec.to_dict()}}
+    metadata = {"sentops": {textnorm.META_KEY: model.normalizer.spec.to_dict()}, **model.classes.to_meta()}
     artifacts = {ARTIFACT_KEY: str(folder)}
     onnx_dir = export_onnx(folder, work_dir / ONNX_ARTIFACT_KEY)
     if onnx_dir is not None:

@@ -10,6 +10,7 @@ tracking server, not only the embedded SQLite one.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError, first_line
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.redaction import redact, redact_value
 from sentiment_ops.tracking.alias_history import AliasEvent, AliasLog, Move
@@ -41,6 +43,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "sentops.parent_version"
+# The model's classes, on the run that logs it (``log_model``) and so on its version
+# (``register`` copies the run's sentops.* tags): a JSON list of names in index order, or
+# names joined by commas. A version without it predicts negative / positive.
+LABELS_TAG = "sentops.labels"
+
+
+def tag_classes(tags: dict[str, str]) -> LabelSet:
+    """The classes a version's tags name (``LABELS_TAG``); ``BINARY`` without the tag."""
+    value = (tags.get(LABELS_TAG) or "").strip()
+    if not value:
+        return BINARY
+    try:
+        names = json.loads(value) if value.startswith("[") else value.split(",")
+        return LabelSet(tuple(str(n) for n in names))
+    except (ValueError, SentopsError):
+        return BINARY
 
 
 @dataclass
@@ -55,6 +73,7 @@ class VersionInfo:
     golden_accuracy: float | None = None
     golden_f1: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=lambda: list(BINARY.names))  # names in index order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +202,7 @@ class Registry:
             golden_accuracy=metrics.get("golden_accuracy"),
             golden_f1=metrics.get("golden_f1"),
             tags=dict(mv.tags),
+            classes=list(tag_classes(dict(mv.tags)).names),
         )
 
     def model_uri(self, version: int) -> str:
@@ -210,6 +230,7 @@ class Registry:
         from sentiment_ops.tracking.pyfunc import MODEL_NAME, log_model
 
         with mlflow_errors(f"log the model of run {run_id}"):
+            self.client.set_tag(run_id, LABELS_TAG, json.dumps(list(model.classes.names)))
             run = self.client.get_run(run_id)
             logged = self.client.create_logged_model(
                 run.info.experiment_id,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.errors import ModelLoadError, first_line
+from sentiment_ops.labels import LabelSet
 from sentiment_ops.tracking.registry import Registry
 
 if TYPE_CHECKING:
@@ -24,6 +25,20 @@ def download_version(registry: Registry, version: int, dest: Path) -> str:
         )
     except Exception as exc:  # any artifact store error: one line
         raise ModelLoadError(f"cannot download {registry.model_uri(version)}: {first_line(exc)}") from exc
+
+
+def logged_classes(model_dir: str) -> LabelSet:
+    """The classes in the MLflow model metadata of the model in ``model_dir`` (``labels``;
+    a model logged without them predicts negative / positive). The MLmodel file is read as
+    plain YAML."""
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((Path(model_dir) / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read the MLmodel file in {model_dir}: {first_line(exc)}") from exc
+    metadata = (mlmodel or {}).get("metadata") if isinstance(mlmodel, dict) else None
+    return LabelSet.from_meta(metadata if isinstance(metadata, dict) else {})
 
 
 def spark_udf(
