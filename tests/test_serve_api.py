@@ -166,7 +166,9 @@ def test_invocations_speaks_the_mlflow_protocol(home_with_model: dict[str, Any],
             r = c.post("/invocations", json=body)
             assert r.status_code == 200, (body, r.text)
             preds = r.json()["predictions"]
-            assert len(preds) == 2 and set(preds[0]) == {"label", "label_name", "probability", "confidence"}
+            want = ["label", "label_name", "probability", "confidence", "p_negative", "p_positive"]
+            assert len(preds) == 2 and list(preds[0]) == want  # the logged pyfunc's columns
+            assert preds[0]["p_positive"] == pytest.approx(preds[0]["probability"])
         for bad in (
             {},
             {"inputs": 3},

@@ -44,8 +44,14 @@ def test_three_classes_served_by_name_with_every_probability(server3: Server) ->
         assert batch.status_code == 200, batch.text
         for answer in batch.json()["predictions"]:
             _check_answer(answer)
+        inv = c.post("/invocations", json={"inputs": ["awful terrible worst", "update"]})
+        assert inv.status_code == 200, inv.text
+        for row in inv.json()["predictions"]:  # the logged pyfunc's columns: no binary probability
+            assert list(row) == ["label", "label_name", "confidence", "p_negative", "p_neutral", "p_positive"]
+            assert sum(row[f"p_{n}"] for n in CLASSES) == pytest.approx(1.0)
+            assert row["label_name"] == CLASSES[row["label"]]
         counted = {s[0]["label"]: s[1] for s in scrape(c)["sentops_predictions_total"]}
-        assert set(CLASSES) <= set(counted) and sum(counted[n] for n in CLASSES) == 4
+        assert set(CLASSES) <= set(counted) and sum(counted[n] for n in CLASSES) == 6
 
     server3.state.writer.flush()
     row = server3.state.store.get(body["id"])

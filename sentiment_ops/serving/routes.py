@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import NotFoundError
+from sentiment_ops.inference.passes import probability_columns
 from sentiment_ops.labels import LabelSet
 from sentiment_ops.redaction import redact
 from sentiment_ops.serving.batcher import ModelUnavailableError, Result
@@ -108,7 +109,14 @@ def result_dict(r: Result) -> dict[str, Any]:
 
 
 def invocation_dict(r: Result) -> dict[str, Any]:
-    return {"label": r.label, "label_name": r.label_name, "probability": r.probability, "confidence": r.confidence}
+    """One row as the logged pyfunc answers it (``mlflow models serve``): ``probability``
+    for a binary model only, then one ``p_<class>`` column per class."""
+    row: dict[str, Any] = {"label": r.label, "label_name": r.label_name}
+    if r.probability is not None:
+        row["probability"] = r.probability
+    row["confidence"] = r.confidence
+    row.update(zip(probability_columns(r.model.classes), r.probabilities, strict=True))
+    return row
 
 
 def model_info(holder: ModelHolder) -> dict[str, Any]:
