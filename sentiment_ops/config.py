@@ -58,6 +58,9 @@ class TrainSettings(_Section):
     # pad nearly every batch to max_length: IMDB reviews vary from 20 to 2,000+ tokens.
     length_buckets: bool = True
     max_samples: int | None = Field(4000, ge=1)  # training rows; null = the whole split
+    # Short texts (averaging under max_length / 4 tokens, e.g. tweets) are cheap per row:
+    # sample as many rows as hold the tokens of max_samples full-length ones instead.
+    grow_short_samples: bool = True
     # Golden-test rows scored after training (first N of the frozen split; null = all 5,000).
     eval_samples: int | None = Field(None, ge=1)
     val_samples: int | None = Field(1000, ge=1)  # validation rows scored each epoch

@@ -55,13 +55,36 @@ def load_train_data(cfg: TrainSettings, progress: ProgressFn = no_progress) -> T
         golden = test if corpus.name == "imdb" else golden_test(cfg.eval_samples)
     data = TrainData(
         corpus=corpus,
-        train=corpus.train.sample(cfg.max_samples, seed=cfg.seed),
+        train=training_sample(corpus.train, cfg),
         val=corpus.validation.head(cfg.val_samples),
         test=test,
         golden=golden,
     )
     progress("data", 1, 1)
     return data
+
+
+SHORT_TEXT_SHARE = 4  # "short": the sample averages under max_length / 4 tokens
+
+
+def training_sample(train: Split, cfg: TrainSettings) -> Split:
+    """``train.max_samples`` seeded rows; when they are short texts (tweets, snippets:
+    under a quarter of ``max_length`` tokens on average) and ``grow_short_samples`` is on,
+    as many rows as hold the tokens of ``max_samples`` full-length ones: short texts cost
+    little per row, so the same training budget holds several times the rows."""
+    sample = train.sample(cfg.max_samples, seed=cfg.seed)
+    if not cfg.grow_short_samples or cfg.max_samples is None or len(sample) >= len(train):
+        return sample
+    from sentiment_ops import textnorm
+    from sentiment_ops.modeling import encode, load_tokenizer, resolve_base_model
+
+    tokenizer = load_tokenizer(resolve_base_model(cfg.base_model))
+    normalize = textnorm.get(textnorm.CURRENT)
+    tokens = sum(len(ids) for ids in encode(tokenizer, normalize(sample.texts), cfg.max_length, cfg.head_tokens))
+    if tokens * SHORT_TEXT_SHARE >= len(sample) * cfg.max_length:
+        return sample
+    rows = int(cfg.max_samples * cfg.max_length * len(sample) / max(tokens, 1))
+    return train.sample(min(rows, len(train)), seed=cfg.seed)
 
 
 def _params(settings: Settings, data: TrainData, base_path: str, commit: str) -> dict[str, Any]:
