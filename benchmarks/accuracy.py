@@ -124,7 +124,7 @@ def corpus_entry(settings: Any, args: Any) -> None:
         **{k[len("test_") :]: round(v, 4) for k, v in m.items() if k.startswith("test_f1_")},
         "train_seconds": round(result.train_seconds, 1),
         "total_seconds": round(total, 1),
-        "train_rows": settings.train.max_samples,
+        "train_max_samples": settings.train.max_samples,
         **baseline(settings.train.data),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
