@@ -47,3 +47,25 @@ def test_save_and_reload_round_trip(tiny_model_dir: Path, tmp_path: Path) -> Non
     assert (again.max_length, again.head_tokens) == (48, 8)
     texts = pd.Series(["one", "two three"]).tolist()
     assert np.allclose(model.predict(texts).probabilities, again.predict(texts).probabilities)
+
+
+def test_fine_tuned_model_predicts_as_it_will_be_served(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The metrics and the drift reference computed right after fine-tuning come from the model
+    as it is saved and served: not under the bf16 autocast the Trainer trains with where the
+    CPU has bf16."""
+    from sentiment_ops.data import Split
+    from sentiment_ops.jobs.fit import FitOptions, fine_tune
+
+    model = SentimentModel.from_dir(tiny_model_dir, max_length=48)
+    texts = [f"review {i}: {'great fun' if i % 2 else 'dull and slow'} " * (1 + i % 5) for i in range(32)]
+    train = Split(texts, np.array([i % 2 for i in range(32)]))
+    opts = FitOptions(
+        epochs=1, learning_rate=1e-3, batch_size=8, eval_batch_size=16, warmup_ratio=0.0,
+        weight_decay=0.0, seed=0, device="cpu", length_buckets=True,
+    )  # fmt: skip
+    fine_tune(model, train, None, opts)
+    served = SentimentModel.from_dir(model.save(tmp_path / "m"))
+    now, later = model.predict(texts, with_embeddings=True), served.predict(texts, with_embeddings=True)
+    assert np.array_equal(now.probabilities, later.probabilities)
+    assert now.embeddings is not None and later.embeddings is not None
+    assert np.array_equal(now.embeddings, later.embeddings)

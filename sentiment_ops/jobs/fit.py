@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import extract_model_from_parallel
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
@@ -188,6 +189,9 @@ def fine_tune(
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
+    # With bf16, accelerate left the module's forward under autocast: unwrap it, so that the
+    # evaluation and the drift reference run in float32, as the saved model serves.
+    model.model = extract_model_from_parallel(model.model, keep_fp32_wrapper=False)
     model.model.eval()
     model.device = str(next(model.model.parameters()).device)
     return seconds
