@@ -6,7 +6,7 @@ same values are written out in ``configs/default.yaml`` (a test keeps them equal
 
 Environment variables use ``SENTOPS_<SECTION>__<KEY>`` (``SENTOPS_TRAIN__EPOCHS=2``),
 plus three short ones: ``SENTOPS_HOME``, ``SENTOPS_CONFIG`` (a YAML file) and the
-standard ``MLFLOW_TRACKING_URI``.
+standard ``MLFLOW_TRACKING_URI``; ``settings_layers`` reads the file and the environment.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentiment_ops.errors import ConfigError
+from sentiment_ops.settings_layers import deep_merge, env_layer, read_yaml, set_dotted
 
 # The value types, also importable from here (``from sentiment_ops.config import Backend``).
 from sentiment_ops.settings_types import Backend, Device, DriftMethod, LogFormat, parse_duration
-
-ENV_PREFIX = "SENTOPS_"
 
 
 class _Section(BaseModel):
@@ -301,71 +299,6 @@ class Settings(_Section):
         return self.model_dump(mode="json")
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = target
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"invalid setting {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
-    return data
-
-
-# Bearer tokens of the server: read from the environment where used, never settings.
-SECRET_ENV_VARS = ("SENTOPS_ADMIN_TOKEN", "SENTOPS_FEEDBACK_TOKEN", "SENTOPS_PREDICT_TOKEN")
-
-
-# The resolved settings (JSON) that `sentops serve --workers N` hands to its worker processes
-# (``serving.app.create_app_from_env``); not a setting itself.
-WORKER_SETTINGS_ENV = "SENTOPS_WORKER_SETTINGS"
-
-
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    layer: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in ("SENTOPS_CONFIG", WORKER_SETTINGS_ENV):
-            continue
-        if key in SECRET_ENV_VARS:  # secrets stay out of settings (and out of logged configs)
-            continue
-        dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, (dict, list)):
-            value = raw
-        _set_dotted(layer, dotted, value)
-    if "MLFLOW_TRACKING_URI" in environ and "tracking_uri" not in layer.get("mlflow", {}):
-        _set_dotted(layer, "mlflow.tracking_uri", environ["MLFLOW_TRACKING_URI"])
-    return layer
-
-
 def load_settings(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -377,13 +310,13 @@ def load_settings(
     merged: dict[str, Any] = {}
     config_file = config_file or environ.get("SENTOPS_CONFIG")
     if config_file:
-        merged = _deep_merge(merged, read_yaml(Path(config_file)))
-    merged = _deep_merge(merged, _env_layer(environ))
+        merged = deep_merge(merged, read_yaml(Path(config_file)))
+    merged = deep_merge(merged, env_layer(environ))
     flags: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(flags, dotted, value)
-    merged = _deep_merge(merged, flags)
+            set_dotted(flags, dotted, value)
+    merged = deep_merge(merged, flags)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -30,8 +30,9 @@ import yaml
 from test_deploy_files import _instructions, _stage, _stages
 
 from sentiment_ops import errors
-from sentiment_ops.config import SECRET_ENV_VARS, load_settings
+from sentiment_ops.config import load_settings
 from sentiment_ops.serving.store_writer import StoreWriter
+from sentiment_ops.settings_layers import SECRET_ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

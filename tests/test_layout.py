@@ -3,7 +3,7 @@
 Layers, low to high; a module imports its own layer or lower ones only (imports inside
 functions count: they are dependencies too):
 
-    0  errors, redaction, paths, provenance, textnorm, settings_types, labels
+    0  errors, redaction, paths, provenance, textnorm, settings_types, settings_layers, labels
     1  config, data, store/, migrations/, inference/, modeling, evaluation, healthcheck, the root
     2  tracking/        the one package that imports mlflow
     3  drift/, labeling/, scoring/, feedback, feedback_dataset, gate, jobs/
@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "provenance": 0,
     "textnorm": 0,
     "settings_types": 0,
+    "settings_layers": 0,
     "labels": 0,
     "": 1,  # the package root: version and public names
     "config": 1,

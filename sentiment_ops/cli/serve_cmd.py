@@ -124,9 +124,9 @@ def _run(app: Any, settings: Settings, workers: int, access_log: bool) -> None:
 def _app(settings: Settings, store: InferenceStore, workers: int) -> Any:
     """The app, or for ``workers`` > 1 the import string of the factory each worker process
     calls: the settings travel as JSON and each worker opens its own store."""
-    from sentiment_ops.config import WORKER_SETTINGS_ENV
     from sentiment_ops.serving import create_app
     from sentiment_ops.serving.app import worker_settings
+    from sentiment_ops.settings_layers import WORKER_SETTINGS_ENV
 
     if workers == 1:
         return create_app(settings, store=store)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from sentiment_ops import __version__
-from sentiment_ops.config import WORKER_SETTINGS_ENV, Settings
+from sentiment_ops.config import Settings
 from sentiment_ops.errors import ConfigError
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.serving import http_errors
@@ -29,6 +29,7 @@ from sentiment_ops.serving.request_ids import RequestIdMiddleware
 from sentiment_ops.serving.routes import build_router
 from sentiment_ops.serving.schemas import request_models
 from sentiment_ops.serving.store_writer import StoreWriter, WriterLimits
+from sentiment_ops.settings_layers import WORKER_SETTINGS_ENV
 from sentiment_ops.store import InferenceStore, open_store
 from sentiment_ops.tracking.registry import Registry
 

@@ -1,6 +1,7 @@
-"""What a logged model says about itself, read as data without loading it: the classes in
-its ``sentops.json`` (the ``hf_model`` folder of the ``tracking.pyfunc`` layout), found
-through the MLmodel file parsed as plain YAML, as ``tracking.artifacts`` finds the graph."""
+"""What a logged model says about itself, read as data without loading it: the classes its
+version's tags name (``LABELS_TAG``), or those in its ``sentops.json`` (the ``hf_model`` folder
+of the ``tracking.pyfunc`` layout), found through the MLmodel file parsed as plain YAML, as
+``tracking.artifacts`` finds the graph."""
 
 from __future__ import annotations
 
@@ -8,13 +9,29 @@ import json
 import tempfile
 from pathlib import Path
 
-from sentiment_ops.errors import ModelLoadError
-from sentiment_ops.labels import LabelSet
+from sentiment_ops.errors import ModelLoadError, SentopsError
+from sentiment_ops.labels import BINARY, LabelSet
 from sentiment_ops.tracking.artifacts import _inside, _mapping
 from sentiment_ops.tracking.client import mlflow_errors
 from sentiment_ops.tracking.pyfunc import ARTIFACT_KEY
 
 META_FILE = "sentops.json"
+# The model's classes, on the run that logs it (``log_model``) and so on its version
+# (``register`` copies the run's sentops.* tags): a JSON list of names in index order, or
+# names joined by commas. A version without it predicts negative / positive.
+LABELS_TAG = "sentops.labels"
+
+
+def tag_classes(tags: dict[str, str]) -> LabelSet:
+    """The classes a version's tags name (``LABELS_TAG``); ``BINARY`` without the tag."""
+    value = (tags.get(LABELS_TAG) or "").strip()
+    if not value:
+        return BINARY
+    try:
+        names = json.loads(value) if value.startswith("[") else value.split(",")
+        return LabelSet(tuple(str(n) for n in names))
+    except (ValueError, SentopsError):
+        return BINARY
 
 
 def logged_classes(model_uri: str) -> LabelSet:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentiment_ops.config import Settings
 from sentiment_ops.errors import ModelLoadError, NotFoundError, SentopsError, first_line
-from sentiment_ops.labels import BINARY, LabelSet
+from sentiment_ops.labels import BINARY
 from sentiment_ops.paths import writable_dir
 from sentiment_ops.redaction import redact, redact_value
 from sentiment_ops.tracking.alias_history import AliasEvent, AliasLog, Move
@@ -32,6 +32,7 @@ from sentiment_ops.tracking.client import (
     make_client,
     mlflow_errors,
 )
+from sentiment_ops.tracking.model_meta import LABELS_TAG, logged_classes, tag_classes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,22 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "sentops.parent_version"
-# The model's classes, on the run that logs it (``log_model``) and so on its version
-# (``register`` copies the run's sentops.* tags): a JSON list of names in index order, or
-# names joined by commas. A version without it predicts negative / positive.
-LABELS_TAG = "sentops.labels"
-
-
-def tag_classes(tags: dict[str, str]) -> LabelSet:
-    """The classes a version's tags name (``LABELS_TAG``); ``BINARY`` without the tag."""
-    value = (tags.get(LABELS_TAG) or "").strip()
-    if not value:
-        return BINARY
-    try:
-        names = json.loads(value) if value.startswith("[") else value.split(",")
-        return LabelSet(tuple(str(n) for n in names))
-    except (ValueError, SentopsError):
-        return BINARY
 
 
 @dataclass
@@ -258,7 +243,6 @@ class Registry:
 
     def version_classes(self, version: int) -> LabelSet:
         """The classes ``version`` predicts (its ``sentops.json``), read without loading it."""
-        from sentiment_ops.tracking.model_meta import logged_classes
 
         return logged_classes(self.download_uri(version))
 
