@@ -470,8 +470,9 @@ def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> d
     test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
     pools = dc.with_scores(test, pools)
     out: dict[str, Any] = {
-        "rule": "drift.method=calibrated: max of the NN-distance and kernel "
-        "z-scores vs its joint normal null, calibrated on the calibration set"
+        "rule": "drift.method=calibrated: T = squared distance of the window's mean from the calibration "
+        "set's mean in the reference's whitened space, against the scaled chi-square of its null mean and "
+        "variance (estimated on the calibration set)"
     }
     for size in (100, 500, 2000):
         out[str(size)] = dc.calibrated_size(test, pools, size, args.calibrated_windows, args.calibrated_shifted, size)
@@ -500,13 +501,15 @@ def calibrated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> d
 def repeated_section(args: Any, cfg: Any, ref: Any, cal: Any, pools: Any) -> dict[str, Any]:
     test = CalibratedTest.fit(ref["emb"], cal["emb"], cal["pred"], cfg.whiten_components)
     pools = dc.with_scores(test, pools)
-    h = monitor.cusum_threshold(720.0)
+    margin = test.offset_margin(500)
+    h = monitor.cusum_threshold(720.0, monitor.CUSUM_K - margin)
     null = dc.stream_false_alarms(test, pools, args.stream_checks, 500, h)
     delays = dc.detection_delays(test, ref["emb"], pools, args.onsets, 500, h, 12)
     print(f"  repeated: {null['expected_checks_between_false_alarms']} checks between false alarms", flush=True)
     return {
         "rule": f"CUSUM of u = Φ⁻¹(1 - p) of consecutive windows of 500, k = {monitor.CUSUM_K}, h = {h:.3f} "
-        "(false_alarm_every 30d, check_every 1h: 720 checks); seed_cosine: centroid cosine distance > 0.30 "
+        f"(false_alarm_every 30d, check_every 1h: 720 checks with every u offset by the calibration margin "
+        f"{margin:.3f}); seed_cosine: centroid cosine distance > 0.30 "
         "at a check; plain_mmd: raw-embedding MMD² permutation test p < 0.01 at a check",
         "expected_checks_between_false_alarms": null["expected_checks_between_false_alarms"],
         "stream": {k: v for k, v in null.items() if k != "run_lengths"},

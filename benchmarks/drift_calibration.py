@@ -234,7 +234,8 @@ def calibration_size_effect(
     """How far one deployment's false-alarm rate strays from alpha, by calibration-set size
     N: ``draws`` reference draws per N (reference, calibration set and window pool re-drawn,
     disjoint), ``windows`` windows of 500 each; the spread of the per-draw rates against the
-    predicted ``sqrt(n/N + n/pool)`` standard errors of the offset."""
+    predicted offset of the quadratic statistic, ``(n/N + n/pool) / sqrt(1 + 2 (n/N + n/pool))``
+    standard errors (a mean-of-one-score test's would be ``sqrt(n/N + n/pool)``)."""
     out: dict[str, Any] = {}
     for n_cal in sizes:
         rates: dict[str, list[float]] = {"0.01": [], "0.05": []}
@@ -247,12 +248,13 @@ def calibration_size_effect(
             for a, per_draw in rates.items():
                 per_draw.append(round(float(np.mean(p < float(a))), 4))
         pool_n = len(held_out["emb"]) - n_ref - n_cal
+        ratio = 500 / n_cal + 500 / pool_n
         out[str(n_cal)] = {
             "draws": draws,
             "windows_per_draw": windows,
             "false_alarm_rate_0.01_per_draw": rates["0.01"],
             "false_alarm_rate_0.05_per_draw": rates["0.05"],
             "mean_0.05": round(float(np.mean(rates["0.05"])), 4),
-            "offset_sd_predicted_z": round(math.sqrt(500 / n_cal + 500 / pool_n), 3),
+            "offset_sd_predicted_z": round(ratio / math.sqrt(1 + 2 * ratio), 3),
         }
     return out

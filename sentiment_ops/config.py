@@ -179,8 +179,8 @@ class DriftSettings(_Section):
     reference_data: str = "imdb"
     reference_samples: int = Field(1000, ge=10)
     # Held-out texts embedded with the reference to calibrate the test for it (0 = none):
-    # the test's power at window n scales with 1/n + 1/N, and the false-alarm rate of one
-    # deployed reference strays from alpha by ~sqrt(n/N) standard errors (docs/drift.md).
+    # the test's null variance at window n scales with 1/n + 1/N, and the false-alarm rate of
+    # one deployed calibration set strays from alpha by ~n/N standard errors (docs/drift.md).
     calibration_samples: int = Field(4000, ge=0)
     top_k: int = Field(5, ge=0)
 

@@ -59,7 +59,9 @@ def test_a_small_calibration_set_is_part_of_the_null() -> None:
     assert lo <= float(np.mean(hits)) <= hi
 
 
-def test_label_share_is_reported_not_deciding() -> None:
+def test_a_label_shift_moves_the_mean_and_is_found() -> None:
+    """80% negative texts move the window's mean along the sentiment axis: the mean-shift
+    statistic decides (its z is the statistic) and the positive share is reported beside it."""
     rng = np.random.default_rng(9)
     ref, _ = _draw(rng, 300)
     test = CalibratedTest.fit(ref, *_draw(rng, 20_000), components=8)
@@ -67,7 +69,37 @@ def test_label_share_is_reported_not_deciding() -> None:
     neg = labels == 0
     skewed = np.concatenate([np.flatnonzero(neg), np.flatnonzero(~neg)[: int((~neg).sum() * 0.2)]])
     res = test.test(x[skewed], labels[skewed])
-    assert res.z["positive"] < -5 and res.statistic == max(res.z["nn"], res.z["kernel"])
+    assert res.z["positive"] < -5 and res.statistic == res.z["shift"] and res.p_value < 1e-6
+    assert res.statistic > test.threshold(0.01, len(skewed))
+
+
+def test_one_calibration_set_keeps_its_rate_near_alpha() -> None:
+    """The deployed case: one fixed reference and calibration set (N = 32 windows' worth),
+    many windows of unshifted traffic. Over twelve such deployments each one's false-alarm
+    rate at 0.05 stays at alpha up to the windows' own binomial noise (0.005): the statistic
+    sums squared errors over all directions, so one calibration set's error is second order
+    (about n/N standard errors). A test on the mean of one score strays by sqrt(n/N) = 0.18
+    standard errors: its per-deployment rates spread about three times as far."""
+    rng = np.random.default_rng(11)
+    rates = []
+    for _ in range(12):
+        ref, _ = _draw(rng, 300)
+        test = CalibratedTest.fit(ref, *_draw(rng, 3200), components=DIM)
+        traffic = test.scorer.scores(*_draw(rng, 50_000))  # windows then only average rows
+        p = [test.test_scores(traffic[rng.choice(len(traffic), 100, replace=False)]).p_value for _ in range(2000)]
+        rates.append(float(np.mean(np.array(p) < 0.05)))
+    assert abs(float(np.mean(rates)) - 0.05) < 0.005, rates
+    assert float(np.std(rates, ddof=1)) < 0.009, rates
+
+
+def test_chi2_tail_matches_the_closed_form_and_inverts() -> None:
+    from sentiment_ops.drift.calibrated import chi2_isf, chi2_sf
+    from sentiment_ops.drift.detectors import chi2_sf as chi2_sf_whole
+
+    for dof in (1, 2, 7, 64):
+        for x in (0.3, dof, 3.0 * dof + 20):
+            assert chi2_sf(x, dof) == pytest.approx(chi2_sf_whole(x, dof), rel=1e-9, abs=1e-15)
+    assert chi2_sf(chi2_isf(0.01, 37.5), 37.5) == pytest.approx(0.01, rel=1e-9)
 
 
 def test_cusum_threshold_gives_the_run_length_asked_for() -> None:
@@ -93,6 +125,30 @@ def test_monitor_steps_alarm_and_restart() -> None:
     assert state.alarm and state.checks_since_alarm == 0
     after = monitor.step(monitor.MonitorState.from_dict(state.to_dict()), 720.0, 0.5, 100)
     assert after.statistic == 0.0 and after.checks_since_alarm == 1 and not after.alarm
+
+
+def test_margin_keeps_the_run_length_when_every_score_is_offset() -> None:
+    """A deployed calibration set leaves the same small offset in every check's score, and
+    the CUSUM sums it: with the margin the run length holds for scores N(margin, 1), where
+    the plain threshold's falls short."""
+    expected, margin = 100.0, 0.2
+    plain = monitor.step(None, expected, 0.5, 100)
+    held = monitor.step(None, expected, 0.5, 100, margin)
+    assert held.threshold > plain.threshold and held.margin == margin
+
+    def mean_run_length(h: float, rng: np.random.Generator) -> float:
+        lengths = []
+        for _ in range(600):
+            s, t = 0.0, 0
+            while s < h:
+                t += 1
+                s = max(0.0, s + rng.standard_normal() + margin - monitor.CUSUM_K)
+            lengths.append(t)
+        return float(np.mean(lengths))
+
+    rng = np.random.default_rng(4)
+    assert 100 * 0.85 < mean_run_length(held.threshold, rng) < 100 * 1.15
+    assert mean_run_length(plain.threshold, rng) < 100 * 0.8
 
 
 def test_durations() -> None:

@@ -149,8 +149,8 @@ def drift(
 
     - Drift score / Threshold: the seed's cosine distance of mean embeddings vs a fixed threshold.
     - p-value: the test calibrated for the version's fixed reference on its calibration set
-      (nearest-reference distance and kernel similarity of the window's texts);
-      it decides the status. A reference without a calibration set falls back to the
+      (how far the window's mean embedding sits from the calibration set's, in the
+      reference's whitened space); it decides the status. A reference without a calibration set falls back to the
       permutation test of MMD² and nearest-reference distance, reported as uncalibrated.
     - Mode: single (each check decides at alpha) or repeated (drift.false_alarm_every set:
       a CUSUM over the checks decides, with that expected time between false alarms);
@@ -278,10 +278,9 @@ def _test_rows(r: dict[str, Any]) -> list[Row]:
             (
                 "Calibrated z",
                 f"{cal['statistic']:.2f}",
-                f"max of NN {z['nn']:.2f} and kernel {z['kernel']:.2f} "
-                f"({cal.get('label_class') or 'positive'} share {z['positive']:.2f}, "
-                f"reported); threshold {cal['threshold']:.2f} at alpha {r['alpha']:g} "
-                f"({cal['calibration_n']} calibration texts)",
+                f"the window's mean shift from the calibration set; threshold {cal['threshold']:.2f} at alpha "
+                f"{r['alpha']:g} ({cal['calibration_n']} calibration texts). Reported: NN {z['nn']:.2f}, "
+                f"kernel {z['kernel']:.2f}, {cal.get('label_class') or 'positive'} share {z['positive']:.2f}",
             )
         )
         test = "calibrated for this reference"

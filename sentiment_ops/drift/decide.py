@@ -44,7 +44,7 @@ def apply_calibrated(report: DriftReport, test: CalibratedTest | None, emb: np.n
     report.calibrated = {
         "z": res.z,
         "statistic": res.statistic,
-        "threshold": test.threshold(report.alpha),
+        "threshold": test.threshold(report.alpha, res.n),
         "window_means": res.window_means,
         "calibration_means": res.calibration_means,
         "calibration_n": res.calibration_n,
@@ -77,13 +77,19 @@ def apply_monitor(
         emb = np.vstack([np.asarray(rows[i].embedding, dtype=np.float32) for i in fresh])
         lab = np.array([-1 if rows[i].prediction is None else int(rows[i].prediction) for i in fresh])
         p = test.test(emb, lab).p_value if test is not None else report.p_value
-    new = monitor.step(state, expected, p, len(fresh) if p is not None else 0)
+    margin = test.offset_margin(cfg.window) if test is not None else 0.0
+    new = monitor.step(state, expected, p, len(fresh) if p is not None else 0, margin)
     newest = max((_as_naive(r.created_at) for r in rows), default=None) if p is not None else since
     new.last_row_at = newest.isoformat() if newest is not None else None
     report.mode = "repeated"
     report.monitor = new.to_dict()
     report.drift = new.alarm
     cal = "" if test is not None else f" ({UNCALIBRATED})"
+    if test is not None and margin > monitor.MAX_MARGIN:
+        cal = (
+            f"; the calibration set ({test.n_cal} texts) is small for a window of {cfg.window}: its own error "
+            "can shorten that time (add held-out texts with `sentops embed-reference`)"
+        )
     report.guarantee = (
         f"repeated checks every {cfg.check_every}: with no shift a false alarm comes on average once every "
         f"{cfg.false_alarm_every} ({expected:g} checks: CUSUM of the calibrated scores, threshold "

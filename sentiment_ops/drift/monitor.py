@@ -8,8 +8,10 @@ successive scores independent) and runs a one-sided CUSUM on it::
 
 ``k`` = 1 tolerates a small calibration error in every score without creeping up; ``h`` is
 set so the expected number of checks between false alarms (the in-control average run
-length, computed exactly for N(0, 1) scores by the Brook and Evans Markov chain) equals
-``drift.false_alarm_every / drift.check_every``. A shift that moves ``u`` by ``δ > k`` is
+length, computed exactly by the Brook and Evans Markov chain) equals
+``drift.false_alarm_every / drift.check_every`` even when every score is offset by
+``margin``: N(margin, 1) scores, the error one deployed calibration set can leave
+(``CalibratedTest.offset_margin``; the CUSUM sums it over checks). A shift that moves ``u`` by ``δ > k`` is
 flagged after about ``(h + 1.17) / (δ - k)`` checks; a large one at the first check.
 """
 
@@ -26,6 +28,9 @@ import numpy as np
 from sentiment_ops.config import parse_duration
 
 CUSUM_K = 1.0
+# The largest calibration offset h allows for: beyond it the CUSUM would need k - margin
+# below the textbook 0.5, and a threshold that large would hide real shifts.
+MAX_MARGIN = 0.5
 _STATES = 300  # Markov-chain states on [0, h): ARL within ~0.5% of simulation
 _NORMAL = NormalDist()
 
@@ -86,6 +91,7 @@ class MonitorState:
     statistic: float = 0.0  # the CUSUM S after this check
     threshold: float = 0.0  # h
     k: float = CUSUM_K
+    margin: float = 0.0  # the offset of the scores h allows for
     expected_checks_between_false_alarms: float = 0.0
     checks_since_alarm: int = 0
     increment: float | None = None  # u of this check (None: no new texts to score)
@@ -105,10 +111,14 @@ class MonitorState:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def step(previous: MonitorState | None, expected_checks: float, p_value: float | None, new_rows: int) -> MonitorState:
+def step(
+    previous: MonitorState | None, expected_checks: float, p_value: float | None, new_rows: int, margin: float = 0.0
+) -> MonitorState:
     """The state after one check: ``p_value`` of the texts served since the previous check
-    (None: none to score, the statistic stays)."""
-    h = cusum_threshold(round(expected_checks, 6))
+    (None: none to score, the statistic stays); ``h`` holds the run length for scores
+    offset by up to ``margin`` (at most ``MAX_MARGIN``)."""
+    margin = min(margin, MAX_MARGIN)
+    h = cusum_threshold(round(expected_checks, 6), round(CUSUM_K - margin, 6))
     before = 0.0 if previous is None or previous.alarm else previous.statistic
     since = 0 if previous is None or previous.alarm else previous.checks_since_alarm
     u = None if p_value is None else normal_score(p_value)
@@ -117,6 +127,7 @@ def step(previous: MonitorState | None, expected_checks: float, p_value: float |
     return MonitorState(
         statistic=stat,
         threshold=h,
+        margin=margin,
         expected_checks_between_false_alarms=expected_checks,
         checks_since_alarm=0 if alarm else since + 1,
         increment=u,
