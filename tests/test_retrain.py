@@ -124,8 +124,8 @@ def test_retrain_end_to_end_registers_a_candidate(cli, production: Registry) -> 
         assert key not in run.data.params  # the data summary is logged once, as tags
     artifacts = {a.path for a in production.client.list_artifacts(out["run_id"])}
     assert {"config", "reference", "retrain"} <= artifacts
-    # every served text holds a label: too few to stand for the traffic, the corpus reference stays
-    assert out["reference"]["source"] == "corpus" and out["reference"]["served_texts"] == 0
+    # 60 served texts are too few to stand for the traffic: the corpus reference stays
+    assert out["reference"]["source"] == "corpus" and out["reference"]["served_texts"] == 60
     assert "reference from imdb instead" in out["reference"]["note"]
     assert run.data.tags["sentops.reference_source"] == "corpus"
     assert production.get_version(2).golden_accuracy == pytest.approx(out["metrics"]["candidate_golden_accuracy"])

@@ -4,11 +4,12 @@ A version is retrained because its traffic moved; a candidate whose reference is
 one again (``drift.reference_data``) would see that traffic as drift on every check after
 its promotion. So its reference and calibration set are texts the production version served
 in the retrain's window (from ``since``, else from the oldest served row among the labels
-read), minus every text the candidate trained or was scored on (feedback rows, hold-out,
-replay, golden) and every labeled text, one per distinct normalised text, in a seeded random
-order: a uniform draw of the served texts, so the reference keeps the served mixture's
-proportions (70 % tweets and 30 % reviews served: about the same in the reference). With
-fewer than ``MIN_SERVED`` such texts the reference stays the corpus one, and the run's
+read), one per distinct normalised text, in a seeded random order: a uniform draw of the
+served texts, so the reference keeps the served mixture's proportions (70 % tweets and 30 %
+reviews served: about the same in the reference). Labeled texts stay in the draw: an active
+selection labels the most uncertain texts, so the texts left unlabeled are not a sample of
+the traffic, and a calibrated test sees the difference (docs/drift.md). With fewer than
+``MIN_SERVED`` such texts the reference stays the corpus one, and the run's
 ``sentops.reference_source`` tag and the retrain's result say so.
 """
 
@@ -43,7 +44,7 @@ class ReferenceChoice:
     texts) or "corpus" (``plan`` None: ``drift.reference_data``), and why."""
 
     source: str
-    served_texts: int  # distinct served texts usable (not trained or scored on, not labeled)
+    served_texts: int  # distinct texts served in the window
     reference: int
     calibration: int
     window: str
@@ -72,10 +73,10 @@ def served_reference(
     served since ``since`` (None: since the oldest served labeled row)."""
     start = as_utc(since or data.feedback.first_served)
     window = f"served by v{version}" + (f" since {start.isoformat(timespec='seconds')}" if start else "")
-    texts = _usable_texts(settings, store, data, version, start)
+    texts = _usable_texts(settings, store, version, start)
     if len(texts) < MIN_SERVED:
         note = (
-            f"{len(texts)} served texts not trained or scored on ({window}; need {MIN_SERVED}): "
+            f"{len(texts)} distinct served texts ({window}; need {MIN_SERVED}): "
             f"reference from {settings.drift.reference_data} instead"
         )
         return ReferenceChoice("corpus", len(texts), 0, 0, window, note)
@@ -88,22 +89,15 @@ def served_reference(
     return ReferenceChoice("served", len(texts), n_ref, n_cal, window, note, plan)
 
 
-def _usable_texts(
-    settings: Settings, store: InferenceStore, data: RetrainData, version: int, start: datetime | None
-) -> list[str]:
+def _usable_texts(settings: Settings, store: InferenceStore, version: int, start: datetime | None) -> list[str]:
     """The served texts of the window, oldest first, one per distinct normalised text,
-    without those the candidate used and those that hold a label."""
-    used = [*data.train.texts, *data.feedback.holdout.texts, *(data.golden.texts if data.golden is not None else [])]
-    skip = {_key(t) for t in used}
+    labeled or not (see the module docstring)."""
     wanted = settings.train.reference_samples + settings.drift.calibration_samples
-    rows = store.window(settings.mlflow.model_name, version, 2 * wanted + len(skip), source="api")
-    rows = [r for r in rows if r.text and r.feedback_label is None and (start is None or r.created_at >= start)]
-    labeled = store.labeled_hashes({text_hash(r.text) for r in rows})
+    rows = store.window(settings.mlflow.model_name, version, 2 * wanted, source="api")
+    rows = [r for r in rows if r.text and (start is None or r.created_at >= start)]
     out: dict[str, str] = {}
     for r in rows:
-        key = _key(r.text)
-        if key not in skip and text_hash(r.text) not in labeled:
-            out.setdefault(key, r.text)
+        out.setdefault(_key(r.text), r.text)
     return list(out.values())
 
 
