@@ -256,8 +256,8 @@ class DemoSettings(_Section):
     eval_samples: int = Field(1000, ge=1)
     val_samples: int = Field(500, ge=1)  # at most this many validation rows (fewer if train.val_samples is)
     imdb_traffic: int = Field(300, ge=1)  # IMDB test reviews sent first: no drift expected
-    # tweets sent next: drift expected. The ones nobody labels become the retrained version's
-    # drift reference and calibration set (about 900 each), three times the drift window.
+    # tweets sent next: drift expected. What v1 served becomes the retrained version's drift
+    # reference and calibration set (1,000 + 1,400 texts), several times the drift window.
     tweet_traffic: int = Field(2000, ge=1)
     labeled: int = Field(600, ge=0)  # of the tweets sent, how many a (simulated) person labels
     # IMDB replay rows per tweet label when retraining. With 420 training labels, replay 1

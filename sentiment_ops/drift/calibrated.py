@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentiment_ops.drift.detectors import chi2_isf, chi2_sf
 from sentiment_ops.drift.two_sample import as_2d, squared_distances
 from sentiment_ops.labels import BINARY, LabelSet
 
@@ -155,10 +156,12 @@ class CalibratedTest:
         test.label_class = classes.names[scorer.tracked]
         return test
 
-    def null(self, n: int) -> tuple[float, float]:
-        """Mean and variance of T for a window of ``n`` texts under no shift."""
+    def null(self, n: int) -> tuple[float, float, float, float]:
+        """T's null for a window of ``n`` texts: its mean and variance, and the scale and
+        degrees of freedom of the chi-square that has them (T / scale ~ chi-square)."""
         f = 1 / n + 1 / self.n_cal
-        return self.trace * f, 2 * self.trace_sq * f * f + self.excess / n**3
+        mean, var = self.trace * f, 2 * self.trace_sq * f * f + self.excess / n**3
+        return mean, var, var / (2 * mean), 2 * mean * mean / var
 
     def offset_margin(self, n: int, sds: float = 2.0) -> float:
         """``sds`` standard deviations of the offset one calibration set leaves in a window's
@@ -170,14 +173,12 @@ class CalibratedTest:
 
     def p_of(self, shift: float, n: int) -> float:
         """P(T ≥ shift) for a window of ``n``: the scaled chi-square of the null's mean and variance."""
-        mean, var = self.null(n)
-        scale, dof = var / (2 * mean), 2 * mean * mean / var
+        _, _, scale, dof = self.null(n)
         return max(P_FLOOR, chi2_sf(shift / scale, dof))
 
     def threshold(self, alpha: float, n: int) -> float:
         """The z-scored T at which a window of ``n`` texts alarms at level ``alpha``."""
-        mean, var = self.null(n)
-        scale, dof = var / (2 * mean), 2 * mean * mean / var
+        mean, var, scale, dof = self.null(n)
         return (scale * chi2_isf(alpha, dof) - mean) / math.sqrt(var)
 
     def test(self, emb: np.ndarray, labels: np.ndarray) -> CalibratedResult:
@@ -187,7 +188,7 @@ class CalibratedTest:
         """``test`` of a window given its per-text scores (``scorer.scores``)."""
         n = len(scores)
         shift = float(np.sum((scores[:, 3:].mean(axis=0) - self.centre) ** 2))
-        mean, var = self.null(n)
+        mean, var, _, _ = self.null(n)
         z = {"shift": (shift - mean) / math.sqrt(var)}
         means = {}
         for k, name in enumerate(SCORES):
@@ -209,51 +210,3 @@ class CalibratedTest:
             calibration_n=self.n_cal,
             shift=shift,
         )
-
-
-def chi2_sf(x: float, dof: float) -> float:
-    """P(X ≥ x) for X chi-square with ``dof`` (any positive real) degrees of freedom: the
-    regularized upper incomplete gamma Q(dof/2, x/2)."""
-    if x <= 0:
-        return 1.0
-    a, t = dof / 2.0, x / 2.0
-    log_front = a * math.log(t) - t - math.lgamma(a)
-    if t < a + 1:  # series for P(a, t)
-        term = total = 1.0 / a
-        k = a
-        for _ in range(10_000):
-            k += 1
-            term *= t / k
-            total += term
-            if term < total * 1e-15:
-                break
-        return float(min(1.0, max(0.0, 1.0 - math.exp(log_front) * total)))
-    # continued fraction for Q(a, t) (modified Lentz)
-    tiny = 1e-300
-    b = t + 1 - a
-    c, d = 1 / tiny, 1 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        step = d * c
-        h *= step
-        if abs(step - 1) < 1e-15:
-            break
-    return float(min(1.0, math.exp(log_front) * h))
-
-
-def chi2_isf(p: float, dof: float) -> float:
-    """The x with ``chi2_sf(x, dof) = p`` (bisection on the monotone survival function)."""
-    lo, hi = 0.0, max(1.0, dof)
-    while chi2_sf(hi, dof) > p:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if chi2_sf(mid, dof) > p else (lo, mid)
-    return (lo + hi) / 2

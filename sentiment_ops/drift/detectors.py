@@ -123,25 +123,52 @@ def chi_square_homogeneity(a: np.ndarray, b: np.ndarray) -> tuple[float, int, fl
     return stat, dof, chi2_sf(stat, dof)
 
 
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X >= x) for X chi-square with ``dof`` degrees of freedom, in closed form (a whole
-    number of degrees: a finite sum, no scipy)."""
+def chi2_sf(x: float, dof: float) -> float:
+    """P(X ≥ x) for X chi-square with ``dof`` (any positive real) degrees of freedom: the
+    regularized upper incomplete gamma Q(dof/2, x/2)."""
     if x <= 0:
         return 1.0
-    half = x / 2.0
-    if dof % 2 == 0:  # exp(-x/2) * sum_{i<dof/2} (x/2)^i / i!
-        term, total = 1.0, 1.0
-        for i in range(1, dof // 2):
-            term *= half / i
+    a, t = dof / 2.0, x / 2.0
+    log_front = a * math.log(t) - t - math.lgamma(a)
+    if t < a + 1:  # series for P(a, t)
+        term = total = 1.0 / a
+        k = a
+        for _ in range(10_000):
+            k += 1
+            term *= t / k
             total += term
-        return float(min(1.0, math.exp(-half) * total))
-    # odd: erfc(sqrt(x/2)) + exp(-x/2) * sum_{i=1}^{(dof-1)/2} (x/2)^(i-1/2) / Gamma(i+1/2)
-    term = math.sqrt(half) / math.gamma(1.5)
-    total = term if dof > 1 else 0.0
-    for i in range(2, (dof + 1) // 2):
-        term *= half / (i - 0.5)
-        total += term
-    return float(min(1.0, math.erfc(math.sqrt(half)) + math.exp(-half) * total))
+            if term < total * 1e-15:
+                break
+        return float(min(1.0, max(0.0, 1.0 - math.exp(log_front) * total)))
+    # continued fraction for Q(a, t) (modified Lentz)
+    tiny = 1e-300
+    b = t + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        step = d * c
+        h *= step
+        if abs(step - 1) < 1e-15:
+            break
+    return float(min(1.0, math.exp(log_front) * h))
+
+
+def chi2_isf(p: float, dof: float) -> float:
+    """The x with ``chi2_sf(x, dof) = p`` (bisection on the monotone survival function)."""
+    lo, hi = 0.0, max(1.0, dof)
+    while chi2_sf(hi, dof) > p:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_sf(mid, dof) > p else (lo, mid)
+    return (lo + hi) / 2
 
 
 def reference_classes(label_mix: dict[str, Any]) -> LabelSet:
